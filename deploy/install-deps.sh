@@ -1,0 +1,36 @@
+#!/bin/sh
+# install-deps.sh -- install the Debian packages baton builds and tests with,
+# only those that are missing. Safe to run again; does nothing when all are
+# present.
+set -eu
+
+need=""
+have_pc() { pkg-config --exists "$1" 2>/dev/null; }
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+have_cmd pkg-config || need="$need pkg-config"
+have_cmd cc || need="$need gcc"
+have_cmd make || need="$need make"
+have_pc sqlite3 || need="$need libsqlite3-dev"
+have_pc libmicrohttpd || need="$need libmicrohttpd-dev"
+have_pc jansson || need="$need libjansson-dev"
+have_pc libsodium || need="$need libsodium-dev"
+have_pc check || need="$need check"
+have_pc libcurl || need="$need libcurl4-openssl-dev"
+have_cmd sqlite3 || need="$need sqlite3"
+
+[ -z "$need" ] && exit 0
+
+echo "install-deps: installing$need"
+if [ "$(id -u)" -ne 0 ]; then
+    if have_cmd sudo; then SUDO=sudo; else
+        echo "install-deps: run as root: apt-get install -y$need" >&2
+        exit 1
+    fi
+else
+    SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null

@@ -1,0 +1,310 @@
+/* batond.h -- internal interfaces of batond: one header, forward types first.
+ *
+ * DESIGN
+ * Requests arrive on libmicrohttpd threads (http.c), are matched against the
+ * route table (routes.c) and handed to a handler. A handler validates its
+ * input (fields.c) and then either answers at once from a read connection
+ * (reads never wait for the writer) or submits a write function to the one
+ * writer thread (db.c). The writer drains every queued write, runs each in
+ * its own SAVEPOINT inside one transaction, commits once, prints the events
+ * the batch recorded, wakes long-poll waiters (wait.c) and resumes the
+ * suspended connections. A write function therefore never touches the
+ * network and a handler never writes to the database directly.
+ */
+#ifndef BATOND_H
+#define BATOND_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#define BATON_VERSION "0.1.0"
+
+struct config;
+struct req;
+struct tx;
+struct route;
+struct field;
+
+/* ---- config.c: settings from flags and environment ------------------- */
+
+struct config {
+    char *listen_host;          /* BATON_LISTEN host part */
+    int listen_port;            /* BATON_LISTEN port part (0 = any) */
+    char *db_path;              /* BATON_DB */
+    char *secret;               /* AGENT_SECRET, NULL when unset */
+    bool production;            /* BATON_ENV=production */
+    int64_t max_body;           /* BATON_MAX_BODY, bytes */
+    bool sync_full;             /* BATON_SYNC=full (default) or normal */
+    int64_t sweep_interval_ms;  /* BATON_SWEEP_INTERVAL_MS */
+    int64_t job_lock_ms;        /* BATON_JOB_LOCK_MS */
+    int64_t retention_ms;       /* BATON_RETENTION_MS */
+    int64_t dedupe_ttl_ms;      /* BATON_DEDUPE_TTL_MS */
+    int64_t event_retention_ms; /* BATON_EVENT_RETENTION_MS */
+    char *leased_channels;      /* BATON_LEASED_CHANNELS, comma list */
+    char *session_key;          /* BATON_SESSION_KEY, as given (hex/base64) */
+    bool session_require_lease; /* BATON_SESSION_REQUIRE_LEASE */
+    char *telegram_secret;      /* TELEGRAM_WEBHOOK_SECRET */
+    char *telegram_allowed;     /* TELEGRAM_ALLOWED_CHAT_IDS */
+    char *whatsapp_verify;      /* WHATSAPP_VERIFY_TOKEN */
+    char *whatsapp_app_secret;  /* WHATSAPP_APP_SECRET */
+    char *whatsapp_allowed;     /* WHATSAPP_ALLOWED_CONTACTS */
+    int64_t max_connections;    /* BATON_MAX_CONNECTIONS */
+    int64_t idle_timeout_ms;    /* BATON_IDLE_TIMEOUT_MS */
+    int64_t threads;            /* BATON_THREADS */
+    int64_t shutdown_grace_ms;  /* BATON_SHUTDOWN_GRACE_MS */
+    bool debug;                 /* BATON_LOG_LEVEL=debug */
+};
+
+extern struct config cfg;       /* read-only once the server has started */
+
+#define EX_CONFIG 78            /* sysexits EX_CONFIG: bad configuration */
+
+/* Fill *c from environment then argv (flags win). On error writes a
+ * one-line reason into why and returns -1; returns 1 when --help or
+ * --version was printed, 0 to go on. The strings of *c are owned by *c. */
+int config_load(struct config *c, int argc, char **argv, char *why, size_t n);
+void config_free(struct config *c);
+void config_usage(FILE *f);
+
+/* ---- util.c ------------------------------------------------------------ */
+
+int64_t now_ms(void);                          /* server clock, epoch ms */
+void fmt_time(int64_t ms, char *buf, size_t n); /* RFC 3339 with ms, UTC */
+/* Constant-time equality of two secrets of any lengths (libsodium). */
+bool secret_equal(const char *a, size_t alen, const char *b, size_t blen);
+/* Fresh random id: prefix + 16 random bytes in lowercase hex. Caller frees. */
+char *new_id(const char *prefix);
+/* Strict integer parse of the whole string; -1 on junk or overflow. */
+int parse_int64(const char *s, int64_t *out);
+
+/* ---- fields.c: declarative validation of JSON bodies and queries ------ */
+
+enum field_type {
+    F_STR,      /* const char ** (borrowed from the JSON), non-empty unless F_EMPTY_OK */
+    F_INT,      /* int64_t * within [min, max] */
+    F_BOOL,     /* bool * */
+    F_ANY,      /* json_t ** (borrowed), any JSON value including null */
+    F_OBJECT,   /* json_t ** (borrowed), a JSON object */
+    F_ARRAY,    /* json_t ** (borrowed), a JSON array */
+};
+
+#define F_REQUIRED  1u
+#define F_EMPTY_OK  2u      /* F_STR: accept "" */
+
+struct field {
+    const char *name;
+    enum field_type type;
+    unsigned flags;
+    void *out;              /* left untouched when absent: preset defaults */
+    int64_t min, max;       /* F_INT bounds; F_STR max length when max > 0 */
+    bool *present;          /* optional: set true when the field was given */
+};
+
+#define FIELD_STR(n, p, fl)         {(n), F_STR, (fl), (p), 0, 0, NULL}
+#define FIELD_INT(n, p, fl, lo, hi) {(n), F_INT, (fl), (p), (lo), (hi), NULL}
+#define FIELD_BOOL(n, p, fl)        {(n), F_BOOL, (fl), (p), 0, 0, NULL}
+#define FIELD_ANY(n, p, fl)         {(n), F_ANY, (fl), (p), 0, 0, NULL}
+#define FIELD_OBJECT(n, p, fl)      {(n), F_OBJECT, (fl), (p), 0, 0, NULL}
+#define FIELD_ARRAY(n, p, fl)       {(n), F_ARRAY, (fl), (p), 0, 0, NULL}
+#define FIELD_END                   {NULL, F_ANY, 0, NULL, 0, 0, NULL}
+
+/* Check obj against the NULL-terminated spec, storing values into the out
+ * pointers. On the first problem writes a sentence naming the field into
+ * why and returns -1 (nothing is stored for later fields). obj may be NULL
+ * (treated as {}). */
+int fields_parse(json_t *obj, const struct field *spec, char *why, size_t n);
+
+/* ---- http.c: requests and answers -------------------------------------- */
+
+#define MAX_PARAMS 4
+
+struct req {
+    struct MHD_Connection *conn;    /* NULL for internal requests */
+    const struct route *route;
+    const char *method;
+    char *url;                      /* path without query, owned */
+    char *params[MAX_PARAMS];       /* decoded {params} of the route, owned */
+    char *body;                     /* raw body, NUL-terminated, owned */
+    size_t body_len;
+    json_t *json;                   /* parsed body (an object) or NULL */
+    int64_t started;                /* now_ms() at arrival */
+
+    /* the answer: status + JSON body (or raw text for non-JSON answers) */
+    int status;
+    json_t *out;
+    char *text;                     /* when set, sent as text/plain instead */
+    const char *err_code;           /* static string; NULL when no error */
+
+    /* handler state */
+    void *ctx;
+    void (*ctx_free)(void *);
+    /* called (on an HTTP thread) when the answer could not be delivered,
+     * e.g. a long-poll claim whose client went away: undo what it took */
+    void (*lost)(struct req *r);
+
+    /* write path (db.c, wait.c) -- private to them */
+    int (*fn)(struct tx *, struct req *);
+    struct req *next;
+    int state;
+    bool parked;
+    int64_t deadline, due;
+    char *topic;
+    /* internal (sync) requests wait on this */
+    void *sync;
+};
+
+/* Answer r with status and body (stolen; NULL for no body). Returns 0. */
+int req_ok(struct req *r, int status, json_t *body);
+/* Answer r with an error of SPEC section 2: code is a static snake_case
+ * string whose HTTP status comes from the table in http.c; details (stolen,
+ * may be NULL) are merged into the error object. Returns -1. */
+int req_fail(struct req *r, const char *code, json_t *details,
+             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+const char *req_param(struct req *r, int i);
+const char *req_query(struct req *r, const char *name);
+const char *req_header(struct req *r, const char *name);
+/* Parse r->body into r->json (an object; empty body -> NULL). Routes with
+ * AUTH_OWN call this themselves after checking their signature. */
+int req_parse_json(struct req *r);
+/* Validate r->json against spec; answers 400 naming the field on error. */
+int req_fields(struct req *r, const struct field *spec);
+/* A query argument as an integer in [lo, hi], default dflt when absent;
+ * answers 400 and returns -1 when malformed. */
+int req_query_int(struct req *r, const char *name, int64_t dflt,
+                  int64_t lo, int64_t hi, int64_t *out);
+/* true when the client's socket is still open (used before handing a job to
+ * a parked long-poll request). */
+bool req_alive(struct req *r);
+/* An internal request not tied to a connection (sweep, tests). Free with
+ * req_free. */
+struct req *req_new_internal(void);
+void req_free(struct req *r);
+
+int http_start(void);              /* 0 ok, -1 with reason logged */
+int http_port(void);               /* the bound port */
+void http_quiesce(void);           /* stop accepting */
+void http_stop(void);
+void http_suspend(struct req *r);  /* park r's connection (from a handler) */
+void http_resume(struct req *r);   /* hand a finished request back to MHD */
+int http_active(void);             /* requests in progress */
+void http_shutting_down(void);     /* answer new requests 503 */
+
+/* ---- routes.c ---------------------------------------------------------- */
+
+enum auth { AUTH_NONE, AUTH_BEARER, AUTH_CONVEX, AUTH_OWN };
+
+struct route {
+    const char *method;             /* "GET", "POST", ... */
+    const char *pattern;            /* "/v1/jobs/{id}/claim" */
+    enum auth auth;                 /* AUTH_OWN: the handler checks its own */
+    int (*handler)(struct req *r);  /* returns 0; answer set in r */
+};
+
+extern const struct route routes[];  /* ends with {NULL,...} */
+/* Find the route for method+path; fills r->params. Sets *path_known when
+ * some route has that path with another method (405). */
+const struct route *routes_match(const char *method, const char *path,
+                                 struct req *r, bool *path_known);
+
+/* ---- db.c: connections, migrations, the write path ---------------------- */
+
+struct migration {
+    const char *name;               /* "001_core.sql" */
+    const char *sql;
+};
+extern const struct migration migrations[]; /* generated from schema/, NULL-terminated */
+
+/* Open (creating) the database at path with baton's pragmas. */
+int db_open(const char *path, bool sync_full, sqlite3 **out, char *why, size_t n);
+/* Apply migrations with index >= user_version, each in its own
+ * transaction. On failure the database is unchanged by that migration and
+ * why names it. */
+int db_migrate(sqlite3 *db, const struct migration *m, char *why, size_t n);
+int db_start(void);                 /* open writer, migrate, start writer thread */
+void db_release_waiters(void);      /* shutdown: answer every long-poll now */
+void db_stop(void);                 /* drain, stop writer, checkpoint, close */
+/* The calling thread's read-only connection (opened on first use). */
+sqlite3 *db_reader(void);
+
+struct tx {
+    sqlite3 *db;
+    int64_t now;                    /* now_ms() when this write started */
+    json_t *events;                 /* log lines to print after commit */
+    json_t *notify;                 /* topics to wake after commit */
+    json_t *due;                    /* {topic: ms} due times */
+};
+
+/* Queue r's write: fn(t, r) runs on the writer inside a savepoint. fn
+ * returns 0 to keep its changes (answer set with req_ok) or -1 to roll them
+ * back (answer set with req_fail). When the batch commits, r is resumed.
+ * Called from a handler; the connection is suspended until then. */
+int db_submit(struct req *r, int (*fn)(struct tx *, struct req *));
+/* The same for internal callers: blocks until committed. Returns fn's
+ * result, or -1 when the commit failed (r then holds a 503). */
+int db_write(struct req *r, int (*fn)(struct tx *, struct req *));
+
+/* Helpers for prepared statements (cached per connection). */
+sqlite3_stmt *db_prep(sqlite3 *db, const char *sql);  /* reset + cached */
+/* Map a failed sqlite call to an answer: 503 for busy/full/io, 500 else. */
+int db_fail(struct req *r, sqlite3 *db);
+/* Column helpers: NULL column -> json null. */
+json_t *col_json(sqlite3_stmt *s, int i);   /* a TEXT column holding JSON */
+json_t *col_text(sqlite3_stmt *s, int i);
+json_t *col_int(sqlite3_stmt *s, int i);
+
+/* ---- wait.c: long-poll waiters (used only from write functions) -------- */
+
+/* Park r on topic: after this batch commits r is not answered but waits
+ * until tx_notify(topic), until `due` (ms, 0 = none) passes, or until
+ * `deadline` passes -- then r is answered with whatever answer it holds
+ * (set one first, e.g. req_ok(r, 204, NULL)). On a wake-up r->fn runs
+ * again as a fresh write. */
+void tx_park(struct tx *t, struct req *r, const char *topic,
+             int64_t deadline, int64_t due);
+/* After this batch commits, wake every request parked on topic. */
+void tx_notify(struct tx *t, const char *topic);
+/* Something on topic becomes due at `at` (ms): parked requests are woken
+ * then. */
+void tx_due(struct tx *t, const char *topic, int64_t at);
+
+/* writer-thread internals (db.c calls these; nothing else does) */
+void wait_add(struct req *r);
+void wait_wake(const char *topic, struct req **retry);
+void wait_note_due(const char *topic, int64_t at);
+int64_t wait_next(void);           /* earliest deadline or due time, 0 = none */
+void wait_expire(int64_t now, struct req **resume, struct req **retry);
+void wait_drain(struct req **resume); /* shutdown: every parked request */
+size_t wait_count(void);
+
+/* ---- events.c ---------------------------------------------------------- */
+
+/* Record a state change inside t: a row in events and, once the batch has
+ * committed, one JSON line on stdout. fields (stolen, may be NULL) must not
+ * hold secrets; keys that look like secrets are dropped anyway. */
+void event_emit(struct tx *t, const char *level, const char *name, json_t *fields);
+/* A log line only (no row): start-up, http.request, warnings. */
+void log_event(const char *level, const char *name, json_t *fields);
+extern FILE *log_stream;           /* where lines go; NULL = stdout */
+/* Print the lines collected in a committed tx (called by the writer). */
+void events_flush(json_t *lines);
+int events_report(struct req *r);   /* POST /v1/events */
+int events_list(struct req *r);     /* GET /v1/events */
+
+/* ---- modules.c: start-up checks of the resource modules ---------------- */
+
+/* Validate and prepare module settings (session key, channel lists). */
+int modules_init(char *why, size_t n);
+void modules_free(void);
+
+/* ---- sweep.c ------------------------------------------------------------ */
+
+/* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS. */
+int sweep_run(struct tx *t, struct req *r);
+
+#endif

@@ -1,0 +1,246 @@
+/* events.c -- every state change as a row in `events` (inside the change's
+ * own transaction) and as one JSON line on stdout once it has committed. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "batond.h"
+
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+FILE *log_stream;          /* NULL: stdout */
+
+/* Keys never written to a log line or an event, whatever a caller passes. */
+static const char *const secret_keys[] = {
+    "secret", "password", "authorization", "accessToken", "access_token",
+    "botToken", "sessionKey", "value", "creds", NULL,
+};
+
+static void
+scrub(json_t *fields)
+{
+    for (const char *const *k = secret_keys; *k; k++) {
+        const char *key;
+        json_t *v;
+        void *tmp;
+        json_object_foreach_safe(fields, tmp, key, v) {
+            (void)v;
+            if (!strcasecmp(key, *k))
+                json_object_del(fields, key);
+        }
+    }
+}
+
+static json_t *
+line(int64_t ms, const char *level, const char *name, json_t *fields)
+{
+    char ts[40];
+    json_t *l;
+
+    fmt_time(ms, ts, sizeof ts);
+    l = json_pack("{s:s, s:s, s:s}", "_time", ts, "level", level, "event", name);
+    if (l && fields)
+        json_object_update_missing(l, fields);
+    return l;
+}
+
+static void
+print_line(json_t *l)
+{
+    char *s = json_dumps(l, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+    if (!s)
+        return;
+    pthread_mutex_lock(&out_lock);
+    FILE *f = log_stream ? log_stream : stdout;
+    fputs(s, f);
+    fputc('\n', f);
+    fflush(f);
+    pthread_mutex_unlock(&out_lock);
+    free(s);
+}
+
+void
+event_emit(struct tx *t, const char *level, const char *name, json_t *fields)
+{
+    sqlite3_stmt *st;
+    char *text;
+
+    if (!fields)
+        fields = json_object();
+    scrub(fields);
+    text = json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    st = db_prep(t->db, "INSERT INTO events(time, level, event, fields) VALUES(?,?,?,?)");
+    if (st && text) {
+        sqlite3_bind_int64(st, 1, t->now);
+        sqlite3_bind_text(st, 2, level, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+        /* A failed insert must not fail the change it describes: the line
+         * below still reaches the log. */
+        sqlite3_step(st);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    free(text);
+    json_array_append_new(t->events, line(t->now, level, name, fields));
+    json_decref(fields);
+}
+
+void
+log_event(const char *level, const char *name, json_t *fields)
+{
+    json_t *l;
+
+    if (!strcmp(level, "debug") && !cfg.debug) {
+        json_decref(fields);
+        return;
+    }
+    if (fields)
+        scrub(fields);
+    l = line(now_ms(), level, name, fields);
+    if (l)
+        print_line(l);
+    json_decref(l);
+    json_decref(fields);
+}
+
+void
+events_flush(json_t *lines)
+{
+    size_t i;
+    json_t *l;
+
+    json_array_foreach(lines, i, l)
+        print_line(l);
+}
+
+/* ---- routes: POST /v1/events, GET /v1/events ---------------------------- */
+
+struct report {
+    const char *event, *level;
+    json_t *fields;
+};
+
+static void
+report_free(void *p)
+{
+    struct report *rp = p;
+
+    json_decref(rp->fields);
+    free(rp);
+}
+
+static int
+report_tx(struct tx *t, struct req *r)
+{
+    struct report *rp = r->ctx;
+
+    event_emit(t, rp->level, rp->event, json_incref(rp->fields));
+    return req_ok(r, 201, json_pack("{s:s}", "event", rp->event));
+}
+
+static bool
+valid_name(const char *s)
+{
+    if (!*s || strlen(s) > 128)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '.' || *s == '_' || *s == '-'))
+            return false;
+    return true;
+}
+
+/* POST /v1/events {event, level?, ...fields}: what workers alone see. */
+int
+events_report(struct req *r)
+{
+    struct report *rp = calloc(1, sizeof *rp);
+    struct field spec[] = {
+        FIELD_STR("event", NULL, F_REQUIRED),
+        FIELD_STR("level", NULL, 0),
+        FIELD_END,
+    };
+
+    if (!rp)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    r->ctx = rp;
+    r->ctx_free = report_free;
+    rp->level = "info";
+    spec[0].out = &rp->event;
+    spec[1].out = &rp->level;
+    if (req_fields(r, spec) < 0)
+        return -1;
+    if (!valid_name(rp->event))
+        return req_fail(r, "bad_request", NULL,
+                        "field 'event' must be 1-128 characters of letters, digits, '.', '_' or '-'");
+    if (strcmp(rp->level, "debug") && strcmp(rp->level, "info") && strcmp(rp->level, "warn") &&
+        strcmp(rp->level, "error"))
+        return req_fail(r, "bad_request", NULL, "field 'level' must be debug, info, warn or error");
+    rp->fields = json_deep_copy(r->json);
+    json_object_del(rp->fields, "event");
+    json_object_del(rp->fields, "level");
+    json_object_set_new(rp->fields, "reported", json_true());
+    return db_submit(r, report_tx);
+}
+
+/* GET /v1/events?event=<name|prefix.*>&since=&until=&limit=&<field>=: newest first. */
+int
+events_list(struct req *r)
+{
+    const char *name = req_query(r, "event");
+    int64_t since, until, limit;
+    char lo[160], hi[160];
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    json_t *out;
+    size_t nlen;
+
+    if (req_query_int(r, "since", 0, 0, INT64_MAX, &since) < 0 ||
+        req_query_int(r, "until", INT64_MAX, 0, INT64_MAX, &until) < 0 ||
+        req_query_int(r, "limit", 100, 1, 1000, &limit) < 0)
+        return -1;
+    /* "a.b.*" is the key range ["a.b.", "a.b/"): exact, and uses the index */
+    if (name && (nlen = strlen(name)) > 2 && nlen < sizeof lo && !strcmp(name + nlen - 2, ".*")) {
+        memcpy(lo, name, nlen - 1);
+        lo[nlen - 1] = 0;
+        memcpy(hi, lo, nlen);
+        hi[nlen - 2] = '/';
+        name = NULL;
+    } else
+        lo[0] = hi[0] = 0;
+    if (!(db = db_reader()))
+        return req_fail(r, "unavailable", NULL, "database cannot be read");
+    st = db_prep(db, "SELECT id, time, level, event, fields FROM events"
+                     " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
+                     "   AND time >= ?4 AND time <= ?5 ORDER BY id DESC LIMIT ?6");
+    if (!st)
+        return db_fail(r, db);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    if (lo[0]) {
+        sqlite3_bind_text(st, 2, lo, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, hi, -1, SQLITE_TRANSIENT);
+    }
+    sqlite3_bind_int64(st, 4, since);
+    sqlite3_bind_int64(st, 5, until);
+    sqlite3_bind_int64(st, 6, limit);
+    out = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char ts[40];
+        json_t *e = col_json(st, 4);
+        if (!json_is_object(e)) {
+            json_decref(e);
+            e = json_object();
+        }
+        fmt_time(sqlite3_column_int64(st, 1), ts, sizeof ts);
+        json_object_set_new(e, "id", json_integer(sqlite3_column_int64(st, 0)));
+        json_object_set_new(e, "time", json_integer(sqlite3_column_int64(st, 1)));
+        json_object_set_new(e, "_time", json_string(ts));
+        json_object_set_new(e, "level", col_text(st, 2));
+        json_object_set_new(e, "event", col_text(st, 3));
+        json_array_append_new(out, e);
+    }
+    sqlite3_reset(st);
+    return req_ok(r, 200, json_pack("{s:o}", "events", out));
+}

@@ -1,0 +1,83 @@
+/* main.c -- batond: read the settings, open the database, serve, and on
+ * SIGTERM/SIGINT stop accepting, finish in-flight requests, checkpoint and
+ * exit 0. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "batond.h"
+
+static void
+sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+int
+main(int argc, char **argv)
+{
+    char why[512];
+    sigset_t sigs;
+    int sig, rc;
+    int64_t until;
+
+    rc = config_load(&cfg, argc, argv, why, sizeof why);
+    if (rc == 1)
+        return 0;
+    if (rc < 0) {
+        fprintf(stderr, "batond: %s\n", why);
+        return EX_CONFIG;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "batond: libsodium cannot initialise\n");
+        return 1;
+    }
+    if (modules_init(why, sizeof why) < 0) {
+        fprintf(stderr, "batond: %s\n", why);
+        return EX_CONFIG;
+    }
+
+    /* Signals are taken by sigwait below; every thread inherits the mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (db_start() < 0)
+        return 1;
+    if (http_start() < 0) {
+        db_stop();
+        return 1;
+    }
+    if (!cfg.secret)
+        log_event("warn", "server.insecure",
+                  json_pack("{s:s}", "message", "AGENT_SECRET is not set: /v1 and /api are open "
+                                                "(development only)"));
+    log_event("info", "server.started",
+              json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "version", BATON_VERSION,
+                        "host", cfg.listen_host, "port", http_port(), "db", cfg.db_path,
+                        "sync", cfg.sync_full ? "full" : "normal",
+                        "env", cfg.production ? "production" : "development"));
+
+    sigwait(&sigs, &sig);
+    log_event("info", "server.stopping", json_pack("{s:s}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+
+    http_quiesce();
+    http_shutting_down();
+    db_release_waiters();
+    until = now_ms() + cfg.shutdown_grace_ms;
+    while (http_active() > 0 && now_ms() < until)
+        sleep_ms(10);
+    db_stop();
+    http_stop();
+    log_event("info", "server.stopped", NULL);
+    modules_free();
+    config_free(&cfg);
+    return 0;
+}

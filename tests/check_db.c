@@ -1,0 +1,324 @@
+/* check_db.c -- migrations and the write path (savepoints, commit, waiters)
+ * on a fresh database in a temporary directory per test. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batond.h"
+#include "harness.h"
+
+static char dir[64];
+
+static void
+setup(void)
+{
+    char why[256];
+    char *argv[] = {"test", NULL};
+    char path[128];
+
+    strcpy(dir, "/tmp/baton-db-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(config_load(&cfg, 1, argv, why, sizeof why), 0);
+    snprintf(path, sizeof path, "%s/baton.db", dir);
+    free(cfg.db_path);
+    cfg.db_path = strdup(path);
+    cfg.sweep_interval_ms = 3600000;
+    log_stream = fopen("/dev/null", "w");
+}
+
+static void
+teardown(void)
+{
+    char cmd[128];
+
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+static int
+user_version(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    int v = -1;
+
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static bool
+has_table(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st;
+    bool yes;
+
+    sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", -1, &st, NULL);
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    yes = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return yes;
+}
+
+START_TEST(migrations_apply_once)
+{
+    sqlite3 *db;
+    char why[256];
+    int n = 0;
+
+    while (migrations[n].name)
+        n++;
+    ck_assert_int_eq(db_open(cfg.db_path, true, &db, why, sizeof why), 0);
+    ck_assert_int_eq(db_migrate(db, migrations, why, sizeof why), 0);
+    ck_assert_int_eq(user_version(db), n);
+    ck_assert(has_table(db, "events"));
+    /* again: nothing to do, nothing fails (CREATE TABLE would) */
+    ck_assert_int_eq(db_migrate(db, migrations, why, sizeof why), 0);
+    ck_assert_int_eq(user_version(db), n);
+    sqlite3_close(db);
+}
+END_TEST
+
+START_TEST(failed_migration_changes_nothing)
+{
+    static const struct migration bad[] = {
+        {"001_ok.sql", "CREATE TABLE one(a);"},
+        {"002_broken.sql", "CREATE TABLE two(a); INSERT INTO one VALUES(1); SELECT nope FROM nowhere;"},
+        {NULL, NULL},
+    };
+    sqlite3 *db;
+    char why[256];
+
+    ck_assert_int_eq(db_open(cfg.db_path, true, &db, why, sizeof why), 0);
+    ck_assert_int_eq(db_migrate(db, bad, why, sizeof why), -1);
+    ck_assert_ptr_nonnull(strstr(why, "002_broken.sql"));
+    ck_assert_int_eq(user_version(db), 1);
+    ck_assert(has_table(db, "one"));
+    ck_assert(!has_table(db, "two"));
+    {
+        sqlite3_stmt *st;
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM one", -1, &st, NULL);
+        ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+        ck_assert_int_eq(sqlite3_column_int(st, 0), 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+}
+END_TEST
+
+/* ---- the writer ----------------------------------------------------------- */
+
+static int64_t
+count_events(const char *name)
+{
+    sqlite3 *db = db_reader();
+    sqlite3_stmt *st = db_prep(db, "SELECT count(*) FROM events WHERE event = ?");
+    int64_t n;
+
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return n;
+}
+
+static int
+emit_ok(struct tx *t, struct req *r)
+{
+    event_emit(t, "info", "test.ok", json_pack("{s:s}", "who", "emit_ok"));
+    return req_ok(r, 200, NULL);
+}
+
+static int
+emit_then_fail(struct tx *t, struct req *r)
+{
+    event_emit(t, "info", "test.fail", NULL);
+    return req_fail(r, "conflict", NULL, "refused on purpose");
+}
+
+START_TEST(write_commits_and_failure_rolls_back)
+{
+    struct req *r = req_new_internal();
+
+    ck_assert_int_eq(db_start(), 0);
+    ck_assert_int_eq(db_write(r, emit_ok), 0);
+    ck_assert_int_eq(r->status, 200);
+    ck_assert_int_eq(db_write(r, emit_then_fail), -1);
+    ck_assert_int_eq(r->status, 409);
+    ck_assert_str_eq(r->err_code, "conflict");
+    ck_assert_int_eq(count_events("test.ok"), 1);
+    ck_assert_int_eq(count_events("test.fail"), 0);
+    req_free(r);
+    db_stop();
+}
+END_TEST
+
+static void *
+writer_client(void *arg)
+{
+    intptr_t id = (intptr_t)arg;
+
+    for (int i = 0; i < 50; i++) {
+        struct req *r = req_new_internal();
+        int rc = db_write(r, (i + id) % 5 == 0 ? emit_then_fail : emit_ok);
+        ck_assert_int_eq(rc, (i + id) % 5 == 0 ? -1 : 0);
+        req_free(r);
+    }
+    return NULL;
+}
+
+/* Concurrent writers share batches; a failing request rolls back alone. */
+START_TEST(concurrent_writes_fail_alone)
+{
+    pthread_t th[8];
+
+    ck_assert_int_eq(db_start(), 0);
+    for (intptr_t i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, writer_client, (void *)i);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(count_events("test.ok"), 8 * 40);
+    ck_assert_int_eq(count_events("test.fail"), 0);
+    db_stop();
+}
+END_TEST
+
+/* ---- waiters: park until notified, due, or the deadline ------------------- */
+
+static int64_t wait_ms, due_ms;
+
+static int
+take_or_park(struct tx *t, struct req *r)
+{
+    sqlite3_stmt *st = db_prep(t->db, "DELETE FROM events WHERE id = "
+                                      "(SELECT min(id) FROM events WHERE event = 'test.item') RETURNING id");
+    bool got = sqlite3_step(st) == SQLITE_ROW;
+
+    sqlite3_reset(st);
+    if (got)
+        return req_ok(r, 200, NULL);
+    req_ok(r, 204, NULL);
+    tx_park(t, r, "items", t->now + wait_ms, due_ms ? t->now + due_ms : 0);
+    return 0;
+}
+
+static int
+put_item(struct tx *t, struct req *r)
+{
+    event_emit(t, "info", "test.item", NULL);
+    tx_notify(t, "items");
+    return req_ok(r, 201, NULL);
+}
+
+static void *
+taker(void *arg)
+{
+    struct req *r = arg;
+    db_write(r, take_or_park);
+    return NULL;
+}
+
+START_TEST(parked_write_woken_by_notify)
+{
+    struct req *r = req_new_internal(), *w = req_new_internal();
+    pthread_t th;
+    int64_t t0 = now_ms();
+
+    wait_ms = 30000;
+    due_ms = 0;
+    ck_assert_int_eq(db_start(), 0);
+    pthread_create(&th, NULL, taker, r);
+    usleep(200 * 1000);
+    ck_assert_int_eq(r->status, 204);   /* parked with its timeout answer */
+    ck_assert_int_eq(db_write(w, put_item), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(r->status, 200);   /* woken at once, took the item */
+    ck_assert_int_lt(now_ms() - t0, 10000);
+    ck_assert_int_eq(count_events("test.item"), 0);
+    req_free(r);
+    req_free(w);
+    db_stop();
+}
+END_TEST
+
+START_TEST(parked_write_times_out)
+{
+    struct req *r = req_new_internal();
+    int64_t t0 = now_ms();
+
+    wait_ms = 300;
+    due_ms = 0;
+    ck_assert_int_eq(db_start(), 0);
+    ck_assert_int_eq(db_write(r, take_or_park), 0);
+    ck_assert_int_eq(r->status, 204);
+    ck_assert_int_ge(now_ms() - t0, 290);
+    req_free(r);
+    db_stop();
+}
+END_TEST
+
+static int
+put_item_silently(struct tx *t, struct req *r)
+{
+    event_emit(t, "info", "test.item", NULL);   /* no notify: only `due` can wake */
+    return req_ok(r, 201, NULL);
+}
+
+START_TEST(parked_write_rerun_when_due)
+{
+    struct req *r = req_new_internal(), *w = req_new_internal();
+    pthread_t th;
+
+    wait_ms = 30000;
+    due_ms = 500;
+    ck_assert_int_eq(db_start(), 0);
+    pthread_create(&th, NULL, taker, r);
+    usleep(100 * 1000);
+    ck_assert_int_eq(db_write(w, put_item_silently), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(r->status, 200);
+    req_free(r);
+    req_free(w);
+    db_stop();
+}
+END_TEST
+
+START_TEST(shutdown_answers_parked)
+{
+    struct req *r = req_new_internal();
+    pthread_t th;
+
+    wait_ms = 60000;
+    due_ms = 0;
+    ck_assert_int_eq(db_start(), 0);
+    pthread_create(&th, NULL, taker, r);
+    usleep(100 * 1000);
+    db_stop();
+    pthread_join(th, NULL);
+    ck_assert_int_eq(r->status, 204);
+    req_free(r);
+}
+END_TEST
+
+Suite *
+suite_db(void)
+{
+    Suite *s = suite_create("db");
+    TCase *tc = tcase_create("db");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, migrations_apply_once);
+    tcase_add_test(tc, failed_migration_changes_nothing);
+    tcase_add_test(tc, write_commits_and_failure_rolls_back);
+    tcase_add_test(tc, concurrent_writes_fail_alone);
+    tcase_add_test(tc, parked_write_woken_by_notify);
+    tcase_add_test(tc, parked_write_times_out);
+    tcase_add_test(tc, parked_write_rerun_when_due);
+    tcase_add_test(tc, shutdown_answers_parked);
+    suite_add_tcase(s, tc);
+    return s;
+}

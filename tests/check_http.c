@@ -1,0 +1,226 @@
+/* check_http.c -- the real batond over HTTP: health, auth, routing, body
+ * limits and malformed input, start-up refusals, migrations, SIGTERM. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "harness.h"
+
+static struct server srv;
+
+static void
+up(void)
+{
+    memset(&srv, 0, sizeof srv);
+    server_start(&srv, NULL);
+}
+
+static void
+down(void)
+{
+    server_cleanup(&srv);
+}
+
+static long
+status_of(const char *method, const char *path, const char *body, const char *auth)
+{
+    struct resp r;
+    long st;
+
+    ck_assert_int_eq(http_req(&srv, method, path, body, body ? strlen(body) : 0, auth, NULL, &r), 0);
+    st = r.status;
+    if (st >= 400) {
+        /* every error carries SPEC's shape */
+        json_t *e = json_object_get(r.json, "error");
+        ck_assert_msg(json_is_string(json_object_get(e, "code")), "no error.code in %s", r.body);
+        ck_assert_msg(json_is_string(json_object_get(e, "message")), "no error.message in %s", r.body);
+    }
+    resp_free(&r);
+    return st;
+}
+
+static int
+event_count(void)
+{
+    json_t *j = CALL(&srv, "GET", "/v1/events?limit=1000", NULL, 200);
+    int n = (int)json_array_size(json_object_get(j, "events"));
+    json_decref(j);
+    return n;
+}
+
+START_TEST(health_is_open)
+{
+    json_t *j = CALL(&srv, "GET", "/health", NULL, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "status")), "ok");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "db")), "ok");
+    ck_assert(json_is_string(json_object_get(j, "version")));
+    json_decref(j);
+    ck_assert_int_eq(status_of("GET", "/health", NULL, ""), 200);
+}
+END_TEST
+
+START_TEST(auth_required)
+{
+    ck_assert_int_eq(status_of("GET", "/v1/events", NULL, ""), 401);
+    ck_assert_int_eq(status_of("GET", "/v1/events", NULL, "Bearer wrong"), 401);
+    ck_assert_int_eq(status_of("GET", "/v1/events", NULL, "Bearer " TEST_SECRET "x"), 401);
+    ck_assert_int_eq(status_of("GET", "/v1/events", NULL, "Basic " TEST_SECRET), 401);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"a.b\"}", "Bearer nope"), 401);
+    ck_assert_int_eq(status_of("GET", "/v1/events", NULL, NULL), 200);
+    ck_assert_int_eq(event_count(), 0);     /* the refused POST wrote nothing */
+}
+END_TEST
+
+START_TEST(unknown_route_and_method)
+{
+    ck_assert_int_eq(status_of("GET", "/v1/nothing-here", NULL, NULL), 404);
+    ck_assert_int_eq(status_of("GET", "/", NULL, NULL), 404);
+    ck_assert_int_eq(status_of("DELETE", "/v1/events", NULL, NULL), 405);
+    ck_assert_int_eq(status_of("POST", "/health", "{}", NULL), 405);
+}
+END_TEST
+
+START_TEST(malformed_bodies_rejected)
+{
+    static const char *const bad[] = {
+        "{\"event\":\"a.b\"",               /* truncated */
+        "{\"event\":\"a\xff\xfe.b\"}",      /* invalid UTF-8 */
+        "[{\"event\":\"a.b\"}]",            /* array, not object */
+        "\"a.b\"",                          /* string */
+        "{\"event\":42}",                   /* wrong type */
+        "{\"event\":\"\"}",                 /* empty */
+        "{\"event\":\"a.b\",\"level\":3}",  /* wrong type of optional */
+        "{\"event\":\"a.b\",\"level\":\"loud\"}",
+        "{\"event\":\"a.b\",\"event\":\"c.d\"}", /* duplicate key */
+        "{}",                               /* missing */
+        "nul",
+    };
+    int before = event_count();
+
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        ck_assert_msg(status_of("POST", "/v1/events", bad[i], NULL) == 400, "body %zu not refused", i);
+    ck_assert_int_eq(event_count(), before);
+    {
+        struct resp r;
+        ck_assert_int_eq(http_req(&srv, "POST", "/v1/events", "{\"event\":7}", 11, NULL, NULL, &r), 0);
+        ck_assert_ptr_nonnull(strstr(r.body, "event"));     /* names the field */
+        resp_free(&r);
+        ck_assert_int_eq(http_req(&srv, "POST", "/v1/events", "<a/>", 4, NULL, "application/xml", &r), 0);
+        ck_assert_int_eq(r.status, 415);
+        resp_free(&r);
+    }
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"good.one\",\"n\":1}", NULL), 201);
+    ck_assert_int_eq(event_count(), before + 1);
+}
+END_TEST
+
+START_TEST(oversized_body_413_and_keeps_serving)
+{
+    size_t n = 2u << 20;
+    char *big = malloc(n + 1);
+    struct resp r;
+
+    memset(big, ' ', n);
+    memcpy(big, "{\"event\":\"big.one\",\"x\":\"", 24);
+    big[n - 2] = '"';
+    big[n - 1] = '}';
+    big[n] = 0;
+    ck_assert_int_eq(http_req(&srv, "POST", "/v1/events", big, n, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 413);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "error"), "code")),
+                     "payload_too_large");
+    resp_free(&r);
+    free(big);
+    ck_assert_int_eq(status_of("GET", "/health", NULL, ""), 200);
+    ck_assert_int_eq(event_count(), 0);
+}
+END_TEST
+
+START_TEST(events_recorded_and_listed)
+{
+    json_t *j, *e;
+
+    ck_assert_int_eq(status_of("POST", "/v1/events",
+                               "{\"event\":\"whatsapp.outbound.loop.error\",\"level\":\"error\","
+                               "\"accountId\":\"default\",\"secret\":\"hunter2\"}", NULL), 201);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"whatsapp.socket.reconnect\"}", NULL), 201);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"telegram.other\"}", NULL), 201);
+    j = CALL(&srv, "GET", "/v1/events?event=whatsapp.*", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "events")), 2);
+    e = json_array_get(json_object_get(j, "events"), 1);     /* newest first */
+    ck_assert_str_eq(json_string_value(json_object_get(e, "event")), "whatsapp.outbound.loop.error");
+    ck_assert_str_eq(json_string_value(json_object_get(e, "accountId")), "default");
+    ck_assert_ptr_null(json_object_get(e, "secret"));
+    json_decref(j);
+    ck_assert_int_eq(server_log_count(&srv, "hunter2"), 0);
+    ck_assert_int_eq(server_log_count(&srv, "whatsapp.outbound.loop.error"), 1);
+    ck_assert_int_eq(status_of("GET", "/v1/events?limit=abc", NULL, NULL), 400);
+}
+END_TEST
+
+START_TEST(migrations_once_across_restarts)
+{
+    char path[300];
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int v1, v2;
+
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"keep.me\"}", NULL), 201);
+    snprintf(path, sizeof path, "%s/baton.db", srv.dir);
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    sqlite3_step(st);
+    v1 = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    server_restart(&srv);
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    sqlite3_step(st);
+    v2 = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ck_assert_int_ge(v1, 1);
+    ck_assert_int_eq(v1, v2);
+    ck_assert_int_eq(event_count(), 1);     /* data survived, nothing re-created */
+}
+END_TEST
+
+START_TEST(sigterm_exits_zero)
+{
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"a.b\"}", NULL), 201);
+    ck_assert_int_eq(server_stop(&srv), 0);
+    ck_assert_int_eq(server_log_count(&srv, "server.stopped"), 1);
+}
+END_TEST
+
+START_TEST(kill9_keeps_acknowledged_writes)
+{
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"durable.one\"}", NULL), 201);
+    server_kill(&srv);
+    server_start(&srv, NULL);
+    ck_assert_int_eq(event_count(), 20);
+}
+END_TEST
+
+Suite *
+suite_http(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("http");
+
+    tcase_add_checked_fixture(tc, up, down);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, health_is_open);
+    tcase_add_test(tc, auth_required);
+    tcase_add_test(tc, unknown_route_and_method);
+    tcase_add_test(tc, malformed_bodies_rejected);
+    tcase_add_test(tc, oversized_body_413_and_keeps_serving);
+    tcase_add_test(tc, events_recorded_and_listed);
+    tcase_add_test(tc, migrations_once_across_restarts);
+    tcase_add_test(tc, sigterm_exits_zero);
+    tcase_add_test(tc, kill9_keeps_acknowledged_writes);
+    suite_add_tcase(s, tc);
+    return s;
+}

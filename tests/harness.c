@@ -1,0 +1,287 @@
+/* harness.c -- start and stop real batond processes; talk HTTP to them. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "harness.h"
+
+static const char *
+batond_path(void)
+{
+    const char *p = getenv("BATOND");
+    return p ? p : "build/batond";
+}
+
+static void
+msleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* Wait for the server.started line; return its port or -1 if batond died. */
+static int
+wait_started(struct server *s, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        FILE *f = fopen(s->log, "r");
+        char line[4096];
+        int status;
+
+        if (f) {
+            while (fgets(line, sizeof line, f)) {
+                char *p = strstr(line, "\"event\":\"server.started\"");
+                char *q = strstr(line, "\"port\":");
+                if (p && q) {
+                    fclose(f);
+                    return atoi(q + 7);
+                }
+            }
+            fclose(f);
+        }
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return WIFEXITED(status) ? -100 - WEXITSTATUS(status) : -2;
+        }
+        msleep(10);
+    }
+    return -1;
+}
+
+int
+server_try_start(struct server *s, const char *const *extra, char *err, size_t n)
+{
+    char errlog[300], db[300];
+    int port;
+
+    if (!s->dir[0]) {
+        snprintf(s->dir, sizeof s->dir, "/tmp/baton-test-XXXXXX");
+        if (!mkdtemp(s->dir))
+            return -2;
+    }
+    if (extra) {
+        int i = 0;
+        for (; extra[i] && i < 31; i++)
+            s->env[i] = extra[i];
+        s->env[i] = NULL;
+    }
+    snprintf(s->log, sizeof s->log, "%s/batond.log", s->dir);
+    snprintf(errlog, sizeof errlog, "%s/batond.err", s->dir);
+    snprintf(db, sizeof db, "BATON_DB=%s/baton.db", s->dir);
+    unlink(s->log);
+    s->pid = fork();
+    if (s->pid == 0) {
+        int out = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int er = open(errlog, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(out, 1);
+        dup2(er, 2);
+        setenv("BATON_LISTEN", "127.0.0.1:0", 1);
+        setenv("AGENT_SECRET", TEST_SECRET, 1);
+        setenv("BATON_SWEEP_INTERVAL_MS", "200", 1);
+        putenv(strdup(db));
+        for (int i = 0; s->env[i]; i++) {
+            if (!strncmp(s->env[i], "-", 1))
+                unsetenv(s->env[i] + 1);     /* "-NAME" removes a variable */
+            else
+                putenv(strdup(s->env[i]));
+        }
+        execl(batond_path(), "batond", (char *)NULL);
+        _exit(127);
+    }
+    port = wait_started(s, 15000);
+    if (port < 0) {
+        FILE *f = fopen(errlog, "r");
+        if (err && n) {
+            err[0] = 0;
+            if (f && fgets(err, (int)n, f))
+                err[strcspn(err, "\n")] = 0;
+        }
+        if (f)
+            fclose(f);
+        if (s->pid)
+            server_kill(s);
+        return port <= -100 ? -100 - port : 255;
+    }
+    s->port = port;
+    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", port);
+    return -1;
+}
+
+void
+server_start(struct server *s, const char *const *extra)
+{
+    char err[512];
+    int rc = server_try_start(s, extra, err, sizeof err);
+
+    ck_assert_msg(rc == -1, "batond did not start (exit %d): %s", rc, err);
+}
+
+int
+server_stop(struct server *s)
+{
+    int status = -1;
+
+    if (!s->pid)
+        return -1;
+    kill(s->pid, SIGTERM);
+    for (int i = 0; i < 3000; i++) {
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        msleep(10);
+    }
+    server_kill(s);
+    return -1;
+}
+
+void
+server_kill(struct server *s)
+{
+    int status;
+
+    if (!s->pid)
+        return;
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+    s->pid = 0;
+}
+
+void
+server_restart(struct server *s)
+{
+    ck_assert_int_eq(server_stop(s), 0);
+    server_start(s, NULL);
+}
+
+void
+server_cleanup(struct server *s)
+{
+    char cmd[300];
+
+    server_kill(s);
+    if (s->dir[0] && !getenv("BATON_KEEP_TEST_DIRS")) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", s->dir);
+    }
+    s->dir[0] = 0;
+}
+
+int
+server_log_count(struct server *s, const char *needle)
+{
+    FILE *f = fopen(s->log, "r");
+    char line[8192];
+    int n = 0;
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle))
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* ---- HTTP --------------------------------------------------------------- */
+
+struct buf {
+    char *p;
+    size_t n;
+};
+
+static size_t
+collect(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct buf *b = arg;
+    size_t len = size * nmemb;
+    char *p = realloc(b->p, b->n + len + 1);
+
+    if (!p)
+        return 0;
+    memcpy(p + b->n, data, len);
+    b->p = p;
+    b->n += len;
+    b->p[b->n] = 0;
+    return len;
+}
+
+int
+http_req(struct server *s, const char *method, const char *path, const char *body, size_t len,
+         const char *auth, const char *content_type, struct resp *out)
+{
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = NULL;
+    struct buf b = {calloc(1, 1), 0};
+    char url[1024], hdr[512];
+    CURLcode rc;
+
+    memset(out, 0, sizeof *out);
+    snprintf(url, sizeof url, "%s%s", s->url, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    if (!auth)
+        h = curl_slist_append(h, "Authorization: Bearer " TEST_SECRET);
+    else if (*auth) {
+        snprintf(hdr, sizeof hdr, "Authorization: %s", auth);
+        h = curl_slist_append(h, hdr);
+    }
+    if (body) {
+        snprintf(hdr, sizeof hdr, "Content-Type: %s", content_type ? content_type : "application/json");
+        h = curl_slist_append(h, hdr);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    h = curl_slist_append(h, "Expect:");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    rc = curl_easy_perform(c);
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+        out->body = b.p;
+        out->json = b.n ? json_loadb(b.p, b.n, JSON_DECODE_ANY, NULL) : NULL;
+    } else
+        free(b.p);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+void
+resp_free(struct resp *r)
+{
+    free(r->body);
+    json_decref(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+json_t *
+call(struct server *s, const char *method, const char *path, json_t *body, long expect)
+{
+    struct resp r;
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_t *out;
+
+    json_decref(body);
+    ck_assert_msg(http_req(s, method, path, text, text ? strlen(text) : 0, NULL, NULL, &r) == 0,
+                  "%s %s: no answer", method, path);
+    ck_assert_msg(r.status == expect, "%s %s %s: status %ld, expected %ld: %s", method, path,
+                  text ? text : "", r.status, expect, r.body ? r.body : "");
+    free(text);
+    out = r.json;
+    r.json = NULL;
+    resp_free(&r);
+    return out;
+}

@@ -1,0 +1,62 @@
+/* harness.h -- what the tests share: a real batond process on a free port
+ * with a temporary database, and an HTTP client over libcurl. */
+#ifndef HARNESS_H
+#define HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <check.h>
+#include <jansson.h>
+
+#define TEST_SECRET "test-secret-0123456789"
+
+struct server {
+    pid_t pid;
+    int port;
+    char dir[256];          /* temp dir holding baton.db and the logs */
+    char url[64];
+    char log[300];          /* batond's stdout (JSON lines) */
+    const char *env[32];    /* extra KEY=VALUE settings, NULL-terminated */
+};
+
+/* Start batond in a fresh temp dir (or s->dir when already set, to restart
+ * on the same database). extra: NULL-terminated KEY=VALUE list, may be
+ * NULL. Fails the test on error. */
+void server_start(struct server *s, const char *const *extra);
+/* Start and return the exit status instead of failing when batond exits
+ * before serving (for start-up refusal tests). -1 when it did start. */
+int server_try_start(struct server *s, const char *const *extra, char *err, size_t n);
+int server_stop(struct server *s);      /* SIGTERM; returns exit status */
+void server_kill(struct server *s);     /* SIGKILL and reap */
+void server_restart(struct server *s);  /* SIGTERM, start again, same dir */
+void server_cleanup(struct server *s);  /* stop if running, remove dir */
+/* count of lines in batond's stdout containing needle */
+int server_log_count(struct server *s, const char *needle);
+
+struct resp {
+    long status;
+    json_t *json;           /* parsed body, or NULL */
+    char *body;             /* raw body, NUL-terminated */
+};
+
+/* One HTTP request. auth: NULL for "Bearer TEST_SECRET", "" for none, else
+ * the whole Authorization value. body may be NULL. Returns 0 or -1 on a
+ * transport error. Free with resp_free. */
+int http_req(struct server *s, const char *method, const char *path, const char *body,
+             size_t len, const char *auth, const char *content_type, struct resp *out);
+void resp_free(struct resp *r);
+
+/* Convenience: request with a JSON body (stolen, may be NULL), assert the
+ * status, return the parsed body (caller decrefs; may be NULL). */
+json_t *call(struct server *s, const char *method, const char *path, json_t *body,
+             long expect_status);
+#define CALL(s, m, p, b, st) call((s), (m), (p), (b), (st))
+
+/* Suites */
+Suite *suite_config(void);
+Suite *suite_fields(void);
+Suite *suite_db(void);
+Suite *suite_http(void);
+
+#endif

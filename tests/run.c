@@ -1,0 +1,25 @@
+/* run.c -- the one test runner: every suite, Check's fork mode. Run one
+ * suite with CK_RUN_SUITE=name, one case with CK_RUN_CASE=name. */
+#include <stdlib.h>
+
+#include <curl/curl.h>
+
+#include "harness.h"
+
+int
+main(void)
+{
+    SRunner *sr;
+    int failed;
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    sr = srunner_create(suite_config());
+    srunner_add_suite(sr, suite_fields());
+    srunner_add_suite(sr, suite_db());
+    srunner_add_suite(sr, suite_http());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
