@@ -302,6 +302,21 @@ int events_list(struct req *r);     /* GET /v1/events */
 int modules_init(char *why, size_t n);
 void modules_free(void);
 
+/* ---- leases.c ------------------------------------------------------------ */
+
+/* The fencing check used by outbound job routes and session writes: 0 when
+ * token is the token of a lease on (channel, accountId) that is held and
+ * not expired at t->now; otherwise answers 409 lease_not_held (with
+ * currentOwnerId/currentToken details where a lease exists) and returns -1. */
+int lease_fence(struct tx *t, struct req *r, const char *channel, const char *account,
+                int64_t token);
+/* true when channel is listed in BATON_LEASED_CHANNELS */
+bool channel_is_leased(const char *channel);
+
+/* ---- jobs.c ---------------------------------------------------------------- */
+
+/* ---- dedupe.c / sessions.c ------------------------------------------------- */
+
 /* ---- sweep.c ------------------------------------------------------------ */
 
 /* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS. */

@@ -28,6 +28,21 @@ const struct route routes[] = {
     /* events (events.c) */
     {"POST", "/v1/events", AUTH_BEARER, events_report},
     {"GET", "/v1/events", AUTH_BEARER, events_list},
+
+    /* jobs (jobs.c) */
+
+    /* leases and accounts (leases.c) */
+
+    /* dedupe (dedupe.c) */
+
+    /* sessions (sessions.c) */
+
+    /* messages, inbound, outbound (messages.c) */
+
+    /* webhooks (webhooks.c) */
+
+    /* convex compatibility (convex.c) */
+
     {NULL, NULL, AUTH_NONE, NULL},
 };
 

@@ -20,5 +20,7 @@ sweep_run(struct tx *t, struct req *r)
 {
     if (events_prune(t) < 0)
         return db_fail(r, t->db);
+    /* jobs */
+    /* dedupe */
     return req_ok(r, 200, NULL);
 }

@@ -58,5 +58,8 @@ Suite *suite_config(void);
 Suite *suite_fields(void);
 Suite *suite_db(void);
 Suite *suite_http(void);
+/* jobs */
+/* leases */
+/* dedupe and sessions */
 
 #endif

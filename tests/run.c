@@ -17,6 +17,9 @@ main(void)
     srunner_add_suite(sr, suite_fields());
     srunner_add_suite(sr, suite_db());
     srunner_add_suite(sr, suite_http());
+    /* jobs */
+    /* leases */
+    /* dedupe and sessions */
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
