@@ -74,8 +74,47 @@ sanitize: deps
 install: $(B)/batond
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(B)/batond $(DESTDIR)$(PREFIX)/bin/batond
+	install -m 0755 $(B)/baton $(DESTDIR)$(PREFIX)/bin/baton
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0644 client/baton.h $(DESTDIR)$(PREFIX)/include/baton.h
+	install -m 0644 $(B)/libbaton.a $(DESTDIR)$(PREFIX)/lib/libbaton.a
+	install -m 0755 $(B)/libbaton.so $(DESTDIR)$(PREFIX)/lib/libbaton.so.0
+	ln -sf libbaton.so.0 $(DESTDIR)$(PREFIX)/lib/libbaton.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' client/baton.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/baton.pc
 
 clean:
 	rm -rf build build-san
+
+# ---- libbaton (static, shared, pkg-config) and the baton CLI: client/ ----
+BATON_VERSION  := $(shell sed -n 's/^\#define BATON_VERSION "\(.*\)"/\1/p' server/batond.h)
+CLIENT_LIB_SRC := client/baton.c
+CLIENT_LIB_OBJ := $(CLIENT_LIB_SRC:%.c=$(B)/%.o)
+CLIENT_PIC_OBJ := $(CLIENT_LIB_SRC:%.c=$(B)/pic/%.o)
+CLIENT_LIBS    := $(shell pkg-config --libs libcurl jansson 2>/dev/null) -pthread
+CLI_LIBS       := $(shell pkg-config --libs sqlite3 2>/dev/null) $(CLIENT_LIBS)
+
+all: $(B)/libbaton.a $(B)/libbaton.so $(B)/baton $(B)/baton.pc
+check: $(B)/baton
+install: $(B)/baton $(B)/libbaton.a $(B)/libbaton.so
+$(B)/run_tests: $(B)/libbaton.a
+$(B)/tests/check_client.o $(B)/tests/check_cli.o: CFLAGS += -Iclient
+
+$(B)/pic/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fPIC -c -o $@ $<
+
+$(B)/libbaton.a: $(CLIENT_LIB_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(B)/libbaton.so: $(CLIENT_PIC_OBJ)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libbaton.so.0 -o $@ $^ $(CLIENT_LIBS)
+
+$(B)/baton: $(B)/client/cli.o $(B)/libbaton.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLI_LIBS)
+
+$(B)/baton.pc: client/baton.pc.in server/batond.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' $< > $@
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
