@@ -55,6 +55,8 @@ json_t *call(struct server *s, const char *method, const char *path, json_t *bod
 
 /* Suites */
 Suite *suite_config(void);
+Suite *suite_client(void);      /* libbaton (client/) */
+Suite *suite_cli(void);         /* the baton CLI */
 Suite *suite_fields(void);
 Suite *suite_db(void);
 Suite *suite_http(void);

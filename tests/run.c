@@ -14,6 +14,8 @@ main(void)
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     sr = srunner_create(suite_config());
+    srunner_add_suite(sr, suite_client());  /* libbaton */
+    srunner_add_suite(sr, suite_cli());     /* the baton CLI */
     srunner_add_suite(sr, suite_fields());
     srunner_add_suite(sr, suite_db());
     srunner_add_suite(sr, suite_http());

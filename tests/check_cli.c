@@ -1,0 +1,494 @@
+/* check_cli.c -- the real `baton` binary against a running batond (and a
+ * scripted server for what batond does not serve itself): exit codes,
+ * tables, --json, usage errors, authentication errors, backups. */
+#define _GNU_SOURCE             /* asprintf */
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "fakehttp.h"
+#include "harness.h"
+
+static struct server srv;
+
+static void
+up(void)
+{
+    memset(&srv, 0, sizeof srv);
+    server_start(&srv, NULL);
+}
+
+static void
+down(void)
+{
+    server_cleanup(&srv);
+}
+
+/* build/baton beside build/batond (the sanitizer build has its own). */
+static const char *
+baton_bin(void)
+{
+    static char path[512];
+    char dir[512];
+    const char *d = getenv("BATOND");
+
+    if (getenv("BATON_CLI"))
+        return getenv("BATON_CLI");
+    if (!d)
+        return "build/baton";
+    snprintf(dir, sizeof dir, "%s", d);
+    snprintf(path, sizeof path, "%s/baton", dirname(dir));
+    return path;
+}
+
+struct run {
+    int status;
+    char *out, *err;
+};
+
+static char *
+slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *s = NULL;
+    size_t n = 0;
+
+    if (!f)
+        return strdup("");
+    if (getdelim(&s, &n, 0, f) < 0) {
+        free(s);
+        s = strdup("");
+    }
+    fclose(f);
+    return s;
+}
+
+static void
+run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+    memset(r, 0, sizeof *r);
+}
+
+/* Run baton with env (NULL-terminated KEY=VALUE, "-KEY" unsets; BATON_URL
+ * and AGENT_SECRET default to the test server) and args. */
+static int
+cli_env(struct run *r, const char *const *env, const char *const *args)
+{
+    char out[300], err[300];
+    const char *argv[40];
+    int n = 0, st;
+    pid_t pid;
+
+    snprintf(out, sizeof out, "%s/cli.out", srv.dir[0] ? srv.dir : "/tmp");
+    snprintf(err, sizeof err, "%s/cli.err", srv.dir[0] ? srv.dir : "/tmp");
+    argv[n++] = "baton";
+    for (; *args && n < 39; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        setenv("BATON_URL", srv.url, 1);
+        setenv("AGENT_SECRET", TEST_SECRET, 1);
+        unsetenv("BATON_DB");
+        for (; env && *env; env++) {
+            if (**env == '-')
+                unsetenv(*env + 1);
+            else
+                putenv(strdup(*env));
+        }
+        execv(baton_bin(), (char *const *)argv);
+        _exit(127);
+    }
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r->out = slurp(out);
+    r->err = slurp(err);
+    ck_assert_msg(r->status != 127, "cannot run %s", baton_bin());
+    return r->status;
+}
+
+#define CLI(r, ...) cli_env((r), NULL, (const char *const[]){__VA_ARGS__, NULL})
+#define CLI_ENV(r, env, ...) cli_env((r), (env), (const char *const[]){__VA_ARGS__, NULL})
+
+/* Assert exit status; on a mismatch show what baton printed. */
+#define EXPECT(r, st) \
+    ck_assert_msg((r)->status == (st), "exit %d, expected %d\nstdout: %s\nstderr: %s", \
+                  (r)->status, (st), (r)->out, (r)->err)
+
+static void
+report(const char *event, json_t *fields)
+{
+    json_t *body = fields ? fields : json_object();
+
+    json_object_set_new(body, "event", json_string(event));
+    json_decref(CALL(&srv, "POST", "/v1/events", body, 201));
+}
+
+START_TEST(help_and_usage_errors)
+{
+    struct run r;
+    static const char *const bad[][4] = {
+        {"frob"},
+        {"jobs"},
+        {"jobs", "frob"},
+        {"jobs", "get"},
+        {"jobs", "get", "a", "b"},
+        {"events", "--bogus"},
+        {"events", "--limit"},
+        {"jobs", "enqueue", "{not json"},
+        {"alerts", "check", "--lookback", "soon"},
+        {"alerts", "check", "--threshold", "0"},
+        {"run"},
+        {"run", "agent:x", "{bad"},
+        {"accounts", "set", "whatsapp", "default"},
+        {"--url"},
+    };
+
+    CLI(&r, "--help");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "usage: baton"));
+    ck_assert_ptr_nonnull(strstr(r.out, "alerts check"));
+    run_free(&r);
+    CLI(&r, "jobs", "--help");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "requeue-stale"));
+    run_free(&r);
+    CLI(&r, "jobs", "list", "--help");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "usage: baton jobs"));
+    run_free(&r);
+    CLI(&r, "alerts", "check", "--help");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "Exit 0 healthy, 2 alert"));
+    run_free(&r);
+
+    cli_env(&r, NULL, (const char *const[]){NULL});
+    EXPECT(&r, 2);
+    ck_assert_ptr_nonnull(strstr(r.err, "usage: baton"));
+    run_free(&r);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cli_env(&r, NULL, bad[i]);
+        ck_assert_msg(r.status == 2, "%s %s: exit %d: %s", bad[i][0], bad[i][1] ? bad[i][1] : "",
+                      r.status, r.err);
+        ck_assert_msg(strstr(r.err, "usage: baton"), "%s: no usage on stderr: %s", bad[i][0], r.err);
+        ck_assert_str_eq(r.out, "");
+        run_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(auth_and_transport_errors)
+{
+    struct run r;
+    static const char *const wrong_env[] = {"AGENT_SECRET=nope", NULL};
+    static const char *const no_env[] = {"-AGENT_SECRET", NULL};
+    static const char *const dead_env[] = {"BATON_URL=http://127.0.0.1:1", NULL};
+
+    CLI(&r, "--secret", "wrong", "events");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "401"));
+    ck_assert_ptr_nonnull(strstr(r.err, "unauthorized"));
+    ck_assert_str_eq(r.out, "");
+    run_free(&r);
+    CLI_ENV(&r, wrong_env, "events");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "401"));
+    run_free(&r);
+    CLI_ENV(&r, no_env, "--json", "events");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "401"));
+    run_free(&r);
+    /* --secret wins over the environment, --url over BATON_URL */
+    CLI_ENV(&r, wrong_env, "events", "--secret=" TEST_SECRET);
+    EXPECT(&r, 0);
+    run_free(&r);
+    CLI_ENV(&r, dead_env, "--json", "events");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "transport"));
+    run_free(&r);
+    CLI_ENV(&r, dead_env, "--url", srv.url, "--json", "events");
+    EXPECT(&r, 0);
+    run_free(&r);
+    /* an unknown route names its status and code */
+    CLI(&r, "jobs", "get", "job-that-is-not-there");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "404"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(events_and_logs)
+{
+    struct run r;
+    json_t *j;
+    json_error_t je;
+    char *one, *two, *line, *save = NULL;
+    int lines = 0;
+
+    report("cli.demo.one", json_pack("{s:s}", "accountId", "acc-7"));
+    report("cli.demo.two", json_pack("{s:i}", "n", 2));
+    report("other.thing", NULL);
+
+    CLI(&r, "events", "--event", "cli.demo.*");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "EVENT"));
+    ck_assert_ptr_nonnull(one = strstr(r.out, "cli.demo.one"));
+    ck_assert_ptr_nonnull(two = strstr(r.out, "cli.demo.two"));
+    ck_assert(two < one);                       /* newest first */
+    ck_assert_ptr_nonnull(strstr(r.out, "acc-7"));
+    ck_assert_ptr_null(strstr(r.out, "other.thing"));
+    run_free(&r);
+
+    CLI(&r, "--json", "events", "--event", "cli.demo.*", "--since", "1h");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, &je));
+    ck_assert_int_eq(json_array_size(json_object_get(j, "events")), 2);
+    json_decref(j);
+    run_free(&r);
+    CLI(&r, "--json", "events", "--where", "accountId=acc-7");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "cli.demo.one"));
+    run_free(&r);
+
+    CLI(&r, "logs", "--event", "cli.demo.*");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(one = strstr(r.out, "cli.demo.one"));
+    ck_assert_ptr_nonnull(two = strstr(r.out, "cli.demo.two"));
+    ck_assert(one < two);                       /* oldest first, like a log */
+    ck_assert_ptr_nonnull(strstr(r.out, "accountId=acc-7"));
+    run_free(&r);
+    CLI(&r, "logs", "--json");
+    EXPECT(&r, 0);
+    for (line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        ck_assert_msg((j = json_loads(line, 0, &je)) != NULL, "not JSON: %s", line);
+        ck_assert(json_is_string(json_object_get(j, "event")));
+        json_decref(j);
+        lines++;
+    }
+    ck_assert_int_eq(lines, 3);
+    run_free(&r);
+}
+END_TEST
+
+static atomic_bool writing;
+
+static void *
+writer(void *arg)
+{
+    int *n = arg;
+
+    while (atomic_load(&writing)) {
+        struct resp rs;
+        const char body[] = "{\"event\":\"cli.backup.load\"}";
+        if (http_req(&srv, "POST", "/v1/events", body, strlen(body), NULL, NULL, &rs) == 0 &&
+            rs.status == 201)
+            (*n)++;
+        resp_free(&rs);
+    }
+    return NULL;
+}
+
+static int
+copy_check(const char *file, int *events)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int ok;
+
+    ck_assert_int_eq(sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ok = !strcmp((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM events", -1, &st, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    *events = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return ok;
+}
+
+START_TEST(backup_while_serving)
+{
+    struct run r;
+    char file[400], dbopt[400], env_db[400];
+    const char *env[] = {env_db, NULL};
+    pthread_t th;
+    int written = 0, before, events;
+    struct stat a, b2;
+
+    for (int i = 0; i < 200; i++)
+        report("cli.backup.before", json_pack("{s:i, s:s}", "i", i, "pad",
+                                              "................................................"));
+    before = 200;
+    snprintf(file, sizeof file, "%s/copy.db", srv.dir);
+    snprintf(dbopt, sizeof dbopt, "%s/baton.db", srv.dir);
+    snprintf(env_db, sizeof env_db, "BATON_DB=%s/baton.db", srv.dir);
+
+    atomic_store(&writing, true);
+    ck_assert_int_eq(pthread_create(&th, NULL, writer, &written), 0);
+    CLI(&r, "backup", file, "--db", dbopt);
+    atomic_store(&writing, false);
+    pthread_join(th, NULL);
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "integrity ok"));
+    run_free(&r);
+    ck_assert(copy_check(file, &events));
+    ck_assert_int_ge(events, before);
+    ck_assert_int_gt(written, 0);               /* batond kept serving writes */
+    ck_assert_int_ne(access(file, F_OK), -1);
+    {
+        char partial[420];
+        snprintf(partial, sizeof partial, "%s.partial", file);
+        ck_assert_int_eq(access(partial, F_OK), -1);
+    }
+
+    /* an existing file is kept unless --force */
+    ck_assert_int_eq(stat(file, &a), 0);
+    CLI_ENV(&r, env, "backup", file);
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "exists"));
+    run_free(&r);
+    ck_assert_int_eq(stat(file, &b2), 0);
+    ck_assert_int_eq(a.st_ino, b2.st_ino);
+    report("cli.backup.after", NULL);
+    CLI_ENV(&r, env, "--json", "backup", file, "--force");
+    EXPECT(&r, 0);
+    run_free(&r);
+    ck_assert(copy_check(file, &events));
+    ck_assert_int_ge(events, before + written + 1);
+
+    /* no database there */
+    CLI(&r, "backup", file, "--force", "--db", "/nonexistent/baton.db");
+    EXPECT(&r, 1);
+    run_free(&r);
+    ck_assert(copy_check(file, &events));       /* the old copy survived */
+}
+END_TEST
+
+static char *fake_answers[4];
+
+static const char *
+fake_answer(int i, int status, const char *ctype, const char *body)
+{
+    free(fake_answers[i]);
+    ck_assert_int_ge(asprintf(&fake_answers[i],
+                              "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                              "Connection: close\r\n\r\n%s",
+                              status, ctype, strlen(body), body), 0);
+    return fake_answers[i];
+}
+
+START_TEST(run_calls_api_function)
+{
+    struct fake f = {0};
+    struct run r;
+    json_t *j;
+
+    f.answers[0] = fake_answer(0, 200, "application/json",
+                               "{\"status\":\"success\",\"value\":{\"jobs\":[{\"id\":\"j9\"}]},"
+                               "\"logLines\":[]}");
+    f.answers[1] = fake_answer(1, 560, "application/json",
+                               "{\"status\":\"error\",\"errorMessage\":\"Server Error: no function "
+                               "agent:nope\",\"errorData\":{\"code\":\"not_found\"}}");
+    f.answers[2] = fake_answer(2, 200, "application/json",
+                               "{\"status\":\"success\",\"value\":null,\"logLines\":[]}");
+    fake_start(&f);
+    CLI(&r, "--url", f.url, "run", "agent.getPendingJobs", "{\"queue\":\"agent\"}");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "jobs"), 0),
+                                                       "id")), "j9");
+    json_decref(j);
+    run_free(&r);
+    CLI(&r, "--url", f.url, "run", "agent:nope");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "no function agent:nope"));
+    run_free(&r);
+    CLI(&r, "--url", f.url, "run", "whatsappLeases:forceRelease", "{\"accountId\":\"default\"}");
+    EXPECT(&r, 0);
+    ck_assert_str_eq(r.out, "null\n");
+    run_free(&r);
+    fake_stop(&f);
+
+    ck_assert_int_eq(f.requests, 3);
+    ck_assert_ptr_nonnull(strstr(f.request[0], "POST /api/function HTTP"));
+    ck_assert_ptr_nonnull(strstr(f.request[0], "Authorization: Bearer " TEST_SECRET));
+    /* the name goes through untouched: the server maps it */
+    ck_assert_ptr_nonnull(strstr(f.request[0], "\"path\":\"agent.getPendingJobs\""));
+    ck_assert_ptr_nonnull(strstr(f.request[0], "\"args\":{\"queue\":\"agent\"}"));
+    ck_assert_ptr_nonnull(strstr(f.request[0], "\"format\":\"json\""));
+    ck_assert_ptr_nonnull(strstr(f.request[1], "\"args\":{}"));
+    for (int i = 0; i < 4; i++) {
+        free(fake_answers[i]);
+        fake_answers[i] = NULL;
+    }
+}
+END_TEST
+
+START_TEST(logs_follow_prints_stream)
+{
+    struct fake f = {0};
+    struct run r;
+    char *a, *b;
+
+    f.answers[0] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                   ": hello\n\n"
+                   "id: 5\nevent: whatsapp.lease.released\n"
+                   "data: {\"_time\":\"2024-01-01T00:00:00.000Z\",\"level\":\"info\","
+                   "\"event\":\"whatsapp.lease.released\",\"ownerId\":\"wa-1\"}\n\n"
+                   "id: 6\ndata: {\"event\":\"agent.job.claimed\",\"jobId\":\"j1\"}\n\n";
+    f.answers[1] = fake_answer(1, 404, "application/json",
+                               "{\"error\":{\"code\":\"not_found\",\"message\":\"gone\"}}");
+    fake_start(&f);
+    CLI(&r, "--url", f.url, "logs", "--follow");
+    fake_stop(&f);
+    EXPECT(&r, 1);                              /* the stream ended with a 404 */
+    ck_assert_ptr_nonnull(strstr(r.err, "404"));
+    ck_assert_ptr_nonnull(a = strstr(r.out, "whatsapp.lease.released ownerId=wa-1"));
+    ck_assert_ptr_nonnull(b = strstr(r.out, "agent.job.claimed jobId=j1"));
+    ck_assert(a < b);
+    run_free(&r);
+    ck_assert_int_eq(f.requests, 2);
+    ck_assert_ptr_nonnull(strstr(f.request[1], "Last-Event-ID: 6\r\n"));
+    free(fake_answers[1]);
+    fake_answers[1] = NULL;
+}
+END_TEST
+
+Suite *
+suite_cli(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+
+    tcase_add_checked_fixture(tc, up, down);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, help_and_usage_errors);
+    tcase_add_test(tc, auth_and_transport_errors);
+    tcase_add_test(tc, events_and_logs);
+    tcase_add_test(tc, backup_while_serving);
+    tcase_add_test(tc, run_calls_api_function);
+    tcase_add_test(tc, logs_follow_prints_stream);
+    suite_add_tcase(s, tc);
+    return s;
+}
