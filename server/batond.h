@@ -144,6 +144,11 @@ struct req {
     /* handler state */
     void *ctx;
     void (*ctx_free)(void *);
+    /* called once just before the answer is sent, to reshape it (the
+     * Convex envelope); finish_ctx is its argument */
+    void (*finish)(struct req *r);
+    const void *finish_ctx;
+    json_t *query;                  /* when set, req_query reads it, not the URL */
     /* called (on an HTTP thread) when the answer could not be delivered,
      * e.g. a long-poll claim whose client went away: undo what it took */
     void (*lost)(struct req *r);
@@ -316,6 +321,11 @@ bool channel_is_leased(const char *channel);
 /* ---- jobs.c ---------------------------------------------------------------- */
 
 /* ---- dedupe.c / sessions.c ------------------------------------------------- */
+
+/* ---- convex.c -------------------------------------------------------------- */
+
+int convex_function(struct req *r);  /* POST /api/query|mutation|action|function */
+int convex_run(struct req *r);       /* POST /api/run/{module}/{function} */
 
 /* ---- sweep.c ------------------------------------------------------------ */
 

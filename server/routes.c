@@ -41,7 +41,12 @@ const struct route routes[] = {
 
     /* webhooks (webhooks.c) */
 
-    /* convex compatibility (convex.c) */
+    /* convex compatibility (convex.c): Bearer or "Convex <secret>" */
+    {"POST", "/api/query", AUTH_CONVEX, convex_function},
+    {"POST", "/api/mutation", AUTH_CONVEX, convex_function},
+    {"POST", "/api/action", AUTH_CONVEX, convex_function},
+    {"POST", "/api/function", AUTH_CONVEX, convex_function},
+    {"POST", "/api/run/{module}/{function}", AUTH_CONVEX, convex_run},
 
     {NULL, NULL, AUTH_NONE, NULL},
 };
