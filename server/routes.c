@@ -34,8 +34,16 @@ const struct route routes[] = {
     /* leases and accounts (leases.c) */
 
     /* dedupe (dedupe.c) */
+    {"POST", "/v1/dedupe", AUTH_BEARER, dedupe_check},
 
     /* sessions (sessions.c) */
+    {"GET", "/v1/sessions/{channel}/{accountId}", AUTH_BEARER, sessions_get_all},
+    {"DELETE", "/v1/sessions/{channel}/{accountId}", AUTH_BEARER, sessions_clear},
+    {"GET", "/v1/sessions/{channel}/{accountId}/keys", AUTH_BEARER, sessions_keys},
+    {"POST", "/v1/sessions/{channel}/{accountId}/batch", AUTH_BEARER, sessions_batch},
+    {"GET", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_get},
+    {"PUT", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_put},
+    {"DELETE", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_delete},
 
     /* messages, inbound, outbound (messages.c) */
 
