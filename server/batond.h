@@ -149,6 +149,7 @@ struct req {
     void (*finish)(struct req *r);
     const void *finish_ctx;
     json_t *query;                  /* when set, req_query reads it, not the URL */
+    void *raw;                      /* a ready MHD response (streams), sent as is */
     /* called (on an HTTP thread) when the answer could not be delivered,
      * e.g. a long-poll claim whose client went away: undo what it took */
     void (*lost)(struct req *r);
@@ -298,7 +299,13 @@ void log_event(const char *level, const char *name, json_t *fields);
 extern FILE *log_stream;           /* where lines go; NULL = stdout */
 /* Print the lines collected in a committed tx (called by the writer). */
 void events_flush(json_t *lines);
+/* The SQL filter for an event query: "a.b" exact, "a.b.*" the key range
+ * [lo, hi). Each buffer gets "" when unused. */
+void event_filter(const char *name, char *exact, char *lo, char *hi, size_t n);
 int events_report(struct req *r);   /* POST /v1/events */
+int events_stream(struct req *r);   /* GET /v1/events/stream (stream.c) */
+void stream_wake(void);             /* after a commit that recorded events */
+void stream_close(void);            /* shutdown: end every stream */
 int events_list(struct req *r);     /* GET /v1/events */
 
 /* ---- modules.c: start-up checks of the resource modules ---------------- */

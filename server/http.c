@@ -194,6 +194,8 @@ req_free(struct req *r)
     json_decref(r->json);
     json_decref(r->out);
     json_decref(r->query);
+    if (r->raw)
+        MHD_destroy_response(r->raw);
     free(r->text);
     free(r->topic);
     free(r);
@@ -235,6 +237,12 @@ send_answer(struct req *r)
     char *text = NULL;
     const char *type = "application/json";
 
+    if (r->raw) {
+        ret = MHD_queue_response(r->conn, (unsigned)r->status, r->raw);
+        MHD_destroy_response(r->raw);
+        r->raw = NULL;
+        return ret;
+    }
     if (r->finish) {
         void (*f)(struct req *) = r->finish;
         r->finish = NULL;

@@ -28,6 +28,7 @@ const struct route routes[] = {
     /* events (events.c) */
     {"POST", "/v1/events", AUTH_BEARER, events_report},
     {"GET", "/v1/events", AUTH_BEARER, events_list},
+    {"GET", "/v1/events/stream", AUTH_BEARER, events_stream},
 
     /* jobs (jobs.c) */
 

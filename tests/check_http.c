@@ -1,6 +1,7 @@
 /* check_http.c -- the real batond over HTTP: health, auth, routing, body
  * limits and malformed input, start-up refusals, migrations, SIGTERM. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <curl/curl.h>
 #include <sqlite3.h>
 
 #include "harness.h"
@@ -281,6 +283,94 @@ START_TEST(connection_cap)
 }
 END_TEST
 
+/* ---- the SSE tail ------------------------------------------------------------ */
+
+struct tail {
+    struct server *s;
+    const char *path, *last_id;
+    char buf[8192];
+    size_t len;
+    const char *until;      /* stop once this text arrived */
+};
+
+static size_t
+tail_collect(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct tail *t = arg;
+    size_t n = size * nmemb;
+
+    if (t->len + n >= sizeof t->buf)
+        return 0;
+    memcpy(t->buf + t->len, data, n);
+    t->len += n;
+    t->buf[t->len] = 0;
+    return strstr(t->buf, t->until) ? 0 : n;    /* 0 ends the transfer */
+}
+
+static void *
+tail_thread(void *arg)
+{
+    struct tail *t = arg;
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Authorization: Bearer " TEST_SECRET);
+    char url[256], hdr[64];
+
+    if (t->last_id) {
+        snprintf(hdr, sizeof hdr, "Last-Event-ID: %s", t->last_id);
+        h = curl_slist_append(h, hdr);
+    }
+    snprintf(url, sizeof url, "%s%s", t->s->url, t->path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tail_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_perform(c);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+START_TEST(event_stream_tails_and_resumes)
+{
+    struct tail t = {&srv, "/v1/events/stream?event=job.*", NULL, {0}, 0, "job.three"};
+    pthread_t th;
+
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"job.before\"}", NULL), 201);
+    pthread_create(&th, NULL, tail_thread, &t);
+    usleep(300 * 1000);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"job.one\"}", NULL), 201);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"other.two\"}", NULL), 201);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"job.three\"}", NULL), 201);
+    pthread_join(th, NULL);
+    ck_assert_ptr_nonnull(strstr(t.buf, "event: job.one\n"));
+    ck_assert_ptr_nonnull(strstr(t.buf, "event: job.three\n"));
+    ck_assert_ptr_null(strstr(t.buf, "job.before"));    /* a new tail starts now */
+    ck_assert_ptr_null(strstr(t.buf, "other.two"));     /* filtered */
+    ck_assert_ptr_nonnull(strstr(t.buf, "id: 2\n"));
+    /* resuming after id 2 replays what came since, from the table */
+    t = (struct tail){&srv, "/v1/events/stream", "2", {0}, 0, "job.three"};
+    tail_thread(&t);
+    ck_assert_ptr_null(strstr(t.buf, "job.one"));
+    ck_assert_ptr_nonnull(strstr(t.buf, "other.two"));
+    ck_assert_ptr_nonnull(strstr(t.buf, "job.three"));
+}
+END_TEST
+
+START_TEST(sigterm_ends_open_streams)
+{
+    struct tail t = {&srv, "/v1/events/stream", NULL, {0}, 0, "never-arrives"};
+    pthread_t th;
+
+    pthread_create(&th, NULL, tail_thread, &t);
+    usleep(300 * 1000);
+    ck_assert_int_eq(server_stop(&srv), 0);
+    pthread_join(th, NULL);
+    ck_assert_ptr_nonnull(strstr(t.buf, ": ping"));
+}
+END_TEST
+
 Suite *
 suite_http(void)
 {
@@ -300,6 +390,8 @@ suite_http(void)
     tcase_add_test(tc, kill9_keeps_acknowledged_writes);
     tcase_add_test(tc, slow_client_cut_off);
     tcase_add_test(tc, connection_cap);
+    tcase_add_test(tc, event_stream_tails_and_resumes);
+    tcase_add_test(tc, sigterm_ends_open_streams);
     suite_add_tcase(s, tc);
     return s;
 }
