@@ -144,6 +144,12 @@ struct req {
     /* handler state */
     void *ctx;
     void (*ctx_free)(void *);
+    /* called once just before the answer is sent, to reshape it (the
+     * Convex envelope); finish_ctx is its argument */
+    void (*finish)(struct req *r);
+    const void *finish_ctx;
+    json_t *query;                  /* when set, req_query reads it, not the URL */
+    void *raw;                      /* a ready MHD response (streams), sent as is */
     /* called (on an HTTP thread) when the answer could not be delivered,
      * e.g. a long-poll claim whose client went away: undo what it took */
     void (*lost)(struct req *r);
@@ -293,7 +299,13 @@ void log_event(const char *level, const char *name, json_t *fields);
 extern FILE *log_stream;           /* where lines go; NULL = stdout */
 /* Print the lines collected in a committed tx (called by the writer). */
 void events_flush(json_t *lines);
+/* The SQL filter for an event query: "a.b" exact, "a.b.*" the key range
+ * [lo, hi). Each buffer gets "" when unused. */
+void event_filter(const char *name, char *exact, char *lo, char *hi, size_t n);
 int events_report(struct req *r);   /* POST /v1/events */
+int events_stream(struct req *r);   /* GET /v1/events/stream (stream.c) */
+void stream_wake(void);             /* after a commit that recorded events */
+void stream_close(void);            /* shutdown: end every stream */
 int events_list(struct req *r);     /* GET /v1/events */
 
 /* ---- modules.c: start-up checks of the resource modules ---------------- */
@@ -316,6 +328,37 @@ bool channel_is_leased(const char *channel);
 /* ---- jobs.c ---------------------------------------------------------------- */
 
 /* ---- dedupe.c / sessions.c ------------------------------------------------- */
+
+/* Check-and-register an inbound message id inside t (SPEC section 5). An
+ * entry whose expiry has passed counts as absent and is replaced. Returns 0
+ * with *duplicate (false for the one first call under any concurrency) and
+ * *first_seen_at (of the live entry: now when first); -1 after db_fail.
+ * Emits no event: the caller names it (e.g. <channel>.inbound.dedupe_skipped). */
+int dedupe_register(struct tx *t, struct req *r, const char *channel,
+                    const char *channel_message_id, int64_t ttl_ms, bool *duplicate,
+                    int64_t *first_seen_at);
+int dedupe_check(struct req *r);    /* POST /v1/dedupe */
+/* Sweep: delete expired entries (a bounded number per call). 0 or -1. */
+int dedupe_prune(struct tx *t);
+
+/* Decode BATON_SESSION_KEY (when set) into locked memory and wipe the text
+ * of cfg.session_key (the pointer stays set). -1 with a one-line reason in
+ * why when it is not 32 bytes in hex or base64. */
+int sessions_init(char *why, size_t n);
+void sessions_free(void);           /* wipe the key */
+/* Routes of SPEC section 6; params 0 = channel, 1 = accountId, 2 = key. */
+int sessions_get_all(struct req *r);   /* GET    /v1/sessions/{c}/{a} */
+int sessions_keys(struct req *r);      /* GET    /v1/sessions/{c}/{a}/keys */
+int sessions_get(struct req *r);       /* GET    /v1/sessions/{c}/{a}/keys/{key} */
+int sessions_put(struct req *r);       /* PUT    /v1/sessions/{c}/{a}/keys/{key} */
+int sessions_delete(struct req *r);    /* DELETE /v1/sessions/{c}/{a}/keys/{key} */
+int sessions_batch(struct req *r);     /* POST   /v1/sessions/{c}/{a}/batch */
+int sessions_clear(struct req *r);     /* DELETE /v1/sessions/{c}/{a} */
+
+/* ---- convex.c -------------------------------------------------------------- */
+
+int convex_function(struct req *r);  /* POST /api/query|mutation|action|function */
+int convex_run(struct req *r);       /* POST /api/run/{module}/{function} */
 
 /* ---- sweep.c ------------------------------------------------------------ */
 

@@ -185,31 +185,40 @@ events_report(struct req *r)
     return db_submit(r, report_tx);
 }
 
+void
+event_filter(const char *name, char *exact, char *lo, char *hi, size_t n)
+{
+    size_t len = name ? strlen(name) : 0;
+
+    exact[0] = lo[0] = hi[0] = 0;
+    if (!len || len >= n)
+        return;
+    if (len > 2 && !strcmp(name + len - 2, ".*")) {
+        /* "a.b.*" is the key range ["a.b.", "a.b/"): exact, and uses the index */
+        memcpy(lo, name, len - 1);
+        lo[len - 1] = 0;
+        memcpy(hi, lo, len);
+        hi[len - 2] = '/';
+    } else
+        memcpy(exact, name, len + 1);
+}
+
 /* GET /v1/events?event=<name|prefix.*>&since=&until=&limit=&<field>=: newest first. */
 int
 events_list(struct req *r)
 {
     const char *name = req_query(r, "event");
     int64_t since, until, limit;
-    char lo[160], hi[160];
+    char exact[160], lo[160], hi[160];
     sqlite3 *db;
     sqlite3_stmt *st;
     json_t *out;
-    size_t nlen;
 
     if (req_query_int(r, "since", 0, 0, INT64_MAX, &since) < 0 ||
         req_query_int(r, "until", INT64_MAX, 0, INT64_MAX, &until) < 0 ||
         req_query_int(r, "limit", 100, 1, 1000, &limit) < 0)
         return -1;
-    /* "a.b.*" is the key range ["a.b.", "a.b/"): exact, and uses the index */
-    if (name && (nlen = strlen(name)) > 2 && nlen < sizeof lo && !strcmp(name + nlen - 2, ".*")) {
-        memcpy(lo, name, nlen - 1);
-        lo[nlen - 1] = 0;
-        memcpy(hi, lo, nlen);
-        hi[nlen - 2] = '/';
-        name = NULL;
-    } else
-        lo[0] = hi[0] = 0;
+    event_filter(name, exact, lo, hi, sizeof lo);
     if (!(db = db_reader()))
         return req_fail(r, "unavailable", NULL, "database cannot be read");
     st = db_prep(db, "SELECT id, time, level, event, fields FROM events"
@@ -217,7 +226,8 @@ events_list(struct req *r)
                      "   AND time >= ?4 AND time <= ?5 ORDER BY id DESC LIMIT ?6");
     if (!st)
         return db_fail(r, db);
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    if (exact[0])
+        sqlite3_bind_text(st, 1, exact, -1, SQLITE_TRANSIENT);
     if (lo[0]) {
         sqlite3_bind_text(st, 2, lo, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 3, hi, -1, SQLITE_TRANSIENT);

@@ -112,6 +112,8 @@ req_param(struct req *r, int i)
 const char *
 req_query(struct req *r, const char *name)
 {
+    if (r->query)
+        return json_string_value(json_object_get(r->query, name));
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name) : NULL;
 }
 
@@ -191,6 +193,9 @@ req_free(struct req *r)
     free(r->body);
     json_decref(r->json);
     json_decref(r->out);
+    json_decref(r->query);
+    if (r->raw)
+        MHD_destroy_response(r->raw);
     free(r->text);
     free(r->topic);
     free(r);
@@ -232,6 +237,17 @@ send_answer(struct req *r)
     char *text = NULL;
     const char *type = "application/json";
 
+    if (r->raw) {
+        ret = MHD_queue_response(r->conn, (unsigned)r->status, r->raw);
+        MHD_destroy_response(r->raw);
+        r->raw = NULL;
+        return ret;
+    }
+    if (r->finish) {
+        void (*f)(struct req *) = r->finish;
+        r->finish = NULL;
+        f(r);
+    }
     if (r->text) {
         text = strdup(r->text);
         type = "text/plain; charset=utf-8";

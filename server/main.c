@@ -71,6 +71,7 @@ main(int argc, char **argv)
     http_quiesce();
     http_shutting_down();
     db_release_waiters();
+    stream_close();
     until = now_ms() + cfg.shutdown_grace_ms;
     while (http_active() > 0 && now_ms() < until)
         sleep_ms(10);

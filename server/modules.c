@@ -5,11 +5,13 @@
 int
 modules_init(char *why, size_t n)
 {
-    (void)why, (void)n;
+    if (sessions_init(why, n) < 0)
+        return -1;
     return 0;
 }
 
 void
 modules_free(void)
 {
+    sessions_free();
 }

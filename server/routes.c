@@ -28,20 +28,34 @@ const struct route routes[] = {
     /* events (events.c) */
     {"POST", "/v1/events", AUTH_BEARER, events_report},
     {"GET", "/v1/events", AUTH_BEARER, events_list},
+    {"GET", "/v1/events/stream", AUTH_BEARER, events_stream},
 
     /* jobs (jobs.c) */
 
     /* leases and accounts (leases.c) */
 
     /* dedupe (dedupe.c) */
+    {"POST", "/v1/dedupe", AUTH_BEARER, dedupe_check},
 
     /* sessions (sessions.c) */
+    {"GET", "/v1/sessions/{channel}/{accountId}", AUTH_BEARER, sessions_get_all},
+    {"DELETE", "/v1/sessions/{channel}/{accountId}", AUTH_BEARER, sessions_clear},
+    {"GET", "/v1/sessions/{channel}/{accountId}/keys", AUTH_BEARER, sessions_keys},
+    {"POST", "/v1/sessions/{channel}/{accountId}/batch", AUTH_BEARER, sessions_batch},
+    {"GET", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_get},
+    {"PUT", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_put},
+    {"DELETE", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_delete},
 
     /* messages, inbound, outbound (messages.c) */
 
     /* webhooks (webhooks.c) */
 
-    /* convex compatibility (convex.c) */
+    /* convex compatibility (convex.c): Bearer or "Convex <secret>" */
+    {"POST", "/api/query", AUTH_CONVEX, convex_function},
+    {"POST", "/api/mutation", AUTH_CONVEX, convex_function},
+    {"POST", "/api/action", AUTH_CONVEX, convex_function},
+    {"POST", "/api/function", AUTH_CONVEX, convex_function},
+    {"POST", "/api/run/{module}/{function}", AUTH_CONVEX, convex_run},
 
     {NULL, NULL, AUTH_NONE, NULL},
 };

@@ -22,5 +22,7 @@ sweep_run(struct tx *t, struct req *r)
         return db_fail(r, t->db);
     /* jobs */
     /* dedupe */
+    if (dedupe_prune(t) < 0)
+        return db_fail(r, t->db);
     return req_ok(r, 200, NULL);
 }

@@ -1,9 +1,17 @@
 /* check_http.c -- the real batond over HTTP: health, auth, routing, body
  * limits and malformed input, start-up refusals, migrations, SIGTERM. */
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
+#include <curl/curl.h>
 #include <sqlite3.h>
 
 #include "harness.h"
@@ -204,6 +212,165 @@ START_TEST(kill9_keeps_acknowledged_writes)
 }
 END_TEST
 
+static int
+connect_raw(int port)
+{
+    struct sockaddr_in a = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* A client that sends half a request and stalls is cut off after the idle
+ * timeout, and does not stop anyone else being served meanwhile. */
+START_TEST(slow_client_cut_off)
+{
+    static const char *const env[] = {"BATON_IDLE_TIMEOUT_MS=1000", NULL};
+    int fds[20];
+    char b;
+    struct timeval tv = {10, 0};
+
+    server_cleanup(&srv);
+    memset(&srv, 0, sizeof srv);
+    server_start(&srv, env);
+    for (int i = 0; i < 20; i++) {
+        fds[i] = connect_raw(srv.port);
+        ck_assert_int_eq(write(fds[i], "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Le", 46), 46);
+    }
+    ck_assert_int_eq(status_of("GET", "/health", NULL, ""), 200);
+    for (int i = 0; i < 20; i++) {
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ck_assert_int_eq(recv(fds[i], &b, 1, 0), 0);   /* closed by the server */
+        close(fds[i]);
+    }
+    ck_assert_int_eq(status_of("GET", "/health", NULL, ""), 200);
+    ck_assert_int_eq(event_count(), 0);
+}
+END_TEST
+
+/* Beyond BATON_MAX_CONNECTIONS batond accepts no more connections (they
+ * wait in the kernel's backlog) instead of taking on unbounded work; once
+ * connections close, the waiting one is served. */
+START_TEST(connection_cap)
+{
+    static const char *const env[] = {"BATON_MAX_CONNECTIONS=8", NULL};
+    static const char get[] = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    int fds[8], extra;
+    char buf[64] = {0};
+    struct pollfd p;
+    struct timeval tv = {20, 0};
+
+    server_cleanup(&srv);
+    memset(&srv, 0, sizeof srv);
+    server_start(&srv, env);
+    for (int i = 0; i < 8; i++)
+        fds[i] = connect_raw(srv.port);
+    usleep(300 * 1000);
+    extra = connect_raw(srv.port);
+    ck_assert_int_eq(write(extra, get, sizeof get - 1), (ssize_t)(sizeof get - 1));
+    p = (struct pollfd){extra, POLLIN, 0};
+    ck_assert_int_eq(poll(&p, 1, 1000), 0);     /* not served while at the cap */
+    for (int i = 0; i < 8; i++)
+        close(fds[i]);
+    setsockopt(extra, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ck_assert_int_gt(recv(extra, buf, sizeof buf - 1, MSG_WAITALL), 12);
+    ck_assert_ptr_nonnull(strstr(buf, "HTTP/1.1 200"));
+    close(extra);
+}
+END_TEST
+
+/* ---- the SSE tail ------------------------------------------------------------ */
+
+struct tail {
+    struct server *s;
+    const char *path, *last_id;
+    char buf[8192];
+    size_t len;
+    const char *until;      /* stop once this text arrived */
+};
+
+static size_t
+tail_collect(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct tail *t = arg;
+    size_t n = size * nmemb;
+
+    if (t->len + n >= sizeof t->buf)
+        return 0;
+    memcpy(t->buf + t->len, data, n);
+    t->len += n;
+    t->buf[t->len] = 0;
+    return strstr(t->buf, t->until) ? 0 : n;    /* 0 ends the transfer */
+}
+
+static void *
+tail_thread(void *arg)
+{
+    struct tail *t = arg;
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Authorization: Bearer " TEST_SECRET);
+    char url[256], hdr[64];
+
+    if (t->last_id) {
+        snprintf(hdr, sizeof hdr, "Last-Event-ID: %s", t->last_id);
+        h = curl_slist_append(h, hdr);
+    }
+    snprintf(url, sizeof url, "%s%s", t->s->url, t->path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tail_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_perform(c);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+START_TEST(event_stream_tails_and_resumes)
+{
+    struct tail t = {&srv, "/v1/events/stream?event=job.*", NULL, {0}, 0, "job.three"};
+    pthread_t th;
+
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"job.before\"}", NULL), 201);
+    pthread_create(&th, NULL, tail_thread, &t);
+    usleep(300 * 1000);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"job.one\"}", NULL), 201);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"other.two\"}", NULL), 201);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"job.three\"}", NULL), 201);
+    pthread_join(th, NULL);
+    ck_assert_ptr_nonnull(strstr(t.buf, "event: job.one\n"));
+    ck_assert_ptr_nonnull(strstr(t.buf, "event: job.three\n"));
+    ck_assert_ptr_null(strstr(t.buf, "job.before"));    /* a new tail starts now */
+    ck_assert_ptr_null(strstr(t.buf, "other.two"));     /* filtered */
+    ck_assert_ptr_nonnull(strstr(t.buf, "id: 2\n"));
+    /* resuming after id 2 replays what came since, from the table */
+    t = (struct tail){&srv, "/v1/events/stream", "2", {0}, 0, "job.three"};
+    tail_thread(&t);
+    ck_assert_ptr_null(strstr(t.buf, "job.one"));
+    ck_assert_ptr_nonnull(strstr(t.buf, "other.two"));
+    ck_assert_ptr_nonnull(strstr(t.buf, "job.three"));
+}
+END_TEST
+
+START_TEST(sigterm_ends_open_streams)
+{
+    struct tail t = {&srv, "/v1/events/stream", NULL, {0}, 0, "never-arrives"};
+    pthread_t th;
+
+    pthread_create(&th, NULL, tail_thread, &t);
+    usleep(300 * 1000);
+    ck_assert_int_eq(server_stop(&srv), 0);
+    pthread_join(th, NULL);
+    ck_assert_ptr_nonnull(strstr(t.buf, ": ping"));
+}
+END_TEST
+
 Suite *
 suite_http(void)
 {
@@ -221,6 +388,10 @@ suite_http(void)
     tcase_add_test(tc, migrations_once_across_restarts);
     tcase_add_test(tc, sigterm_exits_zero);
     tcase_add_test(tc, kill9_keeps_acknowledged_writes);
+    tcase_add_test(tc, slow_client_cut_off);
+    tcase_add_test(tc, connection_cap);
+    tcase_add_test(tc, event_stream_tails_and_resumes);
+    tcase_add_test(tc, sigterm_ends_open_streams);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -63,5 +63,7 @@ Suite *suite_http(void);
 /* jobs */
 /* leases */
 /* dedupe and sessions */
+Suite *suite_dedupe(void);
+Suite *suite_sessions(void);
 
 #endif

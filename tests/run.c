@@ -22,6 +22,8 @@ main(void)
     /* jobs */
     /* leases */
     /* dedupe and sessions */
+    srunner_add_suite(sr, suite_dedupe());
+    srunner_add_suite(sr, suite_sessions());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -1,0 +1,275 @@
+/* stream.c -- GET /v1/events/stream: the events table as Server-Sent
+ * Events, like `convex logs`.
+ *
+ * DESIGN
+ * Each subscriber is a streaming response whose reader callback reads the
+ * events after the last id it sent. When there are none it suspends its
+ * connection; the writer calls stream_wake() after every commit that
+ * recorded events, which resumes them all. A ticker thread resumes them
+ * every 15 s (or half the idle timeout) so that an idle stream still sends a comment
+ * line (keeping proxies from closing it and noticing clients that left).
+ * A sequence number taken before reading closes the gap between finding
+ * nothing and suspending. Resume with the Last-Event-ID header.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+
+#include "batond.h"
+
+#define PING_MS 15000   /* at most; half the idle timeout when that is shorter */
+#define BATCH 100
+
+struct sub {
+    struct MHD_Connection *conn;
+    char exact[160], lo[160], hi[160];   /* filter, see event_filter() */
+    int64_t last_id;
+    int64_t last_write;                   /* ms, for pings */
+    unsigned long seq;                    /* wake sequence seen before reading */
+    char *pending;                        /* formatted, not yet sent */
+    size_t len, off;
+    bool suspended;
+    struct sub *next;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tick = PTHREAD_COND_INITIALIZER;
+static struct sub *suspended;              /* linked through next */
+static unsigned long seq;
+static bool closing, ticker_running;
+static pthread_t ticker;
+
+/* Resume every suspended subscriber; called with lock held. */
+static void
+resume_all_locked(void)
+{
+    while (suspended) {
+        struct sub *s = suspended;
+        suspended = s->next;
+        s->next = NULL;
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+void
+stream_wake(void)
+{
+    pthread_mutex_lock(&lock);
+    seq++;
+    resume_all_locked();
+    pthread_mutex_unlock(&lock);
+}
+
+void
+stream_close(void)
+{
+    pthread_mutex_lock(&lock);
+    closing = true;
+    seq++;
+    resume_all_locked();
+    pthread_cond_signal(&tick);
+    pthread_mutex_unlock(&lock);
+    if (ticker_running)
+        pthread_join(ticker, NULL);
+    ticker_running = false;
+}
+
+static int64_t
+ping_ms(void)
+{
+    return cfg.idle_timeout_ms / 2 < PING_MS ? cfg.idle_timeout_ms / 2 : PING_MS;
+}
+
+static void *
+ticker_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&lock);
+    while (!closing) {
+        struct timespec ts;
+        int64_t at = now_ms() + ping_ms();
+        ts.tv_sec = at / 1000;
+        ts.tv_nsec = (at % 1000) * 1000000;
+        pthread_cond_timedwait(&tick, &lock, &ts);
+        resume_all_locked();
+    }
+    pthread_mutex_unlock(&lock);
+    return NULL;
+}
+
+/* Append the events after s->last_id to s->pending. */
+static int
+fill(struct sub *s)
+{
+    sqlite3 *db = db_reader();
+    sqlite3_stmt *st;
+    size_t cap = 0;
+
+    if (!db)
+        return -1;
+    st = db_prep(db, "SELECT id, time, level, event, fields FROM events WHERE id > ?1"
+                     " AND (?2 IS NULL OR event = ?2) AND (?3 IS NULL OR (event >= ?3 AND event < ?4))"
+                     " ORDER BY id LIMIT ?5");
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, s->last_id);
+    if (s->exact[0])
+        sqlite3_bind_text(st, 2, s->exact, -1, SQLITE_STATIC);
+    if (s->lo[0]) {
+        sqlite3_bind_text(st, 3, s->lo, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, s->hi, -1, SQLITE_STATIC);
+    }
+    sqlite3_bind_int64(st, 5, BATCH);
+    free(s->pending);
+    s->pending = NULL;
+    s->len = s->off = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char ts[40], *data, *p;
+        json_t *e = col_json(st, 4);
+        int64_t id = sqlite3_column_int64(st, 0);
+        size_t need;
+
+        if (!json_is_object(e)) {
+            json_decref(e);
+            e = json_object();
+        }
+        fmt_time(sqlite3_column_int64(st, 1), ts, sizeof ts);
+        json_object_set_new(e, "id", json_integer(id));
+        json_object_set_new(e, "_time", json_string(ts));
+        json_object_set_new(e, "level", col_text(st, 2));
+        json_object_set_new(e, "event", col_text(st, 3));
+        data = json_dumps(e, JSON_COMPACT);
+        json_decref(e);
+        if (!data)
+            break;
+        need = s->len + strlen(data) + 200;
+        if (need > cap) {
+            cap = need * 2;
+            p = realloc(s->pending, cap);
+            if (!p) {
+                free(data);
+                break;
+            }
+            s->pending = p;
+        }
+        s->len += (size_t)snprintf(s->pending + s->len, cap - s->len, "id: %lld\nevent: %s\ndata: %s\n\n",
+                                   (long long)id, (const char *)sqlite3_column_text(st, 3), data);
+        s->last_id = id;
+        free(data);
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
+static ssize_t
+reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct sub *s = cls;
+    unsigned long seen;
+    size_t n;
+
+    (void)pos;
+    if (s->off == s->len) {
+        pthread_mutex_lock(&lock);
+        seen = seq;
+        if (closing) {
+            pthread_mutex_unlock(&lock);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        pthread_mutex_unlock(&lock);
+        if (fill(s) < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (s->off == s->len && now_ms() - s->last_write >= ping_ms()) {
+            free(s->pending);
+            s->pending = strdup(": ping\n\n");
+            s->len = s->pending ? strlen(s->pending) : 0;
+            s->off = 0;
+        }
+        if (s->off == s->len) {
+            /* nothing to say: sleep until a commit or the ticker wakes us,
+             * unless a commit came in while we were reading */
+            pthread_mutex_lock(&lock);
+            if (seen == seq && !closing) {
+                s->suspended = true;
+                s->next = suspended;
+                suspended = s;
+                MHD_suspend_connection(s->conn);
+            }
+            pthread_mutex_unlock(&lock);
+            return 0;
+        }
+    }
+    n = s->len - s->off < max ? s->len - s->off : max;
+    memcpy(buf, s->pending + s->off, n);
+    s->off += n;
+    s->last_write = now_ms();
+    return (ssize_t)n;
+}
+
+static void
+sub_free(void *cls)
+{
+    struct sub *s = cls;
+
+    pthread_mutex_lock(&lock);
+    for (struct sub **pp = &suspended; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    pthread_mutex_unlock(&lock);
+    free(s->pending);
+    free(s);
+}
+
+/* GET /v1/events/stream?event=<name|prefix.*> with Last-Event-ID */
+int
+events_stream(struct req *r)
+{
+    const char *name = req_query(r, "event"), *last = req_header(r, "Last-Event-ID");
+    struct MHD_Response *resp;
+    struct sub *s = calloc(1, sizeof *s);
+    int64_t id;
+
+    if (!s)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    if (last && *last && (parse_int64(last, &id) < 0 || id < 0)) {
+        free(s);
+        return req_fail(r, "bad_request", NULL, "Last-Event-ID must be an event id");
+    }
+    event_filter(name, s->exact, s->lo, s->hi, sizeof s->exact);
+    if (last && *last)
+        s->last_id = id;
+    else {
+        /* a new tail starts at the newest event */
+        sqlite3 *db = db_reader();
+        sqlite3_stmt *st = db ? db_prep(db, "SELECT coalesce(max(id), 0) FROM events") : NULL;
+        if (!st) {
+            free(s);
+            return req_fail(r, "unavailable", NULL, "database cannot be read");
+        }
+        if (sqlite3_step(st) == SQLITE_ROW)
+            s->last_id = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+    }
+    s->conn = r->conn;
+    s->last_write = 0;          /* first call sends a ping at once: headers go out */
+    pthread_mutex_lock(&lock);
+    if (!ticker_running && !closing && pthread_create(&ticker, NULL, ticker_main, NULL) == 0)
+        ticker_running = true;
+    pthread_mutex_unlock(&lock);
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader, s, sub_free);
+    if (!resp) {
+        free(s);
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    r->raw = resp;
+    r->status = 200;
+    return 0;
+}
