@@ -1001,42 +1001,22 @@ sessions_get(int argc, char **argv)
 }
 
 static int
-cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static int
 sessions_keys(int argc, char **argv)
 {
     char *pos[2];
     int n = args(argc, argv, NULL, pos, 2, 2);
-    json_t *j, *entries, *v, *keys;
-    const char *k;
-    const char **list;
-    size_t i = 0, count;
+    json_t *j, *v;
+    size_t i;
 
     ARGS_OR_EXIT(n);
-    if (call("GET", path_of("/v1/sessions/%s/%s", pos[0], pos[1]), NULL, &j) < 0)
+    /* the names only: values (credentials) never leave the server here */
+    if (call("GET", path_of("/v1/sessions/%s/%s/keys", pos[0], pos[1]), NULL, &j) < 0)
         return EXIT_ERR;
-    entries = json_object_get(j, "entries");
-    count = json_object_size(entries);
-    list = calloc(count + 1, sizeof *list);
-    json_object_foreach(entries, k, v)
-        if (list)
-            list[i++] = k;
-    if (list)
-        qsort(list, i, sizeof *list, cmp_str);
-    keys = json_array();
-    for (size_t x = 0; list && x < i; x++)
-        json_array_append_new(keys, json_string(list[x]));
     if (json_out)
-        print_json(keys);
+        print_json(j);
     else
-        for (size_t x = 0; list && x < i; x++)
-            puts(list[x]);
-    free(list);
-    json_decref(keys);
+        json_array_foreach(rows_of(j, "keys"), i, v)
+            puts(json_string_value(v) ? json_string_value(v) : "?");
     json_decref(j);
     return EXIT_OK;
 }

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -475,6 +476,136 @@ START_TEST(logs_follow_prints_stream)
 }
 END_TEST
 
+START_TEST(dedupe_and_sessions)
+{
+    struct run r;
+    json_t *j;
+
+    CLI(&r, "dedupe", "check", "telegram", "42:1");
+    EXPECT(&r, 0);
+    ck_assert_str_eq(r.out, "new\n");
+    run_free(&r);
+    CLI(&r, "dedupe", "check", "telegram", "42:1");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "duplicate"));
+    run_free(&r);
+    CLI(&r, "--json", "dedupe", "check", "telegram", "42:1");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert(json_is_true(json_object_get(j, "duplicate")));
+    json_decref(j);
+    run_free(&r);
+    CLI(&r, "dedupe", "check", "telegram");
+    EXPECT(&r, 2);
+    run_free(&r);
+
+    json_decref(CALL(&srv, "POST", "/v1/sessions/whatsapp/default/batch",
+                     json_pack("{s:{s:{s:s}, s:{s:i}}}", "set", "creds", "me", "secret-ish",
+                               "pre-key-9", "k", 9), 200));
+    CLI(&r, "sessions", "keys", "whatsapp", "default");
+    EXPECT(&r, 0);
+    ck_assert_str_eq(r.out, "creds\npre-key-9\n");
+    ck_assert_ptr_null(strstr(r.out, "secret-ish"));    /* names only */
+    run_free(&r);
+    CLI(&r, "sessions", "get", "whatsapp", "default");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "pre-key-9"));
+    ck_assert_ptr_nonnull(strstr(r.out, "secret-ish"));
+    run_free(&r);
+    CLI(&r, "sessions", "get", "whatsapp", "default", "pre-key-9");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "k")), 9);
+    json_decref(j);
+    run_free(&r);
+    CLI(&r, "sessions", "get", "whatsapp", "default", "no-such-key");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "404"));
+    run_free(&r);
+    CLI(&r, "sessions", "clear", "whatsapp", "default");
+    EXPECT(&r, 0);
+    run_free(&r);
+    CLI(&r, "--json", "sessions", "keys", "whatsapp", "default");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert_int_eq(json_array_size(json_object_get(j, "keys")), 0);
+    json_decref(j);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(run_against_batond)
+{
+    struct run r;
+    json_t *j;
+
+    CLI(&r, "run", "inboundDedupe:checkAndRegister",
+        "{\"channel\":\"telegram\",\"channelMessageId\":\"9:9\"}");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert(json_is_false(json_object_get(j, "duplicate")));
+    json_decref(j);
+    run_free(&r);
+    /* the convex CLI's dotted spelling reaches the same function */
+    CLI(&r, "run", "inboundDedupe.checkAndRegister",
+        "{\"channel\":\"telegram\",\"channelMessageId\":\"9:9\"}");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert(json_is_true(json_object_get(j, "duplicate")));
+    json_decref(j);
+    run_free(&r);
+    CLI(&r, "run", "agent:noSuchFunction");
+    EXPECT(&r, 1);
+    ck_assert(r.err[0]);
+    ck_assert_str_eq(r.out, "");
+    run_free(&r);
+    CLI(&r, "--secret", "wrong", "run", "whatsappSession:getAll");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "401"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(logs_follow_against_batond)
+{
+    char out[400], err[400], *text = NULL;
+    pid_t pid;
+    int st;
+    bool seen = false;
+
+    snprintf(out, sizeof out, "%s/follow.out", srv.dir);
+    snprintf(err, sizeof err, "%s/follow.err", srv.dir);
+    report("cli.follow.old", NULL);
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        setenv("BATON_URL", srv.url, 1);
+        setenv("AGENT_SECRET", TEST_SECRET, 1);
+        execl(baton_bin(), "baton", "logs", "--follow", "--event", "cli.follow.*", (char *)NULL);
+        _exit(127);
+    }
+    /* report until the tail shows one (it starts at the newest event) */
+    for (int i = 0; i < 100 && !seen; i++) {
+        report("cli.follow.new", json_pack("{s:i}", "i", i));
+        usleep(100000);
+        free(text);
+        text = slurp(out);
+        seen = strstr(text, "cli.follow.new i=") != NULL;
+    }
+    kill(pid, SIGTERM);
+    waitpid(pid, &st, 0);
+    ck_assert_msg(seen, "logs --follow printed: %s", text);
+    ck_assert_ptr_null(strstr(text, "cli.follow.old"));     /* only what is new */
+    free(text);
+}
+END_TEST
+
 Suite *
 suite_cli(void)
 {
@@ -489,6 +620,9 @@ suite_cli(void)
     tcase_add_test(tc, backup_while_serving);
     tcase_add_test(tc, run_calls_api_function);
     tcase_add_test(tc, logs_follow_prints_stream);
+    tcase_add_test(tc, dedupe_and_sessions);
+    tcase_add_test(tc, run_against_batond);
+    tcase_add_test(tc, logs_follow_against_batond);
     suite_add_tcase(s, tc);
     return s;
 }

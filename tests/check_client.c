@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +273,133 @@ START_TEST(non_idempotent_not_retried)
 }
 END_TEST
 
+START_TEST(dedupe_typed)
+{
+    baton_error err;
+    bool dup = true;
+
+    ck_assert_int_eq(baton_dedupe(b, "telegram", "100:7", &dup, &err), 200);
+    ck_assert(!dup);
+    ck_assert_int_eq(baton_dedupe(b, "telegram", "100:7", &dup, &err), 200);
+    ck_assert(dup);
+    ck_assert_int_eq(baton_dedupe(b, "whatsapp", "100:7", &dup, &err), 200);
+    ck_assert(!dup);                            /* per channel */
+    dup = true;
+    ck_assert_int_eq(baton_dedupe(b, "telegram", "", &dup, &err), -1);
+    ck_assert_int_eq(err.status, 400);
+    ck_assert_str_eq(err.code, "bad_request");
+    ck_assert_ptr_nonnull(strstr(err.message, "channelMessageId"));
+    ck_assert(dup);                             /* untouched on error */
+}
+END_TEST
+
+START_TEST(session_batch_typed)
+{
+    baton_error err;
+    json_t *set = json_pack("{s:{s:s}, s:{s:i}, s:{s:i}}", "creds", "me", "x", "pre-key-1", "k", 1,
+                            "pre-key-2", "k", 2);
+    json_t *del = json_pack("[s]", "pre-key-1");
+    json_t *entries = NULL;
+
+    /* an account name that needs escaping (a "/" cannot be routed: the
+     * server matches routes on the decoded path) */
+    ck_assert_msg(baton_session_batch(b, "whatsapp", "acc 1+\xc3\xa9", set, NULL, 0, &err) == 200, "%s",
+                  baton_strerror(&err));
+    ck_assert_int_eq(baton_session_get_all(b, "whatsapp", "acc 1+\xc3\xa9", &entries, &err), 200);
+    ck_assert_int_eq(json_object_size(entries), 3);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(entries, "creds"), "me")), "x");
+    json_decref(entries);
+    ck_assert_int_eq(baton_session_batch(b, "whatsapp", "acc 1+\xc3\xa9", NULL, del, 0, &err), 200);
+    ck_assert_int_eq(baton_session_get_all(b, "whatsapp", "acc 1+\xc3\xa9", &entries, &err), 200);
+    ck_assert_int_eq(json_object_size(entries), 2);
+    ck_assert_ptr_null(json_object_get(entries, "pre-key-1"));
+    json_decref(entries);
+    /* a stale lease token changes nothing */
+    ck_assert_int_eq(baton_session_batch(b, "whatsapp", "acc 1+\xc3\xa9", NULL, del, 99, &err), -1);
+    ck_assert_int_eq(err.status, 409);
+    ck_assert_str_eq(err.code, "lease_not_held");
+    ck_assert_int_eq(baton_session_get_all(b, "whatsapp", "acc 1+\xc3\xa9", &entries, &err), 200);
+    ck_assert_int_eq(json_object_size(entries), 2);
+    json_decref(entries);
+    /* another account is another store */
+    ck_assert_int_eq(baton_session_get_all(b, "whatsapp", "acc", &entries, &err), 200);
+    ck_assert_int_eq(json_object_size(entries), 0);
+    json_decref(entries);
+    json_decref(set);
+    json_decref(del);
+}
+END_TEST
+
+/* Follow the real stream across a server restart: what was received is
+ * not received again, and what happened after is. */
+struct follow {
+    atomic_int n;
+    char names[8][64];
+    int restart_rc;
+};
+
+static int
+on_real_event(void *arg, const char *id, const char *event, json_t *data, const char *raw)
+{
+    struct follow *f = arg;
+    int i = atomic_load(&f->n);
+
+    (void)id;
+    (void)data;
+    (void)raw;
+    if (i < 8)
+        snprintf(f->names[i], sizeof f->names[i], "%s", event ? event : "");
+    atomic_store(&f->n, i + 1);
+    return event && !strcmp(event, "client.stream.after");
+}
+
+static void *
+stream_driver(void *arg)
+{
+    struct follow *f = arg;
+    const char a[] = "{\"event\":\"client.stream.before\"}", c[] = "{\"event\":\"client.stream.after\"}";
+    char listen[64];
+    const char *env[] = {listen, NULL};
+    struct resp rs;
+
+    snprintf(listen, sizeof listen, "BATON_LISTEN=127.0.0.1:%d", srv.port);
+    for (int i = 0; i < 500 && atomic_load(&f->n) == 0; i++) {
+        if (http_req(&srv, "POST", "/v1/events", a, strlen(a), NULL, NULL, &rs) == 0)
+            resp_free(&rs);
+        if (atomic_load(&f->n))
+            break;
+        msleep(200);
+    }
+    msleep(100);
+    server_stop(&srv);
+    f->restart_rc = server_try_start(&srv, env, NULL, 0);
+    if (http_req(&srv, "POST", "/v1/events", c, strlen(c), NULL, NULL, &rs) == 0)
+        resp_free(&rs);
+    return NULL;
+}
+
+START_TEST(event_stream_follows_across_restart)
+{
+    struct follow f = {0};
+    pthread_t th;
+    baton_error err;
+    int before = 0;
+
+    ck_assert_int_eq(pthread_create(&th, NULL, stream_driver, &f), 0);
+    ck_assert_msg(baton_events_follow(b, "client.stream.*", NULL, on_real_event, &f, &err) == 0,
+                  "follow: %s", baton_strerror(&err));
+    pthread_join(th, NULL);
+    ck_assert_int_eq(f.restart_rc, -1);
+    for (int i = 0; i < atomic_load(&f.n) && i < 8; i++)
+        before += !strcmp(f.names[i], "client.stream.before");
+    ck_assert_int_ge(before, 1);
+    /* the last one is the event after the restart, and nothing came twice:
+     * every "before" received is a distinct report, at most one per 200 ms */
+    ck_assert_str_eq(f.names[atomic_load(&f.n) - 1], "client.stream.after");
+    ck_assert_int_eq(atomic_load(&f.n), before + 1);
+}
+END_TEST
+
 /* ---- against a scripted server ------------------------------------------------- */
 
 static char *answers[FAKE_MAX];
@@ -504,6 +632,9 @@ suite_client(void)
     tcase_add_test(tc, http_errors_mapped);
     tcase_add_test(tc, idempotent_get_retried_across_restart);
     tcase_add_test(tc, non_idempotent_not_retried);
+    tcase_add_test(tc, dedupe_typed);
+    tcase_add_test(tc, session_batch_typed);
+    tcase_add_test(tc, event_stream_follows_across_restart);
     suite_add_tcase(s, tc);
 
     tcase_set_timeout(fk, 120);
