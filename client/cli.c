@@ -1234,7 +1234,8 @@ static const char alerts_usage[] =
     "\n"
     "Looks for: lease heartbeat losses, outbound loop errors and send failures\n"
     "within the lookback; THRESHOLD or more reconnects within any burst window;\n"
-    "stale processing jobs; jobs that failed within the lookback.\n"
+    "stale processing jobs; jobs that failed within the lookback (measured\n"
+    "with this machine's clock).\n"
     "Exit 0 healthy, 2 alert (one finding per line), 1 cannot check.\n";
 
 #define MAX_PAGES 100
