@@ -606,6 +606,260 @@ START_TEST(logs_follow_against_batond)
 }
 END_TEST
 
+/* The id printed by "jobs enqueue": "enqueued job <id>". */
+static char *
+enqueued_id(const char *out)
+{
+    const char *p = strstr(out, "enqueued job ");
+
+    ck_assert_ptr_nonnull(p);
+    return strndup(p + 13, strcspn(p + 13, "\n"));
+}
+
+START_TEST(jobs_and_queues)
+{
+    struct run r;
+    json_t *j;
+    char *id, *id2, path[200];
+
+    CLI(&r, "jobs", "enqueue", "--priority", "3", "--max-attempts", "2", "{\"text\":\"hello\"}");
+    EXPECT(&r, 0);
+    id = enqueued_id(r.out);
+    run_free(&r);
+    CLI(&r, "jobs", "enqueue", "--queue", "outbound.telegram.default", "--dedupe-key", "d1");
+    EXPECT(&r, 0);
+    id2 = enqueued_id(r.out);
+    run_free(&r);
+    CLI(&r, "jobs", "enqueue", "--queue", "outbound.telegram.default", "--dedupe-key", "d1");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "duplicate of job"));
+    ck_assert_ptr_nonnull(strstr(r.out, id2));
+    run_free(&r);
+
+    CLI(&r, "jobs", "list");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "STATUS"));
+    ck_assert_ptr_nonnull(strstr(r.out, id));
+    ck_assert_ptr_nonnull(strstr(r.out, id2));
+    run_free(&r);
+    CLI(&r, "--json", "jobs", "list", "--queue", "agent");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert_int_eq(json_array_size(json_object_get(j, "jobs")), 1);
+    json_decref(j);
+    run_free(&r);
+    CLI(&r, "jobs", "get", id);
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "pending"));
+    ck_assert_ptr_nonnull(strstr(r.out, "hello"));
+    run_free(&r);
+
+    /* a worker takes it; the operator fails it, then retries it */
+    json_decref(CALL(&srv, "POST", "/v1/jobs/claim", json_pack("{s:s}", "workerId", "w1"), 200));
+    CLI(&r, "jobs", "pending");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, id));
+    ck_assert_ptr_nonnull(strstr(r.out, "w1"));
+    run_free(&r);
+    CLI(&r, "jobs", "fail", id, "--reason", "operator_test", "--message", "stop it");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "failed"));
+    run_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    j = CALL(&srv, "GET", path, NULL, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "job") ? json_object_get(j, "job") : j,
+                                                       "errorReason")), "operator_test");
+    json_decref(j);
+    CLI(&r, "jobs", "retry", id);
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "pending"));
+    run_free(&r);
+    CLI(&r, "jobs", "requeue-stale");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "requeued: 0"));
+    run_free(&r);
+    CLI(&r, "jobs", "retry", "424242");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "404"));
+    run_free(&r);
+
+    CLI(&r, "queues");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "PENDING"));
+    ck_assert_ptr_nonnull(strstr(r.out, "agent"));
+    ck_assert_ptr_nonnull(strstr(r.out, "outbound.telegram.default"));
+    run_free(&r);
+    CLI(&r, "--json", "queues");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert_int_eq(json_array_size(json_object_get(j, "queues")), 2);
+    json_decref(j);
+    run_free(&r);
+    free(id);
+    free(id2);
+}
+END_TEST
+
+START_TEST(leases_and_accounts)
+{
+    struct run r;
+    json_t *j;
+
+    json_decref(CALL(&srv, "POST", "/v1/leases/whatsapp/default/acquire",
+                     json_pack("{s:s, s:i}", "ownerId", "wa-1", "ttlMs", 60000), 200));
+    CLI(&r, "leases", "get", "whatsapp", "default");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "wa-1"));
+    run_free(&r);
+    CLI(&r, "leases", "get", "whatsapp", "never");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "no lease"));
+    run_free(&r);
+    CLI(&r, "leases", "list");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "OWNERID"));
+    ck_assert_ptr_nonnull(strstr(r.out, "wa-1"));
+    run_free(&r);
+    CLI(&r, "leases", "list", "--owner", "nobody");
+    EXPECT(&r, 0);
+    ck_assert_ptr_null(strstr(r.out, "wa-1"));
+    run_free(&r);
+    CLI(&r, "leases", "force-release", "whatsapp", "default");
+    EXPECT(&r, 0);
+    run_free(&r);
+    CLI(&r, "--json", "leases", "get", "whatsapp", "default");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert(json_is_null(json_object_get(j, "ownerId")) || !json_object_get(j, "ownerId"));
+    json_decref(j);
+    run_free(&r);
+    CLI(&r, "leases", "force-release", "whatsapp");
+    EXPECT(&r, 2);
+    run_free(&r);
+
+    CLI(&r, "accounts", "set", "whatsapp", "default", "--enable", "--config", "{\"phone\":\"+1\"}");
+    EXPECT(&r, 0);
+    run_free(&r);
+    CLI(&r, "accounts", "set", "telegram", "bot2", "--disable");
+    EXPECT(&r, 0);
+    run_free(&r);
+    CLI(&r, "accounts", "list");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "default"));
+    ck_assert_ptr_nonnull(strstr(r.out, "bot2"));
+    run_free(&r);
+    CLI(&r, "--json", "accounts", "list", "--enabled", "true");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert_int_eq(json_array_size(json_object_get(j, "accounts")), 1);
+    json_decref(j);
+    run_free(&r);
+    CLI(&r, "accounts", "delete", "telegram", "bot2");
+    EXPECT(&r, 0);
+    run_free(&r);
+    CLI(&r, "accounts", "list", "--channel", "telegram");
+    EXPECT(&r, 0);
+    ck_assert_ptr_null(strstr(r.out, "bot2"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(alerts_from_events)
+{
+    struct run r;
+    static const char *const dead_env[] = {"BATON_URL=http://127.0.0.1:1", NULL};
+
+    CLI(&r, "alerts", "check");
+    EXPECT(&r, 0);
+    ck_assert_str_eq(r.out, "healthy\n");
+    run_free(&r);
+    CLI_ENV(&r, dead_env, "alerts", "check");
+    EXPECT(&r, 1);
+    run_free(&r);
+
+    /* reconnects: a burst only at or above the threshold */
+    for (int i = 0; i < 3; i++)
+        report("telegram.socket.reconnect", json_pack("{s:s}", "accountId", "default"));
+    CLI(&r, "alerts", "check", "--threshold", "4");
+    EXPECT(&r, 0);
+    run_free(&r);
+    CLI(&r, "alerts", "check", "--threshold", "3", "--burst-window", "1m");
+    EXPECT(&r, 2);
+    ck_assert_ptr_nonnull(strstr(r.out, "telegram.socket.reconnect: burst of 3"));
+    run_free(&r);
+    /* events outside the lookback do not count */
+    report("whatsapp.lease.heartbeat.lost", json_pack("{s:s, s:s}", "accountId", "default",
+                                                      "ownerId", "wa-1"));
+    report("whatsapp.outbound.loop.error", NULL);
+    report("whatsapp.outbound.send.failed", NULL);
+    report("whatsapp.outbound.sent", NULL);
+    CLI(&r, "--json", "alerts", "check");
+    EXPECT(&r, 2);
+    {
+        json_t *j = json_loads(r.out, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        ck_assert(json_is_false(json_object_get(j, "healthy")));
+        ck_assert_int_eq(json_array_size(json_object_get(j, "findings")), 3);
+        json_decref(j);
+    }
+    run_free(&r);
+    CLI(&r, "alerts", "check");
+    EXPECT(&r, 2);
+    ck_assert_ptr_nonnull(strstr(r.out, "whatsapp.lease.heartbeat.lost: 1 within 24h"));
+    ck_assert_ptr_nonnull(strstr(r.out, "ownerId=wa-1"));
+    ck_assert_ptr_nonnull(strstr(r.out, "whatsapp.outbound.loop.error"));
+    ck_assert_ptr_nonnull(strstr(r.out, "whatsapp.outbound.send.failed"));
+    ck_assert_ptr_null(strstr(r.out, "outbound.sent"));
+    run_free(&r);
+    usleep(1100000);
+    CLI(&r, "alerts", "check", "--lookback", "1s");
+    EXPECT(&r, 0);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(alerts_from_jobs)
+{
+    struct run r;
+    static const char *const no_sweep[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
+    json_t *j;
+    char *id, path[200];
+
+    /* a server whose sweep does not requeue the stale job under our feet */
+    server_cleanup(&srv);
+    memset(&srv, 0, sizeof srv);
+    server_start(&srv, no_sweep);
+    json_decref(CALL(&srv, "POST", "/v1/jobs", json_pack("{s:{}}", "payload"), 201));
+    json_decref(CALL(&srv, "POST", "/v1/jobs", json_pack("{s:{}}", "payload"), 201));
+    j = CALL(&srv, "POST", "/v1/jobs/claim", json_pack("{s:s, s:i}", "workerId", "w-dead", "lockMs", 1), 200);
+    id = strdup(json_string_value(json_object_get(json_object_get(j, "job"), "id")));
+    json_decref(j);
+    usleep(50000);
+    CLI(&r, "alerts", "check");
+    EXPECT(&r, 2);
+    ck_assert_ptr_nonnull(strstr(r.out, "stale job"));
+    ck_assert_ptr_nonnull(strstr(r.out, id));
+    ck_assert_ptr_nonnull(strstr(r.out, "w-dead"));
+    run_free(&r);
+
+    snprintf(path, sizeof path, "/v1/jobs/%s/fail-now", id);
+    json_decref(CALL(&srv, "POST", path, json_pack("{s:s, s:s}", "errorReason", "poison",
+                                                  "errorMessage", "bad payload"), 200));
+    CLI(&r, "alerts", "check");
+    EXPECT(&r, 2);
+    ck_assert_ptr_null(strstr(r.out, "stale job"));
+    ck_assert_ptr_nonnull(strstr(r.out, "failed job"));
+    ck_assert_ptr_nonnull(strstr(r.out, "poison: bad payload"));
+    run_free(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s/retry", id);
+    json_decref(CALL(&srv, "POST", path, json_object(), 200));
+    CLI(&r, "alerts", "check");
+    EXPECT(&r, 0);
+    run_free(&r);
+    free(id);
+}
+END_TEST
+
 Suite *
 suite_cli(void)
 {
@@ -623,6 +877,10 @@ suite_cli(void)
     tcase_add_test(tc, dedupe_and_sessions);
     tcase_add_test(tc, run_against_batond);
     tcase_add_test(tc, logs_follow_against_batond);
+    tcase_add_test(tc, jobs_and_queues);
+    tcase_add_test(tc, leases_and_accounts);
+    tcase_add_test(tc, alerts_from_events);
+    tcase_add_test(tc, alerts_from_jobs);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -400,6 +400,156 @@ START_TEST(event_stream_follows_across_restart)
 }
 END_TEST
 
+static void *
+enqueue_later(void *arg)
+{
+    const char body[] = "{\"queue\":\"late\",\"payload\":{\"n\":1}}";
+    struct resp rs;
+
+    (void)arg;
+    msleep(400);
+    if (http_req(&srv, "POST", "/v1/jobs", body, strlen(body), NULL, NULL, &rs) == 0)
+        resp_free(&rs);
+    return NULL;
+}
+
+START_TEST(jobs_typed)
+{
+    baton_error err;
+    json_t *payload = json_pack("{s:s}", "text", "hi"), *opts = json_pack("{s:i}", "priority", 5);
+    json_t *dopts = json_pack("{s:s}", "dedupeKey", "k-1"), *job = NULL, *result, *got;
+    char id[64], id2[64], token[128], token2[128];
+    long t0;
+    int64_t locked;
+    pthread_t th;
+
+    ck_assert_int_eq(baton_enqueue(b, NULL, payload, opts, &job, &err), 201);
+    ck_assert_str_eq(json_string_value(json_object_get(job, "status")), "pending");
+    ck_assert_str_eq(json_string_value(json_object_get(job, "queue")), "agent");
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(job, "id")));
+    json_decref(job);
+    ck_assert_int_eq(baton_enqueue(b, "agent", payload, dopts, &job, &err), 201);
+    snprintf(id2, sizeof id2, "%s", json_string_value(json_object_get(job, "id")));
+    json_decref(job);
+    ck_assert_int_eq(baton_enqueue(b, "agent", payload, dopts, &job, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(job, "id")), id2);
+    ck_assert(json_is_true(json_object_get(job, "duplicate")));
+    json_decref(job);
+
+    /* the priority 5 job first */
+    ck_assert_int_eq(baton_claim(b, NULL, "w1", 30000, 0, 0, &job, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(job, "id")), id);
+    ck_assert_str_eq(json_string_value(json_object_get(job, "status")), "processing");
+    ck_assert_str_eq(json_string_value(json_object_get(job, "lockedBy")), "w1");
+    snprintf(token, sizeof token, "%s", json_string_value(json_object_get(job, "claimToken")));
+    locked = json_integer_value(json_object_get(job, "lockedUntil"));
+    json_decref(job);
+
+    ck_assert_int_eq(baton_heartbeat_job(b, id, "w1", token, 120000, 0, &job, &err), 200);
+    ck_assert_int_gt(json_integer_value(json_object_get(job, "lockedUntil")), locked + 60000);
+    json_decref(job);
+    ck_assert_int_eq(baton_heartbeat_job(b, id, "w1", "not-the-token", 0, 0, NULL, &err), -1);
+    ck_assert_int_eq(err.status, 409);
+    ck_assert_str_eq(err.code, "claim_lost");
+
+    result = json_pack("{s:i}", "ok", 1);
+    ck_assert_int_eq(baton_complete(b, id, "w1", token, result, NULL, 0, &err), 200);
+    json_decref(result);
+    ck_assert_int_eq(baton_complete(b, id, "w1", "stale-token", NULL, NULL, 0, &err), -1);
+    ck_assert_int_eq(err.status, 409);
+    ck_assert_str_eq(err.code, "claim_lost");
+    ck_assert_int_eq(baton_job_get(b, id, &got, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(got, "status")), "completed");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(got, "result"), "ok")), 1);
+    json_decref(got);
+
+    ck_assert_int_eq(baton_claim(b, NULL, "w2", 0, 0, 0, &job, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(job, "id")), id2);
+    snprintf(token2, sizeof token2, "%s", json_string_value(json_object_get(job, "claimToken")));
+    json_decref(job);
+    ck_assert_int_eq(baton_fail(b, id2, "w2", token2, "boom", "it broke", false, 0, 0, &err), 200);
+    ck_assert_int_eq(baton_job_get(b, id2, &got, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(got, "status")), "failed");
+    ck_assert_str_eq(json_string_value(json_object_get(got, "errorReason")), "boom");
+    ck_assert_str_eq(json_string_value(json_object_get(got, "errorMessage")), "it broke");
+    json_decref(got);
+    ck_assert_int_eq(baton_job_get(b, "999999", &got, &err), -1);
+    ck_assert_int_eq(err.status, 404);
+    json_decref(got);
+
+    /* long-poll: the wait is added to the client's timeout, so a 1 s
+     * timeout does not cut a 2.5 s wait short */
+    baton_set_timeout_ms(b, 1000);
+    t0 = mono_ms();
+    job = (json_t *)1;
+    ck_assert_msg(baton_claim(b, NULL, "w3", 0, 2500, 0, &job, &err) == 204, "%s",
+                  baton_strerror(&err));
+    ck_assert_ptr_null(job);
+    ck_assert_int_ge(mono_ms() - t0, 2000);
+    /* and a job that arrives during the wait is handed out at once */
+    ck_assert_int_eq(pthread_create(&th, NULL, enqueue_later, NULL), 0);
+    t0 = mono_ms();
+    ck_assert_msg(baton_claim(b, "late", "w3", 0, 20000, 0, &job, &err) == 200, "%s",
+                  baton_strerror(&err));
+    pthread_join(th, NULL);
+    ck_assert_int_lt(mono_ms() - t0, 10000);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(job, "payload"), "n")), 1);
+    json_decref(job);
+    json_decref(payload);
+    json_decref(opts);
+    json_decref(dopts);
+}
+END_TEST
+
+START_TEST(leases_typed)
+{
+    baton_error err;
+    json_t *lease = NULL, *job, *payload = json_pack("{s:s}", "text", "out");
+    long long token, token2;
+
+    ck_assert_int_eq(baton_lease_get(b, "whatsapp", "default", &lease, &err), 200);
+    ck_assert_ptr_null(lease);                  /* never held */
+    ck_assert_int_eq(baton_lease_acquire(b, "whatsapp", "default", "wa-1", 30000, &lease, &err), 200);
+    token = json_integer_value(json_object_get(lease, "token"));
+    ck_assert_int_gt(token, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(lease, "ownerId")), "wa-1");
+    json_decref(lease);
+
+    ck_assert_int_eq(baton_lease_acquire(b, "whatsapp", "default", "wa-2", 30000, &lease, &err), -1);
+    ck_assert_int_eq(err.status, 409);
+    ck_assert_str_eq(err.code, "lease_held");
+    ck_assert_str_eq(json_string_value(json_object_get(lease, "currentOwnerId")), "wa-1");
+    json_decref(lease);
+
+    ck_assert_int_eq(baton_lease_heartbeat(b, "whatsapp", "default", "wa-1", token, 30000, &lease, &err),
+                     200);
+    ck_assert_int_eq(json_integer_value(json_object_get(lease, "token")), token);
+    json_decref(lease);
+    ck_assert_int_eq(baton_lease_get(b, "whatsapp", "default", &lease, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(lease, "ownerId")), "wa-1");
+    json_decref(lease);
+
+    /* outbound jobs on a leased channel are fenced by the lease token */
+    ck_assert_int_eq(baton_enqueue(b, "outbound.whatsapp.default", payload, NULL, NULL, &err), 201);
+    ck_assert_int_eq(baton_claim(b, "outbound.whatsapp.default", "wa-1", 0, 0, token + 1, &job, &err), -1);
+    ck_assert_str_eq(err.code, "lease_not_held");
+    json_decref(job);
+
+    ck_assert_int_eq(baton_lease_release(b, "whatsapp", "default", "wa-1", token, &err), 200);
+    ck_assert_int_eq(baton_lease_heartbeat(b, "whatsapp", "default", "wa-1", token, 0, NULL, &err), -1);
+    ck_assert_int_eq(err.status, 409);
+    ck_assert_str_eq(err.code, "lease_lost");
+    ck_assert_int_eq(baton_lease_acquire(b, "whatsapp", "default", "wa-2", 30000, &lease, &err), 200);
+    token2 = json_integer_value(json_object_get(lease, "token"));
+    ck_assert_int_gt(token2, token);
+    json_decref(lease);
+    ck_assert_int_eq(baton_claim(b, "outbound.whatsapp.default", "wa-2", 0, 0, token2, &job, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(job, "payload"), "text")), "out");
+    json_decref(job);
+    json_decref(payload);
+}
+END_TEST
+
 /* ---- against a scripted server ------------------------------------------------- */
 
 static char *answers[FAKE_MAX];
@@ -635,6 +785,8 @@ suite_client(void)
     tcase_add_test(tc, dedupe_typed);
     tcase_add_test(tc, session_batch_typed);
     tcase_add_test(tc, event_stream_follows_across_restart);
+    tcase_add_test(tc, jobs_typed);
+    tcase_add_test(tc, leases_typed);
     suite_add_tcase(s, tc);
 
     tcase_set_timeout(fk, 120);
