@@ -139,6 +139,7 @@ struct req {
     int status;
     json_t *out;
     char *text;                     /* when set, sent as text/plain instead */
+    const char *text_type;          /* Content-Type of text when not text/plain */
     const char *err_code;           /* static string; NULL when no error */
 
     /* handler state */
@@ -354,6 +355,12 @@ int sessions_put(struct req *r);       /* PUT    /v1/sessions/{c}/{a}/keys/{key}
 int sessions_delete(struct req *r);    /* DELETE /v1/sessions/{c}/{a}/keys/{key} */
 int sessions_batch(struct req *r);     /* POST   /v1/sessions/{c}/{a}/batch */
 int sessions_clear(struct req *r);     /* DELETE /v1/sessions/{c}/{a} */
+
+/* ---- metrics.c ------------------------------------------------------------- */
+
+void metrics_http(const char *method, const char *route, int status, int64_t ms);
+void metrics_events(json_t *lines);  /* committed event lines */
+int metrics_get(struct req *r);      /* GET /metrics */
 
 /* ---- convex.c -------------------------------------------------------------- */
 

@@ -24,6 +24,7 @@ health(struct req *r)
 
 const struct route routes[] = {
     {"GET", "/health", AUTH_NONE, health},
+    {"GET", "/metrics", AUTH_BEARER, metrics_get},
 
     /* events (events.c) */
     {"POST", "/v1/events", AUTH_BEARER, events_report},
