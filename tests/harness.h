@@ -60,6 +60,7 @@ Suite *suite_db(void);
 Suite *suite_http(void);
 /* jobs */
 /* leases */
+Suite *suite_leases(void);
 /* dedupe and sessions */
 
 #endif
