@@ -326,6 +326,28 @@ int lease_fence(struct tx *t, struct req *r, const char *channel, const char *ac
 /* true when channel is listed in BATON_LEASED_CHANNELS */
 bool channel_is_leased(const char *channel);
 
+/* Route handlers of SPEC section 4, also called by the Convex layer. Path
+ * params: req_param(r, 0) is the channel, 1 the accountId. Bodies are
+ * r->json as in the routes. The listings read their arguments from the
+ * query string or, when absent there, from string fields of r->json
+ * (accounts_list also takes a boolean "enabled" there).
+ * Writes answer 200 {lease} (+ "renewedAfterExpiry":true when an expired
+ * grant nobody took was renewed); leases_force_release answers
+ * {lease, released} ({lease:null, released:false} for an account never
+ * leased); leases_get the bare lease or null; leases_list {leases:[...]};
+ * accounts_put {account}; accounts_get the bare account or 404;
+ * accounts_list {accounts:[...]}; accounts_delete {deleted:true} or 404. */
+int leases_acquire(struct req *r);        /* {ownerId, ttlMs} */
+int leases_heartbeat(struct req *r);      /* {ownerId, token, ttlMs?} */
+int leases_release(struct req *r);        /* {ownerId, token} */
+int leases_force_release(struct req *r);  /* {} */
+int leases_get(struct req *r);
+int leases_list(struct req *r);           /* ownerId?, channel? */
+int accounts_put(struct req *r);          /* {enabled, config?} */
+int accounts_get(struct req *r);
+int accounts_list(struct req *r);         /* channel?, enabled? */
+int accounts_delete(struct req *r);
+
 /* ---- jobs.c ---------------------------------------------------------------- */
 
 /* ---- dedupe.c / sessions.c ------------------------------------------------- */

@@ -34,6 +34,16 @@ const struct route routes[] = {
     /* jobs (jobs.c) */
 
     /* leases and accounts (leases.c) */
+    {"POST", "/v1/leases/{channel}/{accountId}/acquire", AUTH_BEARER, leases_acquire},
+    {"POST", "/v1/leases/{channel}/{accountId}/heartbeat", AUTH_BEARER, leases_heartbeat},
+    {"POST", "/v1/leases/{channel}/{accountId}/release", AUTH_BEARER, leases_release},
+    {"POST", "/v1/leases/{channel}/{accountId}/force-release", AUTH_BEARER, leases_force_release},
+    {"GET", "/v1/leases/{channel}/{accountId}", AUTH_BEARER, leases_get},
+    {"GET", "/v1/leases", AUTH_BEARER, leases_list},
+    {"PUT", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_put},
+    {"GET", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_get},
+    {"DELETE", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_delete},
+    {"GET", "/v1/accounts", AUTH_BEARER, accounts_list},
 
     /* dedupe (dedupe.c) */
     {"POST", "/v1/dedupe", AUTH_BEARER, dedupe_check},

@@ -60,6 +60,7 @@ Suite *suite_db(void);
 Suite *suite_http(void);
 /* jobs */
 /* leases */
+Suite *suite_leases(void);
 /* dedupe and sessions */
 Suite *suite_dedupe(void);
 Suite *suite_sessions(void);

@@ -19,6 +19,7 @@ main(void)
     srunner_add_suite(sr, suite_http());
     /* jobs */
     /* leases */
+    srunner_add_suite(sr, suite_leases());
     /* dedupe and sessions */
     srunner_add_suite(sr, suite_dedupe());
     srunner_add_suite(sr, suite_sessions());
