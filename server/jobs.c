@@ -398,6 +398,10 @@ jobs_insert(struct tx *t, struct req *r, const char *queue, json_t *payload, int
         *duplicate = false;
     if (job_out)
         *job_out = NULL;
+    if (delay_ms < 0)
+        run_at = t->now;
+    if (max_attempts < 1)
+        max_attempts = 1;
     if (!queue_valid(queue))
         return bad_queue(r);
     if (dedupe_key) {
@@ -651,6 +655,11 @@ claim_tx(struct tx *t, struct req *r)
 
     if (lease_check(t, r, c->queue, c->has_lease, c->lease_token) < 0)
         return -1;
+    /* a client that hung up after sending its claim gets nothing: an answer
+     * written to its closed socket could look delivered, and the job would
+     * then wait for its lock to expire */
+    if (!req_alive(r))
+        return req_ok(r, 204, NULL);
     while ((rc = claim_pick(t, c->queue, &js)) == 1 && !strcmp(js.status, "processing")) {
         /* a dead worker's job: take it back now rather than wait for the sweep */
         bool failed;
