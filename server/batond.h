@@ -350,6 +350,45 @@ int accounts_delete(struct req *r);
 
 /* ---- jobs.c ---------------------------------------------------------------- */
 
+/* Insert a job into queue (or find the not-completed job holding
+ * dedupe_key there, then *duplicate = true), emit the enqueued event and
+ * wake or schedule the queue's parked claimers. payload is borrowed;
+ * dedupe_key, conversation_id and message_id may be NULL. *job_out (may be
+ * NULL) receives a new reference to the job's JSON, which the caller
+ * decrefs. Returns 0, or -1 with r answered (req_fail/db_fail). */
+int jobs_insert(struct tx *t, struct req *r, const char *queue, json_t *payload,
+                int64_t priority, int64_t delay_ms, int64_t max_attempts,
+                const char *dedupe_key, const char *conversation_id, const char *message_id,
+                json_t **job_out, bool *duplicate);
+/* The job as GET /v1/jobs/{id} shows it (new reference), NULL if absent. */
+json_t *jobs_get_json(sqlite3 *db, int64_t id);
+/* The stale sweep and retention: requeue processing jobs whose lock has
+ * expired (or fail them with lock_expired when attempts are exhausted) and
+ * delete completed jobs older than BATON_RETENTION_MS. The ids (strings)
+ * are appended to requeued / failed when those are not NULL. 0 or -1. */
+int jobs_sweep(struct tx *t, json_t *requeued, json_t *failed);
+int jobs_enqueue(struct req *r);        /* POST /v1/jobs */
+int jobs_claim(struct req *r);          /* POST /v1/jobs/claim */
+int jobs_requeue_stale(struct req *r);  /* POST /v1/jobs/requeue-stale */
+int jobs_heartbeat(struct req *r);      /* POST /v1/jobs/{id}/heartbeat */
+int jobs_complete(struct req *r);       /* POST /v1/jobs/{id}/complete */
+int jobs_fail(struct req *r);           /* POST /v1/jobs/{id}/fail */
+int jobs_retry(struct req *r);          /* POST /v1/jobs/{id}/retry */
+int jobs_fail_now(struct req *r);       /* POST /v1/jobs/{id}/fail-now */
+int jobs_cancel(struct req *r);         /* POST /v1/jobs/{id}/cancel */
+int jobs_get(struct req *r);            /* GET /v1/jobs/{id} */
+int jobs_list(struct req *r);           /* GET /v1/jobs */
+int jobs_pending(struct req *r);        /* GET /v1/jobs/pending */
+int jobs_queues(struct req *r);         /* GET /v1/queues */
+
+/* Hooks of the messages module, called inside the job's own transaction:
+ * after a job was marked completed (result and reply may be NULL; reply is
+ * an object when given), and after a job became terminally failed. job is
+ * the job's JSON as GET shows it (borrowed). Return 0, or -1 with r
+ * answered to roll the whole write back. */
+int messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result, json_t *reply);
+int messages_job_failed(struct tx *t, struct req *r, json_t *job);
+
 /* ---- dedupe.c / sessions.c ------------------------------------------------- */
 
 /* Check-and-register an inbound message id inside t (SPEC section 5). An

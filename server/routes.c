@@ -32,6 +32,19 @@ const struct route routes[] = {
     {"GET", "/v1/events/stream", AUTH_BEARER, events_stream},
 
     /* jobs (jobs.c) */
+    {"POST", "/v1/jobs", AUTH_BEARER, jobs_enqueue},
+    {"GET", "/v1/jobs", AUTH_BEARER, jobs_list},
+    {"POST", "/v1/jobs/claim", AUTH_BEARER, jobs_claim},
+    {"POST", "/v1/jobs/requeue-stale", AUTH_BEARER, jobs_requeue_stale},
+    {"GET", "/v1/jobs/pending", AUTH_BEARER, jobs_pending},
+    {"GET", "/v1/jobs/{id}", AUTH_BEARER, jobs_get},
+    {"POST", "/v1/jobs/{id}/heartbeat", AUTH_BEARER, jobs_heartbeat},
+    {"POST", "/v1/jobs/{id}/complete", AUTH_BEARER, jobs_complete},
+    {"POST", "/v1/jobs/{id}/fail", AUTH_BEARER, jobs_fail},
+    {"POST", "/v1/jobs/{id}/retry", AUTH_BEARER, jobs_retry},
+    {"POST", "/v1/jobs/{id}/fail-now", AUTH_BEARER, jobs_fail_now},
+    {"POST", "/v1/jobs/{id}/cancel", AUTH_BEARER, jobs_cancel},
+    {"GET", "/v1/queues", AUTH_BEARER, jobs_queues},
 
     /* leases and accounts (leases.c) */
     {"POST", "/v1/leases/{channel}/{accountId}/acquire", AUTH_BEARER, leases_acquire},

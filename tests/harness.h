@@ -59,6 +59,7 @@ Suite *suite_fields(void);
 Suite *suite_db(void);
 Suite *suite_http(void);
 /* jobs */
+Suite *suite_jobs(void);
 /* leases */
 Suite *suite_leases(void);
 /* dedupe and sessions */

@@ -18,6 +18,7 @@ main(void)
     srunner_add_suite(sr, suite_db());
     srunner_add_suite(sr, suite_http());
     /* jobs */
+    srunner_add_suite(sr, suite_jobs());
     /* leases */
     srunner_add_suite(sr, suite_leases());
     /* dedupe and sessions */
