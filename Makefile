@@ -28,6 +28,8 @@ SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
 SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o) $(B)/schema.o
 TEST_SRC   := $(wildcard tests/*.c)
 TEST_OBJ   := $(TEST_SRC:%.c=$(B)/%.o)
+BENCH_SRC  := $(wildcard tests/bench/*.c)
+BENCH_OBJ  := $(BENCH_SRC:%.c=$(B)/%.o)
 
 .PHONY: all deps run test check sanitize bench install clean
 
@@ -57,6 +59,9 @@ $(B)/batond: $(B)/server/main.o $(SERVER_OBJ)
 $(B)/run_tests: $(TEST_OBJ) $(SERVER_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
+$(B)/bench: $(BENCH_OBJ) $(SERVER_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 run: deps
 	@$(MAKE) --no-print-directory $(B)/batond
 	@mkdir -p data
@@ -70,6 +75,9 @@ check: $(B)/batond $(B)/run_tests
 
 sanitize: deps
 	@$(MAKE) --no-print-directory B=build-san SAN=1 OPT=-O1 check
+
+bench: $(B)/batond $(B)/bench
+	BATOND=$(B)/batond $(B)/bench
 
 install: $(B)/batond
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -139,6 +139,7 @@ struct req {
     int status;
     json_t *out;
     char *text;                     /* when set, sent as text/plain instead */
+    const char *text_type;          /* Content-Type of text when not text/plain */
     const char *err_code;           /* static string; NULL when no error */
 
     /* handler state */
@@ -325,7 +326,68 @@ int lease_fence(struct tx *t, struct req *r, const char *channel, const char *ac
 /* true when channel is listed in BATON_LEASED_CHANNELS */
 bool channel_is_leased(const char *channel);
 
+/* Route handlers of SPEC section 4, also called by the Convex layer. Path
+ * params: req_param(r, 0) is the channel, 1 the accountId. Bodies are
+ * r->json as in the routes. The listings read their arguments from the
+ * query string or, when absent there, from string fields of r->json
+ * (accounts_list also takes a boolean "enabled" there).
+ * Writes answer 200 {lease} (+ "renewedAfterExpiry":true when an expired
+ * grant nobody took was renewed); leases_force_release answers
+ * {lease, released} ({lease:null, released:false} for an account never
+ * leased); leases_get the bare lease or null; leases_list {leases:[...]};
+ * accounts_put {account}; accounts_get the bare account or 404;
+ * accounts_list {accounts:[...]}; accounts_delete {deleted:true} or 404. */
+int leases_acquire(struct req *r);        /* {ownerId, ttlMs} */
+int leases_heartbeat(struct req *r);      /* {ownerId, token, ttlMs?} */
+int leases_release(struct req *r);        /* {ownerId, token} */
+int leases_force_release(struct req *r);  /* {} */
+int leases_get(struct req *r);
+int leases_list(struct req *r);           /* ownerId?, channel? */
+int accounts_put(struct req *r);          /* {enabled, config?} */
+int accounts_get(struct req *r);
+int accounts_list(struct req *r);         /* channel?, enabled? */
+int accounts_delete(struct req *r);
+
 /* ---- jobs.c ---------------------------------------------------------------- */
+
+/* Insert a job into queue (or find the not-completed job holding
+ * dedupe_key there, then *duplicate = true), emit the enqueued event and
+ * wake or schedule the queue's parked claimers. payload is borrowed;
+ * dedupe_key, conversation_id and message_id may be NULL. *job_out (may be
+ * NULL) receives a new reference to the job's JSON, which the caller
+ * decrefs. Returns 0, or -1 with r answered (req_fail/db_fail). */
+int jobs_insert(struct tx *t, struct req *r, const char *queue, json_t *payload,
+                int64_t priority, int64_t delay_ms, int64_t max_attempts,
+                const char *dedupe_key, const char *conversation_id, const char *message_id,
+                json_t **job_out, bool *duplicate);
+/* The job as GET /v1/jobs/{id} shows it (new reference), NULL if absent. */
+json_t *jobs_get_json(sqlite3 *db, int64_t id);
+/* The stale sweep and retention: requeue processing jobs whose lock has
+ * expired (or fail them with lock_expired when attempts are exhausted) and
+ * delete completed jobs older than BATON_RETENTION_MS. The ids (strings)
+ * are appended to requeued / failed when those are not NULL. 0 or -1. */
+int jobs_sweep(struct tx *t, json_t *requeued, json_t *failed);
+int jobs_enqueue(struct req *r);        /* POST /v1/jobs */
+int jobs_claim(struct req *r);          /* POST /v1/jobs/claim */
+int jobs_requeue_stale(struct req *r);  /* POST /v1/jobs/requeue-stale */
+int jobs_heartbeat(struct req *r);      /* POST /v1/jobs/{id}/heartbeat */
+int jobs_complete(struct req *r);       /* POST /v1/jobs/{id}/complete */
+int jobs_fail(struct req *r);           /* POST /v1/jobs/{id}/fail */
+int jobs_retry(struct req *r);          /* POST /v1/jobs/{id}/retry */
+int jobs_fail_now(struct req *r);       /* POST /v1/jobs/{id}/fail-now */
+int jobs_cancel(struct req *r);         /* POST /v1/jobs/{id}/cancel */
+int jobs_get(struct req *r);            /* GET /v1/jobs/{id} */
+int jobs_list(struct req *r);           /* GET /v1/jobs */
+int jobs_pending(struct req *r);        /* GET /v1/jobs/pending */
+int jobs_queues(struct req *r);         /* GET /v1/queues */
+
+/* Hooks of the messages module, called inside the job's own transaction:
+ * after a job was marked completed (result and reply may be NULL; reply is
+ * an object when given), and after a job became terminally failed. job is
+ * the job's JSON as GET shows it (borrowed). Return 0, or -1 with r
+ * answered to roll the whole write back. */
+int messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result, json_t *reply);
+int messages_job_failed(struct tx *t, struct req *r, json_t *job);
 
 /* ---- dedupe.c / sessions.c ------------------------------------------------- */
 
@@ -354,6 +416,12 @@ int sessions_put(struct req *r);       /* PUT    /v1/sessions/{c}/{a}/keys/{key}
 int sessions_delete(struct req *r);    /* DELETE /v1/sessions/{c}/{a}/keys/{key} */
 int sessions_batch(struct req *r);     /* POST   /v1/sessions/{c}/{a}/batch */
 int sessions_clear(struct req *r);     /* DELETE /v1/sessions/{c}/{a} */
+
+/* ---- metrics.c ------------------------------------------------------------- */
+
+void metrics_http(const char *method, const char *route, int status, int64_t ms);
+void metrics_events(json_t *lines);  /* committed event lines */
+int metrics_get(struct req *r);      /* GET /metrics */
 
 /* ---- convex.c -------------------------------------------------------------- */
 

@@ -400,8 +400,10 @@ answer:
         size_t i;
 
         events_flush(events);
-        if (json_array_size(events))
+        if (json_array_size(events)) {
+            metrics_events(events);
             stream_wake();
+        }
         /* file the parked before waking, so a wake in this batch finds them */
         for (r = batch; r;) {
             struct req *next = r->next;

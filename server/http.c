@@ -250,7 +250,7 @@ send_answer(struct req *r)
     }
     if (r->text) {
         text = strdup(r->text);
-        type = "text/plain; charset=utf-8";
+        type = r->text_type ? r->text_type : "text/plain; charset=utf-8";
     } else if (r->out && r->status != 204) {
         text = json_dumps(r->out, JSON_COMPACT | JSON_ENCODE_ANY);
     }
@@ -430,6 +430,8 @@ on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
         return;
     if (why != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->lost && r->status >= 200 && r->status < 300)
         r->lost(r);
+    metrics_http(r->method ? r->method : "?", r->route ? r->route->pattern : "unmatched", r->status,
+                 now_ms() - r->started);
     if (cfg.debug)
         log_event("debug", "http.request",
                   json_pack("{s:s, s:s, s:i, s:I}", "method", r->method ? r->method : "?",

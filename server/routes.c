@@ -24,6 +24,7 @@ health(struct req *r)
 
 const struct route routes[] = {
     {"GET", "/health", AUTH_NONE, health},
+    {"GET", "/metrics", AUTH_BEARER, metrics_get},
 
     /* events (events.c) */
     {"POST", "/v1/events", AUTH_BEARER, events_report},
@@ -31,8 +32,31 @@ const struct route routes[] = {
     {"GET", "/v1/events/stream", AUTH_BEARER, events_stream},
 
     /* jobs (jobs.c) */
+    {"POST", "/v1/jobs", AUTH_BEARER, jobs_enqueue},
+    {"GET", "/v1/jobs", AUTH_BEARER, jobs_list},
+    {"POST", "/v1/jobs/claim", AUTH_BEARER, jobs_claim},
+    {"POST", "/v1/jobs/requeue-stale", AUTH_BEARER, jobs_requeue_stale},
+    {"GET", "/v1/jobs/pending", AUTH_BEARER, jobs_pending},
+    {"GET", "/v1/jobs/{id}", AUTH_BEARER, jobs_get},
+    {"POST", "/v1/jobs/{id}/heartbeat", AUTH_BEARER, jobs_heartbeat},
+    {"POST", "/v1/jobs/{id}/complete", AUTH_BEARER, jobs_complete},
+    {"POST", "/v1/jobs/{id}/fail", AUTH_BEARER, jobs_fail},
+    {"POST", "/v1/jobs/{id}/retry", AUTH_BEARER, jobs_retry},
+    {"POST", "/v1/jobs/{id}/fail-now", AUTH_BEARER, jobs_fail_now},
+    {"POST", "/v1/jobs/{id}/cancel", AUTH_BEARER, jobs_cancel},
+    {"GET", "/v1/queues", AUTH_BEARER, jobs_queues},
 
     /* leases and accounts (leases.c) */
+    {"POST", "/v1/leases/{channel}/{accountId}/acquire", AUTH_BEARER, leases_acquire},
+    {"POST", "/v1/leases/{channel}/{accountId}/heartbeat", AUTH_BEARER, leases_heartbeat},
+    {"POST", "/v1/leases/{channel}/{accountId}/release", AUTH_BEARER, leases_release},
+    {"POST", "/v1/leases/{channel}/{accountId}/force-release", AUTH_BEARER, leases_force_release},
+    {"GET", "/v1/leases/{channel}/{accountId}", AUTH_BEARER, leases_get},
+    {"GET", "/v1/leases", AUTH_BEARER, leases_list},
+    {"PUT", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_put},
+    {"GET", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_get},
+    {"DELETE", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_delete},
+    {"GET", "/v1/accounts", AUTH_BEARER, accounts_list},
 
     /* dedupe (dedupe.c) */
     {"POST", "/v1/dedupe", AUTH_BEARER, dedupe_check},

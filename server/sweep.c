@@ -21,6 +21,8 @@ sweep_run(struct tx *t, struct req *r)
     if (events_prune(t) < 0)
         return db_fail(r, t->db);
     /* jobs */
+    if (jobs_sweep(t, NULL, NULL) < 0)
+        return db_fail(r, t->db);
     /* dedupe */
     if (dedupe_prune(t) < 0)
         return db_fail(r, t->db);

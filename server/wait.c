@@ -2,13 +2,14 @@
  * so parking, waking and committing are ordered without locks: a request
  * that found nothing is parked after the commit of the batch that looked,
  * and any later commit that makes something available wakes it. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "batond.h"
 
 static struct req *parked;          /* singly linked through r->next */
-static size_t nparked;
+static _Atomic size_t nparked;    /* read by /metrics from other threads */
 
 static void
 push(struct req **list, struct req *r)

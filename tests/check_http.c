@@ -371,6 +371,26 @@ START_TEST(sigterm_ends_open_streams)
 }
 END_TEST
 
+START_TEST(metrics_scrape)
+{
+    struct resp r;
+
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"m.one\"}", NULL), 201);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":5}", NULL), 400);
+    ck_assert_int_eq(status_of("GET", "/metrics", NULL, ""), 401);
+    ck_assert_int_eq(http_req(&srv, "GET", "/metrics", NULL, 0, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "# TYPE baton_http_requests_total counter\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_http_requests_total{route=\"/v1/events\",method=\"POST\",status=\"201\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_http_requests_total{route=\"/v1/events\",method=\"POST\",status=\"400\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_http_request_duration_ms_bucket{route=\"/v1/events\",method=\"POST\",status=\"201\",le=\"+Inf\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_events_total{event=\"m.one\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "# TYPE baton_db_bytes gauge\nbaton_db_bytes "));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_wal_bytes "));
+    resp_free(&r);
+}
+END_TEST
+
 Suite *
 suite_http(void)
 {
@@ -392,6 +412,7 @@ suite_http(void)
     tcase_add_test(tc, connection_cap);
     tcase_add_test(tc, event_stream_tails_and_resumes);
     tcase_add_test(tc, sigterm_ends_open_streams);
+    tcase_add_test(tc, metrics_scrape);
     suite_add_tcase(s, tc);
     return s;
 }

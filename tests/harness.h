@@ -61,7 +61,9 @@ Suite *suite_fields(void);
 Suite *suite_db(void);
 Suite *suite_http(void);
 /* jobs */
+Suite *suite_jobs(void);
 /* leases */
+Suite *suite_leases(void);
 /* dedupe and sessions */
 Suite *suite_dedupe(void);
 Suite *suite_sessions(void);

@@ -20,7 +20,9 @@ main(void)
     srunner_add_suite(sr, suite_db());
     srunner_add_suite(sr, suite_http());
     /* jobs */
+    srunner_add_suite(sr, suite_jobs());
     /* leases */
+    srunner_add_suite(sr, suite_leases());
     /* dedupe and sessions */
     srunner_add_suite(sr, suite_dedupe());
     srunner_add_suite(sr, suite_sessions());

@@ -1,0 +1,300 @@
+/* metrics.c -- GET /metrics in Prometheus text format.
+ *
+ * Counters that only the process sees (HTTP requests and latency by route
+ * and status, committed events by name) live in memory and restart at zero
+ * with batond, as Prometheus counters may. Everything that is state -- jobs
+ * by queue and status, lease holders, database size -- is read from the
+ * database at scrape time, so it is never out of step with it. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "batond.h"
+
+static const double buckets[] = {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000};
+#define NBUCKETS (sizeof buckets / sizeof *buckets)
+
+struct series {
+    const char *route;          /* a pattern from the route table, or "unmatched" */
+    const char *method;
+    int status;
+    uint64_t count, le[NBUCKETS];
+    double sum_ms;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct series *http;
+static size_t nhttp, caphttp;
+static json_t *event_counts;    /* {name: count} */
+
+void
+metrics_http(const char *method, const char *route, int status, int64_t ms)
+{
+    struct series *s = NULL;
+
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < nhttp; i++)
+        if (http[i].route == route && http[i].status == status && !strcmp(http[i].method, method)) {
+            s = &http[i];
+            break;
+        }
+    if (!s) {
+        if (nhttp == caphttp) {
+            size_t cap = caphttp ? caphttp * 2 : 64;
+            struct series *p = realloc(http, cap * sizeof *p);
+            if (!p) {
+                pthread_mutex_unlock(&lock);
+                return;
+            }
+            http = p;
+            caphttp = cap;
+        }
+        s = &http[nhttp++];
+        memset(s, 0, sizeof *s);
+        s->route = route;
+        /* methods outside the table are folded so clients cannot grow this */
+        s->method = !strcmp(method, "GET") ? "GET" : !strcmp(method, "POST") ? "POST" :
+                    !strcmp(method, "PUT") ? "PUT" : !strcmp(method, "DELETE") ? "DELETE" : "OTHER";
+        s->status = status;
+    }
+    s->count++;
+    s->sum_ms += (double)ms;
+    for (size_t b = 0; b < NBUCKETS; b++)
+        if ((double)ms <= buckets[b])
+            s->le[b]++;
+    pthread_mutex_unlock(&lock);
+}
+
+void
+metrics_events(json_t *lines)
+{
+    size_t i;
+    json_t *l;
+
+    pthread_mutex_lock(&lock);
+    if (!event_counts)
+        event_counts = json_object();
+    json_array_foreach(lines, i, l) {
+        const char *name = json_string_value(json_object_get(l, "event"));
+        json_t *c = name ? json_object_get(event_counts, name) : NULL;
+        if (!name)
+            continue;
+        if (c)
+            json_integer_set(c, json_integer_value(c) + 1);
+        else
+            json_object_set_new(event_counts, name, json_integer(1));
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- rendering ----------------------------------------------------------- */
+
+struct out {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void out_printf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+out_printf(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        size_t room = o->cap - o->len;
+        va_start(ap, fmt);
+        n = vsnprintf(o->p ? o->p + o->len : NULL, o->p ? room : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->oom = true;
+            return;
+        }
+        if (o->p && (size_t)n < room) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = (o->cap + (size_t)n + 1) * 2;
+        char *p = realloc(o->p, cap);
+        if (!p) {
+            o->oom = true;
+            return;
+        }
+        o->p = p;
+        o->cap = cap;
+    }
+}
+
+static void
+help(struct out *o, const char *name, const char *type, const char *text)
+{
+    out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+/* Label values are escaped as the format requires: \\, \", \n. */
+static void
+label(struct out *o, const char *v)
+{
+    for (; v && *v; v++) {
+        if (*v == '\\' || *v == '"')
+            out_printf(o, "\\%c", *v);
+        else if (*v == '\n')
+            out_printf(o, "\\n");
+        else
+            out_printf(o, "%c", *v);
+    }
+}
+
+static void
+file_size(struct out *o, const char *name, const char *path, const char *suffix)
+{
+    char p[1024];
+    struct stat st;
+
+    snprintf(p, sizeof p, "%s%s", path, suffix);
+    out_printf(o, "%s %lld\n", name, stat(p, &st) == 0 ? (long long)st.st_size : 0LL);
+}
+
+static void
+render_state(struct out *o, sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    int64_t now = now_ms();
+
+    help(o, "baton_jobs", "gauge", "Jobs by queue and status.");
+    st = db_prep(db, "SELECT queue, status, count(*) FROM jobs GROUP BY queue, status");
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        out_printf(o, "baton_jobs{queue=\"");
+        label(o, (const char *)sqlite3_column_text(st, 0));
+        out_printf(o, "\",status=\"%s\"} %lld\n", sqlite3_column_text(st, 1), sqlite3_column_int64(st, 2));
+    }
+    if (st)
+        sqlite3_reset(st);
+
+    help(o, "baton_jobs_stale", "gauge", "Processing jobs whose lock has expired.");
+    st = db_prep(db, "SELECT queue, count(*) FROM jobs WHERE status = 'processing' AND locked_until < ?"
+                     " GROUP BY queue");
+    if (st)
+        sqlite3_bind_int64(st, 1, now);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        out_printf(o, "baton_jobs_stale{queue=\"");
+        label(o, (const char *)sqlite3_column_text(st, 0));
+        out_printf(o, "\"} %lld\n", sqlite3_column_int64(st, 1));
+    }
+    if (st)
+        sqlite3_reset(st);
+
+    help(o, "baton_lease_held", "gauge", "1 while an owner holds the lease of an account.");
+    help(o, "baton_lease_transitions_total", "counter", "Times the holder of an account's lease changed.");
+    help(o, "baton_lease_token", "gauge", "The fencing token of an account's latest grant.");
+    st = db_prep(db, "SELECT channel, account_id, coalesce(owner_id, ''), owner_id IS NOT NULL AND expires_at > ?,"
+                     " transitions, token FROM leases");
+    if (st)
+        sqlite3_bind_int64(st, 1, now);
+    while (st && sqlite3_step(st) == SQLITE_ROW) {
+        const char *ch = (const char *)sqlite3_column_text(st, 0), *acct = (const char *)sqlite3_column_text(st, 1);
+        out_printf(o, "baton_lease_held{channel=\"");
+        label(o, ch);
+        out_printf(o, "\",account=\"");
+        label(o, acct);
+        out_printf(o, "\",owner=\"");
+        label(o, (const char *)sqlite3_column_text(st, 2));
+        out_printf(o, "\"} %d\n", sqlite3_column_int(st, 3));
+        out_printf(o, "baton_lease_transitions_total{channel=\"");
+        label(o, ch);
+        out_printf(o, "\",account=\"");
+        label(o, acct);
+        out_printf(o, "\"} %lld\n", sqlite3_column_int64(st, 4));
+        out_printf(o, "baton_lease_token{channel=\"");
+        label(o, ch);
+        out_printf(o, "\",account=\"");
+        label(o, acct);
+        out_printf(o, "\"} %lld\n", sqlite3_column_int64(st, 5));
+    }
+    if (st)
+        sqlite3_reset(st);
+
+    help(o, "baton_dedupe_entries", "gauge", "Inbound message ids remembered.");
+    st = db_prep(db, "SELECT count(*) FROM dedupe");
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        out_printf(o, "baton_dedupe_entries %lld\n", sqlite3_column_int64(st, 0));
+    if (st)
+        sqlite3_reset(st);
+}
+
+static void
+render_process(struct out *o)
+{
+    pthread_mutex_lock(&lock);
+    help(o, "baton_http_requests_total", "counter", "HTTP requests by route, method and status.");
+    for (size_t i = 0; i < nhttp; i++) {
+        out_printf(o, "baton_http_requests_total{route=\"");
+        label(o, http[i].route);
+        out_printf(o, "\",method=\"%s\",status=\"%d\"} %llu\n", http[i].method, http[i].status,
+                   (unsigned long long)http[i].count);
+    }
+    help(o, "baton_http_request_duration_ms", "histogram",
+         "Time from the request's arrival to its answer, in ms (long-polls include their wait).");
+    for (size_t i = 0; i < nhttp; i++) {
+        for (size_t b = 0; b < NBUCKETS; b++) {
+            out_printf(o, "baton_http_request_duration_ms_bucket{route=\"");
+            label(o, http[i].route);
+            out_printf(o, "\",method=\"%s\",status=\"%d\",le=\"%g\"} %llu\n", http[i].method, http[i].status,
+                       buckets[b], (unsigned long long)http[i].le[b]);
+        }
+        out_printf(o, "baton_http_request_duration_ms_bucket{route=\"");
+        label(o, http[i].route);
+        out_printf(o, "\",method=\"%s\",status=\"%d\",le=\"+Inf\"} %llu\n", http[i].method, http[i].status,
+                   (unsigned long long)http[i].count);
+        out_printf(o, "baton_http_request_duration_ms_sum{route=\"");
+        label(o, http[i].route);
+        out_printf(o, "\",method=\"%s\",status=\"%d\"} %.0f\n", http[i].method, http[i].status, http[i].sum_ms);
+        out_printf(o, "baton_http_request_duration_ms_count{route=\"");
+        label(o, http[i].route);
+        out_printf(o, "\",method=\"%s\",status=\"%d\"} %llu\n", http[i].method, http[i].status,
+                   (unsigned long long)http[i].count);
+    }
+    help(o, "baton_events_total", "counter",
+         "Committed events by name since start: claims (agent.job.claimed), requeues (agent.job.requeued), "
+         "dedupe hits (<channel>.inbound.dedupe_skipped), ...");
+    if (event_counts) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(event_counts, k, v) {
+            out_printf(o, "baton_events_total{event=\"");
+            label(o, k);
+            out_printf(o, "\"} %lld\n", (long long)json_integer_value(v));
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* GET /metrics */
+int
+metrics_get(struct req *r)
+{
+    struct out o = {0};
+    sqlite3 *db = db_reader();
+
+    if (!db)
+        return req_fail(r, "unavailable", NULL, "database cannot be read");
+    render_state(&o, db);
+    render_process(&o);
+    help(&o, "baton_db_bytes", "gauge", "Size of the database file.");
+    file_size(&o, "baton_db_bytes", cfg.db_path, "");
+    help(&o, "baton_wal_bytes", "gauge", "Size of the write-ahead log.");
+    file_size(&o, "baton_wal_bytes", cfg.db_path, "-wal");
+    help(&o, "baton_parked_requests", "gauge", "Long-poll requests waiting (claims, conversation reads).");
+    out_printf(&o, "baton_parked_requests %zu\n", wait_count());
+    if (o.oom) {
+        free(o.p);
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    }
+    req_ok(r, 200, NULL);
+    r->text = o.p;
+    r->text_type = "text/plain; version=0.0.4; charset=utf-8";
+    return 0;
+}

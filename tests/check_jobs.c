@@ -1,0 +1,1130 @@
+/* check_jobs.c -- the jobs routes against a real batond: enqueue, claim
+ * order, long-poll, concurrency, a killed worker, fencing, retries, the
+ * operator's calls, the sweep, retention, listings and bad input. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "harness.h"
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+msleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+    nanosleep(&ts, NULL);
+}
+
+static const char *
+sget(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static int64_t
+iget(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+/* The "job" of an answer (new reference); frees the answer. */
+static json_t *
+job_of(json_t *answer)
+{
+    json_t *job = json_incref(json_object_get(answer, "job"));
+
+    json_decref(answer);
+    return job;
+}
+
+static json_t *
+enqueue(struct server *s, json_t *body)
+{
+    json_t *job = job_of(CALL(s, "POST", "/v1/jobs", body, 201));
+
+    ck_assert_ptr_nonnull(job);
+    return job;
+}
+
+static json_t *
+enqueue_in(struct server *s, const char *queue, int priority, int delay_ms)
+{
+    return enqueue(s, json_pack("{s:s, s:{s:i}, s:i, s:i}", "queue", queue, "payload", "n", priority,
+                                "priority", priority, "delayMs", delay_ms));
+}
+
+/* Claim without waiting: the job, or NULL when the answer was 204. */
+static json_t *
+claim(struct server *s, const char *worker, const char *queue, long expect)
+{
+    return job_of(CALL(s, "POST", "/v1/jobs/claim",
+                       json_pack("{s:s, s:s}", "workerId", worker, "queue", queue), expect));
+}
+
+/* POST /v1/jobs/{id}/{verb} */
+static json_t *
+job_call(struct server *s, const char *id, const char *verb, json_t *body, long expect)
+{
+    char path[128];
+
+    snprintf(path, sizeof path, "/v1/jobs/%s/%s", id, verb);
+    return CALL(s, "POST", path, body, expect);
+}
+
+/* complete / fail / heartbeat as the worker holding job's claim */
+static json_t *
+worker_call(struct server *s, json_t *job, const char *verb, json_t *extra, long expect)
+{
+    json_t *body = json_pack("{s:s, s:s}", "workerId", sget(job, "lockedBy"), "claimToken",
+                             sget(job, "claimToken"));
+
+    if (extra) {
+        json_object_update(body, extra);
+        json_decref(extra);
+    }
+    return job_call(s, sget(job, "id"), verb, body, expect);
+}
+
+static json_t *
+get_job(struct server *s, const char *id)
+{
+    char path[128];
+
+    snprintf(path, sizeof path, "/v1/jobs/%s", id);
+    return job_of(CALL(s, "GET", path, NULL, 200));
+}
+
+static const char *
+err_code(json_t *answer)
+{
+    return sget(json_object_get(answer, "error"), "code");
+}
+
+static const char *
+err_message(json_t *answer)
+{
+    return sget(json_object_get(answer, "error"), "message");
+}
+
+/* ---- enqueue, get, claim order --------------------------------------------- */
+
+START_TEST(enqueue_and_get_any_payload)
+{
+    struct server s = {0};
+    json_t *payloads = json_pack("[{s:i}, s, i, f, n, [i, s], b]", "a", 1, "text", 42, 1.5, 7, "x", 1);
+    json_t *p;
+    size_t i;
+
+    server_start(&s, NULL);
+    json_array_foreach(payloads, i, p) {
+        json_t *job = enqueue(&s, json_pack("{s:O}", "payload", p)), *got;
+        const char *id = sget(job, "id");
+        ck_assert_msg(id && atoll(id) > 0, "id is a numeric string");
+        ck_assert_str_eq(sget(job, "queue"), "agent");
+        ck_assert_str_eq(sget(job, "status"), "pending");
+        ck_assert_int_eq(iget(job, "maxAttempts"), 5);
+        ck_assert_int_eq(iget(job, "attempts"), 0);
+        ck_assert_int_eq(iget(job, "priority"), 0);
+        ck_assert(json_equal(json_object_get(job, "payload"), p));
+        ck_assert(json_is_null(json_object_get(job, "claimToken")));
+        got = get_job(&s, id);
+        ck_assert(json_equal(got, job));
+        json_decref(got);
+        json_decref(job);
+    }
+    json_decref(payloads);
+    json_decref(CALL(&s, "GET", "/v1/jobs/999999", NULL, 404));
+    json_decref(CALL(&s, "GET", "/v1/jobs/abc", NULL, 404));
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"agent.job.enqueued\""), 7);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(claim_order_priority_then_run_at_then_id)
+{
+    struct server s = {0};
+    json_t *a, *b, *c, *d, *e, *got;
+
+    server_start(&s, NULL);
+    a = enqueue_in(&s, "order", 0, 0);
+    b = enqueue_in(&s, "order", 5, 0);
+    c = enqueue_in(&s, "order", 5, 0);
+    d = enqueue_in(&s, "order", 10, 1500);   /* best priority, not due yet */
+    e = enqueue_in(&s, "other", 99, 0);      /* another queue */
+
+    got = claim(&s, "w1", "order", 200);
+    ck_assert_str_eq(sget(got, "id"), sget(b, "id"));
+    ck_assert_str_eq(sget(got, "status"), "processing");
+    ck_assert_str_eq(sget(got, "lockedBy"), "w1");
+    ck_assert_int_eq(iget(got, "attempts"), 1);
+    ck_assert_ptr_nonnull(sget(got, "claimToken"));
+    ck_assert_int_ge(iget(got, "lockedUntil"), iget(got, "startedAt") + 299000); /* default lock 300 s */
+    json_decref(got);
+    got = claim(&s, "w1", "order", 200);
+    ck_assert_str_eq(sget(got, "id"), sget(c, "id"));
+    json_decref(got);
+    got = claim(&s, "w1", "order", 200);
+    ck_assert_str_eq(sget(got, "id"), sget(a, "id"));
+    json_decref(got);
+    ck_assert_ptr_null(claim(&s, "w1", "order", 204));
+    msleep(1600);
+    got = claim(&s, "w1", "order", 200);
+    ck_assert_str_eq(sget(got, "id"), sget(d, "id"));
+    json_decref(got);
+    got = claim(&s, "w2", "other", 200);
+    ck_assert_str_eq(sget(got, "id"), sget(e, "id"));
+    json_decref(got);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"agent.job.claimed\""), 0);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"order.job.claimed\""), 4);
+    json_decref(a), json_decref(b), json_decref(c), json_decref(d), json_decref(e);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* ---- concurrency -------------------------------------------------------------- */
+
+#define MANY 300
+#define CLAIMERS 8
+
+struct claimer {
+    struct server *s;
+    int ids[MANY];
+    int n, errors;
+};
+
+static void *
+claimer_main(void *arg)
+{
+    struct claimer *c = arg;
+    char body[128];
+
+    snprintf(body, sizeof body, "{\"workerId\":\"w%p\",\"queue\":\"many\"}", (void *)c);
+    for (;;) {
+        struct resp r;
+        if (http_req(c->s, "POST", "/v1/jobs/claim", body, strlen(body), NULL, NULL, &r) < 0) {
+            c->errors++;
+            break;
+        }
+        if (r.status == 204) {
+            resp_free(&r);
+            break;
+        }
+        if (r.status != 200 || c->n >= MANY) {
+            c->errors++;
+            resp_free(&r);
+            break;
+        }
+        c->ids[c->n++] = atoi(sget(json_object_get(r.json, "job"), "id"));
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+START_TEST(concurrent_claims_take_each_job_once)
+{
+    struct server s = {0};
+    struct claimer *cl = calloc(CLAIMERS, sizeof *cl);
+    pthread_t th[CLAIMERS];
+    int *seen, total = 0, first = 0;
+
+    server_start(&s, NULL);
+    for (int i = 0; i < MANY; i++) {
+        json_t *job = enqueue_in(&s, "many", i % 3, 0);
+        if (!first)
+            first = atoi(sget(job, "id"));
+        json_decref(job);
+    }
+    for (int i = 0; i < CLAIMERS; i++) {
+        cl[i].s = &s;
+        pthread_create(&th[i], NULL, claimer_main, &cl[i]);
+    }
+    for (int i = 0; i < CLAIMERS; i++)
+        pthread_join(th[i], NULL);
+    seen = calloc(MANY, sizeof *seen);
+    for (int i = 0; i < CLAIMERS; i++) {
+        ck_assert_int_eq(cl[i].errors, 0);
+        for (int k = 0; k < cl[i].n; k++) {
+            int idx = cl[i].ids[k] - first;
+            ck_assert_msg(idx >= 0 && idx < MANY, "claimed an unknown id %d", cl[i].ids[k]);
+            ck_assert_msg(seen[idx] == 0, "job %d claimed twice", cl[i].ids[k]);
+            seen[idx] = 1;
+            total++;
+        }
+    }
+    ck_assert_int_eq(total, MANY);
+    free(seen);
+    free(cl);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* A worker process claims with lockMs=1000 and is killed with SIGKILL: the
+ * job is claimable by another worker shortly after the lock expires, and
+ * the dead worker's token no longer completes it. */
+START_TEST(killed_worker_job_reclaimed)
+{
+    struct server s = {0};
+    json_t *job, *got, *answer;
+    int fds[2];
+    char line[256] = {0}, id[32], token[128];
+    pid_t pid;
+    ssize_t n, len = 0;
+    int64_t t0;
+
+    server_start(&s, NULL);
+    job = enqueue_in(&s, "agent", 0, 0);
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = fork();
+    if (pid == 0) {
+        const char *body = "{\"workerId\":\"doomed\",\"lockMs\":1000}";
+        struct resp r;
+        close(fds[0]);
+        if (http_req(&s, "POST", "/v1/jobs/claim", body, strlen(body), NULL, NULL, &r) == 0 &&
+            r.status == 200) {
+            json_t *j = json_object_get(r.json, "job");
+            dprintf(fds[1], "%s %s\n", sget(j, "id"), sget(j, "claimToken"));
+        } else
+            dprintf(fds[1], "failed -\n");
+        for (;;)
+            pause();        /* a worker stuck in its handler */
+    }
+    close(fds[1]);
+    while (len < (ssize_t)sizeof line - 1 && !strchr(line, '\n') &&
+           (n = read(fds[0], line + len, sizeof line - 1 - (size_t)len)) > 0)
+        len += n;
+    close(fds[0]);
+    ck_assert_int_eq(sscanf(line, "%31s %127s", id, token), 2);
+    ck_assert_str_eq(id, sget(job, "id"));
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    t0 = now_ms();
+
+    got = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                      json_pack("{s:s, s:i}", "workerId", "rescuer", "waitMs", 20000), 200));
+    ck_assert_str_eq(sget(got, "id"), id);
+    ck_assert_str_eq(sget(got, "lockedBy"), "rescuer");
+    ck_assert_int_eq(iget(got, "attempts"), 2);
+    ck_assert_str_ne(sget(got, "claimToken"), token);
+    /* lockMs + sweep interval, plus generous slack for a slow machine */
+    ck_assert_int_lt(now_ms() - t0, 1000 + 200 + 8000);
+    answer = job_call(&s, id, "complete", json_pack("{s:s, s:s}", "workerId", "doomed", "claimToken", token), 409);
+    ck_assert_str_eq(err_code(answer), "claim_lost");
+    json_decref(answer);
+    json_decref(worker_call(&s, got, "complete", json_pack("{s:{s:b}}", "result", "ok", 1), 200));
+    ck_assert_int_ge(server_log_count(&s, "\"event\":\"agent.job.requeued\""), 1);
+    json_decref(got);
+    json_decref(job);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* ---- long-poll ------------------------------------------------------------- */
+
+struct waiter {
+    struct server *s;
+    const char *body;
+    struct resp r;
+    int64_t done_at;
+    int rc;
+};
+
+static void *
+waiter_main(void *arg)
+{
+    struct waiter *w = arg;
+
+    w->rc = http_req(w->s, "POST", "/v1/jobs/claim", w->body, strlen(w->body), NULL, NULL, &w->r);
+    w->done_at = now_ms();
+    return NULL;
+}
+
+START_TEST(waiting_claim_woken_by_enqueue)
+{
+    struct server s = {0};
+    struct waiter w = {&s, "{\"workerId\":\"w\",\"queue\":\"lp\",\"waitMs\":30000}", {0}, 0, 0};
+    pthread_t th;
+    json_t *job;
+    int64_t t0;
+
+    server_start(&s, NULL);
+    pthread_create(&th, NULL, waiter_main, &w);
+    msleep(500);
+    t0 = now_ms();
+    job = enqueue_in(&s, "lp", 0, 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_int_eq(w.r.status, 200);
+    ck_assert_str_eq(sget(json_object_get(w.r.json, "job"), "id"), sget(job, "id"));
+    ck_assert_int_lt(w.done_at - t0, 5000);     /* long before the 30 s deadline */
+    resp_free(&w.r);
+    json_decref(job);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(waiting_claim_woken_when_delayed_job_due)
+{
+    struct server s = {0};
+    json_t *job, *got;
+    int64_t t0;
+
+    server_start(&s, NULL);
+    job = enqueue_in(&s, "later", 0, 1500);
+    t0 = now_ms();
+    got = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                      json_pack("{s:s, s:s, s:i}", "workerId", "w", "queue", "later", "waitMs", 30000), 200));
+    ck_assert_str_eq(sget(got, "id"), sget(job, "id"));
+    ck_assert_int_ge(now_ms() - t0, 1200);
+    ck_assert_int_lt(now_ms() - t0, 8000);
+    json_decref(got);
+    json_decref(job);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(waiting_claim_times_out_with_204)
+{
+    struct server s = {0};
+    int64_t t0 = 0;
+
+    server_start(&s, NULL);
+    t0 = now_ms();
+    ck_assert_ptr_null(CALL(&s, "POST", "/v1/jobs/claim",
+                            json_pack("{s:s, s:s, s:i}", "workerId", "w", "queue", "none", "waitMs", 700), 204));
+    ck_assert_int_ge(now_ms() - t0, 650);
+    ck_assert_int_lt(now_ms() - t0, 8000);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* A parked claim whose client hung up must not take the job it is woken for. */
+START_TEST(gone_waiter_does_not_swallow_a_job)
+{
+    struct server s = {0};
+    json_t *job, *got;
+    pid_t pid;
+
+    server_start(&s, NULL);
+    pid = fork();
+    if (pid == 0) {
+        const char *body = "{\"workerId\":\"gone\",\"queue\":\"g\",\"waitMs\":30000}";
+        struct resp r;
+        http_req(&s, "POST", "/v1/jobs/claim", body, strlen(body), NULL, NULL, &r);
+        _exit(0);
+    }
+    msleep(500);
+    kill(pid, SIGKILL);     /* the client's socket closes while it is parked */
+    waitpid(pid, NULL, 0);
+    msleep(200);
+    job = enqueue_in(&s, "g", 0, 0);
+    got = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                      json_pack("{s:s, s:s, s:i}", "workerId", "alive", "queue", "g", "waitMs", 5000), 200));
+    ck_assert_str_eq(sget(got, "id"), sget(job, "id"));
+    ck_assert_int_eq(iget(got, "attempts"), 1);
+    json_decref(got);
+    json_decref(job);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* ---- dedupe ----------------------------------------------------------------- */
+
+START_TEST(dedupe_key_until_completed)
+{
+    struct server s = {0};
+    json_t *first, *again, *other, *claimed, *fresh;
+
+    server_start(&s, NULL);
+    first = enqueue(&s, json_pack("{s:s, s:s}", "payload", "a", "dedupeKey", "k1"));
+    again = CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:s}", "payload", "b", "dedupeKey", "k1"), 200);
+    ck_assert(json_is_true(json_object_get(again, "duplicate")));
+    ck_assert_str_eq(sget(json_object_get(again, "job"), "id"), sget(first, "id"));
+    ck_assert_str_eq(sget(json_object_get(again, "job"), "payload"), "a");   /* the first job's */
+    json_decref(again);
+    /* the same key in another queue is another job */
+    other = enqueue(&s, json_pack("{s:s, s:s, s:s}", "queue", "q2", "payload", "a", "dedupeKey", "k1"));
+    ck_assert_str_ne(sget(other, "id"), sget(first, "id"));
+    /* still a duplicate while processing */
+    claimed = claim(&s, "w", "agent", 200);
+    json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:s}", "payload", "c", "dedupeKey", "k1"), 200));
+    json_decref(worker_call(&s, claimed, "complete", NULL, 200));
+    /* completed: the key is free again */
+    fresh = enqueue(&s, json_pack("{s:s, s:s}", "payload", "d", "dedupeKey", "k1"));
+    ck_assert_str_ne(sget(fresh, "id"), sget(first, "id"));
+    ck_assert_str_eq(sget(fresh, "dedupeKey"), "k1");
+    json_decref(first), json_decref(other), json_decref(claimed), json_decref(fresh);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* ---- failures, retries, operator calls ------------------------------------ */
+
+START_TEST(retryable_fail_backs_off_then_exhausts)
+{
+    struct server s = {0};
+    json_t *job, *c1, *after, *c2, *final;
+    int64_t t0;
+
+    server_start(&s, NULL);
+    job = enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "rf", "payload", "x", "maxAttempts", 2));
+    c1 = claim(&s, "w", "rf", 200);
+    t0 = now_ms();
+    after = job_of(worker_call(&s, c1, "fail", json_pack("{s:s, s:s}", "errorReason", "boom",
+                                                         "errorMessage", "it broke"), 200));
+    ck_assert_str_eq(sget(after, "status"), "pending");
+    ck_assert_str_eq(sget(after, "errorReason"), "boom");
+    ck_assert_str_eq(sget(after, "errorMessage"), "it broke");
+    ck_assert(json_is_null(json_object_get(after, "claimToken")));
+    /* backoff after attempt 1: 1000 ms with jitter in [0.5, 1.0] */
+    ck_assert_int_ge(iget(after, "runAt"), t0 + 500 - 50);
+    ck_assert_int_le(iget(after, "runAt"), now_ms() + 1000);
+    ck_assert_ptr_null(claim(&s, "w", "rf", 204));          /* not due yet */
+    /* the old claim is gone: failing it again is claim_lost */
+    json_decref(worker_call(&s, c1, "fail", json_pack("{s:s}", "errorReason", "again"), 409));
+    c2 = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                     json_pack("{s:s, s:s, s:i}", "workerId", "w", "queue", "rf", "waitMs", 10000), 200));
+    ck_assert_int_ge(now_ms(), iget(after, "runAt"));
+    ck_assert_int_eq(iget(c2, "attempts"), 2);
+    final = job_of(worker_call(&s, c2, "fail", json_pack("{s:s}", "errorReason", "boom2"), 200));
+    ck_assert_str_eq(sget(final, "status"), "failed");     /* attempts exhausted */
+    ck_assert_str_eq(sget(final, "errorReason"), "boom2");
+    ck_assert_int_ge(server_log_count(&s, "\"event\":\"rf.job.failed\""), 2);
+    json_decref(job), json_decref(c1), json_decref(after), json_decref(c2), json_decref(final);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(fail_retry_after_and_not_retryable)
+{
+    struct server s = {0};
+    json_t *c, *after;
+    int64_t t0;
+
+    server_start(&s, NULL);
+    json_decref(enqueue_in(&s, "ra", 0, 0));
+    c = claim(&s, "w", "ra", 200);
+    t0 = now_ms();
+    after = job_of(worker_call(&s, c, "fail", json_pack("{s:s, s:i}", "errorReason", "rate_limited",
+                                                        "retryAfterMs", 5000), 200));
+    ck_assert_str_eq(sget(after, "status"), "pending");
+    ck_assert_int_ge(iget(after, "runAt"), t0 + 5000 - 50);
+    json_decref(after);
+    json_decref(c);
+
+    json_decref(enqueue_in(&s, "nr", 0, 0));
+    c = claim(&s, "w", "nr", 200);
+    after = job_of(worker_call(&s, c, "fail", json_pack("{s:s, s:b}", "errorReason", "fatal",
+                                                        "retryable", 0), 200));
+    ck_assert_str_eq(sget(after, "status"), "failed");
+    ck_assert_int_eq(iget(after, "attempts"), 1);
+    ck_assert_ptr_null(claim(&s, "w", "nr", 204));
+    json_decref(after);
+    json_decref(c);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(operator_retry_of_exhausted_job)
+{
+    struct server s = {0};
+    json_t *c, *failed, *retried, *again, *answer, *pend;
+
+    server_start(&s, NULL);
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "op", "payload", "x", "maxAttempts", 1)));
+    c = claim(&s, "w", "op", 200);
+    failed = job_of(worker_call(&s, c, "fail", json_pack("{s:s}", "errorReason", "boom"), 200));
+    ck_assert_str_eq(sget(failed, "status"), "failed");
+    retried = job_of(job_call(&s, sget(c, "id"), "retry", json_object(), 200));
+    ck_assert_str_eq(sget(retried, "status"), "pending");
+    ck_assert_int_eq(iget(retried, "attempts"), 1);
+    ck_assert_int_eq(iget(retried, "maxAttempts"), 2);
+    again = claim(&s, "w2", "op", 200);                 /* claimable at once */
+    ck_assert_str_eq(sget(again, "id"), sget(c, "id"));
+    ck_assert_int_eq(iget(again, "attempts"), 2);
+    /* retry of a processing job takes it from its worker */
+    json_decref(job_of(job_call(&s, sget(c, "id"), "retry", NULL, 200)));
+    answer = worker_call(&s, again, "complete", NULL, 409);
+    ck_assert_str_eq(err_code(answer), "claim_lost");
+    json_decref(answer);
+    /* pending and completed jobs cannot be retried */
+    answer = job_call(&s, sget(c, "id"), "retry", NULL, 409);
+    ck_assert_str_eq(err_code(answer), "conflict");
+    json_decref(answer);
+    pend = claim(&s, "w3", "op", 200);
+    json_decref(worker_call(&s, pend, "complete", NULL, 200));
+    json_decref(job_call(&s, sget(c, "id"), "retry", NULL, 409));
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"op.job.retried\""), 2);
+    json_decref(job_call(&s, "424242", "retry", NULL, 404));
+    json_decref(c), json_decref(failed), json_decref(retried), json_decref(again), json_decref(pend);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(fail_now_and_cancel)
+{
+    struct server s = {0};
+    json_t *c, *f, *answer, *p, *x;
+
+    server_start(&s, NULL);
+    json_decref(enqueue_in(&s, "fn", 0, 0));
+    c = claim(&s, "w", "fn", 200);
+    f = job_of(job_call(&s, sget(c, "id"), "fail-now",
+                        json_pack("{s:s, s:s}", "errorReason", "operator_stop", "errorMessage", "stop it"), 200));
+    ck_assert_str_eq(sget(f, "status"), "failed");
+    ck_assert_str_eq(sget(f, "errorReason"), "operator_stop");
+    ck_assert_str_eq(sget(f, "errorMessage"), "stop it");
+    answer = worker_call(&s, c, "complete", NULL, 409);
+    ck_assert_str_eq(err_code(answer), "claim_lost");
+    json_decref(answer);
+    json_decref(worker_call(&s, c, "heartbeat", NULL, 409));
+    answer = job_call(&s, sget(c, "id"), "fail-now", json_pack("{s:s}", "errorReason", "again"), 409);
+    ck_assert_str_eq(err_code(answer), "conflict");
+    json_decref(answer);
+    json_decref(job_call(&s, sget(c, "id"), "cancel", NULL, 409));
+
+    p = enqueue_in(&s, "fn", 0, 0);
+    x = job_of(job_call(&s, sget(p, "id"), "cancel", json_object(), 200));
+    ck_assert_str_eq(sget(x, "status"), "failed");
+    ck_assert_str_eq(sget(x, "errorReason"), "cancelled");
+    ck_assert_ptr_null(claim(&s, "w", "fn", 204));
+    json_decref(job_call(&s, sget(p, "id"), "cancel", NULL, 409));
+    json_decref(job_call(&s, "424242", "cancel", NULL, 404));
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"fn.job.failed\""), 2);
+    json_decref(c), json_decref(f), json_decref(p), json_decref(x);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(heartbeat_extends_lock_and_tokens_fence)
+{
+    struct server s = {0};
+    json_t *c, *hb, *answer, *done, *again;
+
+    server_start(&s, NULL);
+    json_decref(enqueue_in(&s, "hb", 0, 0));
+    c = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                    json_pack("{s:s, s:s, s:i}", "workerId", "w", "queue", "hb", "lockMs", 1000), 200));
+    hb = job_of(worker_call(&s, c, "heartbeat", json_pack("{s:i}", "lockMs", 60000), 200));
+    ck_assert_int_ge(iget(hb, "lockedUntil"), iget(c, "lockedUntil") + 50000);
+    /* wrong token or wrong worker: claim_lost, nothing changes */
+    answer = job_call(&s, sget(c, "id"), "heartbeat",
+                      json_pack("{s:s, s:s}", "workerId", "w", "claimToken", "c_forged"), 409);
+    ck_assert_str_eq(err_code(answer), "claim_lost");
+    json_decref(answer);
+    answer = job_call(&s, sget(c, "id"), "complete",
+                      json_pack("{s:s, s:s}", "workerId", "intruder", "claimToken", sget(c, "claimToken")), 409);
+    ck_assert_str_eq(err_code(answer), "claim_lost");
+    json_decref(answer);
+    msleep(1500);   /* past the original lock: the heartbeat keeps it, the sweep leaves it */
+    ck_assert_ptr_null(claim(&s, "other", "hb", 204));
+    done = job_of(worker_call(&s, c, "complete", json_pack("{s:{s:s}}", "result", "answer", "42"), 200));
+    ck_assert_str_eq(sget(done, "status"), "completed");
+    ck_assert_str_eq(sget(json_object_get(done, "result"), "answer"), "42");
+    ck_assert_int_gt(iget(done, "completedAt"), 0);
+    /* a repeated completion of the same claim gets the same answer */
+    again = job_of(worker_call(&s, c, "complete", NULL, 200));
+    ck_assert(json_equal(again, done));
+    json_decref(worker_call(&s, c, "heartbeat", NULL, 409));
+    json_decref(worker_call(&s, c, "fail", json_pack("{s:s}", "errorReason", "late"), 409));
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"hb.job.completed\""), 1);
+    json_decref(c), json_decref(hb), json_decref(done), json_decref(again);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* ---- sweep, requeue-stale, retention ------------------------------------- */
+
+static json_t *
+claim_locked(struct server *s, const char *queue, int lock_ms)
+{
+    return job_of(CALL(s, "POST", "/v1/jobs/claim",
+                       json_pack("{s:s, s:s, s:i}", "workerId", "sleepy", "queue", queue, "lockMs", lock_ms), 200));
+}
+
+static json_t *
+wait_status(struct server *s, const char *id, const char *status, int timeout_ms)
+{
+    int64_t end = now_ms() + timeout_ms;
+
+    for (;;) {
+        json_t *j = get_job(s, id);
+        if (!strcmp(sget(j, "status"), status) || now_ms() > end)
+            return j;
+        json_decref(j);
+        msleep(50);
+    }
+}
+
+START_TEST(sweep_requeues_or_fails_expired_locks)
+{
+    struct server s = {0};
+    json_t *a, *b, *ja, *jb;
+
+    server_start(&s, NULL);
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "sw1", "payload", "x", "maxAttempts", 3)));
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "sw2", "payload", "x", "maxAttempts", 1)));
+    a = claim_locked(&s, "sw1", 200);
+    b = claim_locked(&s, "sw2", 200);
+    ja = wait_status(&s, sget(a, "id"), "pending", 10000);
+    jb = wait_status(&s, sget(b, "id"), "failed", 10000);
+    ck_assert_str_eq(sget(ja, "status"), "pending");
+    ck_assert_str_eq(sget(ja, "errorReason"), "lock_expired");
+    ck_assert(json_is_null(json_object_get(ja, "claimToken")));
+    ck_assert_str_eq(sget(jb, "status"), "failed");
+    ck_assert_str_eq(sget(jb, "errorReason"), "lock_expired");
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"sw1.job.requeued\""), 1);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"sw2.job.failed\""), 1);
+    json_decref(worker_call(&s, a, "complete", NULL, 409));
+    json_decref(a), json_decref(b), json_decref(ja), json_decref(jb);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(requeue_stale_route_and_pending_flags)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
+    struct server s = {0};
+    json_t *a, *b, *fresh, *pending, *out, *jobs, *j, *queues, *q;
+    size_t i;
+    int stale = 0, seen = 0;
+
+    server_start(&s, env);
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "st", "payload", "x", "maxAttempts", 3)));
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "st", "payload", "y", "maxAttempts", 1)));
+    pending = enqueue(&s, json_pack("{s:s, s:s}", "queue", "st", "payload", "z"));
+    a = claim_locked(&s, "st", 100);
+    b = claim_locked(&s, "st", 100);
+    fresh = enqueue(&s, json_pack("{s:s, s:s}", "queue", "st2", "payload", "w"));
+    json_decref(claim_locked(&s, "st2", 600000));
+    msleep(300);
+
+    out = CALL(&s, "GET", "/v1/jobs/pending?queue=st", NULL, 200);
+    jobs = json_object_get(out, "jobs");
+    ck_assert_int_eq(json_array_size(jobs), 3);
+    json_array_foreach(jobs, i, j) {
+        if (json_is_true(json_object_get(j, "stale")))
+            stale++;
+    }
+    ck_assert_int_eq(stale, 2);
+    json_decref(out);
+    out = CALL(&s, "GET", "/v1/jobs/pending", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "jobs")), 4);
+    json_decref(out);
+
+    queues = CALL(&s, "GET", "/v1/queues", NULL, 200);
+    json_array_foreach(json_object_get(queues, "queues"), i, q) {
+        json_t *counts = json_object_get(q, "counts");
+        if (!strcmp(sget(q, "queue"), "st")) {
+            seen++;
+            ck_assert_int_eq(iget(counts, "pending"), 1);
+            ck_assert_int_eq(iget(counts, "processing"), 2);
+            ck_assert_int_eq(iget(counts, "completed"), 0);
+            ck_assert_int_eq(iget(q, "stale"), 2);
+            ck_assert_int_ge(iget(q, "oldestPendingAgeMs"), 250);
+        } else if (!strcmp(sget(q, "queue"), "st2")) {
+            seen++;
+            ck_assert_int_eq(iget(counts, "processing"), 1);
+            ck_assert_int_eq(iget(q, "stale"), 0);
+            ck_assert(json_is_null(json_object_get(q, "oldestPendingAgeMs")));
+        }
+    }
+    ck_assert_int_eq(seen, 2);
+    json_decref(queues);
+
+    out = CALL(&s, "POST", "/v1/jobs/requeue-stale", json_object(), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "requeued")), 1);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "failed")), 1);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(out, "requeued"), 0)), sget(a, "id"));
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(out, "failed"), 0)), sget(b, "id"));
+    json_decref(out);
+    out = CALL(&s, "POST", "/v1/jobs/requeue-stale", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "requeued")), 0);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "failed")), 0);
+    json_decref(out);
+    json_decref(a), json_decref(b), json_decref(fresh), json_decref(pending);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* A claim takes over an expired lock itself -- without waiting for the
+ * sweep -- but fails a job whose attempts are exhausted instead. */
+START_TEST(claim_takes_expired_lock_without_sweep)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
+    struct server s = {0};
+    json_t *a, *got, *b, *jb;
+
+    server_start(&s, env);
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "ex", "payload", "x", "maxAttempts", 1)));
+    a = claim_locked(&s, "ex", 100);
+    msleep(250);
+    ck_assert_ptr_null(claim(&s, "w2", "ex", 204));    /* exhausted: failed, not handed out */
+    jb = get_job(&s, sget(a, "id"));
+    ck_assert_str_eq(sget(jb, "status"), "failed");
+    ck_assert_str_eq(sget(jb, "errorReason"), "lock_expired");
+    json_decref(jb);
+
+    json_decref(enqueue(&s, json_pack("{s:s, s:s}", "queue", "ex", "payload", "y")));
+    b = claim_locked(&s, "ex", 100);
+    msleep(250);
+    got = claim(&s, "w2", "ex", 200);
+    ck_assert_str_eq(sget(got, "id"), sget(b, "id"));
+    ck_assert_int_eq(iget(got, "attempts"), 2);
+    json_decref(worker_call(&s, b, "heartbeat", NULL, 409));
+    json_decref(a), json_decref(b), json_decref(got);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(retention_deletes_only_old_completed)
+{
+    static const char *const env[] = {"BATON_RETENTION_MS=2000", NULL};
+    struct server s = {0};
+    json_t *old, *pend, *fail, *young, *c, *answer;
+    char path[64];
+    int64_t end;
+    long status = 200;
+
+    server_start(&s, env);
+    old = enqueue_in(&s, "ret", 0, 0);
+    c = claim(&s, "w", "ret", 200);
+    json_decref(worker_call(&s, c, "complete", NULL, 200));
+    json_decref(c);
+    pend = enqueue_in(&s, "ret-p", 0, 0);
+    fail = enqueue_in(&s, "ret-f", 0, 0);
+    c = claim(&s, "w", "ret-f", 200);
+    json_decref(worker_call(&s, c, "fail", json_pack("{s:s, s:b}", "errorReason", "x", "retryable", 0), 200));
+    json_decref(c);
+    snprintf(path, sizeof path, "/v1/jobs/%s", sget(old, "id"));
+    for (end = now_ms() + 15000; now_ms() < end; msleep(100)) {
+        struct resp r;
+        ck_assert_int_eq(http_req(&s, "GET", path, NULL, 0, NULL, NULL, &r), 0);
+        status = r.status;
+        resp_free(&r);
+        if (status == 404)
+            break;
+    }
+    ck_assert_int_eq(status, 404);
+    ck_assert_int_ge(server_log_count(&s, "\"event\":\"jobs.retention.deleted\""), 1);
+    young = enqueue_in(&s, "ret", 0, 0);
+    c = claim(&s, "w", "ret", 200);
+    json_decref(worker_call(&s, c, "complete", NULL, 200));
+    json_decref(c);
+    msleep(700);    /* several sweeps */
+    json_decref(get_job(&s, sget(young, "id")));
+    json_decref(get_job(&s, sget(pend, "id")));        /* older, but pending */
+    answer = get_job(&s, sget(fail, "id"));            /* older, but failed */
+    ck_assert_str_eq(sget(answer, "status"), "failed");
+    json_decref(answer);
+    json_decref(old), json_decref(pend), json_decref(fail), json_decref(young);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* ---- listing ------------------------------------------------------------------ */
+
+START_TEST(list_newest_first_with_cursor)
+{
+    struct server s = {0};
+    char ids[7][32], path[128];
+    json_t *page, *jobs, *c;
+    const char *cursor;
+
+    server_start(&s, NULL);
+    for (int i = 0; i < 7; i++) {
+        json_t *j = enqueue_in(&s, "pg", 0, 0);
+        snprintf(ids[i], sizeof ids[i], "%s", sget(j, "id"));
+        json_decref(j);
+    }
+    json_decref(enqueue_in(&s, "elsewhere", 0, 0));
+    page = CALL(&s, "GET", "/v1/jobs?queue=pg&limit=3", NULL, 200);
+    jobs = json_object_get(page, "jobs");
+    ck_assert_int_eq(json_array_size(jobs), 3);
+    ck_assert_str_eq(sget(json_array_get(jobs, 0), "id"), ids[6]);
+    ck_assert_str_eq(sget(json_array_get(jobs, 2), "id"), ids[4]);
+    cursor = sget(page, "nextCursor");
+    ck_assert_ptr_nonnull(cursor);
+    snprintf(path, sizeof path, "/v1/jobs?queue=pg&limit=3&cursor=%s", cursor);
+    json_decref(page);
+    page = CALL(&s, "GET", path, NULL, 200);
+    jobs = json_object_get(page, "jobs");
+    ck_assert_int_eq(json_array_size(jobs), 3);
+    ck_assert_str_eq(sget(json_array_get(jobs, 0), "id"), ids[3]);
+    snprintf(path, sizeof path, "/v1/jobs?queue=pg&limit=3&cursor=%s", sget(page, "nextCursor"));
+    json_decref(page);
+    page = CALL(&s, "GET", path, NULL, 200);
+    jobs = json_object_get(page, "jobs");
+    ck_assert_int_eq(json_array_size(jobs), 1);
+    ck_assert_str_eq(sget(json_array_get(jobs, 0), "id"), ids[0]);
+    ck_assert(json_is_null(json_object_get(page, "nextCursor")));
+    json_decref(page);
+
+    c = claim(&s, "w", "pg", 200);
+    page = CALL(&s, "GET", "/v1/jobs?status=processing", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "jobs")), 1);
+    ck_assert_str_eq(sget(json_array_get(json_object_get(page, "jobs"), 0), "id"), sget(c, "id"));
+    json_decref(page);
+    page = CALL(&s, "GET", "/v1/jobs?queue=pg&status=pending", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "jobs")), 6);
+    json_decref(page);
+    page = CALL(&s, "GET", "/v1/jobs", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "jobs")), 8);
+    json_decref(page);
+    json_decref(CALL(&s, "GET", "/v1/jobs?status=done", NULL, 400));
+    json_decref(CALL(&s, "GET", "/v1/jobs?cursor=abc", NULL, 400));
+    json_decref(CALL(&s, "GET", "/v1/jobs?limit=0", NULL, 400));
+    json_decref(CALL(&s, "GET", "/v1/jobs?limit=x", NULL, 400));
+    json_decref(c);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* ---- bad input --------------------------------------------------------------- */
+
+struct bad {
+    const char *verb;       /* NULL: POST /v1/jobs; "claim": /v1/jobs/claim; else /v1/jobs/{id}/verb */
+    const char *body;
+    long status;
+    const char *names;      /* the message must mention this */
+};
+
+START_TEST(bad_input_answers_400_or_404_and_changes_nothing)
+{
+    static const struct bad cases[] = {
+        {NULL, "{}", 400, "payload"},
+        {NULL, "{\"payload\":1,\"priority\":\"high\"}", 400, "priority"},
+        {NULL, "{\"payload\":1,\"priority\":1.5}", 400, "priority"},
+        {NULL, "{\"payload\":1,\"delayMs\":-1}", 400, "delayMs"},
+        {NULL, "{\"payload\":1,\"maxAttempts\":0}", 400, "maxAttempts"},
+        {NULL, "{\"payload\":1,\"queue\":\"\"}", 400, "queue"},
+        {NULL, "{\"payload\":1,\"queue\":\"has space\"}", 400, "queue"},
+        {NULL, "{\"payload\":1,\"queue\":\"outbound.whatsapp\"}", 400, "queue"},
+        {NULL, "{\"payload\":1,\"queue\":7}", 400, "queue"},
+        {NULL, "{\"payload\":1,\"dedupeKey\":5}", 400, "dedupeKey"},
+        {NULL, "[1,2]", 400, "object"},
+        {NULL, "{\"payload\":", 400, "JSON"},
+        {"claim", "{}", 400, "workerId"},
+        {"claim", "{\"workerId\":\"w\",\"queue\":\"bq\",\"waitMs\":60001}", 400, "waitMs"},
+        {"claim", "{\"workerId\":\"w\",\"queue\":\"bq\",\"waitMs\":-1}", 400, "waitMs"},
+        {"claim", "{\"workerId\":\"w\",\"queue\":\"bq\",\"lockMs\":0}", 400, "lockMs"},
+        {"claim", "{\"workerId\":\"w\",\"queue\":\"bq\",\"lockMs\":\"10\"}", 400, "lockMs"},
+        {"claim", "{\"workerId\":\"w\",\"queue\":\"b q\"}", 400, "queue"},
+        {"claim", "{\"workerId\":\"w\",\"queue\":\"bq\",\"leaseToken\":\"7\"}", 400, "leaseToken"},
+        {"claim", "{\"workerId\":5,\"queue\":\"bq\"}", 400, "workerId"},
+        {"heartbeat", "{\"workerId\":\"w\"}", 400, "claimToken"},
+        {"heartbeat", "{\"claimToken\":\"TOKEN\"}", 400, "workerId"},
+        {"heartbeat", "{\"workerId\":\"w\",\"claimToken\":\"TOKEN\",\"lockMs\":0}", 400, "lockMs"},
+        {"complete", "{\"workerId\":\"w\",\"claimToken\":\"TOKEN\",\"reply\":\"hi\"}", 400, "reply"},
+        {"complete", "{\"workerId\":\"w\",\"claimToken\":7}", 400, "claimToken"},
+        {"fail", "{\"workerId\":\"w\",\"claimToken\":\"TOKEN\"}", 400, "errorReason"},
+        {"fail", "{\"workerId\":\"w\",\"claimToken\":\"TOKEN\",\"errorReason\":\"x\",\"retryable\":\"yes\"}", 400, "retryable"},
+        {"fail", "{\"workerId\":\"w\",\"claimToken\":\"TOKEN\",\"errorReason\":\"x\",\"retryAfterMs\":-5}", 400, "retryAfterMs"},
+        {"fail-now", "{}", 400, "errorReason"},
+        {"fail-now", "{\"errorReason\":3}", 400, "errorReason"},
+        {"heartbeat", "{\"workerId\":\"w\",\"claimToken\":\"TOKEN\",\"leaseToken\":-1}", 400, "leaseToken"},
+    };
+    static const char *const verbs[] = {"heartbeat", "complete", "fail", "retry", "fail-now", "cancel"};
+    struct server s = {0};
+    json_t *job, *before, *after, *jobs_before, *jobs_after;
+    char path[128];
+
+    server_start(&s, NULL);
+    json_decref(enqueue_in(&s, "bq", 0, 0));
+    job = claim(&s, "w", "bq", 200);
+    json_decref(enqueue_in(&s, "bq", 0, 0));   /* a pending one a bad claim must not take */
+    before = get_job(&s, sget(job, "id"));
+    jobs_before = CALL(&s, "GET", "/v1/jobs", NULL, 200);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct bad *b = &cases[i];
+        char body[512];
+        const char *tok = strstr(b->body, "TOKEN");
+        struct resp r;
+        if (!b->verb)
+            snprintf(path, sizeof path, "/v1/jobs");
+        else if (!strcmp(b->verb, "claim"))
+            snprintf(path, sizeof path, "/v1/jobs/claim");
+        else
+            snprintf(path, sizeof path, "/v1/jobs/%s/%s", sget(job, "id"), b->verb);
+        if (tok)
+            snprintf(body, sizeof body, "%.*s%s%s", (int)(tok - b->body), b->body,
+                     sget(job, "claimToken"), tok + 5);
+        else
+            snprintf(body, sizeof body, "%s", b->body);
+        ck_assert_int_eq(http_req(&s, "POST", path, body, strlen(body), NULL, NULL, &r), 0);
+        ck_assert_msg(r.status == b->status, "%s %s: %ld, expected %ld: %s", path, body, r.status,
+                      b->status, r.body);
+        ck_assert_msg(err_message(r.json) && strstr(err_message(r.json), b->names),
+                      "%s %s: message does not name %s: %s", path, body, b->names, r.body);
+        resp_free(&r);
+    }
+    /* unknown or malformed ids: 404 on every route */
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
+        const char *body = "{\"workerId\":\"w\",\"claimToken\":\"c_x\",\"errorReason\":\"x\"}";
+        const char *ids[] = {"999999", "abc", "0", "-3"};
+        for (size_t k = 0; k < 4; k++) {
+            json_t *answer;
+            snprintf(path, sizeof path, "/v1/jobs/%s/%s", ids[k], verbs[i]);
+            answer = CALL(&s, "POST", path, json_loads(body, 0, NULL), 404);
+            ck_assert_str_eq(err_code(answer), "not_found");
+            json_decref(answer);
+        }
+    }
+    after = get_job(&s, sget(job, "id"));
+    ck_assert_msg(json_equal(before, after), "a rejected request changed the job");
+    jobs_after = CALL(&s, "GET", "/v1/jobs", NULL, 200);
+    ck_assert_msg(json_equal(jobs_before, jobs_after), "a rejected request changed some job");
+    json_decref(job), json_decref(before), json_decref(after);
+    json_decref(jobs_before), json_decref(jobs_after);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* ---- outbound queues and leases --------------------------------------------- */
+
+static void
+put_lease(struct server *s, const char *channel, const char *account, const char *owner,
+          int64_t token, int64_t expires)
+{
+    char path[300];
+    sqlite3 *db;
+    sqlite3_stmt *st;
+
+    snprintf(path, sizeof path, "%s/baton.db", s->dir);
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO leases(channel, account_id, owner_id,"
+                                            " token, acquired_at, renewed_at, expires_at, transitions)"
+                                            " VALUES(?, ?, ?, ?, ?, ?, ?, 1)", -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, channel, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, account, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, token);
+    sqlite3_bind_int64(st, 5, now_ms());
+    sqlite3_bind_int64(st, 6, now_ms());
+    sqlite3_bind_int64(st, 7, expires);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+static json_t *
+claim_leased(struct server *s, const char *queue, json_t *lease_token, long expect)
+{
+    json_t *body = json_pack("{s:s, s:s}", "workerId", "wa-1", "queue", queue);
+
+    if (lease_token)
+        json_object_set_new(body, "leaseToken", lease_token);
+    return CALL(s, "POST", "/v1/jobs/claim", body, expect);
+}
+
+START_TEST(outbound_leased_queue_requires_lease_token)
+{
+    const char *q = "outbound.whatsapp.acc1";
+    struct server s = {0};
+    json_t *job, *answer, *c, *tg;
+
+    server_start(&s, NULL);
+    job = enqueue(&s, json_pack("{s:s, s:{s:s}}", "queue", q, "payload", "text", "hello"));
+    answer = claim_leased(&s, q, NULL, 409);
+    ck_assert_str_eq(err_code(answer), "lease_not_held");
+    json_decref(answer);
+    json_decref(claim_leased(&s, q, json_integer(7), 409));    /* no lease at all yet */
+    put_lease(&s, "whatsapp", "acc1", "wa-1", 7, now_ms() + 60000);
+    answer = claim_leased(&s, q, json_integer(6), 409);
+    ck_assert_str_eq(err_code(answer), "lease_not_held");
+    json_decref(answer);
+    c = job_of(claim_leased(&s, q, json_integer(7), 200));
+    ck_assert_str_eq(sget(c, "id"), sget(job, "id"));
+    /* heartbeat and complete need it too */
+    answer = worker_call(&s, c, "heartbeat", NULL, 409);
+    ck_assert_str_eq(err_code(answer), "lease_not_held");
+    json_decref(answer);
+    answer = worker_call(&s, c, "complete", json_pack("{s:i}", "leaseToken", 6), 409);
+    ck_assert_str_eq(err_code(answer), "lease_not_held");
+    json_decref(answer);
+    /* the lease passes to a new holder: the old token cannot finish the send */
+    put_lease(&s, "whatsapp", "acc1", "wa-2", 8, now_ms() + 60000);
+    json_decref(worker_call(&s, c, "complete", json_pack("{s:i}", "leaseToken", 7), 409));
+    json_decref(worker_call(&s, c, "complete",
+                            json_pack("{s:i, s:{s:s}}", "leaseToken", 8, "result", "channelMessageId", "wamid.1"), 200));
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"whatsapp.outbound.enqueued\""), 1);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"whatsapp.outbound.claimed\""), 1);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"whatsapp.outbound.completed\""), 1);
+    ck_assert_int_ge(server_log_count(&s, "\"accountId\":\"acc1\""), 3);
+    /* a channel that is not leased needs no token */
+    json_decref(enqueue(&s, json_pack("{s:s, s:s}", "queue", "outbound.telegram.bot1", "payload", "x")));
+    tg = job_of(claim_leased(&s, "outbound.telegram.bot1", NULL, 200));
+    json_decref(worker_call(&s, tg, "complete", NULL, 200));
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"telegram.outbound.completed\""), 1);
+    json_decref(job), json_decref(c), json_decref(tg);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* Acknowledged jobs survive a kill -9 of batond. */
+START_TEST(jobs_survive_server_kill)
+{
+    struct server s = {0};
+    json_t *a, *c, *got;
+
+    server_start(&s, NULL);
+    a = enqueue_in(&s, "dur", 3, 0);
+    c = claim(&s, "w", "dur", 200);
+    server_kill(&s);
+    server_start(&s, NULL);
+    got = get_job(&s, sget(a, "id"));
+    ck_assert_str_eq(sget(got, "status"), "processing");
+    ck_assert_str_eq(sget(got, "claimToken"), sget(c, "claimToken"));
+    json_decref(worker_call(&s, c, "complete", NULL, 200));
+    json_decref(a), json_decref(c), json_decref(got);
+    server_cleanup(&s);
+}
+END_TEST
+
+Suite *
+suite_jobs(void)
+{
+    Suite *s = suite_create("jobs");
+    TCase *tc = tcase_create("jobs");
+
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, enqueue_and_get_any_payload);
+    tcase_add_test(tc, claim_order_priority_then_run_at_then_id);
+    tcase_add_test(tc, concurrent_claims_take_each_job_once);
+    tcase_add_test(tc, killed_worker_job_reclaimed);
+    tcase_add_test(tc, waiting_claim_woken_by_enqueue);
+    tcase_add_test(tc, waiting_claim_woken_when_delayed_job_due);
+    tcase_add_test(tc, waiting_claim_times_out_with_204);
+    tcase_add_test(tc, gone_waiter_does_not_swallow_a_job);
+    tcase_add_test(tc, dedupe_key_until_completed);
+    tcase_add_test(tc, retryable_fail_backs_off_then_exhausts);
+    tcase_add_test(tc, fail_retry_after_and_not_retryable);
+    tcase_add_test(tc, operator_retry_of_exhausted_job);
+    tcase_add_test(tc, fail_now_and_cancel);
+    tcase_add_test(tc, heartbeat_extends_lock_and_tokens_fence);
+    tcase_add_test(tc, sweep_requeues_or_fails_expired_locks);
+    tcase_add_test(tc, requeue_stale_route_and_pending_flags);
+    tcase_add_test(tc, claim_takes_expired_lock_without_sweep);
+    tcase_add_test(tc, retention_deletes_only_old_completed);
+    tcase_add_test(tc, list_newest_first_with_cursor);
+    tcase_add_test(tc, bad_input_answers_400_or_404_and_changes_nothing);
+    tcase_add_test(tc, outbound_leased_queue_requires_lease_token);
+    tcase_add_test(tc, jobs_survive_server_kill);
+    suite_add_tcase(s, tc);
+    return s;
+}
