@@ -20,6 +20,8 @@ main(void)
     /* jobs */
     /* leases */
     /* dedupe and sessions */
+    /* messages and webhooks */
+    srunner_add_suite(sr, suite_messages());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
