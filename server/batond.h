@@ -428,6 +428,36 @@ int metrics_get(struct req *r);      /* GET /metrics */
 int convex_function(struct req *r);  /* POST /api/query|mutation|action|function */
 int convex_run(struct req *r);       /* POST /api/run/{module}/{function} */
 
+/* ---- messages.c ------------------------------------------------------------ */
+
+/* One inbound message as the channels deliver it (all strings borrowed). */
+struct inbound {
+    const char *channel, *account, *channel_message_id, *conversation, *from, *text;
+    json_t *payload;            /* channel details, may be NULL */
+};
+
+/* Dedupe + message + agent job inside the caller's write. *dup is set
+ * when the message had been seen (nothing written but the event). */
+int inbound_apply(struct tx *t, struct req *r, const struct inbound *in, bool *dup,
+                  int64_t *msg_id, json_t **job_out);
+/* A delivery report (sent|delivered|read|failed) for an outbound message
+ * the channel knows as channel_message_id. Returns 1 when one matched, 0
+ * when none did, -1 on error (answered). */
+int messages_delivery(struct tx *t, struct req *r, const char *channel,
+                      const char *channel_message_id, const char *delivery, const char *error);
+int messages_inbound(struct req *r);     /* POST /v1/inbound */
+int messages_web_post(struct req *r);    /* POST /v1/conversations/{id}/messages */
+int messages_list(struct req *r);        /* GET /v1/conversations/{id}/messages */
+int messages_outbound(struct req *r);    /* POST /v1/outbound */
+int messages_get(struct req *r);         /* GET /v1/messages/{id} */
+/* messages_job_completed / messages_job_failed: declared with the jobs hooks */
+
+/* ---- webhooks.c ------------------------------------------------------------ */
+
+int webhooks_telegram(struct req *r);        /* POST /telegram/webhook[/{accountId}] */
+int webhooks_whatsapp_verify(struct req *r); /* GET /whatsapp/webhook[/{accountId}] */
+int webhooks_whatsapp(struct req *r);        /* POST /whatsapp/webhook[/{accountId}] */
+
 /* ---- sweep.c ------------------------------------------------------------ */
 
 /* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS. */

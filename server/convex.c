@@ -39,7 +39,7 @@ static const struct function functions[] = {
     {"agent:heartbeatJob", "POST", "/v1/jobs/{jobId}/heartbeat", "job", NULL},
     {"agent:completeJob", "POST", "/v1/jobs/{jobId}/complete", "job", NULL},
     {"agent:failJobAttempt", "POST", "/v1/jobs/{jobId}/fail", "job", NULL},
-    {"agent:getJob", "GET", "/v1/jobs/{jobId}", NULL, NULL},
+    {"agent:getJob", "GET", "/v1/jobs/{jobId}", "job", NULL},
     {"agent:getQueues", "GET", "/v1/queues", "queues", NULL},
     {"whatsappLeases:getLease", "GET", "/v1/leases/{channel}/{accountId}", NULL, NULL},
     {"whatsappLeases:acquireLease", "POST", "/v1/leases/{channel}/{accountId}/acquire", "lease", NULL},

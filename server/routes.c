@@ -71,8 +71,19 @@ const struct route routes[] = {
     {"DELETE", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_delete},
 
     /* messages, inbound, outbound (messages.c) */
+    {"POST", "/v1/inbound", AUTH_BEARER, messages_inbound},
+    {"POST", "/v1/outbound", AUTH_BEARER, messages_outbound},
+    {"GET", "/v1/messages/{id}", AUTH_BEARER, messages_get},
+    {"GET", "/v1/conversations/{id}/messages", AUTH_BEARER, messages_list},
+    {"POST", "/v1/conversations/{id}/messages", AUTH_BEARER, messages_web_post},
 
-    /* webhooks (webhooks.c) */
+    /* webhooks (webhooks.c): their own secrets, checked by the handler */
+    {"POST", "/telegram/webhook", AUTH_OWN, webhooks_telegram},
+    {"POST", "/telegram/webhook/{accountId}", AUTH_OWN, webhooks_telegram},
+    {"GET", "/whatsapp/webhook", AUTH_OWN, webhooks_whatsapp_verify},
+    {"GET", "/whatsapp/webhook/{accountId}", AUTH_OWN, webhooks_whatsapp_verify},
+    {"POST", "/whatsapp/webhook", AUTH_OWN, webhooks_whatsapp},
+    {"POST", "/whatsapp/webhook/{accountId}", AUTH_OWN, webhooks_whatsapp},
 
     /* convex compatibility (convex.c): Bearer or "Convex <secret>" */
     {"POST", "/api/query", AUTH_CONVEX, convex_function},

@@ -1008,8 +1008,8 @@ put_lease(struct server *s, const char *channel, const char *account, const char
     ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 10000);
     ck_assert_int_eq(sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO leases(channel, account_id, owner_id,"
-                                            " token, acquired_at, renewed_at, expires_at, transitions)"
-                                            " VALUES(?, ?, ?, ?, ?, ?, ?, 1)", -1, &st, NULL), SQLITE_OK);
+                                            " token, acquired_at, renewed_at, expires_at, ttl_ms, transitions)"
+                                            " VALUES(?, ?, ?, ?, ?, ?, ?, 60000, 1)", -1, &st, NULL), SQLITE_OK);
     sqlite3_bind_text(st, 1, channel, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, account, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);

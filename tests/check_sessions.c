@@ -321,8 +321,8 @@ lease_row(const char *account, long long token, long long ttl)
     long long now = wall_ms();
 
     sql("INSERT OR REPLACE INTO leases(channel, account_id, owner_id, token, acquired_at, renewed_at,"
-        " expires_at, transitions) VALUES('whatsapp', %Q, 'wa-1', %lld, %lld, %lld, %lld, 1)",
-        account, token, now, now, now + ttl, token);
+        " expires_at, ttl_ms, transitions) VALUES('whatsapp', %Q, 'wa-1', %lld, %lld, %lld, %lld, 60000, 1)",
+        account, token, now, now, now + ttl);
 }
 
 /* ---- tests ------------------------------------------------------------------- */

@@ -215,9 +215,9 @@ collect(char *data, size_t size, size_t nmemb, void *arg)
     return len;
 }
 
-int
-http_req(struct server *s, const char *method, const char *path, const char *body, size_t len,
-         const char *auth, const char *content_type, struct resp *out)
+static int
+request(struct server *s, const char *method, const char *path, const char *body, size_t len,
+        const char *auth, const char *content_type, const char *extra, struct resp *out)
 {
     CURL *c = curl_easy_init();
     struct curl_slist *h = NULL;
@@ -245,6 +245,8 @@ http_req(struct server *s, const char *method, const char *path, const char *bod
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     }
+    if (extra)
+        h = curl_slist_append(h, extra);
     h = curl_slist_append(h, "Expect:");
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     rc = curl_easy_perform(c);
@@ -257,6 +259,23 @@ http_req(struct server *s, const char *method, const char *path, const char *bod
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     return rc == CURLE_OK ? 0 : -1;
+}
+
+int
+http_req(struct server *s, const char *method, const char *path, const char *body, size_t len,
+         const char *auth, const char *content_type, struct resp *out)
+{
+    return request(s, method, path, body, len, auth, content_type, NULL, out);
+}
+
+int
+http_req_h(struct server *s, const char *method, const char *path, const char *body, size_t len,
+           const char *name, const char *value, struct resp *out)
+{
+    char hdr[1024];
+
+    snprintf(hdr, sizeof hdr, "%s: %s", name, value ? value : "");
+    return request(s, method, path, body, len, "", NULL, value ? hdr : NULL, out);
 }
 
 void

@@ -45,6 +45,10 @@ struct resp {
  * transport error. Free with resp_free. */
 int http_req(struct server *s, const char *method, const char *path, const char *body,
              size_t len, const char *auth, const char *content_type, struct resp *out);
+/* The same without Authorization and with one header of the caller's
+ * (omitted when value is NULL): for webhooks and their own secrets. */
+int http_req_h(struct server *s, const char *method, const char *path, const char *body,
+               size_t len, const char *name, const char *value, struct resp *out);
 void resp_free(struct resp *r);
 
 /* Convenience: request with a JSON body (stolen, may be NULL), assert the
@@ -67,5 +71,9 @@ Suite *suite_leases(void);
 /* dedupe and sessions */
 Suite *suite_dedupe(void);
 Suite *suite_sessions(void);
+/* messages and webhooks */
+Suite *suite_messages(void);
+/* convex compatibility */
+Suite *suite_convex(void);
 
 #endif

@@ -26,6 +26,10 @@ main(void)
     /* dedupe and sessions */
     srunner_add_suite(sr, suite_dedupe());
     srunner_add_suite(sr, suite_sessions());
+    /* messages and webhooks */
+    srunner_add_suite(sr, suite_messages());
+    /* convex compatibility */
+    srunner_add_suite(sr, suite_convex());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
