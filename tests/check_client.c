@@ -550,6 +550,28 @@ START_TEST(leases_typed)
 }
 END_TEST
 
+START_TEST(inbound_typed)
+{
+    baton_error err;
+    json_t *out = NULL, *job;
+    char path[200];
+
+    ck_assert_msg(baton_inbound(b, "telegram", "default", "77:1", "telegram:default:77", "77", "hello",
+                                &out, &err) == 201, "%s", baton_strerror(&err));
+    ck_assert(json_is_false(json_object_get(out, "duplicate")));
+    ck_assert(json_is_string(json_object_get(out, "jobId")));
+    snprintf(path, sizeof path, "/v1/jobs/%s", json_string_value(json_object_get(out, "jobId")));
+    json_decref(out);
+    ck_assert_int_eq(baton_call(b, "GET", path, NULL, &job, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(job, "job"), "queue")), "agent");
+    json_decref(job);
+    ck_assert_int_eq(baton_inbound(b, "telegram", "default", "77:1", "telegram:default:77", "77",
+                                   "hello", &out, &err), 200);
+    ck_assert(json_is_true(json_object_get(out, "duplicate")));
+    json_decref(out);
+}
+END_TEST
+
 /* ---- against a scripted server ------------------------------------------------- */
 
 static char *answers[FAKE_MAX];
@@ -787,6 +809,7 @@ suite_client(void)
     tcase_add_test(tc, event_stream_follows_across_restart);
     tcase_add_test(tc, jobs_typed);
     tcase_add_test(tc, leases_typed);
+    tcase_add_test(tc, inbound_typed);
     suite_add_tcase(s, tc);
 
     tcase_set_timeout(fk, 120);
