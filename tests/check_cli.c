@@ -92,8 +92,8 @@ cli_env(struct run *r, const char *const *env, const char *const *args)
     int n = 0, st;
     pid_t pid;
 
-    snprintf(out, sizeof out, "%s/cli.out", srv.dir[0] ? srv.dir : "/tmp");
-    snprintf(err, sizeof err, "%s/cli.err", srv.dir[0] ? srv.dir : "/tmp");
+    snprintf(out, sizeof out, "%s/cli.out", srv.dir);
+    snprintf(err, sizeof err, "%s/cli.err", srv.dir);
     argv[n++] = "baton";
     for (; *args && n < 39; args++)
         argv[n++] = *args;
