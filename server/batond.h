@@ -80,6 +80,12 @@ void fmt_time(int64_t ms, char *buf, size_t n); /* RFC 3339 with ms, UTC */
 bool secret_equal(const char *a, size_t alen, const char *b, size_t blen);
 /* Fresh random id: prefix + 16 random bytes in lowercase hex. Caller frees. */
 char *new_id(const char *prefix);
+/* true when s is 1..max characters of letters, digits and the characters
+ * of punct (c == 0 never matches). */
+bool name_ok(const char *s, size_t max, const char *punct);
+/* Channel and account ids: what can appear in a queue name. */
+#define ID_PUNCT "._:@+-"
+#define ID_MAX 100
 /* Strict integer parse of the whole string; -1 on junk or overflow. */
 int parse_int64(const char *s, int64_t *out);
 

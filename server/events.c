@@ -140,18 +140,6 @@ report_tx(struct tx *t, struct req *r)
     return req_ok(r, 201, json_pack("{s:s}", "event", rp->event));
 }
 
-static bool
-valid_name(const char *s)
-{
-    if (!*s || strlen(s) > 128)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '.' || *s == '_' || *s == '-'))
-            return false;
-    return true;
-}
-
 /* POST /v1/events {event, level?, ...fields}: what workers alone see. */
 int
 events_report(struct req *r)
@@ -172,7 +160,7 @@ events_report(struct req *r)
     spec[1].out = &rp->level;
     if (req_fields(r, spec) < 0)
         return -1;
-    if (!valid_name(rp->event))
+    if (!name_ok(rp->event, 128, "._-"))
         return req_fail(r, "bad_request", NULL,
                         "field 'event' must be 1-128 characters of letters, digits, '.', '_' or '-'");
     if (strcmp(rp->level, "debug") && strcmp(rp->level, "info") && strcmp(rp->level, "warn") &&

@@ -76,27 +76,10 @@ lease_fence(struct tx *t, struct req *r, const char *channel, const char *accoun
 
 /* ---- validation shared by leases and accounts ---------------------------- */
 
-/* A channel or account id: 1-100 characters of [A-Za-z0-9._:@+-]. */
-static bool
-valid_key(const char *s)
-{
-    size_t n = 0;
-
-    if (!s)
-        return false;
-    for (; s[n]; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("._:@+-", c)))
-            return false;
-    }
-    return n >= 1 && n <= LEASE_KEY_MAX;
-}
-
 static int
 check_key(struct req *r, const char *name, const char *v)
 {
-    if (!valid_key(v))
+    if (!name_ok(v, LEASE_KEY_MAX, ID_PUNCT))
         return req_fail(r, "bad_request", NULL,
                         "field '%s' must be 1-100 characters of letters, digits, '.', '_', ':', '@', '+' or '-'",
                         name);

@@ -63,21 +63,6 @@ notify_conversation(struct tx *t, const char *conversation)
     tx_notify(t, topic);
 }
 
-/* Channel and account names: what can appear in a queue name. */
-static bool
-valid_name(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (!n || n > 100)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              strchr("._:@+-", *s)))
-            return false;
-    return true;
-}
-
 /* Insert a message; *id_out gets its id. Returns 0 or -1 (answered). */
 static int
 msg_insert(struct tx *t, struct req *r, const char *conversation, const char *channel,
@@ -231,10 +216,10 @@ inbound_tx(struct tx *t, struct req *r)
 static int
 inbound_check(struct req *r, struct inbound *in)
 {
-    if (!valid_name(in->channel))
+    if (!name_ok(in->channel, ID_MAX, ID_PUNCT))
         return req_fail(r, "bad_request", NULL,
                         "field 'channel' must be 1-100 characters of letters, digits and ._:@+-");
-    if (!valid_name(in->account))
+    if (!name_ok(in->account, ID_MAX, ID_PUNCT))
         return req_fail(r, "bad_request", NULL,
                         "field 'accountId' must be 1-100 characters of letters, digits and ._:@+-");
     return 0;
@@ -693,7 +678,7 @@ messages_outbound(struct req *r)
     spec[4].out = &o->conversation;
     if (req_fields(r, spec) < 0)
         return -1;
-    if (!valid_name(o->channel) || !valid_name(o->account))
+    if (!name_ok(o->channel, ID_MAX, ID_PUNCT) || !name_ok(o->account, ID_MAX, ID_PUNCT))
         return req_fail(r, "bad_request", NULL,
                         "fields 'channel' and 'accountId' must be 1-100 characters of letters, digits and ._:@+-");
     if (!o->conversation) {

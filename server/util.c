@@ -70,3 +70,18 @@ parse_int64(const char *s, int64_t *out)
     *out = v;
     return 0;
 }
+
+bool
+name_ok(const char *s, size_t max, const char *punct)
+{
+    size_t n = 0;
+
+    if (!s)
+        return false;
+    for (; s[n]; n++) {
+        char c = s[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr(punct, c)))
+            return false;
+    }
+    return n >= 1 && n <= max;
+}

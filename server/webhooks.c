@@ -39,20 +39,6 @@ account_of(struct req *r)
     return a ? a : "default";
 }
 
-static bool
-valid_account(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (!n || n > 100)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              strchr("._:@+-", *s)))
-            return false;
-    return true;
-}
-
 /* A JSON number or string id as text. */
 static bool
 id_text(json_t *v, char *buf, size_t n)
@@ -173,7 +159,7 @@ webhooks_telegram(struct req *r)
     h = req_header(r, "X-Telegram-Bot-Api-Secret-Token");
     if (!h || !secret_equal(h, strlen(h), cfg.telegram_secret, strlen(cfg.telegram_secret)))
         return req_fail(r, "unauthorized", NULL, "missing or wrong x-telegram-bot-api-secret-token");
-    if (!valid_account(account_of(r)))
+    if (!name_ok(account_of(r), ID_MAX, ID_PUNCT))
         return req_fail(r, "bad_request", NULL, "account id must be 1-100 characters of letters, digits and ._:@+-");
     if (req_parse_json(r) < 0)
         return -1;
@@ -336,7 +322,7 @@ webhooks_whatsapp(struct req *r)
                         "WHATSAPP_APP_SECRET is not set: the WhatsApp webhook is disabled");
     if (!signature_ok(r))
         return req_fail(r, "unauthorized", NULL, "missing or wrong X-Hub-Signature-256");
-    if (!valid_account(account_of(r)))
+    if (!name_ok(account_of(r), ID_MAX, ID_PUNCT))
         return req_fail(r, "bad_request", NULL, "account id must be 1-100 characters of letters, digits and ._:@+-");
     if (req_parse_json(r) < 0)
         return -1;
