@@ -707,11 +707,13 @@ START_TEST(requeue_stale_route_and_pending_flags)
     json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "st", "payload", "x", "maxAttempts", 3)));
     json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "st", "payload", "y", "maxAttempts", 1)));
     pending = enqueue(&s, json_pack("{s:s, s:s}", "queue", "st", "payload", "z"));
-    a = claim_locked(&s, "st", 100);
-    b = claim_locked(&s, "st", 100);
+    /* locks long enough that the second claim cannot take back the first
+     * job on a slow machine, short enough to expire before we look */
+    a = claim_locked(&s, "st", 1500);
+    b = claim_locked(&s, "st", 1500);
     fresh = enqueue(&s, json_pack("{s:s, s:s}", "queue", "st2", "payload", "w"));
     json_decref(claim_locked(&s, "st2", 600000));
-    msleep(300);
+    msleep(1800);
 
     out = CALL(&s, "GET", "/v1/jobs/pending?queue=st", NULL, 200);
     jobs = json_object_get(out, "jobs");
