@@ -303,6 +303,55 @@ START_TEST(shutdown_answers_parked)
 }
 END_TEST
 
+static int
+slow_ok(struct tx *t, struct req *r)
+{
+    (void)t;
+    usleep(400 * 1000);     /* holds the writer so the next requests queue up */
+    return req_ok(r, 200, NULL);
+}
+
+static void *
+run_write(void *arg)
+{
+    struct req *r = arg;
+    db_write(r, r->ctx ? (int (*)(struct tx *, struct req *))r->ctx : emit_ok);
+    return NULL;
+}
+
+/* A batch holding both a request that parks and one that is answered must
+ * answer the second: filing the first must not cut the batch short. */
+START_TEST(batch_with_parked_answers_the_rest)
+{
+    struct req *slow = req_new_internal(), *parker = req_new_internal(), *plain = req_new_internal();
+    struct req *w = req_new_internal();
+    pthread_t t1, t2, t3;
+
+    wait_ms = 30000;
+    due_ms = 0;
+    ck_assert_int_eq(db_start(), 0);
+    slow->ctx = (void *)slow_ok;
+    parker->ctx = (void *)take_or_park;
+    plain->ctx = NULL;
+    pthread_create(&t1, NULL, run_write, slow);
+    usleep(100 * 1000);                 /* the slow write is running */
+    pthread_create(&t2, NULL, run_write, parker);
+    pthread_create(&t3, NULL, run_write, plain);
+    pthread_join(t1, NULL);
+    pthread_join(t3, NULL);             /* hangs here if the batch was cut short */
+    ck_assert_int_eq(plain->status, 200);
+    ck_assert_int_eq(db_write(w, put_item), 0);     /* and the parked one still wakes */
+    pthread_join(t2, NULL);
+    ck_assert_int_eq(parker->status, 200);
+    slow->ctx = parker->ctx = NULL;
+    req_free(slow);
+    req_free(parker);
+    req_free(plain);
+    req_free(w);
+    db_stop();
+}
+END_TEST
+
 Suite *
 suite_db(void)
 {
@@ -319,6 +368,7 @@ suite_db(void)
     tcase_add_test(tc, parked_write_times_out);
     tcase_add_test(tc, parked_write_rerun_when_due);
     tcase_add_test(tc, shutdown_answers_parked);
+    tcase_add_test(tc, batch_with_parked_answers_the_rest);
     suite_add_tcase(s, tc);
     return s;
 }
