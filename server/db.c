@@ -354,7 +354,7 @@ static void
 run_batch(struct req *batch)
 {
     json_t *events = json_array(), *notify = json_array(), *due = json_object();
-    struct req *r, *retry = NULL;
+    struct req *r, *retry = NULL, *park = NULL;
     bool committed;
 
     if (exec("BEGIN IMMEDIATE") != SQLITE_OK) {
@@ -394,6 +394,19 @@ run_batch(struct req *batch)
     }
 
 answer:
+    /* Split the batch first: filing a request in the parked list relinks
+     * its next pointer, so the batch cannot be walked after that. */
+    for (r = batch, batch = NULL; r;) {
+        struct req *next = r->next;
+        if (committed && r->parked && !draining) {
+            r->next = park;
+            park = r;
+        } else {
+            r->next = batch;
+            batch = r;
+        }
+        r = next;
+    }
     if (committed) {
         const char *topic;
         json_t *v;
@@ -405,12 +418,10 @@ answer:
             stream_wake();
         }
         /* file the parked before waking, so a wake in this batch finds them */
-        for (r = batch; r;) {
+        for (r = park; r;) {
             struct req *next = r->next;
-            if (r->parked && !draining) {
-                r->next = NULL;
-                wait_add(r);
-            }
+            r->next = NULL;
+            wait_add(r);
             r = next;
         }
         json_object_foreach(due, topic, v)
@@ -420,11 +431,9 @@ answer:
     }
     for (r = batch; r;) {
         struct req *next = r->next;
-        if (!(committed && r->parked && !draining)) {
-            r->parked = false;
-            r->next = NULL;
-            complete(r);
-        }
+        r->parked = false;
+        r->next = NULL;
+        complete(r);
         r = next;
     }
     requeue_woken(retry);
