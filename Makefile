@@ -94,7 +94,9 @@ clean:
 $(B)/fakeapi: $(B)/deploy/fakeapi.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-check: $(B)/fakeapi
+# the deploy suite drives the local stack when baton-agent is built: build
+# everything `all` names (baton-agent once it is part of it) before checking
+check: all $(B)/fakeapi
 
 # batond, a fake channel API and the three workers as plain processes
 demo: deps

@@ -439,7 +439,7 @@ static const char tg_body[] =
 static void
 stack_exercise(struct stack *st, char *fail, size_t n)
 {
-    char path[160], url[128] = "", sig[80] = "sha256=";
+    char path[160], url[64] = "", sig[80] = "sha256=";
     unsigned char mac[crypto_auth_hmacsha256_BYTES];
     struct resp r;
     FILE *f;
@@ -451,7 +451,7 @@ stack_exercise(struct stack *st, char *fail, size_t n)
         if ((f = fopen(path, "r"))) {
             while (fgets(line, sizeof line, f))
                 if (!strncmp(line, "BATON_URL=", 10))
-                    sscanf(line + 10, "%127s", url);
+                    sscanf(line + 10, "%63s", url);
             fclose(f);
         }
         if (!url[0])
