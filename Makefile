@@ -4,6 +4,7 @@
 #   make sanitize   the whole test suite under ASan + UBSan
 #   make bench      benchmarks (figures, not pass/fail)
 #   make install PREFIX=/usr/local DESTDIR=
+#   make demo       batond, a fake channel API and the workers as local processes
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -124,5 +125,27 @@ $(B)/baton: $(B)/client/cli.o $(B)/libbaton.a
 
 $(B)/baton.pc: client/baton.pc.in server/batond.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' $< > $@
+
+# ---- deploy/: the local demo stack and the man pages ----
+.PHONY: demo install-man
+
+# a stand-in for the Telegram and WhatsApp APIs (deploy/run-local.sh, tests)
+$(B)/fakeapi: $(B)/deploy/fakeapi.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# the deploy suite drives the local stack when baton-agent is built: build
+# everything `all` names (baton-agent once it is part of it) before checking
+check: all $(B)/fakeapi
+
+# batond, a fake channel API and the three workers as plain processes
+demo: deps
+	@$(MAKE) --no-print-directory all $(B)/fakeapi
+	B=$(B) sh deploy/run-local.sh
+
+install: install-man
+install-man:
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 docs/man/baton.1 $(DESTDIR)$(PREFIX)/share/man/man1/baton.1
+	install -m 0644 docs/man/batond.8 docs/man/baton-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

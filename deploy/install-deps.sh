@@ -18,6 +18,8 @@ have_pc libsodium || need="$need libsodium-dev"
 have_pc check || need="$need check"
 have_pc libcurl || need="$need libcurl4-openssl-dev"
 have_cmd sqlite3 || need="$need sqlite3"
+# validates deploy/docker-compose.yml in the tests; needs no container engine
+have_cmd docker-compose || need="$need docker-compose"
 
 [ -z "$need" ] && exit 0
 

@@ -75,5 +75,7 @@ Suite *suite_sessions(void);
 Suite *suite_messages(void);
 /* convex compatibility */
 Suite *suite_convex(void);
+/* deploy files and docs */
+Suite *suite_deploy(void);
 
 #endif

@@ -1,0 +1,606 @@
+/* check_deploy.c -- the deploy files and the reference docs: every route and
+ * Convex function is in docs/api.md, every setting in the configuration
+ * docs, the compose file and the systemd units validate, the man pages
+ * format cleanly, and the local stack (deploy/run-local.sh) answers a web
+ * chat message and both channels, then stops cleanly. Tools that are not
+ * installed (docker-compose, systemd-analyze, groff) and a baton-agent that
+ * is not built skip their part with a message on stderr. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "batond.h"
+#include "harness.h"
+
+#define FAILS_MAX 4096
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static void
+msleep(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* The whole file, NUL-terminated (caller frees); fails the test if absent. */
+static char *
+slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *p;
+    long n;
+
+    ck_assert_msg(f != NULL, "cannot open %s (tests run from the repository root): %s", path,
+                  strerror(errno));
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    p = malloc((size_t)n + 1);
+    ck_assert(p != NULL);
+    ck_assert(fread(p, 1, (size_t)n, f) == (size_t)n);
+    p[n] = 0;
+    fclose(f);
+    return p;
+}
+
+static bool
+have_cmd(const char *name)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", name);
+    return system(cmd) == 0;
+}
+
+/* Run a shell command; its stdout+stderr into out. Returns the exit status
+ * (-1 when it did not exit normally). */
+static int
+run(const char *cmd, char *out, size_t n)
+{
+    FILE *p = popen(cmd, "r");
+    size_t len = 0;
+    int st;
+
+    out[0] = 0;
+    if (!p)
+        return -1;
+    while (len + 1 < n) {
+        size_t got = fread(out + len, 1, n - 1 - len, p);
+        if (!got)
+            break;
+        len += got;
+    }
+    out[len] = 0;
+    {
+        char sink[4096];
+        while (fread(sink, 1, sizeof sink, p) > 0)
+            ;
+    }
+    st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void add_fail(char *fails, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Append one finding to fails (a FAILS_MAX buffer). */
+static void
+add_fail(char *fails, const char *fmt, ...)
+{
+    size_t len = strlen(fails);
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (len + 100 < FAILS_MAX)
+        vsnprintf(fails + len, FAILS_MAX - len, fmt, ap);
+    va_end(ap);
+}
+
+static const char *
+build_dir(void)
+{
+    static char dir[256];
+    const char *b = getenv("BATOND");
+
+    snprintf(dir, sizeof dir, "%s", b ? b : "build/batond");
+    return dirname(dir);
+}
+
+/* ---- docs/api.md is complete ------------------------------------------- */
+
+START_TEST(api_lists_every_route)
+{
+    char *doc = slurp("docs/api.md");
+    char fails[FAILS_MAX] = "", want[300];
+    int n = 0;
+
+    for (const struct route *rt = routes; rt->method; rt++, n++) {
+        snprintf(want, sizeof want, "`%s %s`", rt->method, rt->pattern);
+        if (!strstr(doc, want))
+            add_fail(fails, " %s", want);
+    }
+    ck_assert_int_gt(n, 40);
+    ck_assert_msg(!fails[0], "docs/api.md does not document these routes of server/routes.c:%s", fails);
+    free(doc);
+}
+END_TEST
+
+/* The functions[] table of server/convex.c is static, so it is read from
+ * the source: every {"module:function", ...} line between "functions[] ="
+ * and the table's end. */
+START_TEST(api_lists_every_convex_function)
+{
+    char *src = slurp("server/convex.c"), *doc = slurp("docs/api.md");
+    char *p = strstr(src, "functions[] = {"), *end;
+    char fails[FAILS_MAX] = "", want[200];
+    int n = 0;
+
+    ck_assert_msg(p != NULL, "server/convex.c has no functions[] table");
+    end = strstr(p, "{NULL");
+    ck_assert(end != NULL);
+    while ((p = strstr(p, "{\"")) && p < end) {
+        char *q = strchr(p + 2, '"');
+        snprintf(want, sizeof want, "`%.*s`", (int)(q - p - 2), p + 2);
+        if (!strstr(doc, want))
+            add_fail(fails, " %s", want);
+        n++;
+        p = q;
+    }
+    ck_assert_int_gt(n, 20);
+    ck_assert_msg(!fails[0], "docs/api.md does not document these Convex functions:%s", fails);
+    free(src);
+    free(doc);
+}
+END_TEST
+
+/* ---- every setting is documented ----------------------------------------- */
+
+static const char *const agent_vars[] = {
+    "AGENT_ROLE", "WORKER_ID", "ENABLE_WHATSAPP", "WHATSAPP_ACCOUNT_ID", "WHATSAPP_LEASE_TTL_MS",
+    "WHATSAPP_HEARTBEAT_MS", "TELEGRAM_ACCOUNT_ID", "TELEGRAM_BOT_TOKEN", "AGENT_SECRET", "BATON_URL",
+    "AGENT_HANDLER", "AGENT_HANDLER_TIMEOUT_MS", "WHATSAPP_API_BASE", "WHATSAPP_PHONE_NUMBER_ID",
+    "WHATSAPP_ACCESS_TOKEN", "TELEGRAM_API_BASE", NULL,
+};
+
+START_TEST(every_setting_is_documented)
+{
+    char *conf = slurp("docs/configuration.md"), *envx = slurp("deploy/.env.example");
+    char *man8 = slurp("docs/man/batond.8"), *agent8 = slurp("docs/man/baton-agent.8");
+    char cmd[512], help[16384], fails[FAILS_MAX] = "", *line, *save = NULL;
+    int n = 0;
+
+    snprintf(cmd, sizeof cmd, "%s --help", getenv("BATOND") ? getenv("BATOND") : "build/batond");
+    ck_assert_int_eq(run(cmd, help, sizeof help), 0);
+    for (line = strtok_r(help, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char flag[64], env[64];
+        if (sscanf(line, " --%63s %63s", flag, env) != 2)
+            continue;
+        n++;
+        if (!strstr(conf, env))
+            add_fail(fails, " %s (docs/configuration.md)", env);
+        if (!strstr(conf, flag))
+            add_fail(fails, " --%s (docs/configuration.md)", flag);
+        if (!strstr(envx, env))
+            add_fail(fails, " %s (deploy/.env.example)", env);
+        if (!strstr(man8, env))
+            add_fail(fails, " %s (docs/man/batond.8)", env);
+    }
+    ck_assert_int_gt(n, 20);
+    for (int i = 0; agent_vars[i]; i++) {
+        if (!strstr(conf, agent_vars[i]))
+            add_fail(fails, " %s (docs/configuration.md)", agent_vars[i]);
+        if (!strstr(envx, agent_vars[i]))
+            add_fail(fails, " %s (deploy/.env.example)", agent_vars[i]);
+        if (!strstr(agent8, agent_vars[i]))
+            add_fail(fails, " %s (docs/man/baton-agent.8)", agent_vars[i]);
+    }
+    ck_assert_msg(!fails[0], "settings not documented:%s", fails);
+    free(conf);
+    free(envx);
+    free(man8);
+    free(agent8);
+}
+END_TEST
+
+/* ---- docker-compose.yml ---------------------------------------------------- */
+
+START_TEST(compose_file_validates)
+{
+    static char out[65536];
+    int rc;
+
+    if (!have_cmd("docker-compose")) {
+        fprintf(stderr, "deploy: docker-compose is not installed; compose check skipped\n");
+        return;
+    }
+    rc = run("env AGENT_SECRET=check-secret docker-compose -f deploy/docker-compose.yml"
+             " --env-file deploy/.env.example config 2>&1", out, sizeof out);
+    ck_assert_msg(rc == 0, "docker-compose config failed (%d):\n%s", rc, out);
+    for (const char *const *w = (const char *const[]){"batond:", "agent-core:", "agent-whatsapp:",
+                                                        "agent-telegram:", "AGENT_ROLE: core",
+                                                        "AGENT_ROLE: whatsapp", "AGENT_ROLE: telegram",
+                                                        "service_healthy", "BATON_LISTEN: 0.0.0.0:3210",
+                                                        "AGENT_SECRET: check-secret", NULL};
+         *w; w++)
+        ck_assert_msg(strstr(out, *w) != NULL, "docker-compose config lacks '%s':\n%s", *w, out);
+    /* without a secret the stack must refuse to start, not run open */
+    rc = run("env -u AGENT_SECRET docker-compose -f deploy/docker-compose.yml"
+             " --env-file deploy/.env.example config 2>&1", out, sizeof out);
+    ck_assert_msg(rc != 0 && strstr(out, "AGENT_SECRET"),
+                  "docker-compose config accepted a stack without AGENT_SECRET:\n%s", out);
+}
+END_TEST
+
+/* ---- systemd units ------------------------------------------------------------ */
+
+START_TEST(systemd_units_verify)
+{
+    char dir[] = "/tmp/baton-units-XXXXXX", cmd[2048];
+    static char out[16384];
+    int rc;
+
+    if (!have_cmd("systemd-analyze")) {
+        fprintf(stderr, "deploy: systemd-analyze is not installed; unit check skipped\n");
+        return;
+    }
+    ck_assert(mkdtemp(dir) != NULL);
+    /* the binaries are not installed here: point ExecStart at stand-ins
+     * so that verify checks everything else */
+    snprintf(cmd, sizeof cmd,
+             "set -e; d=%s; mkdir -p $d/bin; for b in batond baton baton-agent; do ln -s /bin/true $d/bin/$b; done;"
+             " sed \"s|/usr/local/bin/|$d/bin/|g\" deploy/systemd/batond.service > $d/batond.service;"
+             " sed \"s|/usr/local/bin/|$d/bin/|g\" deploy/systemd/baton-agent@.service > $d/baton-agent@.service;"
+             " ln -s baton-agent@.service $d/baton-agent@core.service;"
+             " SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no $d/batond.service $d/baton-agent@core.service 2>&1",
+             dir);
+    rc = run(cmd, out, sizeof out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    if (rc != 0 && (strstr(out, "System has not been booted with systemd") ||
+                    strstr(out, "Failed to initialize manager") || strstr(out, "Failed to connect to bus") ||
+                    strstr(out, "Failed to setup working directory") || strstr(out, "Operation not permitted"))) {
+        fprintf(stderr, "deploy: systemd-analyze cannot run here; unit check skipped:\n%s\n", out);
+        return;
+    }
+    ck_assert_msg(rc == 0, "systemd-analyze verify failed (%d):\n%s", rc, out);
+    ck_assert_msg(!strstr(out, "Unknown key") && !strstr(out, "Unknown section") &&
+                  !strstr(out, "Failed to parse") && !strstr(out, "Invalid"),
+                  "systemd-analyze verify warns:\n%s", out);
+}
+END_TEST
+
+/* ---- man pages ----------------------------------------------------------------- */
+
+START_TEST(man_pages_format_cleanly)
+{
+    static const char *const pages[] = {"docs/man/batond.8", "docs/man/baton.1", "docs/man/baton-agent.8", NULL};
+    static char out[65536];
+    char cmd[512];
+
+    if (!have_cmd("groff")) {
+        fprintf(stderr, "deploy: groff is not installed; man page check skipped\n");
+        return;
+    }
+    for (int i = 0; pages[i]; i++) {
+        struct stat sb;
+        ck_assert_msg(stat(pages[i], &sb) == 0, "%s is missing", pages[i]);
+        snprintf(cmd, sizeof cmd, "groff -man -Tutf8 -ww -z %s 2>&1", pages[i]);
+        ck_assert_msg(run(cmd, out, sizeof out) == 0 && !out[0], "groff warns about %s:\n%s", pages[i], out);
+        snprintf(cmd, sizeof cmd, "groff -man -Tutf8 %s 2>/dev/null | grep -c .", pages[i]);
+        ck_assert_int_eq(run(cmd, out, sizeof out), 0);
+        ck_assert_msg(atoi(out) > 40, "%s renders to only %s lines", pages[i], out);
+    }
+}
+END_TEST
+
+/* ---- the local stack -------------------------------------------------------------- */
+
+struct stack {
+    char dir[64];
+    pid_t pid;
+    struct server s;        /* only url is used, for the harness's HTTP calls */
+};
+
+static pid_t
+stack_spawn(struct stack *st, const char *agent)
+{
+    char out[128], dir[80];
+    pid_t pid;
+
+    snprintf(out, sizeof out, "%s/run.out", st->dir);
+    snprintf(dir, sizeof dir, "%s/demo", st->dir);
+    pid = fork();
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        setpgid(0, 0);
+        setenv("B", build_dir(), 1);
+        setenv("DEMO_DIR", dir, 1);
+        setenv("BATON_PORT", "0", 1);
+        setenv("FAKE_API_PORT", "0", 1);
+        setenv("AGENT_SECRET", TEST_SECRET, 1);
+        unsetenv("TELEGRAM_WEBHOOK_SECRET");
+        unsetenv("WHATSAPP_APP_SECRET");
+        unsetenv("WHATSAPP_VERIFY_TOKEN");
+        if (agent)
+            setenv("BATON_AGENT", agent, 1);
+        execl("/bin/sh", "sh", "deploy/run-local.sh", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Wait up to ms for pid; its exit status, or -1 when still running. */
+static int
+wait_exit(pid_t pid, int ms)
+{
+    int status;
+
+    for (int waited = 0; waited <= ms; waited += 50) {
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        msleep(50);
+    }
+    return -1;
+}
+
+/* The pids run-local.sh recorded (until it removes the file). */
+static int
+stack_pids(struct stack *st, pid_t *pids, int max)
+{
+    char path[128], name[64];
+    int n = 0, pid;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/demo/pids", st->dir);
+    if (!(f = fopen(path, "r")))
+        return 0;
+    while (n < max && fscanf(f, "%63s %d", name, &pid) == 2)
+        pids[n++] = pid;
+    fclose(f);
+    return n;
+}
+
+/* Poll a conversation until an outbound message with this text exists
+ * whose status is want_status. true when seen within ms. */
+static bool
+await_reply(struct stack *st, const char *conv, const char *text, const char *want_status, int ms)
+{
+    char path[256];
+
+    snprintf(path, sizeof path, "/v1/conversations/%s/messages", conv);
+    for (int waited = 0; waited < ms; waited += 1000) {
+        struct resp r;
+        json_t *m;
+        size_t i;
+        bool found = false;
+
+        if (http_req(&st->s, "GET", path, NULL, 0, NULL, NULL, &r) == 0 && r.status == 200) {
+            json_array_foreach(json_object_get(r.json, "messages"), i, m) {
+                const char *dir = json_string_value(json_object_get(m, "direction"));
+                const char *t = json_string_value(json_object_get(m, "text"));
+                const char *status = json_string_value(json_object_get(m, "status"));
+                if (dir && t && status && !strcmp(dir, "out") && !strcmp(t, text) && !strcmp(status, want_status))
+                    found = true;
+            }
+            resp_free(&r);
+            if (found)
+                return true;
+        } else
+            resp_free(&r);
+        msleep(1000);
+    }
+    return false;
+}
+
+static bool
+file_has(const char *path, const char *needle)
+{
+    char *p;
+    bool yes;
+    FILE *f = fopen(path, "rb");
+
+    if (!f)
+        return false;
+    fclose(f);
+    p = slurp(path);
+    yes = strstr(p, needle) != NULL;
+    free(p);
+    return yes;
+}
+
+static const char wa_body[] =
+    "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1\",\"changes\":[{\"field\":\"messages\","
+    "\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{\"phone_number_id\":\"demo-phone-number-id\"},"
+    "\"messages\":[{\"from\":\"4915550001\",\"id\":\"wamid.deploy-test-1\",\"timestamp\":\"1700000000\","
+    "\"type\":\"text\",\"text\":{\"body\":\"hello from whatsapp\"}}]}}]}]}";
+
+static const char web_body[] = "{\"text\":\"hello from the deploy test\"}";
+
+static const char tg_body[] =
+    "{\"message\":{\"message_id\":100,\"date\":1700000000,\"text\":\"hello from integration test\","
+    "\"chat\":{\"id\":123456789}}}";
+
+/* Drive the running stack; a sentence in fail on the first problem. */
+static void
+stack_exercise(struct stack *st, char *fail, size_t n)
+{
+    char path[160], url[64] = "", sig[80] = "sha256=";
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    struct resp r;
+    FILE *f;
+
+    /* the script writes its env file once every process is started */
+    snprintf(path, sizeof path, "%s/demo/env", st->dir);
+    for (int waited = 0; waited < 60000 && !url[0]; waited += 100) {
+        char line[256];
+        if ((f = fopen(path, "r"))) {
+            while (fgets(line, sizeof line, f))
+                if (!strncmp(line, "BATON_URL=", 10))
+                    sscanf(line + 10, "%63s", url);
+            fclose(f);
+        }
+        if (!url[0])
+            msleep(100);
+        if (wait_exit(st->pid, 0) >= 0) {
+            st->pid = 0;
+            snprintf(fail, n, "run-local.sh exited before the stack was up (see %s/run.out)", st->dir);
+            return;
+        }
+    }
+    if (!url[0]) {
+        snprintf(fail, n, "the stack did not come up within 60 s");
+        return;
+    }
+    snprintf(st->s.url, sizeof st->s.url, "%s", url);
+
+    /* A. web chat: the core worker's echo handler answers */
+    if (http_req(&st->s, "POST", "/v1/conversations/deploy-test/messages", web_body, strlen(web_body), NULL,
+                 NULL, &r) < 0 || r.status != 201) {
+        snprintf(fail, n, "web chat post answered %ld: %s", r.status, r.body ? r.body : "");
+        resp_free(&r);
+        return;
+    }
+    resp_free(&r);
+    if (!await_reply(st, "deploy-test", "echo: hello from the deploy test", "sent", 60000)) {
+        snprintf(fail, n, "no echo reply to the web chat message within 60 s");
+        return;
+    }
+
+    /* B. Telegram webhook -> core -> telegram sender -> fake Bot API */
+    if (http_req_h(&st->s, "POST", "/telegram/webhook", tg_body, strlen(tg_body),
+                   "x-telegram-bot-api-secret-token", "demo-telegram-secret", &r) < 0 || r.status != 200) {
+        snprintf(fail, n, "telegram webhook answered %ld: %s", r.status, r.body ? r.body : "");
+        resp_free(&r);
+        return;
+    }
+    resp_free(&r);
+    if (!await_reply(st, "telegram:default:123456789", "echo: hello from integration test", "sent", 60000)) {
+        snprintf(fail, n, "the Telegram reply was not sent within 60 s");
+        return;
+    }
+
+    /* C. signed WhatsApp webhook -> core -> whatsapp sender (lease) -> fake Cloud API */
+    crypto_auth_hmacsha256_state hs;
+    crypto_auth_hmacsha256_init(&hs, (const unsigned char *)"demo-app-secret", 15);
+    crypto_auth_hmacsha256_update(&hs, (const unsigned char *)wa_body, strlen(wa_body));
+    crypto_auth_hmacsha256_final(&hs, mac);
+    sodium_bin2hex(sig + 7, sizeof sig - 7, mac, sizeof mac);
+    if (http_req_h(&st->s, "POST", "/whatsapp/webhook", wa_body, strlen(wa_body), "X-Hub-Signature-256", sig,
+                   &r) < 0 || r.status != 200) {
+        snprintf(fail, n, "whatsapp webhook answered %ld: %s", r.status, r.body ? r.body : "");
+        resp_free(&r);
+        return;
+    }
+    resp_free(&r);
+    if (!await_reply(st, "whatsapp:default:4915550001", "echo: hello from whatsapp", "sent", 60000)) {
+        snprintf(fail, n, "the WhatsApp reply was not sent within 60 s");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/demo/logs/fakeapi.log", st->dir);
+    if (!file_has(path, "/sendMessage") || !file_has(path, "/demo-phone-number-id/messages"))
+        snprintf(fail, n, "the fake API did not see both sends (see %s)", path);
+}
+
+START_TEST(local_stack_echoes_and_stops)
+{
+    struct stack st = {0};
+    char agent[300], path[160], fail[512] = "";
+    const char *env_agent = getenv("BATON_AGENT");
+    pid_t pids[16];
+    int npids, rc;
+
+    snprintf(agent, sizeof agent, "%s/baton-agent", build_dir());
+    if (env_agent && *env_agent)
+        snprintf(agent, sizeof agent, "%s", env_agent);
+    snprintf(st.dir, sizeof st.dir, "/tmp/baton-stack-XXXXXX");
+    ck_assert(mkdtemp(st.dir) != NULL);
+
+    if (access(agent, X_OK) != 0) {
+        /* the script must refuse clearly, having started nothing */
+        st.pid = stack_spawn(&st, NULL);
+        rc = wait_exit(st.pid, 20000);
+        if (rc < 0) {
+            kill(-st.pid, SIGKILL);
+            waitpid(st.pid, NULL, 0);
+        }
+        snprintf(path, sizeof path, "%s/run.out", st.dir);
+        ck_assert_msg(rc == 1 && file_has(path, "baton-agent"),
+                      "run-local.sh without baton-agent: exit %d, expected 1 naming baton-agent", rc);
+        snprintf(path, sizeof path, "rm -rf %s", st.dir);
+        ck_assert_int_eq(system(path), 0);
+        fprintf(stderr, "deploy: %s is not built; local stack test skipped (run-local.sh refused as it should)\n",
+                agent);
+        return;
+    }
+
+    st.pid = stack_spawn(&st, agent);
+    ck_assert(st.pid > 0);
+    stack_exercise(&st, fail, sizeof fail);
+    npids = stack_pids(&st, pids, 16);
+
+    /* stop: SIGTERM to the script alone, as `kill` or systemd would */
+    if (st.pid) {
+        kill(st.pid, SIGTERM);
+        rc = wait_exit(st.pid, 90000);
+        if (rc < 0) {
+            kill(-st.pid, SIGKILL);
+            waitpid(st.pid, NULL, 0);
+            if (!fail[0])
+                snprintf(fail, sizeof fail, "run-local.sh did not stop within 90 s of SIGTERM");
+        } else if (rc != 0 && !fail[0])
+            snprintf(fail, sizeof fail, "run-local.sh exited %d after SIGTERM (a process did not stop cleanly;"
+                     " see %s/run.out)", rc, st.dir);
+    }
+    for (int i = 0; i < npids; i++)
+        if (kill(pids[i], 0) == 0) {
+            kill(pids[i], SIGKILL);
+            if (!fail[0])
+                snprintf(fail, sizeof fail, "process %d of the stack outlived run-local.sh", (int)pids[i]);
+        }
+    ck_assert_msg(npids == 5 || fail[0], "run-local.sh recorded %d processes, expected 5", npids);
+    ck_assert_msg(!fail[0], "%s", fail);
+    snprintf(path, sizeof path, "rm -rf %s", st.dir);
+    ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
+Suite *
+suite_deploy(void)
+{
+    Suite *s = suite_create("deploy");
+    TCase *tc = tcase_create("docs");
+
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, api_lists_every_route);
+    tcase_add_test(tc, api_lists_every_convex_function);
+    tcase_add_test(tc, every_setting_is_documented);
+    tcase_add_test(tc, man_pages_format_cleanly);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("files");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, compose_file_validates);
+    tcase_add_test(tc, systemd_units_verify);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("stack");
+    tcase_set_timeout(tc, 400);
+    tcase_add_test(tc, local_stack_echoes_and_stops);
+    suite_add_tcase(s, tc);
+    return s;
+}
