@@ -73,5 +73,7 @@ Suite *suite_sessions(void);
 Suite *suite_messages(void);
 /* convex compatibility */
 Suite *suite_convex(void);
+/* durability and performance */
+Suite *suite_perf(void);
 
 #endif

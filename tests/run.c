@@ -28,6 +28,8 @@ main(void)
     srunner_add_suite(sr, suite_messages());
     /* convex compatibility */
     srunner_add_suite(sr, suite_convex());
+    /* durability and performance */
+    srunner_add_suite(sr, suite_perf());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
