@@ -422,7 +422,7 @@ static void
 run_batch(struct req *batch)
 {
     json_t *events = json_array(), *notify = json_array(), *due = json_object();
-    struct req *r, *retry = NULL;
+    struct req *r, *retry = NULL, *park = NULL, *done = NULL;
     bool committed, aborted = false;
     size_t writes = 0;
     double t0 = mono_ms();
@@ -486,6 +486,22 @@ run_batch(struct req *batch)
 
 answer:
     metrics_commit(writes, committed, mono_ms() - t0);
+    /* Split the batch first: filing a request as parked (and waking it)
+     * relinks r->next into the waiters' lists, so the batch must not be
+     * walked through r->next after that. */
+    for (r = batch; r;) {
+        struct req *next = r->next;
+        r->next = NULL;
+        if (committed && r->parked && !draining) {
+            r->next = park;
+            park = r;
+        } else {
+            r->parked = false;
+            r->next = done;
+            done = r;
+        }
+        r = next;
+    }
     if (committed) {
         const char *topic;
         json_t *v;
@@ -496,29 +512,20 @@ answer:
             metrics_events(events);
             stream_wake();
         }
-        /* file the parked before waking, so a wake in this batch finds them */
-        for (r = batch; r;) {
-            struct req *next = r->next;
-            if (r->parked && !draining) {
-                r->next = NULL;
-                wait_add(r);
-            }
-            r = next;
+        /* file the parked before waking, so a wake in this batch finds them
+         * (they then run again instead of being answered) */
+        while (park) {
+            r = park;
+            park = r->next;
+            r->next = NULL;
+            wait_add(r);
         }
         json_object_foreach(due, topic, v)
             wait_note_due(topic, json_integer_value(v));
         json_array_foreach(notify, i, v)
             wait_wake(json_string_value(v), &retry);
     }
-    for (r = batch; r;) {
-        struct req *next = r->next;
-        if (!(committed && r->parked && !draining)) {
-            r->parked = false;
-            r->next = NULL;
-            complete(r);
-        }
-        r = next;
-    }
+    complete_list(done);
     requeue_woken(retry);
     json_decref(events);
     json_decref(notify);

@@ -163,6 +163,62 @@ START_TEST(lone_write_commits_at_once)
 }
 END_TEST
 
+/* A claim that parks and an enqueue that wakes it in the same batch, with
+ * more writes behind them: the claim gets the job (it runs again, it is
+ * not answered 204), and the writes after it in the batch are answered. */
+struct later {
+    struct server *s;
+    int delay_ms;
+    const char *path, *body;
+    long status;
+    json_t *out;
+};
+
+static void *
+later_one(void *arg)
+{
+    struct later *l = arg;
+
+    usleep((useconds_t)l->delay_ms * 1000);
+    l->status = post(l->s, "POST", l->path, l->body, &l->out);
+    return NULL;
+}
+
+START_TEST(park_and_wake_in_one_batch)
+{
+    static const char *const env[] = {"BATON_TEST_COMMIT_DELAY_MS=300", "BATON_SWEEP_INTERVAL_MS=600000", NULL};
+    struct server s = {0};
+    struct later l[] = {
+        {&s, 0, "/v1/jobs", "{\"queue\":\"other\",\"payload\":{}}", 0, NULL},   /* holds the writer */
+        {&s, 60, "/v1/jobs/claim", "{\"queue\":\"pw\",\"workerId\":\"w\",\"waitMs\":20000}", 0, NULL},
+        {&s, 120, "/v1/jobs", "{\"queue\":\"pw\",\"payload\":{\"x\":1}}", 0, NULL},
+        {&s, 180, "/v1/dedupe", "{\"channel\":\"web\",\"channelMessageId\":\"after-park\"}", 0, NULL},
+        {&s, 200, "/v1/jobs", "{\"queue\":\"other\",\"payload\":{}}", 0, NULL},
+    };
+    enum { N = sizeof l / sizeof l[0] };
+    pthread_t th[N];
+
+    server_start(&s, env);
+    for (int i = 0; i < N; i++)
+        pthread_create(&th[i], NULL, later_one, &l[i]);
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(l[0].status, 201);
+    ck_assert_int_eq(l[1].status, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(json_object_get(l[1].out, "job"),
+                                                                        "payload"), "x")), 1);
+    ck_assert_int_eq(l[2].status, 201);
+    ck_assert_int_eq(l[3].status, 200);
+    ck_assert_int_eq(l[4].status, 201);
+    for (int i = 0; i < N; i++)
+        json_decref(l[i].out);
+    /* the server is still well: nothing parked, nothing freed twice */
+    ck_assert_int_eq(metric(&s, "baton_parked_requests"), 0);
+    ck_assert_int_eq(server_stop(&s), 0);
+    server_cleanup(&s);
+}
+END_TEST
+
 /* ---- kill -9 under mixed load ------------------------------------------- */
 
 #define MAXREC 20000
@@ -692,6 +748,7 @@ suite_perf(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, concurrent_writes_share_commits);
     tcase_add_test(tc, lone_write_commits_at_once);
+    tcase_add_test(tc, park_and_wake_in_one_batch);
     tcase_add_test(tc, disk_full_answers_503_and_recovers);
     tcase_add_test(tc, disk_full_in_a_batch_stays_consistent);
     tcase_add_test(tc, kill9_under_load_loses_nothing);
