@@ -28,6 +28,18 @@ static struct series *http;
 static size_t nhttp, caphttp;
 static json_t *event_counts;    /* {name: count} */
 
+/* group commit (db.c calls metrics_commit after every transaction) */
+static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+#define NBATCH (sizeof batch_buckets / sizeof *batch_buckets)
+static const double commit_buckets[] = {0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000};
+#define NCOMMIT (sizeof commit_buckets / sizeof *commit_buckets)
+static struct {
+    uint64_t commits, failed, writes;
+    uint64_t batch_le[NBATCH];
+    uint64_t ms_le[NCOMMIT];
+    double ms_sum;
+} gc;
+
 void
 metrics_http(const char *method, const char *route, int status, int64_t ms)
 {
@@ -85,6 +97,27 @@ metrics_events(json_t *lines)
         else
             json_object_set_new(event_counts, name, json_integer(1));
     }
+    pthread_mutex_unlock(&lock);
+}
+
+void
+metrics_commit(size_t writes, bool committed, double ms)
+{
+    pthread_mutex_lock(&lock);
+    if (!committed) {
+        gc.failed++;
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    gc.commits++;
+    gc.writes += writes;
+    for (size_t b = 0; b < NBATCH; b++)
+        if ((double)writes <= batch_buckets[b])
+            gc.batch_le[b]++;
+    gc.ms_sum += ms;
+    for (size_t b = 0; b < NCOMMIT; b++)
+        if (ms <= commit_buckets[b])
+            gc.ms_le[b]++;
     pthread_mutex_unlock(&lock);
 }
 
@@ -257,6 +290,31 @@ render_process(struct out *o)
         out_printf(o, "\",method=\"%s\",status=\"%d\"} %llu\n", http[i].method, http[i].status,
                    (unsigned long long)http[i].count);
     }
+    help(o, "baton_commits_total", "counter",
+         "Transactions committed by the writer (one fsync each with BATON_SYNC=full).");
+    out_printf(o, "baton_commits_total %llu\n", (unsigned long long)gc.commits);
+    help(o, "baton_commit_failures_total", "counter",
+         "Transactions that could not be committed (their writes were answered 503 or 500).");
+    out_printf(o, "baton_commit_failures_total %llu\n", (unsigned long long)gc.failed);
+    help(o, "baton_writes_total", "counter",
+         "Write requests in committed transactions, kept or rolled back to their savepoint "
+         "(including internal ones such as the sweep).");
+    out_printf(o, "baton_writes_total %llu\n", (unsigned long long)gc.writes);
+    help(o, "baton_commit_batch_size", "histogram", "Write requests sharing one commit.");
+    for (size_t b = 0; b < NBATCH; b++)
+        out_printf(o, "baton_commit_batch_size_bucket{le=\"%g\"} %llu\n", batch_buckets[b],
+                   (unsigned long long)gc.batch_le[b]);
+    out_printf(o, "baton_commit_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)gc.commits);
+    out_printf(o, "baton_commit_batch_size_sum %llu\n", (unsigned long long)gc.writes);
+    out_printf(o, "baton_commit_batch_size_count %llu\n", (unsigned long long)gc.commits);
+    help(o, "baton_commit_duration_ms", "histogram",
+         "Time from BEGIN to the end of COMMIT of one batch, in ms (includes the fsync).");
+    for (size_t b = 0; b < NCOMMIT; b++)
+        out_printf(o, "baton_commit_duration_ms_bucket{le=\"%g\"} %llu\n", commit_buckets[b],
+                   (unsigned long long)gc.ms_le[b]);
+    out_printf(o, "baton_commit_duration_ms_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)gc.commits);
+    out_printf(o, "baton_commit_duration_ms_sum %.3f\n", gc.ms_sum);
+    out_printf(o, "baton_commit_duration_ms_count %llu\n", (unsigned long long)gc.commits);
     help(o, "baton_events_total", "counter",
          "Committed events by name since start: claims (agent.job.claimed), requeues (agent.job.requeued), "
          "dedupe hits (<channel>.inbound.dedupe_skipped), ...");

@@ -77,5 +77,7 @@ Suite *suite_messages(void);
 Suite *suite_convex(void);
 /* deploy files and docs */
 Suite *suite_deploy(void);
+/* durability and performance */
+Suite *suite_perf(void);
 
 #endif

@@ -32,6 +32,8 @@ main(void)
     srunner_add_suite(sr, suite_convex());
     /* deploy files and docs */
     srunner_add_suite(sr, suite_deploy());
+    /* durability and performance */
+    srunner_add_suite(sr, suite_perf());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -20,6 +20,8 @@
 #define JOBS        2000
 #define WORKERS     8
 
+int bench_compare(void);     /* bench_compare.c: peers, percentiles, scale */
+
 static int failures;         /* any request that failed: keep the logs */
 
 struct batond {
@@ -371,6 +373,7 @@ main(void)
         bench_throughput(b.base);
         stop(&b);
     }
+    bench_compare();
     curl_global_cleanup();
     return 0;
 }
