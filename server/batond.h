@@ -182,6 +182,8 @@ int req_fail(struct req *r, const char *code, json_t *details,
 const char *req_param(struct req *r, int i);
 const char *req_query(struct req *r, const char *name);
 const char *req_header(struct req *r, const char *name);
+/* Every query argument as a new object of strings (caller decrefs). */
+json_t *req_query_all(struct req *r);
 /* Parse r->body into r->json (an object; empty body -> NULL). Routes with
  * AUTH_OWN call this themselves after checking their signature. */
 int req_parse_json(struct req *r);
@@ -309,6 +311,9 @@ void events_flush(json_t *lines);
 /* The SQL filter for an event query: "a.b" exact, "a.b.*" the key range
  * [lo, hi). Each buffer gets "" when unused. */
 void event_filter(const char *name, char *exact, char *lo, char *hi, size_t n);
+/* One row of SELECT id, time, level, event, fields FROM events as the
+ * event's JSON (new reference). */
+json_t *event_row_json(sqlite3_stmt *st);
 int events_report(struct req *r);   /* POST /v1/events */
 int events_stream(struct req *r);   /* GET /v1/events/stream (stream.c) */
 void stream_wake(void);             /* after a commit that recorded events */

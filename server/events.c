@@ -191,29 +191,102 @@ event_filter(const char *name, char *exact, char *lo, char *hi, size_t n)
         memcpy(exact, name, len + 1);
 }
 
-/* GET /v1/events?event=<name|prefix.*>&since=&until=&limit=&<field>=: newest first. */
+json_t *
+event_row_json(sqlite3_stmt *st)
+{
+    char ts[40];
+    json_t *e = col_json(st, 4);
+
+    if (!json_is_object(e)) {
+        json_decref(e);
+        e = json_object();
+    }
+    fmt_time(sqlite3_column_int64(st, 1), ts, sizeof ts);
+    json_object_set_new(e, "id", json_integer(sqlite3_column_int64(st, 0)));
+    json_object_set_new(e, "time", json_integer(sqlite3_column_int64(st, 1)));
+    json_object_set_new(e, "_time", json_string(ts));
+    json_object_set_new(e, "level", col_text(st, 2));
+    json_object_set_new(e, "event", col_text(st, 3));
+    return e;
+}
+
+#define MAX_FILTERS 8
+
+/* GET /v1/events?event=<name|prefix.*>&since=&until=&limit=&<field>=<value>:
+ * newest first. Field filters compare the event's field, as text, with the
+ * value given (accountId=default, jobId=12, ownerId=wa-1). */
 int
 events_list(struct req *r)
 {
-    const char *name = req_query(r, "event");
+    static const char base[] =
+        "SELECT id, time, level, event, fields FROM events"
+        " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
+        "   AND time >= ?4 AND time <= ?5";
+    static const char plain[] =
+        "SELECT id, time, level, event, fields FROM events"
+        " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
+        "   AND time >= ?4 AND time <= ?5 ORDER BY id DESC LIMIT ?6";
+    const char *name = req_query(r, "event"), *k;
     int64_t since, until, limit;
-    char exact[160], lo[160], hi[160];
+    char exact[160], lo[160], hi[160], sql[sizeof base + MAX_FILTERS * 64 + 64];
+    json_t *args, *v, *filters = json_object(), *out;
     sqlite3 *db;
     sqlite3_stmt *st;
-    json_t *out;
+    int nf = 0, rc;
 
     if (req_query_int(r, "since", 0, 0, INT64_MAX, &since) < 0 ||
         req_query_int(r, "until", INT64_MAX, 0, INT64_MAX, &until) < 0 ||
-        req_query_int(r, "limit", 100, 1, 1000, &limit) < 0)
+        req_query_int(r, "limit", 100, 1, 1000, &limit) < 0) {
+        json_decref(filters);
         return -1;
+    }
+    args = req_query_all(r);
+    json_object_foreach(args, k, v) {
+        if (!strcmp(k, "event") || !strcmp(k, "since") || !strcmp(k, "until") || !strcmp(k, "limit"))
+            continue;
+        if (!name_ok(k, 64, "_") || ++nf > MAX_FILTERS) {
+            json_decref(args);
+            json_decref(filters);
+            return req_fail(r, "bad_request", NULL,
+                            "field filters are at most %d names of letters, digits and '_' (got '%.64s')",
+                            MAX_FILTERS, k);
+        }
+        json_object_set(filters, k, v);
+    }
+    json_decref(args);
     event_filter(name, exact, lo, hi, sizeof lo);
-    if (!(db = db_reader()))
+    if (!(db = db_reader())) {
+        json_decref(filters);
         return req_fail(r, "unavailable", NULL, "database cannot be read");
-    st = db_prep(db, "SELECT id, time, level, event, fields FROM events"
-                     " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
-                     "   AND time >= ?4 AND time <= ?5 ORDER BY id DESC LIMIT ?6");
-    if (!st)
-        return db_fail(r, db);
+    }
+    if (!nf) {
+        st = db_prep(db, plain);
+        if (!st) {
+            json_decref(filters);
+            return db_fail(r, db);
+        }
+    } else {
+        /* the JSON path is bound as a parameter too: nothing the client
+         * sends becomes SQL text */
+        size_t len = (size_t)snprintf(sql, sizeof sql, "%s", base);
+        for (int i = 0; i < nf; i++)
+            len += (size_t)snprintf(sql + len, sizeof sql - len,
+                                    " AND CAST(json_extract(fields, ?%d) AS TEXT) = ?%d", 7 + 2 * i, 8 + 2 * i);
+        snprintf(sql + len, sizeof sql - len, " ORDER BY id DESC LIMIT ?6");
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+            json_decref(filters);
+            return db_fail(r, db);
+        }
+        nf = 0;
+        json_object_foreach(filters, k, v) {
+            char path[80];
+            snprintf(path, sizeof path, "$.\"%s\"", k);
+            sqlite3_bind_text(st, 7 + 2 * nf, path, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 8 + 2 * nf, json_string_value(v), -1, SQLITE_TRANSIENT);
+            nf++;
+        }
+    }
+    json_decref(filters);
     if (exact[0])
         sqlite3_bind_text(st, 1, exact, -1, SQLITE_TRANSIENT);
     if (lo[0]) {
@@ -224,21 +297,15 @@ events_list(struct req *r)
     sqlite3_bind_int64(st, 5, until);
     sqlite3_bind_int64(st, 6, limit);
     out = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        char ts[40];
-        json_t *e = col_json(st, 4);
-        if (!json_is_object(e)) {
-            json_decref(e);
-            e = json_object();
-        }
-        fmt_time(sqlite3_column_int64(st, 1), ts, sizeof ts);
-        json_object_set_new(e, "id", json_integer(sqlite3_column_int64(st, 0)));
-        json_object_set_new(e, "time", json_integer(sqlite3_column_int64(st, 1)));
-        json_object_set_new(e, "_time", json_string(ts));
-        json_object_set_new(e, "level", col_text(st, 2));
-        json_object_set_new(e, "event", col_text(st, 3));
-        json_array_append_new(out, e);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(out, event_row_json(st));
+    if (nf)
+        sqlite3_finalize(st);
+    else
+        sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(out);
+        return req_fail(r, "unavailable", NULL, "cannot read events");
     }
-    sqlite3_reset(st);
     return req_ok(r, 200, json_pack("{s:o}", "events", out));
 }

@@ -123,6 +123,26 @@ req_header(struct req *r, const char *name)
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
+static enum MHD_Result
+collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    json_object_set_new(cls, key, json_string(value ? value : ""));
+    return MHD_YES;
+}
+
+json_t *
+req_query_all(struct req *r)
+{
+    json_t *all = json_object();
+
+    if (r->query)
+        json_object_update(all, r->query);
+    else if (r->conn)
+        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, all);
+    return all;
+}
+
 int
 req_fields(struct req *r, const struct field *spec)
 {

@@ -128,20 +128,12 @@ fill(struct sub *s)
     s->pending = NULL;
     s->len = s->off = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        char ts[40], *data, *p;
-        json_t *e = col_json(st, 4);
+        char *data, *p;
+        json_t *e = event_row_json(st);
         int64_t id = sqlite3_column_int64(st, 0);
         size_t need;
 
-        if (!json_is_object(e)) {
-            json_decref(e);
-            e = json_object();
-        }
-        fmt_time(sqlite3_column_int64(st, 1), ts, sizeof ts);
-        json_object_set_new(e, "id", json_integer(id));
-        json_object_set_new(e, "_time", json_string(ts));
-        json_object_set_new(e, "level", col_text(st, 2));
-        json_object_set_new(e, "event", col_text(st, 3));
+        json_object_del(e, "time");     /* the stream keeps the log line's shape */
         data = json_dumps(e, JSON_COMPACT);
         json_decref(e);
         if (!data)

@@ -165,6 +165,18 @@ START_TEST(events_recorded_and_listed)
     ck_assert_int_eq(server_log_count(&srv, "hunter2"), 0);
     ck_assert_int_eq(server_log_count(&srv, "whatsapp.outbound.loop.error"), 1);
     ck_assert_int_eq(status_of("GET", "/v1/events?limit=abc", NULL, NULL), 400);
+    /* field filters */
+    j = CALL(&srv, "GET", "/v1/events?event=whatsapp.*&accountId=default", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "events")), 1);
+    json_decref(j);
+    j = CALL(&srv, "GET", "/v1/events?accountId=other", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "events")), 0);
+    json_decref(j);
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"n.x\",\"attempts\":3}", NULL), 201);
+    j = CALL(&srv, "GET", "/v1/events?attempts=3", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "events")), 1);
+    json_decref(j);
+    ck_assert_int_eq(status_of("GET", "/v1/events?a%27b=1", NULL, NULL), 400);
 }
 END_TEST
 
