@@ -83,6 +83,7 @@ install: $(B)/batond
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(B)/batond $(DESTDIR)$(PREFIX)/bin/batond
 	install -m 0755 $(B)/baton $(DESTDIR)$(PREFIX)/bin/baton
+	install -m 0755 $(B)/baton-agent $(DESTDIR)$(PREFIX)/bin/baton-agent
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 0644 client/baton.h $(DESTDIR)$(PREFIX)/include/baton.h
 	install -m 0644 $(B)/libbaton.a $(DESTDIR)$(PREFIX)/lib/libbaton.a
@@ -124,5 +125,19 @@ $(B)/baton: $(B)/client/cli.o $(B)/libbaton.a
 
 $(B)/baton.pc: client/baton.pc.in server/batond.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' $< > $@
+
+# ---- baton-agent, the workers: client/agent*.c over libbaton ----
+AGENT_SRC := $(wildcard client/agent*.c)
+AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
+
+all: $(B)/baton-agent
+check: $(B)/baton-agent
+install: $(B)/baton-agent
+$(AGENT_OBJ): CFLAGS += -Iclient
+$(B)/run_tests: $(B)/client/agent_util.o
+$(B)/tests/check_scenarios.o: CFLAGS += -Iclient
+
+$(B)/baton-agent: $(AGENT_OBJ) $(B)/libbaton.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

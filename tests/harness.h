@@ -75,5 +75,7 @@ Suite *suite_sessions(void);
 Suite *suite_messages(void);
 /* convex compatibility */
 Suite *suite_convex(void);
+/* baton-agent and the runbook scenarios */
+Suite *suite_scenarios(void);
 
 #endif

@@ -30,6 +30,8 @@ main(void)
     srunner_add_suite(sr, suite_messages());
     /* convex compatibility */
     srunner_add_suite(sr, suite_convex());
+    /* baton-agent and the runbook scenarios */
+    srunner_add_suite(sr, suite_scenarios());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
