@@ -3,20 +3,23 @@
 #   make test       install what is missing, build, run every test
 #   make sanitize   the whole test suite under ASan + UBSan
 #   make bench      benchmarks (figures, not pass/fail)
-#   make install PREFIX=/usr/local DESTDIR=
 #   make demo       batond, a fake channel API and the workers as local processes
+#   make install PREFIX=/usr/local DESTDIR=
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
 B       ?= build
 CC      ?= cc
-PKGS    := sqlite3 libmicrohttpd jansson libsodium libcurl
 OPT     ?= -O2
+PKGS    := sqlite3 libmicrohttpd jansson libsodium libcurl
+BATON_VERSION := $(shell sed -n 's/^\#define BATON_VERSION "\(.*\)"/\1/p' server/batond.h)
 
 CFLAGS  := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wformat=2 -Wshadow \
            -pthread -MMD -MP -Iserver \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+CLIENT_LIBS  := $(shell pkg-config --libs libcurl jansson 2>/dev/null) -pthread
+CLI_LIBS     := $(shell pkg-config --libs sqlite3 2>/dev/null) $(CLIENT_LIBS)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 
@@ -25,19 +28,27 @@ CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
-SERVER_OBJ := $(SERVER_SRC:%.c=$(B)/%.o) $(B)/schema.o
-TEST_SRC   := $(wildcard tests/*.c)
-TEST_OBJ   := $(TEST_SRC:%.c=$(B)/%.o)
-BENCH_SRC  := $(wildcard tests/bench/*.c)
-BENCH_OBJ  := $(BENCH_SRC:%.c=$(B)/%.o)
+# batond: everything in server/ plus the embedded schema; the test and
+# bench binaries link the same objects without main.o
+SERVER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out server/main.c,$(wildcard server/*.c))) $(B)/schema.o
+# libbaton, the baton CLI and baton-agent: client/
+LIB_OBJ    := $(B)/client/baton.o
+PIC_OBJ    := $(B)/pic/client/baton.o
+AGENT_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard client/agent*.c))
+TEST_OBJ   := $(patsubst %.c,$(B)/%.o,$(wildcard tests/*.c))
+BENCH_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard tests/bench/*.c))
 
-.PHONY: all deps run test check sanitize bench install clean
+PROGRAMS := $(B)/batond $(B)/baton $(B)/baton-agent
+LIBS     := $(B)/libbaton.a $(B)/libbaton.so $(B)/baton.pc
 
-all: $(B)/batond
+.PHONY: all deps run test check sanitize bench demo install install-man clean
+
+all: $(PROGRAMS) $(LIBS)
 
 deps:
 	@sh deploy/install-deps.sh
+
+# ---- compiling ----------------------------------------------------------------
 
 $(B)/schema.c: schema/embed.sh $(wildcard schema/*.sql)
 	@mkdir -p $(@D)
@@ -50,18 +61,49 @@ $(B)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+$(B)/pic/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fPIC -c -o $@ $<
+
+$(B)/client/%.o $(B)/pic/client/%.o: CFLAGS += -Iclient
+
 $(B)/tests/%.o: tests/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Itests -c -o $@ $<
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -Iclient -Itests -c -o $@ $<
+
+# ---- linking ------------------------------------------------------------------
 
 $(B)/batond: $(B)/server/main.o $(SERVER_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/run_tests: $(TEST_OBJ) $(SERVER_OBJ)
+$(B)/libbaton.a: $(LIB_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(B)/libbaton.so: $(PIC_OBJ)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libbaton.so.0 -o $@ $^ $(CLIENT_LIBS)
+
+$(B)/baton.pc: client/baton.pc.in server/batond.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' $< > $@
+
+$(B)/baton: $(B)/client/cli.o $(B)/libbaton.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLI_LIBS)
+
+$(B)/baton-agent: $(AGENT_OBJ) $(B)/libbaton.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
+
+# a stand-in for the Telegram and WhatsApp APIs (deploy/run-local.sh, tests)
+$(B)/fakeapi: $(B)/deploy/fakeapi.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# the test runner links the agent's pure helpers (splitting, error mapping)
+$(B)/run_tests: $(TEST_OBJ) $(SERVER_OBJ) $(B)/client/agent_util.o $(B)/libbaton.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
 $(B)/bench: $(BENCH_OBJ) $(SERVER_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- running ------------------------------------------------------------------
 
 run: deps
 	@$(MAKE) --no-print-directory $(B)/batond
@@ -71,7 +113,8 @@ run: deps
 test: deps
 	@$(MAKE) --no-print-directory check
 
-check: $(B)/batond $(B)/run_tests
+# the suites start the real programs: batond, baton, baton-agent, fakeapi
+check: all $(B)/fakeapi $(B)/run_tests
 	BATOND=$(B)/batond $(B)/run_tests
 
 sanitize: deps
@@ -80,11 +123,16 @@ sanitize: deps
 bench: $(B)/batond $(B)/bench
 	BATOND=$(B)/batond $(B)/bench
 
-install: $(B)/batond
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(B)/batond $(DESTDIR)$(PREFIX)/bin/batond
-	install -m 0755 $(B)/baton $(DESTDIR)$(PREFIX)/bin/baton
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+# batond, a fake channel API and the three workers as plain processes
+demo: deps
+	@$(MAKE) --no-print-directory all $(B)/fakeapi
+	B=$(B) sh deploy/run-local.sh
+
+# ---- installing ---------------------------------------------------------------
+
+install: all install-man
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 client/baton.h $(DESTDIR)$(PREFIX)/include/baton.h
 	install -m 0644 $(B)/libbaton.a $(DESTDIR)$(PREFIX)/lib/libbaton.a
 	install -m 0755 $(B)/libbaton.so $(DESTDIR)$(PREFIX)/lib/libbaton.so.0
@@ -92,60 +140,12 @@ install: $(B)/batond
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' client/baton.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/baton.pc
 
-clean:
-	rm -rf build build-san
-
-# ---- libbaton (static, shared, pkg-config) and the baton CLI: client/ ----
-BATON_VERSION  := $(shell sed -n 's/^\#define BATON_VERSION "\(.*\)"/\1/p' server/batond.h)
-CLIENT_LIB_SRC := client/baton.c
-CLIENT_LIB_OBJ := $(CLIENT_LIB_SRC:%.c=$(B)/%.o)
-CLIENT_PIC_OBJ := $(CLIENT_LIB_SRC:%.c=$(B)/pic/%.o)
-CLIENT_LIBS    := $(shell pkg-config --libs libcurl jansson 2>/dev/null) -pthread
-CLI_LIBS       := $(shell pkg-config --libs sqlite3 2>/dev/null) $(CLIENT_LIBS)
-
-all: $(B)/libbaton.a $(B)/libbaton.so $(B)/baton $(B)/baton.pc
-check: $(B)/baton
-install: $(B)/baton $(B)/libbaton.a $(B)/libbaton.so
-$(B)/run_tests: $(B)/libbaton.a
-$(B)/tests/check_client.o $(B)/tests/check_cli.o: CFLAGS += -Iclient
-
-$(B)/pic/%.o: %.c
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -fPIC -c -o $@ $<
-
-$(B)/libbaton.a: $(CLIENT_LIB_OBJ)
-	rm -f $@
-	$(AR) rcs $@ $^
-
-$(B)/libbaton.so: $(CLIENT_PIC_OBJ)
-	$(CC) $(LDFLAGS) -shared -Wl,-soname,libbaton.so.0 -o $@ $^ $(CLIENT_LIBS)
-
-$(B)/baton: $(B)/client/cli.o $(B)/libbaton.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(CLI_LIBS)
-
-$(B)/baton.pc: client/baton.pc.in server/batond.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' $< > $@
-
-# ---- deploy/: the local demo stack and the man pages ----
-.PHONY: demo install-man
-
-# a stand-in for the Telegram and WhatsApp APIs (deploy/run-local.sh, tests)
-$(B)/fakeapi: $(B)/deploy/fakeapi.o
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-
-# the deploy suite drives the local stack when baton-agent is built: build
-# everything `all` names (baton-agent once it is part of it) before checking
-check: all $(B)/fakeapi
-
-# batond, a fake channel API and the three workers as plain processes
-demo: deps
-	@$(MAKE) --no-print-directory all $(B)/fakeapi
-	B=$(B) sh deploy/run-local.sh
-
-install: install-man
 install-man:
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8
 	install -m 0644 docs/man/baton.1 $(DESTDIR)$(PREFIX)/share/man/man1/baton.1
 	install -m 0644 docs/man/batond.8 docs/man/baton-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+
+clean:
+	rm -rf build build-san
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

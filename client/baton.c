@@ -33,6 +33,8 @@ struct baton_client {
     char *auth;                  /* "Authorization: Bearer ..." or NULL */
     long timeout_ms;
     long retry_first_ms, retry_max_ms, retry_total_ms;
+    baton_cancel_fn cancel;      /* polled during exchanges, or NULL */
+    void *cancel_arg;
     char curl_err[CURL_ERROR_SIZE];
 };
 
@@ -141,6 +143,27 @@ baton_set_retry(baton_client *b, long first_ms, long max_ms, long total_ms)
     b->retry_total_ms = total_ms > 0 ? total_ms : 0;
 }
 
+void
+baton_set_cancel(baton_client *b, baton_cancel_fn fn, void *arg)
+{
+    b->cancel = fn;
+    b->cancel_arg = arg;
+}
+
+static bool
+cancelled(baton_client *b)
+{
+    return b->cancel && b->cancel(b->cancel_arg);
+}
+
+/* curl's progress callback: non-zero aborts with CURLE_ABORTED_BY_CALLBACK. */
+static int
+progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return cancelled(arg) ? 1 : 0;
+}
+
 const char *
 baton_url(const baton_client *b)
 {
@@ -221,6 +244,11 @@ prepare(baton_client *b, const char *method, const char *path, long timeout_ms,
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "libbaton/0.1");
+    if (b->cancel) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, b);
+    }
     if (b->auth)
         h = curl_slist_append(h, b->auth);
     h = curl_slist_append(h, "Expect:");
@@ -281,6 +309,10 @@ attempt(baton_client *b, const char *method, const char *path, const char *body,
     curl_easy_setopt(b->curl, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(b->curl, CURLOPT_WRITEDATA, &resp);
     rc = url && h ? curl_easy_perform(b->curl) : CURLE_OUT_OF_MEMORY;
+    if (rc == CURLE_ABORTED_BY_CALLBACK) {
+        set_err(err, 0, "cancelled", (int)rc, "%s %s: cancelled", method, path);
+        goto done;
+    }
     if (rc != CURLE_OK) {
         set_err(err, 0, "transport", (int)rc, "%s %s: %s", method, path,
                 b->curl_err[0] ? b->curl_err : curl_easy_strerror(rc));
@@ -344,11 +376,17 @@ call(baton_client *b, const char *method, const char *path, json_t *body, bool r
         return -1;
     }
     for (;;) {
+        if (cancelled(b)) {
+            set_err(err, 0, "cancelled", CURLE_ABORTED_BY_CALLBACK, "%s %s: cancelled", method,
+                    path);
+            rc = -1;
+            break;
+        }
         rc = attempt(b, method, path, text, b->timeout_ms + (extra_ms > 0 ? extra_ms : 0), out,
                      err, &retry);
         if (rc >= 0 || !retry || !retryable)
             break;
-        if (mono_ms() + delay - start > b->retry_total_ms)
+        if (mono_ms() + delay - start > b->retry_total_ms || cancelled(b))
             break;
         if (out) {
             json_decref(*out);
@@ -877,6 +915,10 @@ baton_events_follow(baton_client *b, const char *filter, const char *last_id, ba
         free(url);
         if (s.stop) {
             result = 0;
+            break;
+        }
+        if (cancelled(b)) {
+            set_err(err, 0, "cancelled", CURLE_ABORTED_BY_CALLBACK, "GET %s: cancelled", path);
             break;
         }
         if (status >= 300 || (status && status < 200)) {

@@ -74,6 +74,18 @@ void baton_set_timeout_ms(baton_client *b, long ms);
  * doubled after each attempt up to max_ms, no new attempt once total_ms
  * have passed since the call began. total_ms <= 0 disables retries. */
 void baton_set_retry(baton_client *b, long first_ms, long max_ms, long total_ms);
+/* Cancellation hook. fn(arg) is polled while this client's calls run: before
+ * each attempt, between retries, and during an exchange (libcurl's progress
+ * callback: often while data flows, about once a second while waiting, e.g.
+ * in a long-poll claim). When it returns non-zero the exchange is aborted
+ * and the call returns -1 with code "cancelled" (transport
+ * CURLE_ABORTED_BY_CALLBACK); it is not retried. An aborted claim that the
+ * server had already granted is undone by the server, since its answer
+ * could not be delivered. baton_events_follow returns -1 ("cancelled")
+ * instead of reconnecting. fn runs on the calling thread and must be cheap
+ * (e.g. read an atomic flag). fn NULL removes the hook. */
+typedef int (*baton_cancel_fn)(void *arg);
+void baton_set_cancel(baton_client *b, baton_cancel_fn fn, void *arg);
 /* The URL the client was created with (without trailing slash). */
 const char *baton_url(const baton_client *b);
 

@@ -1,5 +1,5 @@
 /* fakehttp.c -- a scripted HTTP server for client tests (see fakehttp.h). */
-#define _GNU_SOURCE             /* strcasestr */
+#define _GNU_SOURCE             /* strcasestr, asprintf */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -115,4 +116,201 @@ fake_stop(struct fake *f)
     f->stop = true;
     pthread_join(f->thread, NULL);
     close(f->lfd);
+}
+
+/* ---- fakeapi: a callback-driven fake with concurrent connections ----------- */
+
+struct conn {
+    struct fakeapi *f;
+    int fd;
+};
+
+static long
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Read one request into a growing buffer; returns its length, 0 when the
+ * client closed, -1 on stop or error. */
+static long
+api_read(struct fakeapi *f, int fd, char **bufp, size_t *capp)
+{
+    size_t n = 0;
+    long body = -1, head = 0;
+
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        ssize_t got;
+        if (f->stop)
+            return -1;
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        if (n + 4096 >= *capp) {
+            char *nb = realloc(*bufp, *capp * 2);
+            if (!nb)
+                return -1;
+            *bufp = nb;
+            *capp *= 2;
+        }
+        got = read(fd, *bufp + n, *capp - 1 - n);
+        if (got <= 0)
+            return n ? -1 : 0;
+        n += (size_t)got;
+        (*bufp)[n] = 0;
+        if (body < 0) {
+            char *end = strstr(*bufp, "\r\n\r\n");
+            if (end) {
+                char *cl = strcasestr(*bufp, "\r\nContent-Length:");
+                head = end + 4 - *bufp;
+                body = cl && cl < end ? atol(cl + 17) : 0;
+            }
+        }
+        if (body >= 0 && (long)n >= head + body)
+            return (long)n;
+    }
+}
+
+static void *
+api_conn(void *arg)
+{
+    struct conn *c = arg;
+    struct fakeapi *f = c->f;
+    size_t cap = 65536;
+    char *buf = malloc(cap);
+    long len;
+
+    while (buf && (len = api_read(f, c->fd, &buf, &cap)) > 0) {
+        struct fakeapi_req rq = {0};
+        char *end = strstr(buf, "\r\n\r\n"), *a, *out = NULL, *resp = NULL;
+        int status = 200, idx, rn;
+
+        rq.at_ms = mono_ms();
+        sscanf(buf, "%7s %511s", rq.method, rq.path);
+        if ((a = strcasestr(buf, "\r\nAuthorization:")) && a < end) {
+            a += 16;
+            while (*a == ' ')
+                a++;
+            snprintf(rq.auth, sizeof rq.auth, "%.*s", (int)strcspn(a, "\r\n"), a);
+        }
+        rq.body = strdup(end ? end + 4 : "");
+        pthread_mutex_lock(&f->mu);
+        if (f->n == f->cap) {
+            f->cap = f->cap ? f->cap * 2 : 64;
+            f->reqs = realloc(f->reqs, (size_t)f->cap * sizeof *f->reqs);
+        }
+        idx = f->n++;
+        f->reqs[idx] = rq;
+        f->fn(f, &f->reqs[idx], idx, &status, &out);
+        pthread_mutex_unlock(&f->mu);
+        if (f->delay_ms) {
+            struct timespec ts = {f->delay_ms / 1000, (long)(f->delay_ms % 1000) * 1000000};
+            nanosleep(&ts, NULL);
+        }
+        rn = asprintf(&resp, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+                             "Content-Length: %zu\r\n\r\n%s",
+                      status, out ? strlen(out) : 0, out ? out : "");
+        free(out);
+        if (rn < 0 || write(c->fd, resp, (size_t)rn) != rn) {
+            free(resp);
+            break;
+        }
+        free(resp);
+    }
+    free(buf);
+    close(c->fd);
+    free(c);
+    return NULL;
+}
+
+static void *
+api_serve(void *arg)
+{
+    struct fakeapi *f = arg;
+
+    while (!f->stop) {
+        struct pollfd p = {f->lfd, POLLIN, 0};
+        struct conn *c;
+        int fd;
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        if ((fd = accept(f->lfd, NULL, NULL)) < 0)
+            continue;
+        if (f->nconns >= 64 || !(c = malloc(sizeof *c))) {
+            close(fd);
+            continue;
+        }
+        c->f = f;
+        c->fd = fd;
+        if (pthread_create(&f->conns[f->nconns], NULL, api_conn, c) == 0)
+            f->nconns++;
+        else {
+            close(fd);
+            free(c);
+        }
+    }
+    for (int i = 0; i < f->nconns; i++)
+        pthread_join(f->conns[i], NULL);
+    return NULL;
+}
+
+void
+fakeapi_start(struct fakeapi *f)
+{
+    struct sockaddr_in sa = {0};
+    socklen_t sl = sizeof sa;
+    int one = 1;
+
+    pthread_mutex_init(&f->mu, NULL);
+    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(f->lfd, 0);
+    setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(f->lfd, 64), 0);
+    getsockname(f->lfd, (struct sockaddr *)&sa, &sl);
+    f->port = ntohs(sa.sin_port);
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d", f->port);
+    f->stop = false;
+    ck_assert_int_eq(pthread_create(&f->thread, NULL, api_serve, f), 0);
+}
+
+void
+fakeapi_stop(struct fakeapi *f)
+{
+    f->stop = true;
+    pthread_join(f->thread, NULL);
+    close(f->lfd);
+    for (int i = 0; i < f->n; i++)
+        free(f->reqs[i].body);
+    free(f->reqs);
+    f->reqs = NULL;
+    f->n = f->cap = 0;
+}
+
+int
+fakeapi_count(struct fakeapi *f)
+{
+    int n;
+
+    pthread_mutex_lock(&f->mu);
+    n = f->n;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
+void
+fakeapi_lock(struct fakeapi *f)
+{
+    pthread_mutex_lock(&f->mu);
+}
+
+void
+fakeapi_unlock(struct fakeapi *f)
+{
+    pthread_mutex_unlock(&f->mu);
 }

@@ -79,5 +79,7 @@ Suite *suite_convex(void);
 Suite *suite_deploy(void);
 /* durability and performance */
 Suite *suite_perf(void);
+/* baton-agent and the runbook scenarios */
+Suite *suite_scenarios(void);
 
 #endif

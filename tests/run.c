@@ -34,6 +34,8 @@ main(void)
     srunner_add_suite(sr, suite_deploy());
     /* durability and performance */
     srunner_add_suite(sr, suite_perf());
+    /* baton-agent and the runbook scenarios */
+    srunner_add_suite(sr, suite_scenarios());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
