@@ -900,9 +900,7 @@ START_TEST(test_web_and_telegram_replies)
                                       base, NULL});
     ck_assert(WAIT_FOR(log_count(core.log, "[agent] Starting agent loop — subscribing to pending jobs..."), 10000));
     ck_assert_int_eq(log_count(core.log, "[main] Agent is running (role: core)"), 1);
-    /* traffic starts once the workers are up and parked in their claims */
     ck_assert(WAIT_FOR(log_count(tgw.log, "[telegram] Starting outbound delivery loop..."), 10000));
-    msleep(300);
 
     /* A: web chat */
     free(web_post(&s, "web-chat-1", "hi web"));
