@@ -249,6 +249,23 @@ lease_req_new(struct req *r)
     return lr;
 }
 
+/* The caller keeps (or got) the lease: renew it for its ttl from now,
+ * store it and answer {lease[, renewedAfterExpiry]}. */
+static int
+renew_and_answer(struct tx *t, struct req *r, struct lease *l, bool after_expiry)
+{
+    json_t *out;
+
+    l->renewed_at = t->now;
+    l->expires_at = t->now + l->ttl_ms;
+    if (lease_store(t->db, l) < 0)
+        return db_fail(r, t->db);
+    out = json_pack("{s:o}", "lease", lease_json(l, t->now));
+    if (after_expiry)
+        json_object_set_new(out, "renewedAfterExpiry", json_true());
+    return req_ok(r, 200, out);
+}
+
 static int
 acquire_tx(struct tx *t, struct req *r)
 {
@@ -256,7 +273,6 @@ acquire_tx(struct tx *t, struct req *r)
     struct lease l;
     int found = lease_load(t->db, lr->channel, lr->account, &l);
     bool after_expiry = false;
-    json_t *out;
 
     if (found < 0)
         return db_fail(r, t->db);
@@ -292,15 +308,8 @@ acquire_tx(struct tx *t, struct req *r)
         l.acquired_at = t->now;
         lease_event(t, &l, "acquire.success", lease_fields(&l, lr->owner, extra));
     }
-    l.renewed_at = t->now;
-    l.expires_at = t->now + lr->ttl;
     l.ttl_ms = lr->ttl;
-    if (lease_store(t->db, &l) < 0)
-        return db_fail(r, t->db);
-    out = json_pack("{s:o}", "lease", lease_json(&l, t->now));
-    if (after_expiry)
-        json_object_set_new(out, "renewedAfterExpiry", json_true());
-    return req_ok(r, 200, out);
+    return renew_and_answer(t, r, &l, after_expiry);
 }
 
 /* POST /v1/leases/{channel}/{accountId}/acquire {ownerId, ttlMs} */
@@ -344,7 +353,6 @@ heartbeat_tx(struct tx *t, struct req *r)
     struct lease l;
     int found = lease_load(t->db, lr->channel, lr->account, &l);
     bool after_expiry;
-    json_t *out;
 
     if (found < 0)
         return db_fail(r, t->db);
@@ -367,14 +375,7 @@ heartbeat_tx(struct tx *t, struct req *r)
     after_expiry = !lease_held(&l, t->now);
     if (lr->has_ttl)
         l.ttl_ms = lr->ttl;
-    l.renewed_at = t->now;
-    l.expires_at = t->now + l.ttl_ms;
-    if (lease_store(t->db, &l) < 0)
-        return db_fail(r, t->db);
-    out = json_pack("{s:o}", "lease", lease_json(&l, t->now));
-    if (after_expiry)
-        json_object_set_new(out, "renewedAfterExpiry", json_true());
-    return req_ok(r, 200, out);
+    return renew_and_answer(t, r, &l, after_expiry);
 }
 
 /* POST /v1/leases/{channel}/{accountId}/heartbeat {ownerId, token, ttlMs?} */
