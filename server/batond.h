@@ -376,8 +376,10 @@ json_t *jobs_get_json(sqlite3 *db, int64_t id);
 /* The stale sweep and retention: requeue processing jobs whose lock has
  * expired (or fail them with lock_expired when attempts are exhausted) and
  * delete completed jobs older than BATON_RETENTION_MS. The ids (strings)
- * are appended to requeued / failed when those are not NULL. 0 or -1. */
-int jobs_sweep(struct tx *t, json_t *requeued, json_t *failed);
+ * are appended to requeued / failed when those are not NULL. With more
+ * NULL every expired lock is handled; otherwise one chunk, and *more says
+ * whether another may remain. 0 or -1. */
+int jobs_sweep(struct tx *t, json_t *requeued, json_t *failed, bool *more);
 int jobs_enqueue(struct req *r);        /* POST /v1/jobs */
 int jobs_claim(struct req *r);          /* POST /v1/jobs/claim */
 int jobs_requeue_stale(struct req *r);  /* POST /v1/jobs/requeue-stale */
@@ -474,7 +476,10 @@ int webhooks_whatsapp(struct req *r);        /* POST /whatsapp/webhook[/{account
 
 /* ---- sweep.c ------------------------------------------------------------ */
 
-/* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS. */
+/* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS, in
+ * bounded chunks: after a run, sweep_again() says whether work remained, and
+ * the writer then runs the next chunk at once (behind the queued writes). */
 int sweep_run(struct tx *t, struct req *r);
+bool sweep_again(void);
 
 #endif

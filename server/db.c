@@ -542,6 +542,7 @@ writer_main(void *arg)
         struct req *batch = NULL, **tail = &batch, *resume = NULL, *retry = NULL;
         int64_t now;
         int count = 0;
+        bool sweeping = false;
 
         pthread_mutex_lock(&wq_lock);
         while (!wq_head && !stopping) {
@@ -582,12 +583,16 @@ writer_main(void *arg)
         requeue_woken(retry);
         if (now >= next_sweep && !draining) {
             sweeper.fn = sweep_run;
+            sweeping = true;
             *tail = &sweeper;
             tail = &sweeper.next;
             next_sweep = now + cfg.sweep_interval_ms;
         }
-        if (batch)
+        if (batch) {
             run_batch(batch);
+            if (sweeping && sweep_again())
+                next_sweep = now;   /* a backlog: next chunk right away */
+        }
     }
     return NULL;
 }

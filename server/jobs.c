@@ -1131,7 +1131,7 @@ jobs_cancel(struct req *r)
 
 /* Requeue or fail every processing job whose lock has expired. */
 static int
-sweep_locks(struct tx *t, struct req *r, json_t *requeued, json_t *failed)
+sweep_locks(struct tx *t, struct req *r, json_t *requeued, json_t *failed, bool *more)
 {
     sqlite3_stmt *st;
     int64_t ids[JOBS_SWEEP_BATCH];
@@ -1161,6 +1161,11 @@ sweep_locks(struct tx *t, struct req *r, json_t *requeued, json_t *failed)
                 return -1;
             if (was_failed ? failed : requeued)
                 json_array_append_new(was_failed ? failed : requeued, id_json(ids[i]));
+        }
+        if (more) {
+            /* one chunk per write: other writes run before the next one */
+            *more = n == JOBS_SWEEP_BATCH;
+            break;
         }
     } while (n == JOBS_SWEEP_BATCH);
     return 0;
@@ -1192,7 +1197,7 @@ sweep_retention(struct tx *t)
 }
 
 int
-jobs_sweep(struct tx *t, json_t *requeued, json_t *failed)
+jobs_sweep(struct tx *t, json_t *requeued, json_t *failed, bool *more)
 {
     /* the messages hook may answer a request: give it one nobody reads */
     struct req *scratch = req_new_internal();
@@ -1200,7 +1205,7 @@ jobs_sweep(struct tx *t, json_t *requeued, json_t *failed)
 
     if (!scratch)
         return -1;
-    rc = sweep_locks(t, scratch, requeued, failed);
+    rc = sweep_locks(t, scratch, requeued, failed, more);
     req_free(scratch);
     if (rc < 0)
         return -1;
@@ -1212,7 +1217,7 @@ requeue_stale_tx(struct tx *t, struct req *r)
 {
     json_t *requeued = json_array(), *failed = json_array();
 
-    if (sweep_locks(t, r, requeued, failed) < 0) {
+    if (sweep_locks(t, r, requeued, failed, NULL) < 0) {
         json_decref(requeued);
         json_decref(failed);
         return -1;

@@ -793,6 +793,45 @@ START_TEST(claim_takes_expired_lock_without_sweep)
 }
 END_TEST
 
+/* A mass lock expiry larger than one sweep chunk (500) is worked off by the
+ * periodic sweep chunk by chunk: every job requeued once, none lost. */
+START_TEST(sweep_works_off_a_backlog_in_chunks)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
+    static const char *const fast[] = {"BATON_SWEEP_INTERVAL_MS=300", NULL};
+    struct server s = {0};
+    char path[300];
+    sqlite3 *db;
+    json_t *q, *s_q;
+    int64_t pending = 0;
+    size_t i;
+
+    server_start(&s, env);
+    ck_assert_int_eq(server_stop(&s), 0);
+    snprintf(path, sizeof path, "%s/baton.db", s.dir);
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1300)"
+        " INSERT INTO jobs(queue, status, payload, run_at, attempts, max_attempts, locked_by,"
+        " locked_until, claim_token, created_at, updated_at)"
+        " SELECT 'mass', 'processing', '1', 0, 1, 5, 'gone', 1, 'c_x' || i, 0, 0 FROM n",
+        NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    server_start(&s, fast);
+    for (int waited = 0; waited < 30000 && pending < 1300; waited += 200) {
+        msleep(200);
+        q = CALL(&s, "GET", "/v1/queues", NULL, 200);
+        json_array_foreach(json_object_get(q, "queues"), i, s_q)
+            if (!strcmp(sget(s_q, "queue"), "mass"))
+                pending = json_integer_value(json_object_get(json_object_get(s_q, "counts"), "pending"));
+        json_decref(q);
+    }
+    ck_assert_int_eq(pending, 1300);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"mass.job.requeued\""), 1300);
+    server_cleanup(&s);
+}
+END_TEST
+
 START_TEST(retention_deletes_only_old_completed)
 {
     static const char *const env[] = {"BATON_RETENTION_MS=2000", NULL};
@@ -1122,6 +1161,7 @@ suite_jobs(void)
     tcase_add_test(tc, sweep_requeues_or_fails_expired_locks);
     tcase_add_test(tc, requeue_stale_route_and_pending_flags);
     tcase_add_test(tc, claim_takes_expired_lock_without_sweep);
+    tcase_add_test(tc, sweep_works_off_a_backlog_in_chunks);
     tcase_add_test(tc, retention_deletes_only_old_completed);
     tcase_add_test(tc, list_newest_first_with_cursor);
     tcase_add_test(tc, bad_input_answers_400_or_404_and_changes_nothing);
