@@ -245,11 +245,12 @@ events_list(struct req *r)
         if (!strcmp(k, "event") || !strcmp(k, "since") || !strcmp(k, "until") || !strcmp(k, "limit"))
             continue;
         if (!name_ok(k, 64, "_") || ++nf > MAX_FILTERS) {
+            req_fail(r, "bad_request", NULL,
+                     "field filters are at most %d names of letters, digits and '_' (got '%.64s')",
+                     MAX_FILTERS, k);   /* k belongs to args: answer before freeing it */
             json_decref(args);
             json_decref(filters);
-            return req_fail(r, "bad_request", NULL,
-                            "field filters are at most %d names of letters, digits and '_' (got '%.64s')",
-                            MAX_FILTERS, k);
+            return -1;
         }
         json_object_set(filters, k, v);
     }
