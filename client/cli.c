@@ -481,6 +481,23 @@ call(const char *method, char *path, json_t *body, json_t **out)
     return rc;
 }
 
+/* GET path (freed) and print it: raw with --json, else the rows under key
+ * as a table with cols. */
+static int
+show_list(char *path, const char *key, const char *const *cols)
+{
+    json_t *j;
+
+    if (call("GET", path, NULL, &j) < 0)
+        return EXIT_ERR;
+    if (json_out)
+        print_json(j);
+    else
+        print_table(rows_of(j, key), cols);
+    json_decref(j);
+    return EXIT_OK;
+}
+
 static json_t *
 unwrap(json_t *j, const char *key)
 {
@@ -564,19 +581,11 @@ jobs_pending(int argc, char **argv)
     struct opt o[] = {{"queue", true, &queue, NULL}, {0}};
     char *pos[1], *path;
     int n = args(argc, argv, o, pos, 0, 0);
-    json_t *j;
 
     ARGS_OR_EXIT(n);
     path = strdup("/v1/jobs/pending");
     query_add(&path, "queue", queue);
-    if (call("GET", path, NULL, &j) < 0)
-        return EXIT_ERR;
-    if (json_out)
-        print_json(j);
-    else
-        print_table(rows_of(j, "jobs"), cols);
-    json_decref(j);
-    return EXIT_OK;
+    return show_list(path, "jobs", cols);
 }
 
 /* Print the state of a job an operator route answered with. */
@@ -804,20 +813,12 @@ leases_list(int argc, char **argv)
     struct opt o[] = {{"owner", true, &owner, NULL}, {"channel", true, &channel, NULL}, {0}};
     char *pos[1], *path;
     int n = args(argc, argv, o, pos, 0, 0);
-    json_t *j;
 
     ARGS_OR_EXIT(n);
     path = strdup("/v1/leases");
     query_add(&path, "ownerId", owner);
     query_add(&path, "channel", channel);
-    if (call("GET", path, NULL, &j) < 0)
-        return EXIT_ERR;
-    if (json_out)
-        print_json(j);
-    else
-        print_table(rows_of(j, "leases"), lease_cols);
-    json_decref(j);
-    return EXIT_OK;
+    return show_list(path, "leases", lease_cols);
 }
 
 static int
@@ -855,7 +856,6 @@ accounts_list(int argc, char **argv)
     struct opt o[] = {{"channel", true, &channel, NULL}, {"enabled", true, &enabled, NULL}, {0}};
     char *pos[1], *path;
     int n = args(argc, argv, o, pos, 0, 0);
-    json_t *j;
 
     ARGS_OR_EXIT(n);
     if (enabled && strcmp(enabled, "true") && strcmp(enabled, "false"))
@@ -863,14 +863,7 @@ accounts_list(int argc, char **argv)
     path = strdup("/v1/accounts");
     query_add(&path, "channel", channel);
     query_add(&path, "enabled", enabled);
-    if (call("GET", path, NULL, &j) < 0)
-        return EXIT_ERR;
-    if (json_out)
-        print_json(j);
-    else
-        print_table(rows_of(j, "accounts"), cols);
-    json_decref(j);
-    return EXIT_OK;
+    return show_list(path, "accounts", cols);
 }
 
 static int
