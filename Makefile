@@ -41,12 +41,15 @@ BENCH_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard tests/bench/*.c))
 PROGRAMS := $(B)/batond $(B)/baton $(B)/baton-agent
 LIBS     := $(B)/libbaton.a $(B)/libbaton.so $(B)/baton.pc
 
-.PHONY: all deps run test check sanitize bench demo install install-man clean
+.PHONY: all deps test-deps run test check sanitize bench demo install install-man clean
 
 all: $(PROGRAMS) $(LIBS)
 
 deps:
 	@sh deploy/install-deps.sh
+
+test-deps:
+	@sh deploy/install-deps.sh --test
 
 # ---- compiling ----------------------------------------------------------------
 
@@ -110,14 +113,14 @@ run: deps
 	@mkdir -p data
 	BATON_DB=$${BATON_DB:-./data/baton.db} BATON_ENV=$${BATON_ENV:-development} $(B)/batond
 
-test: deps
+test: test-deps
 	@$(MAKE) --no-print-directory check
 
 # the suites start the real programs: batond, baton, baton-agent, fakeapi
 check: all $(B)/fakeapi $(B)/run_tests
 	BATOND=$(B)/batond $(B)/run_tests
 
-sanitize: deps
+sanitize: test-deps
 	@$(MAKE) --no-print-directory B=build-san SAN=1 OPT=-O1 check
 
 bench: $(B)/batond $(B)/bench

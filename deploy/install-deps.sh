@@ -1,7 +1,7 @@
 #!/bin/sh
-# install-deps.sh -- install the Debian packages baton builds and tests with,
-# only those that are missing. Safe to run again; does nothing when all are
-# present.
+# install-deps.sh [--test] -- install the Debian packages baton builds with
+# (and, with --test, what the test suites use), only those that are
+# missing. Safe to run again; does nothing when all are present.
 set -eu
 
 need=""
@@ -18,8 +18,10 @@ have_pc libsodium || need="$need libsodium-dev"
 have_pc check || need="$need check"
 have_pc libcurl || need="$need libcurl4-openssl-dev"
 have_cmd sqlite3 || need="$need sqlite3"
-# validates deploy/docker-compose.yml in the tests; needs no container engine
-have_cmd docker-compose || need="$need docker-compose"
+if [ "${1:-}" = "--test" ]; then
+    # validates deploy/docker-compose.yml in the tests; needs no container engine
+    have_cmd docker-compose || need="$need docker-compose"
+fi
 
 [ -z "$need" ] && exit 0
 
