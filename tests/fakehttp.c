@@ -89,23 +89,31 @@ serve(void *arg)
     return NULL;
 }
 
-void
-fake_start(struct fake *f)
+/* A listening socket on 127.0.0.1 with a free port; url gets its base. */
+static int
+listen_loopback(int *port, char *url, size_t n)
 {
     struct sockaddr_in sa = {0};
     socklen_t sl = sizeof sa;
-    int one = 1;
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
 
-    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(f->lfd, 0);
-    setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ck_assert_int_ge(fd, 0);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(listen(f->lfd, 16), 0);
-    getsockname(f->lfd, (struct sockaddr *)&sa, &sl);
-    f->port = ntohs(sa.sin_port);
-    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d", f->port);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 64), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    *port = ntohs(sa.sin_port);
+    snprintf(url, n, "http://127.0.0.1:%d", *port);
+    return fd;
+}
+
+void
+fake_start(struct fake *f)
+{
+
+    f->lfd = listen_loopback(&f->port, f->url, sizeof f->url);
     f->stop = false;
     ck_assert_int_eq(pthread_create(&f->thread, NULL, serve, f), 0);
 }
@@ -260,21 +268,9 @@ api_serve(void *arg)
 void
 fakeapi_start(struct fakeapi *f)
 {
-    struct sockaddr_in sa = {0};
-    socklen_t sl = sizeof sa;
-    int one = 1;
 
     pthread_mutex_init(&f->mu, NULL);
-    f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(f->lfd, 0);
-    setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(listen(f->lfd, 64), 0);
-    getsockname(f->lfd, (struct sockaddr *)&sa, &sl);
-    f->port = ntohs(sa.sin_port);
-    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%d", f->port);
+    f->lfd = listen_loopback(&f->port, f->url, sizeof f->url);
     f->stop = false;
     ck_assert_int_eq(pthread_create(&f->thread, NULL, api_serve, f), 0);
 }
