@@ -17,7 +17,7 @@ BATON_VERSION := $(shell sed -n 's/^\#define BATON_VERSION "\(.*\)"/\1/p' server
 CFLAGS  := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wformat=2 -Wshadow \
            -pthread -MMD -MP -Iserver \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread -lm
 CLIENT_LIBS  := $(shell pkg-config --libs libcurl jansson 2>/dev/null) -pthread
 CLI_LIBS     := $(shell pkg-config --libs sqlite3 2>/dev/null) $(CLIENT_LIBS)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)

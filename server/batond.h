@@ -14,6 +14,7 @@
 #ifndef BATOND_H
 #define BATOND_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -89,6 +90,31 @@ bool name_ok(const char *s, size_t max, const char *punct);
 /* Strict integer parse of the whole string; -1 on junk or overflow. */
 int parse_int64(const char *s, int64_t *out);
 
+/* ---- ratelimit.c: token buckets per key, bounded memory ---------------- */
+
+struct rl_slot;
+
+struct ratelimit {
+    const char *name;               /* static; the label in /metrics */
+    double rate;                    /* tokens per second; <= 0 = no limit */
+    double burst;                   /* bucket size */
+    pthread_mutex_t lock;
+    struct rl_slot *slots;
+    uint64_t refused;               /* takes and peeks answered "wait" */
+    struct ratelimit *next;         /* every limit, for /metrics */
+};
+
+/* Set up rl (static storage, name static). -1 when out of memory. */
+int ratelimit_init(struct ratelimit *rl, const char *name, double rate, double burst);
+void ratelimit_free(struct ratelimit *rl);
+/* Take one token from key's bucket at now (ms). Returns 0 when taken, else
+ * the ms until one is available (nothing taken). Thread-safe. */
+int64_t ratelimit_take(struct ratelimit *rl, const char *key, int64_t now);
+/* Like take, without taking: 0 when a token is there, else the wait. */
+int64_t ratelimit_peek(struct ratelimit *rl, const char *key, int64_t now);
+/* Call fn for every initialised limit with its refusal count. */
+void ratelimit_foreach(void (*fn)(const char *name, uint64_t refused, void *arg), void *arg);
+
 /* ---- fields.c: declarative validation of JSON bodies and queries ------ */
 
 enum field_type {
@@ -157,6 +183,7 @@ struct req {
     const void *finish_ctx;
     json_t *query;                  /* when set, req_query reads it, not the URL */
     void *raw;                      /* a ready MHD response (streams), sent as is */
+    json_t *headers;                /* extra answer headers {name: value}, or NULL */
     /* called (on an HTTP thread) when the answer could not be delivered,
      * e.g. a long-poll claim whose client went away: undo what it took */
     void (*lost)(struct req *r);
@@ -193,6 +220,14 @@ int req_fields(struct req *r, const struct field *spec);
  * answers 400 and returns -1 when malformed. */
 int req_query_int(struct req *r, const char *name, int64_t dflt,
                   int64_t lo, int64_t hi, int64_t *out);
+/* Add (or replace) a header of the answer; name and value are copied. */
+void req_set_header(struct req *r, const char *name, const char *value);
+/* The client's address as text ("127.0.0.1", "::1"; "internal" for
+ * internal requests) into buf. Returns buf. */
+const char *req_client_addr(struct req *r, char *buf, size_t n);
+/* Answer 429 rate_limited with Retry-After (seconds, rounded up) for a
+ * wait of wait_ms. Returns -1. */
+int req_limited(struct req *r, int64_t wait_ms, const char *what);
 /* true when the client's socket is still open (used before handing a job to
  * a parked long-poll request). */
 bool req_alive(struct req *r);

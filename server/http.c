@@ -170,6 +170,49 @@ req_query_int(struct req *r, const char *name, int64_t dflt, int64_t lo, int64_t
     return 0;
 }
 
+void
+req_set_header(struct req *r, const char *name, const char *value)
+{
+    if (!r->headers)
+        r->headers = json_object();
+    json_object_set_new(r->headers, name, json_string(value));
+}
+
+const char *
+req_client_addr(struct req *r, char *buf, size_t n)
+{
+    const union MHD_ConnectionInfo *ci;
+
+    snprintf(buf, n, "internal");
+    if (!r->conn)
+        return buf;
+    ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return buf;
+    if (ci->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)ci->client_addr)->sin_addr, buf,
+                  (socklen_t)n);
+    else if (ci->client_addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)ci->client_addr)->sin6_addr, buf,
+                  (socklen_t)n);
+    return buf;
+}
+
+int
+req_limited(struct req *r, int64_t wait_ms, const char *what)
+{
+    char s[32];
+    int64_t secs = (wait_ms + 999) / 1000;
+
+    if (secs < 1)
+        secs = 1;
+    snprintf(s, sizeof s, "%lld", (long long)secs);
+    req_fail(r, "rate_limited", json_pack("{s:I}", "retryAfterMs", (json_int_t)wait_ms),
+             "too many %s; retry after %lld s", what, (long long)secs);
+    req_set_header(r, "Retry-After", s);
+    return -1;
+}
+
 bool
 req_alive(struct req *r)
 {
@@ -218,6 +261,7 @@ req_free(struct req *r)
         MHD_destroy_response(r->raw);
     free(r->text);
     free(r->topic);
+    json_decref(r->headers);
     free(r);
 }
 
@@ -289,6 +333,12 @@ send_answer(struct req *r)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (atomic_load(&shutting))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (r->headers) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(r->headers, k, v)
+            MHD_add_response_header(resp, k, json_string_value(v));
+    }
     ret = MHD_queue_response(r->conn, (unsigned)(r->status ? r->status : 500), resp);
     MHD_destroy_response(resp);
     return ret;

@@ -330,6 +330,16 @@ render_process(struct out *o)
     pthread_mutex_unlock(&lock);
 }
 
+static void
+render_limit(const char *name, uint64_t refused, void *arg)
+{
+    struct out *o = arg;
+
+    out_printf(o, "baton_rate_limited_total{limit=\"");
+    label(o, name);
+    out_printf(o, "\"} %llu\n", (unsigned long long)refused);
+}
+
 /* GET /metrics */
 int
 metrics_get(struct req *r)
@@ -347,6 +357,9 @@ metrics_get(struct req *r)
     file_size(&o, "baton_wal_bytes", cfg.db_path, "-wal");
     help(&o, "baton_parked_requests", "gauge", "Long-poll requests waiting (claims, conversation reads).");
     out_printf(&o, "baton_parked_requests %zu\n", wait_count());
+    help(&o, "baton_rate_limited_total", "counter",
+         "Requests refused (429) or slowed by each limit since start.");
+    ratelimit_foreach(render_limit, &o);
     if (o.oom) {
         free(o.p);
         return req_fail(r, "unavailable", NULL, "out of memory");
