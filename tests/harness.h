@@ -81,5 +81,7 @@ Suite *suite_deploy(void);
 Suite *suite_perf(void);
 /* baton-agent and the runbook scenarios */
 Suite *suite_scenarios(void);
+/* hostile clients: slow connections, URLs, limits */
+Suite *suite_hardening(void);
 
 #endif
