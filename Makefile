@@ -1,7 +1,7 @@
 # baton -- plain Makefile; every library through pkg-config.
 #   make run        install what is missing, build, serve on 127.0.0.1:3210
 #   make test       install what is missing, build, run every test
-#   make sanitize   the whole test suite under ASan + UBSan
+#   make sanitize   the whole test suite under ASan + UBSan, built with clang
 #   make bench      benchmarks (figures, not pass/fail)
 #   make demo       batond, a fake channel API and the workers as local processes
 #   make install PREFIX=/usr/local DESTDIR=
@@ -24,8 +24,9 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 
 ifeq ($(SAN),1)
-CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LDFLAGS += -fsanitize=address,undefined
+CFLAGS  += -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
+           -fno-sanitize-recover=undefined,float-cast-overflow
+LDFLAGS += -fsanitize=address,undefined,float-cast-overflow
 endif
 
 # batond: everything in server/ plus the embedded schema; the test and
@@ -120,8 +121,10 @@ test: test-deps
 check: all $(B)/fakeapi $(B)/run_tests
 	BATOND=$(B)/batond $(B)/run_tests
 
+# ASan + UBSan (float-cast-overflow included) built with clang, like CI
+SAN_CC ?= clang
 sanitize: test-deps
-	@$(MAKE) --no-print-directory B=build-san SAN=1 OPT=-O1 check
+	@$(MAKE) --no-print-directory B=build-san SAN=1 OPT=-O1 CC=$(SAN_CC) check
 
 bench: $(B)/batond $(B)/bench
 	BATOND=$(B)/batond $(B)/bench

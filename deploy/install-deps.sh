@@ -19,6 +19,8 @@ have_pc check || need="$need check"
 have_pc libcurl || need="$need libcurl4-openssl-dev"
 have_cmd sqlite3 || need="$need sqlite3"
 if [ "${1:-}" = "--test" ]; then
+    # make sanitize and CI build with clang as well as gcc
+    have_cmd clang || need="$need clang"
     # validates deploy/docker-compose.yml in the tests; needs no container engine
     have_cmd docker-compose || need="$need docker-compose"
 fi

@@ -49,6 +49,7 @@ static const struct {
     {"lease_not_held", 409},
     {"conflict", 409},
     {"undecryptable", 409},
+    {"request_timeout", 408},
     {"payload_too_large", 413},
     {"unsupported_media_type", 415},
     {"unprocessable", 422},
