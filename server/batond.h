@@ -63,6 +63,7 @@ struct config {
     int64_t auth_failure_burst; /* BATON_AUTH_FAILURE_BURST */
     int64_t auth_failures_per_min; /* BATON_AUTH_FAILURES_PER_MIN */
     int64_t webhook_rate;       /* BATON_WEBHOOK_RATE, per second per address */
+    bool limit_loopback;        /* BATON_LIMIT_LOOPBACK */
     int64_t threads;            /* BATON_THREADS */
     int64_t shutdown_grace_ms;  /* BATON_SHUTDOWN_GRACE_MS */
     bool debug;                 /* BATON_LOG_LEVEL=debug */

@@ -79,6 +79,8 @@ static const struct setting settings[] = {
      1000000, "failed authentications per minute per address after the burst (0: no limit)"},
     {"BATON_WEBHOOK_RATE", "webhook-rate", K_INT, "100", OFF(webhook_rate), 0, 1000000,
      "webhook requests per second per address, burst twice that (0: no limit)"},
+    {"BATON_LIMIT_LOOPBACK", "limit-loopback", K_BOOL, "0", OFF(limit_loopback), 0, 0,
+     "1: the per-address limits apply to loopback clients too (0: they are exempt)"},
     {"BATON_THREADS", "threads", K_INT, "4", OFF(threads), 1, 64,
      "HTTP worker threads"},
     {"BATON_SHUTDOWN_GRACE_MS", "shutdown-grace-ms", K_MS, "10000", OFF(shutdown_grace_ms), 0, 600000,

@@ -368,6 +368,17 @@ track_phase(struct MHD_Connection *c, int phase)
     pthread_mutex_unlock(&track_lock);
 }
 
+/* Loopback clients are exempt from the per-address limits unless
+ * BATON_LIMIT_LOOPBACK=1: workers on batond's own host share 127.0.0.1,
+ * and one of them with a stale secret must not lock the others out. */
+static bool
+limits_apply(const char *addr)
+{
+    if (cfg.limit_loopback)
+        return true;
+    return strncmp(addr, "127.", 4) && strcmp(addr, "::1") && strncmp(addr, "::ffff:127.", 11);
+}
+
 static void
 on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
               enum MHD_ConnectionNotificationCode code)
@@ -392,7 +403,8 @@ on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
             if (!o->over_total && !o->over_address && !strcmp(o->addr, t->addr))
                 same++;
         t->over_total = ntracks >= (size_t)cfg.max_connections;
-        t->over_address = !t->over_total && same >= (size_t)cfg.max_connections_per_address;
+        t->over_address = !t->over_total && same >= (size_t)cfg.max_connections_per_address &&
+                          limits_apply(t->addr);
         if (!t->over_total && !t->over_address)
             ntracks++;
         t->next = tracks;
@@ -498,6 +510,8 @@ http_metrics(void (*fn)(const char *name, const char *reason, uint64_t n, void *
 }
 
 /* libmicrohttpd's own messages, as JSON log lines like every other. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -649,8 +663,8 @@ decode_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *valu
 
     (void)kind;
     if (url_decode(key, strlen(key), &k, &why) < 0) {
-        qa->bad = "a query parameter name";
-        snprintf(qa->name, sizeof qa->name, "%s", why);
+        qa->bad = why;
+        snprintf(qa->name, sizeof qa->name, "(a name)");
         return MHD_NO;
     }
     snprintf(qa->name, sizeof qa->name, "%s", k);
@@ -730,8 +744,7 @@ first_call(struct req *r, struct MHD_Connection *c, const char *url, const char 
     }
     if (atomic_load(&shutting) && !allowed_while_stopping(r->route))
         return fail_now(r, "unavailable", NULL, "server is shutting down");
-    if (r->route->auth != AUTH_NONE) {
-        req_client_addr(r, addr, sizeof addr);
+    if (r->route->auth != AUTH_NONE && limits_apply(req_client_addr(r, addr, sizeof addr))) {
         if ((wait = ratelimit_peek(&auth_failures, addr, r->started)) > 0)
             return req_limited(r, wait, "failed authentications from your address"), send_answer(r);
         if (r->route->auth == AUTH_OWN && (wait = ratelimit_take(&webhook_flood, addr, r->started)) > 0)
@@ -822,7 +835,8 @@ on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
         r->lost(r);
     if (r->status == 401 || (r->status == 403 && r->route && r->route->auth == AUTH_OWN)) {
         char addr[INET6_ADDRSTRLEN];
-        ratelimit_take(&auth_failures, req_client_addr(r, addr, sizeof addr), now_ms());
+        if (limits_apply(req_client_addr(r, addr, sizeof addr)))
+            ratelimit_take(&auth_failures, addr, now_ms());
     }
     track_phase(c, P_IDLE);
     metrics_http(r->method ? r->method : "?", r->route ? r->route->pattern : "unmatched", r->status,

@@ -234,7 +234,7 @@ END_TEST
 /* One address cannot hold more than its share of connections. */
 START_TEST(per_address_cap)
 {
-    static const char *const env[] = {"BATON_MAX_CONNECTIONS_PER_ADDRESS=4", NULL};
+    static const char *const env[] = {"BATON_MAX_CONNECTIONS_PER_ADDRESS=4", "BATON_LIMIT_LOOPBACK=1", NULL};
     static const char get[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
     int fds[4], extra;
     char buf[1024];
@@ -540,7 +540,7 @@ END_TEST
 
 START_TEST(auth_failures_limited)
 {
-    static const char *const env[] = {"BATON_AUTH_FAILURE_BURST=3", "BATON_AUTH_FAILURES_PER_MIN=6",
+    static const char *const env[] = {"BATON_AUTH_FAILURE_BURST=3", "BATON_AUTH_FAILURES_PER_MIN=6", "BATON_LIMIT_LOOPBACK=1",
                                       "TELEGRAM_WEBHOOK_SECRET=tg-secret", NULL};
     struct resp r;
     char *code = NULL;
@@ -574,7 +574,7 @@ END_TEST
 
 START_TEST(webhook_flood_limited)
 {
-    static const char *const env[] = {"BATON_WEBHOOK_RATE=5", "TELEGRAM_WEBHOOK_SECRET=tg-secret", NULL};
+    static const char *const env[] = {"BATON_WEBHOOK_RATE=5", "BATON_LIMIT_LOOPBACK=1", "TELEGRAM_WEBHOOK_SECRET=tg-secret", NULL};
     int ok = 0, limited = 0;
 
     fresh(env);
@@ -599,6 +599,19 @@ START_TEST(webhook_flood_limited)
     ck_assert_int_lt(ok, 30);
     ck_assert_int_gt(limited, 10);
     /* the API is not slowed by it */
+    ck_assert_int_eq(call_status("GET", "/v1/jobs", NULL, NULL, NULL), 200);
+}
+END_TEST
+
+/* By default loopback clients (workers on batond's own host) are exempt:
+ * one worker with a stale secret does not lock the others out. */
+START_TEST(loopback_exempt_by_default)
+{
+    static const char *const env[] = {"BATON_AUTH_FAILURE_BURST=2", NULL};
+
+    fresh(env);
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(call_status("GET", "/v1/jobs", NULL, "Bearer stale", NULL), 401);
     ck_assert_int_eq(call_status("GET", "/v1/jobs", NULL, NULL, NULL), 200);
 }
 END_TEST
@@ -741,6 +754,7 @@ suite_hardening(void)
     tcase_add_test(tc, second_batond_on_same_db_refused);
     tcase_add_test(tc, auth_failures_limited);
     tcase_add_test(tc, webhook_flood_limited);
+    tcase_add_test(tc, loopback_exempt_by_default);
     tcase_add_test(tc, lease_release_during_shutdown_grace);
     tcase_add_test(tc, url_matrix_every_route);
     suite_add_tcase(s, tc);
