@@ -375,6 +375,81 @@ stack_pids(struct stack *st, pid_t *pids, int max)
     return n;
 }
 
+/* pid runs: exists and is not a zombie waiting for its new parent to reap
+ * it. */
+static bool
+pid_alive(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    FILE *f;
+    bool alive = false;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return false;
+    if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
+        alive = p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+    fclose(f);
+    return alive;
+}
+
+static bool file_has(const char *path, const char *needle);
+
+/* Stop the running stack with sig -- sent to the script's whole process
+ * group when group is true (what a terminal's Ctrl-C does), else to the
+ * script alone (kill, systemd, make's shell going away) -- and check what
+ * the user relies on: the script exits 0, the WhatsApp worker released its
+ * lease while batond still served (not a 503 of a server shutting down),
+ * and no process of the stack is left. A sentence in fail (when empty) on
+ * the first problem. */
+static void
+stack_stop(struct stack *st, int sig, bool group, char *fail, size_t n)
+{
+    char path[160];
+    pid_t pids[16];
+    int npids = stack_pids(st, pids, 16), rc;
+    const char *how = sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+
+    if (!st->pid)
+        return;
+    kill(group ? -st->pid : st->pid, sig);
+    rc = wait_exit(st->pid, 90000);
+    if (rc < 0) {
+        kill(-st->pid, SIGKILL);
+        waitpid(st->pid, NULL, 0);
+        if (!fail[0])
+            snprintf(fail, n, "run-local.sh did not stop within 90 s of %s", how);
+    } else if (rc != 0 && !fail[0])
+        snprintf(fail, n, "run-local.sh exited %d after %s%s (a process did not stop cleanly; see %s/run.out)",
+                 rc, how, group ? " to its group" : "", st->dir);
+    st->pid = 0;
+    for (int waited = 0; waited < 5000; waited += 100) {
+        bool any = false;
+        for (int i = 0; i < npids; i++)
+            any |= pid_alive(pids[i]);
+        if (!any)
+            break;
+        msleep(100);
+    }
+    for (int i = 0; i < npids; i++)
+        if (pid_alive(pids[i])) {
+            kill(pids[i], SIGKILL);
+            if (!fail[0])
+                snprintf(fail, n, "process %d of the stack outlived run-local.sh (%s%s)", (int)pids[i], how,
+                         group ? " to its group" : "");
+        }
+    if (npids != 5 && !fail[0])
+        snprintf(fail, n, "run-local.sh recorded %d processes, expected 5", npids);
+    snprintf(path, sizeof path, "%s/demo/logs/agent-whatsapp.log", st->dir);
+    if (!fail[0] && (!file_has(path, "Lease released for account 'default'") ||
+                     file_has(path, "could not release the lease")))
+        snprintf(fail, n, "after %s%s the WhatsApp worker did not release its lease (see %s)", how,
+                 group ? " to the group" : "", path);
+    snprintf(path, sizeof path, "%s/demo/logs/batond.log", st->dir);
+    if (!fail[0] && !file_has(path, "\"event\":\"whatsapp.lease.released\""))
+        snprintf(fail, n, "after %s batond recorded no whatsapp.lease.released (see %s)", how, path);
+}
+
 /* Poll a conversation until an outbound message with this text exists
  * whose status is want_status. true when seen within ms. */
 static bool
@@ -521,8 +596,7 @@ START_TEST(local_stack_echoes_and_stops)
     struct stack st = {0};
     char agent[300], path[160], fail[512] = "";
     const char *env_agent = getenv("BATON_AGENT");
-    pid_t pids[16];
-    int npids, rc;
+    int rc;
 
     snprintf(agent, sizeof agent, "%s/baton-agent", build_dir());
     if (env_agent && *env_agent)
@@ -551,28 +625,51 @@ START_TEST(local_stack_echoes_and_stops)
     st.pid = stack_spawn(&st, agent);
     ck_assert(st.pid > 0);
     stack_exercise(&st, fail, sizeof fail);
-    npids = stack_pids(&st, pids, 16);
-
     /* stop: SIGTERM to the script alone, as `kill` or systemd would */
-    if (st.pid) {
-        kill(st.pid, SIGTERM);
-        rc = wait_exit(st.pid, 90000);
-        if (rc < 0) {
-            kill(-st.pid, SIGKILL);
-            waitpid(st.pid, NULL, 0);
-            if (!fail[0])
-                snprintf(fail, sizeof fail, "run-local.sh did not stop within 90 s of SIGTERM");
-        } else if (rc != 0 && !fail[0])
-            snprintf(fail, sizeof fail, "run-local.sh exited %d after SIGTERM (a process did not stop cleanly;"
-                     " see %s/run.out)", rc, st.dir);
+    stack_stop(&st, SIGTERM, false, fail, sizeof fail);
+    ck_assert_msg(!fail[0], "%s", fail);
+    snprintf(path, sizeof path, "rm -rf %s", st.dir);
+    ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
+/* Ctrl-C on `make demo` (SIGINT to the whole foreground process group) and
+ * a terminal or make's shell going away (SIGHUP to the script): the stack
+ * stops in order -- workers first, so the WhatsApp worker's release is
+ * answered by a batond that still serves -- and leaves no process behind. */
+static const struct {
+    int sig;
+    bool group;
+} stop_ways[] = {{SIGINT, true}, {SIGHUP, false}};
+
+START_TEST(local_stack_stops_in_order)
+{
+    struct stack st = {0};
+    char agent[300], path[160], fail[512] = "";
+    const char *env_agent = getenv("BATON_AGENT");
+
+    snprintf(agent, sizeof agent, "%s/baton-agent", build_dir());
+    if (env_agent && *env_agent)
+        snprintf(agent, sizeof agent, "%s", env_agent);
+    if (access(agent, X_OK) != 0) {
+        fprintf(stderr, "deploy: %s is not built; local stack stop test skipped\n", agent);
+        return;
     }
-    for (int i = 0; i < npids; i++)
-        if (kill(pids[i], 0) == 0) {
-            kill(pids[i], SIGKILL);
-            if (!fail[0])
-                snprintf(fail, sizeof fail, "process %d of the stack outlived run-local.sh", (int)pids[i]);
-        }
-    ck_assert_msg(npids == 5 || fail[0], "run-local.sh recorded %d processes, expected 5", npids);
+    snprintf(st.dir, sizeof st.dir, "/tmp/baton-stack-XXXXXX");
+    ck_assert(mkdtemp(st.dir) != NULL);
+    st.pid = stack_spawn(&st, agent);
+    ck_assert(st.pid > 0);
+    /* up: the env file is written once every process started; then wait
+     * for the WhatsApp worker to hold its lease */
+    snprintf(path, sizeof path, "%s/demo/env", st.dir);
+    for (int waited = 0; waited < 60000 && !file_has(path, "BATON_URL="); waited += 100)
+        msleep(100);
+    snprintf(path, sizeof path, "%s/demo/logs/agent-whatsapp.log", st.dir);
+    for (int waited = 0; waited < 60000 && !file_has(path, "Lease acquired for account 'default'"); waited += 100)
+        msleep(100);
+    if (!file_has(path, "Lease acquired for account 'default'"))
+        snprintf(fail, sizeof fail, "the WhatsApp worker did not take its lease within 60 s (see %s)", path);
+    stack_stop(&st, stop_ways[_i].sig, stop_ways[_i].group, fail, sizeof fail);
     ck_assert_msg(!fail[0], "%s", fail);
     snprintf(path, sizeof path, "rm -rf %s", st.dir);
     ck_assert_int_eq(system(path), 0);
@@ -601,6 +698,7 @@ suite_deploy(void)
     tc = tcase_create("stack");
     tcase_set_timeout(tc, 400);
     tcase_add_test(tc, local_stack_echoes_and_stops);
+    tcase_add_loop_test(tc, local_stack_stops_in_order, 0, (int)(sizeof stop_ways / sizeof stop_ways[0]));
     suite_add_tcase(s, tc);
     return s;
 }
