@@ -242,6 +242,183 @@ START_TEST(compose_file_validates)
 }
 END_TEST
 
+/* ---- secrets stay out of git and out of images ------------------------------- */
+
+/* deploy/.env is where the docs tell users to put their secrets. */
+START_TEST(env_file_is_git_ignored)
+{
+    char out[1024];
+
+    if (!have_cmd("git") || run("git rev-parse --is-inside-work-tree 2>&1", out, sizeof out) != 0) {
+        fprintf(stderr, "deploy: not a git work tree; .gitignore check skipped\n");
+        return;
+    }
+    ck_assert_msg(run("git check-ignore -q deploy/.env", out, sizeof out) == 0,
+                  "git does not ignore deploy/.env (the secrets file of docs/operations.md)");
+    ck_assert_msg(run("git check-ignore -q .env", out, sizeof out) == 0, "git does not ignore .env");
+    ck_assert_msg(run("git check-ignore -q deploy/.env.example", out, sizeof out) == 1,
+                  "git ignores deploy/.env.example, which must stay in the repository");
+}
+END_TEST
+
+/* true when the path (a COPY source, "./" and trailing "/" stripped) is or
+ * lies under one of what a build must never see */
+static bool
+forbidden_source(const char *src)
+{
+    static const char *const bad[] = {".env", "data", "build", "build-san", ".git", NULL};
+    char p[512], *c;
+
+    while (!strncmp(src, "./", 2))
+        src += 2;
+    snprintf(p, sizeof p, "%s", src);
+    for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
+        p[n - 1] = 0;
+    if (!*p || !strcmp(p, ".") || !strcmp(p, "/") || strchr(p, '*') || strchr(p, '?'))
+        return true;        /* the whole context, or a glob that may match anything */
+    for (char *save = NULL, *part = strtok_r(p, "/", &save); part; part = strtok_r(NULL, "/", &save))
+        for (int i = 0; bad[i]; i++)
+            if (!strcmp(part, bad[i]) || ((c = strstr(part, ".env")) && c[4] == 0))
+                return true;
+    return false;
+}
+
+/* The build stage copies sources by name: no `COPY . .` that would put
+ * deploy/.env, data/ or build/ into a layer, whatever the builder does
+ * with ignore files; and both ignore files (the legacy builder reads only
+ * the one at the context root) keep them out of the context. */
+START_TEST(dockerfile_copies_no_secrets)
+{
+    char *df = slurp("deploy/Dockerfile");
+    char fails[FAILS_MAX] = "", *save = NULL;
+    int copies = 0;
+
+    /* join continuation lines */
+    for (char *c = df; (c = strstr(c, "\\\n")); )
+        c[0] = c[1] = ' ';
+    for (char *line = strtok_r(df, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *tok[32], *tsave = NULL;
+        int n = 0;
+
+        while (*line == ' ' || *line == '\t')
+            line++;
+        if (strncasecmp(line, "COPY ", 5) && strncasecmp(line, "ADD ", 4))
+            continue;
+        for (char *t = strtok_r(line, " \t", &tsave); t && n < 32; t = strtok_r(NULL, " \t", &tsave))
+            tok[n++] = t;
+        if (n >= 2 && !strncmp(tok[1], "--from", 6))
+            continue;       /* from another stage, not from the context */
+        copies++;
+        for (int i = 1; i < n - 1; i++) {
+            struct stat sb;
+            if (!strncmp(tok[i], "--", 2))
+                continue;
+            if (forbidden_source(tok[i]))
+                add_fail(fails, " '%s' (may carry .env, data/ or build/)", tok[i]);
+            else if (stat(tok[i], &sb) != 0)
+                add_fail(fails, " '%s' (no such path in the repository)", tok[i]);
+        }
+    }
+    ck_assert_int_gt(copies, 0);
+    ck_assert_msg(!fails[0], "deploy/Dockerfile copies from the build context:%s", fails);
+    free(df);
+
+    for (const char *const *f = (const char *const[]){".dockerignore", "deploy/Dockerfile.dockerignore", NULL};
+         *f; f++) {
+        char *ig = slurp(*f), *l, *lsave = NULL;
+        bool env = false, data = false, build = false;
+
+        for (l = strtok_r(ig, "\n", &lsave); l; l = strtok_r(NULL, "\n", &lsave)) {
+            env |= !strcmp(l, "**/.env") || !strcmp(l, "deploy/.env");
+            data |= !strcmp(l, "data") || !strcmp(l, "data/") || !strcmp(l, "/data");
+            build |= !strcmp(l, "build") || !strcmp(l, "build/") || !strcmp(l, "/build");
+        }
+        ck_assert_msg(env && data && build, "%s does not exclude%s%s%s", *f, env ? "" : " deploy/.env",
+                      data ? "" : " data", build ? "" : " build");
+        free(ig);
+    }
+}
+END_TEST
+
+/* A sentence of text (from after the previous '.', ':' or blank line to
+ * the next '.' followed by a space or newline) that holds every word. */
+static bool
+sentence_with(const char *text, const char *const *words, char *out, size_t n)
+{
+    const char *start = text;
+
+    for (const char *p = text;; p++) {
+        bool end = !*p || (*p == '.' && (p[1] == ' ' || p[1] == '\n' || !p[1])) ||
+                   (*p == '\n' && p[1] == '\n');
+        if (!end)
+            continue;
+        {
+            size_t len = (size_t)(p - start);
+            char *s = strndup(start, len);
+            bool all = true;
+            for (int i = 0; words[i]; i++)
+                all &= strstr(s, words[i]) != NULL;
+            if (all) {
+                snprintf(out, n, "%s", s);
+                free(s);
+                return true;
+            }
+            free(s);
+        }
+        if (!*p)
+            return false;
+        start = p + 1;
+    }
+}
+
+/* What the docs say compose does with exit 78 matches the restart policy
+ * of docker-compose.yml: a policy that restarts (always, unless-stopped,
+ * on-failure) restarts on 78 too, since none can exclude one status. */
+START_TEST(compose_restart_policy_matches_docs)
+{
+    char *yml = slurp("deploy/docker-compose.yml"), *save = NULL;
+    bool restarts = false;
+    int policies = 0;
+
+    for (char *line = strtok_r(yml, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char pol[64];
+        if (sscanf(line, " restart: %63s", pol) != 1)
+            continue;
+        policies++;
+        if (!strcmp(pol, "always") || !strcmp(pol, "unless-stopped") || !strncmp(pol, "on-failure", 10))
+            restarts = true;
+        else
+            ck_assert_msg(!strcmp(pol, "no") || !strcmp(pol, "\"no\""), "unknown restart policy %s", pol);
+    }
+    ck_assert_int_gt(policies, 0);
+    free(yml);
+
+    for (const char *const *f = (const char *const[]){"docs/configuration.md", "docs/operations.md", NULL}; *f;
+         f++) {
+        char *doc = slurp(*f), s[2048];
+        const char *p = doc;
+
+        /* every sentence about compose and exit 78 */
+        while (*p) {
+            if (!sentence_with(p, (const char *const[]){"ompose", "78", NULL}, s, sizeof s))
+                break;
+            if (restarts)
+                ck_assert_msg(!strstr(s, "not restart") && !strstr(s, "not restarted") &&
+                              !strstr(s, "never restart") && !strstr(s, "no restart"),
+                              "%s says compose does not restart on 78, but its policy restarts:\n%s", *f, s);
+            p = strstr(p, s) + strlen(s);
+        }
+        free(doc);
+    }
+    if (restarts) {
+        char *doc = slurp("docs/configuration.md"), s[2048];
+        ck_assert_msg(sentence_with(doc, (const char *const[]){"ompose", "78", "restart", NULL}, s, sizeof s),
+                      "docs/configuration.md does not say that compose restarts a service that exits 78");
+        free(doc);
+    }
+}
+END_TEST
+
 /* ---- systemd units ------------------------------------------------------------ */
 
 START_TEST(systemd_units_verify)
@@ -693,6 +870,9 @@ suite_deploy(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, compose_file_validates);
     tcase_add_test(tc, systemd_units_verify);
+    tcase_add_test(tc, env_file_is_git_ignored);
+    tcase_add_test(tc, dockerfile_copies_no_secrets);
+    tcase_add_test(tc, compose_restart_policy_matches_docs);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("stack");
