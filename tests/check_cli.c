@@ -229,10 +229,15 @@ START_TEST(auth_and_transport_errors)
     CLI_ENV(&r, dead_env, "--url", srv.url, "--json", "events");
     EXPECT(&r, 0);
     run_free(&r);
-    /* an unknown route names its status and code */
-    CLI(&r, "jobs", "get", "job-that-is-not-there");
+    /* an unknown job names its status and code; a malformed id is a 400 */
+    CLI(&r, "jobs", "get", "987654");
     EXPECT(&r, 1);
     ck_assert_ptr_nonnull(strstr(r.err, "404"));
+    run_free(&r);
+    CLI(&r, "jobs", "get", "job-that-is-not-there");
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "400"));
+    ck_assert_ptr_nonnull(strstr(r.err, "bad_request"));
     run_free(&r);
 }
 END_TEST
