@@ -419,6 +419,64 @@ START_TEST(compose_restart_policy_matches_docs)
 }
 END_TEST
 
+/* ---- the docs can be followed -------------------------------------------------- */
+
+/* The docs that give `baton ...` commands say how baton gets on the PATH:
+ * `make run` builds it into build/ and installs nothing. */
+START_TEST(docs_say_where_baton_is)
+{
+    static const char *const docs[] = {"README.md", "docs/operations.md", "docs/incidents.md", "docs/api.md", NULL};
+    char fails[FAILS_MAX] = "";
+
+    for (int i = 0; docs[i]; i++) {
+        char *d = slurp(docs[i]);
+        bool uses = strstr(d, "\n    baton ") || strstr(d, "`baton ");
+        bool says = strstr(d, "build/baton") || strstr(d, "PATH=$PWD/build") || strstr(d, "make install");
+        if (uses && !says)
+            add_fail(fails, " %s", docs[i]);
+        free(d);
+    }
+    ck_assert_msg(!fails[0], "these docs use baton without saying it is build/baton or how to install it:%s",
+                  fails);
+}
+END_TEST
+
+/* Every $VARIABLE the examples of docs/api.md use is set by the "examples
+ * assume" block (an export line), so that they run as written. */
+START_TEST(api_examples_set_their_variables)
+{
+    char *d = slurp("docs/api.md"), fails[FAILS_MAX] = "", *exports = calloc(1, strlen(d) + 1);
+    char *save = NULL, *copy = strdup(d);
+
+    ck_assert(exports && copy);
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        if (!strncmp(l, "    export ", 11)) {
+            strcat(exports, l);
+            strcat(exports, " ");
+        }
+    for (const char *p = d; (p = strchr(p, '$')); p++) {
+        char name[64], want[70];
+        size_t n = 0;
+        const char *q = p + 1 + (p[1] == '{');
+        while (n < sizeof name - 1 && ((q[n] >= 'A' && q[n] <= 'Z') || q[n] == '_' || (n && q[n] >= '0' && q[n] <= '9')))
+            n++;
+        if (n < 3)
+            continue;
+        memcpy(name, q, n);
+        name[n] = 0;
+        if (!strcmp(name, "PATH") || !strcmp(name, "PWD"))
+            continue;
+        snprintf(want, sizeof want, " %s=", name);
+        if (!strstr(exports, want) && !strstr(fails, name))
+            add_fail(fails, " $%s", name);
+    }
+    ck_assert_msg(!fails[0], "docs/api.md examples use variables its export lines never set:%s", fails);
+    free(exports);
+    free(copy);
+    free(d);
+}
+END_TEST
+
 /* ---- systemd units ------------------------------------------------------------ */
 
 START_TEST(systemd_units_verify)
@@ -864,6 +922,8 @@ suite_deploy(void)
     tcase_add_test(tc, api_lists_every_convex_function);
     tcase_add_test(tc, every_setting_is_documented);
     tcase_add_test(tc, man_pages_format_cleanly);
+    tcase_add_test(tc, docs_say_where_baton_is);
+    tcase_add_test(tc, api_examples_set_their_variables);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("files");
