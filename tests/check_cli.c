@@ -287,8 +287,10 @@ START_TEST(events_and_logs)
     for (line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         ck_assert_msg((j = json_loads(line, 0, &je)) != NULL, "not JSON: %s", line);
         ck_assert(json_is_string(json_object_get(j, "event")));
+        /* the three reported above; batond's own server.started is a row too */
+        if (strncmp(json_string_value(json_object_get(j, "event")), "server.", 7))
+            lines++;
         json_decref(j);
-        lines++;
     }
     ck_assert_int_eq(lines, 3);
     run_free(&r);
