@@ -129,10 +129,12 @@ sanitize: test-deps
 bench: $(B)/batond $(B)/bench
 	BATOND=$(B)/batond $(B)/bench
 
-# batond, a fake channel API and the three workers as plain processes
+# batond, a fake channel API and the three workers as plain processes; the
+# recipe's shell becomes the script, so a SIGTERM or SIGHUP to it stops the
+# stack in order
 demo: deps
 	@$(MAKE) --no-print-directory all $(B)/fakeapi
-	B=$(B) sh deploy/run-local.sh
+	B=$(B) exec sh deploy/run-local.sh
 
 # ---- installing ---------------------------------------------------------------
 

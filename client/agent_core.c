@@ -3,7 +3,8 @@
  *
  * THE HANDLER CONTRACT
  * AGENT_HANDLER is a command line run with /bin/sh -c in its own process
- * group. stdin: one JSON object {"job":{...},"messages":[...]} (the job as
+ * group, which dies with the worker: a watchdog process leads the group and
+ * kills it when the worker exits or is killed (even by SIGKILL). stdin: one JSON object {"job":{...},"messages":[...]} (the job as
  * claimed, the conversation's messages oldest first, the last 50 at most),
  * then EOF. stdout: the reply text (trailing whitespace trimmed; empty: no
  * reply). Exit 0: the job completes with reply {text}. Exit 75: retryable
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -95,6 +97,49 @@ nonblock(int fd)
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
+/* The watchdog of one handler run: a forked copy of the worker that leads
+ * the handler's process group and does nothing but wait for SIGTERM, which
+ * the kernel sends it when the worker dies, however it dies
+ * (PR_SET_PDEATHSIG); it then SIGKILLs the whole group: the shell of
+ * AGENT_HANDLER, its pipelines and background children. It holds no
+ * descriptor, so it never keeps the handler's pipes open. Returns the
+ * group id (the watchdog's pid) or -1. */
+static pid_t
+spawn_watchdog(void)
+{
+    pid_t parent = getpid(), pid;
+    sigset_t term;
+
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    pid = fork();
+    if (pid == 0) {
+        int sig;
+        setpgid(0, 0);
+        sigprocmask(SIG_BLOCK, &term, NULL);
+        signal(SIGINT, SIG_IGN);
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        for (int fd = 0; fd < 1024; fd++)
+            close(fd);
+        if (getppid() == parent)    /* else the worker died before prctl */
+            sigwait(&term, &sig);
+        kill(-getpid(), SIGKILL);
+        _exit(0);
+    }
+    if (pid > 0)
+        setpgid(pid, pid);          /* before the handler joins the group */
+    return pid;
+}
+
+/* End a handler run's process group (watchdog included) and reap the
+ * watchdog. */
+static void
+stop_group(pid_t group)
+{
+    kill(-group, SIGKILL);
+    waitpid(group, NULL, 0);
+}
+
 /* Run the handler on input; heartbeats the job meanwhile. *out / *err get
  * its stdout and stderr, *status its wait status. */
 static enum outcome
@@ -107,14 +152,24 @@ run_handler(baton_client *b, const char *id, const char *token, const char *inpu
     long next_hb = start + CORE_LOCK_MS / 3, stop_at = 0;
     enum outcome res = RUN_OK;
     bool exited = false;
-    pid_t pid;
+    pid_t pid, group, parent = getpid();
 
     if (pipe2(in, O_CLOEXEC) < 0 || pipe2(op, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0)
         return RUN_RETRY;
+    if ((group = spawn_watchdog()) < 0) {
+        for (int *fd = (int[]){in[0], in[1], op[0], op[1], ep[0], ep[1]}, k = 0; k < 6; k++)
+            close(fd[k]);
+        return RUN_RETRY;
+    }
     pid = fork();
     if (pid == 0) {
         sigset_t none;
-        setpgid(0, 0);
+        setpgid(0, group);
+        /* the shell itself dies with the worker even before the watchdog
+         * has noticed; its children are the watchdog's business */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
         signal(SIGPIPE, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
@@ -133,9 +188,10 @@ run_handler(baton_client *b, const char *id, const char *token, const char *inpu
         close(in[1]);
         close(op[0]);
         close(ep[0]);
+        stop_group(group);
         return RUN_RETRY;
     }
-    setpgid(pid, pid);
+    setpgid(pid, group);
     nonblock(in[1]);
     nonblock(op[0]);
     nonblock(ep[0]);
@@ -214,10 +270,10 @@ run_handler(baton_client *b, const char *id, const char *token, const char *inpu
         }
     }
     if (!exited) {
-        kill(-pid, SIGKILL);
+        kill(-group, SIGKILL);
         waitpid(pid, status, 0);
-    } else
-        kill(-pid, SIGKILL);        /* leftovers of the handler's group */
+    }
+    stop_group(group);              /* leftovers of the handler's group, and the watchdog */
     for (int *fd = (int[]){in[1], op[0], ep[0]}, k = 0; k < 3; k++)
         if (fd[k] >= 0)
             close(fd[k]);

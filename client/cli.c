@@ -468,6 +468,8 @@ call(const char *method, char *path, json_t *body, json_t **out)
     if (rc < 0) {
         if (e.status == 560)
             fail("function error: %s", e.message);
+        else if (!e.status)
+            fail("%s", baton_strerror(&e));     /* its message names the request already */
         else
             fail("%s %s: %s", method, path, baton_strerror(&e));
         json_decref(o);
@@ -516,6 +518,7 @@ static const char jobs_usage[] =
     "  pending [--queue Q]                      pending and processing jobs (stale marked)\n"
     "  retry ID                                 a failed or processing job back to pending\n"
     "  fail ID [--reason R] [--message M]       fail a job now (its worker gets claim_lost)\n"
+    "  cancel ID                                fail a job now with reason cancelled\n"
     "  requeue-stale                            run the stale sweep now\n"
     "  enqueue [--queue Q] [--priority N] [--delay MS] [--max-attempts N]\n"
     "          [--dedupe-key K] [PAYLOAD-JSON]  add a job (queue agent by default)\n";
@@ -628,6 +631,21 @@ jobs_fail(int argc, char **argv)
     ARGS_OR_EXIT(n);
     if (call("POST", path_of("/v1/jobs/%s/fail-now", pos[0]),
              json_pack("{s:s, s:s}", "errorReason", reason, "errorMessage", message), &j) < 0)
+        return EXIT_ERR;
+    print_job_change(j, pos[0]);
+    json_decref(j);
+    return EXIT_OK;
+}
+
+static int
+jobs_cancel(int argc, char **argv)
+{
+    char *pos[1];
+    int n = args(argc, argv, NULL, pos, 1, 1);
+    json_t *j;
+
+    ARGS_OR_EXIT(n);
+    if (call("POST", path_of("/v1/jobs/%s/cancel", pos[0]), json_object(), &j) < 0)
         return EXIT_ERR;
     print_job_change(j, pos[0]);
     json_decref(j);
@@ -832,10 +850,14 @@ leases_force_release(int argc, char **argv)
     if (call("POST", path_of("/v1/leases/%s/%s/force-release", pos[0], pos[1]), json_object(),
              &j) < 0)
         return EXIT_ERR;
+    /* released:false is no error (the account is free either way): say
+     * so, exit 0 as every query whose answer is "nothing" does */
     if (json_out)
         print_json(j);
-    else
+    else if (json_is_true(json_object_get(j, "released")))
         printf("released %s/%s\n", pos[0], pos[1]);
+    else
+        printf("not released: nobody held the lease on %s/%s\n", pos[0], pos[1]);
     json_decref(j);
     return EXIT_OK;
 }
@@ -1007,6 +1029,8 @@ sessions_keys(int argc, char **argv)
         return EXIT_ERR;
     if (json_out)
         print_json(j);
+    else if (!json_array_size(rows_of(j, "keys")))
+        puts("(none)");
     else
         json_array_foreach(rows_of(j, "keys"), i, v)
             puts(json_string_value(v) ? json_string_value(v) : "?");
@@ -1667,7 +1691,7 @@ static const char main_usage[] =
     "usage: baton [--url URL] [--secret SECRET] [--json] <command> [args]\n"
     "\n"
     "commands:\n"
-    "  jobs list|get|pending|retry|fail|requeue-stale|enqueue\n"
+    "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue\n"
     "  queues                       per-queue counts\n"
     "  leases get|list|force-release\n"
     "  accounts list|set|delete\n"
@@ -1687,34 +1711,113 @@ static const char main_usage[] =
 struct cmd {
     const char *name, *sub;         /* sub NULL: a command without subcommands */
     int (*fn)(int argc, char **argv);
-    const char *usage;
+    const char *usage;              /* the command's: every subcommand in one line */
+    const char *sub_usage;          /* the subcommand's own help (NULL: usage) */
 };
 
+/* ---- the help of each subcommand ------------------------------------------------------ */
+
+#define G "global options: --url URL, --secret SECRET, --json (raw answers).\n"
+
+static const char jobs_list_usage[] =
+    "usage: baton jobs list [--queue Q] [--status S] [--limit N] [--cursor C]\n\n"
+    "Jobs, newest first, one page (--limit, default 50, at most 1000). When more remain the\n"
+    "last line names the --cursor of the next page. --status: pending,\n"
+    "processing, completed or failed.\n" G;
+static const char jobs_get_usage[] =
+    "usage: baton jobs get ID\n\n"
+    "One job with every field. Exit 1 when there is no such job (404) or ID is\n"
+    "not a job id (400).\n" G;
+static const char jobs_pending_usage[] =
+    "usage: baton jobs pending [--queue Q]\n\n"
+    "Pending and processing jobs (agent.getPendingJobs); STALE marks a\n"
+    "processing job whose lock has expired.\n" G;
+static const char jobs_retry_usage[] =
+    "usage: baton jobs retry ID\n\n"
+    "A failed or processing job back to pending now (attempts kept,\n"
+    "maxAttempts raised when exhausted). Exit 1 (409) for a pending or\n"
+    "completed job.\n" G;
+static const char jobs_fail_usage[] =
+    "usage: baton jobs fail ID [--reason R] [--message M]\n\n"
+    "Fail a pending or processing job now (agent.failJob); its worker's later\n"
+    "calls get claim_lost. Defaults: --reason failed_by_operator.\n" G;
+static const char jobs_cancel_usage[] =
+    "usage: baton jobs cancel ID\n\n"
+    "Cancel a pending or processing job: it becomes failed with errorReason\n"
+    "cancelled; its worker's later calls get claim_lost. Exit 1 (409) for a\n"
+    "job that is already completed or failed.\n" G;
+static const char jobs_requeue_usage[] =
+    "usage: baton jobs requeue-stale\n\n"
+    "Run the stale sweep now: processing jobs whose lock expired go back to\n"
+    "pending (or fail with lock_expired when no attempt is left). Prints the\n"
+    "ids of both.\n" G;
+static const char jobs_enqueue_usage[] =
+    "usage: baton jobs enqueue [--queue Q] [--priority N] [--delay DURATION]\n"
+    "                          [--max-attempts N] [--dedupe-key K] [PAYLOAD-JSON]\n\n"
+    "Add a job (queue agent by default; payload {} when omitted). With a\n"
+    "dedupe key already used by a job of the queue that is not completed, that\n"
+    "job is shown instead.\n" G;
+static const char leases_get_usage[] =
+    "usage: baton leases get CHANNEL ACCOUNT\n\n"
+    "The lease of an account (\"no lease\" when there has never been one).\n" G;
+static const char leases_list_usage[] =
+    "usage: baton leases list [--owner O] [--channel C]\n\n"
+    "Leases currently held (whatsappLeases.listOwnedAccounts).\n" G;
+static const char leases_force_usage[] =
+    "usage: baton leases force-release CHANNEL ACCOUNT\n\n"
+    "Free a lease whoever holds it (whatsappLeases.forceRelease). Prints\n"
+    "\"released\" when it was held, \"not released\" when nobody held it; both\n"
+    "exit 0 (the account is free either way).\n" G;
+static const char accounts_list_usage[] =
+    "usage: baton accounts list [--channel C] [--enabled true|false]\n\n"
+    "The account registry.\n" G;
+static const char accounts_set_usage[] =
+    "usage: baton accounts set CHANNEL ACCOUNT (--enable|--disable) [--config JSON]\n\n"
+    "Add or change an account.\n" G;
+static const char accounts_delete_usage[] =
+    "usage: baton accounts delete CHANNEL ACCOUNT\n\n"
+    "Remove an account; exit 1 (404) when there is none.\n" G;
+static const char sessions_get_usage[] =
+    "usage: baton sessions get CHANNEL ACCOUNT [KEY]\n\n"
+    "Every entry of a session, or one (its value). Values are credentials:\n"
+    "handle the output with care.\n" G;
+static const char sessions_keys_usage[] =
+    "usage: baton sessions keys CHANNEL ACCOUNT\n\n"
+    "The entry names of a session, one per line ((none) when empty); values\n"
+    "never leave the server.\n" G;
+static const char sessions_clear_usage[] =
+    "usage: baton sessions clear CHANNEL ACCOUNT\n\n"
+    "Delete every entry of a session (whatsappSession.clearAll): the channel\n"
+    "must log in again.\n" G;
+
+#undef G
+
 static const struct cmd cmds[] = {
-    {"jobs", "list", jobs_list, jobs_usage},
-    {"jobs", "get", jobs_get, jobs_usage},
-    {"jobs", "pending", jobs_pending, jobs_usage},
-    {"jobs", "retry", jobs_retry, jobs_usage},
-    {"jobs", "fail", jobs_fail, jobs_usage},
-    {"jobs", "requeue-stale", jobs_requeue_stale, jobs_usage},
-    {"jobs", "enqueue", jobs_enqueue, jobs_usage},
-    {"queues", NULL, queues, queues_usage},
-    {"leases", "get", leases_get, leases_usage},
-    {"leases", "list", leases_list, leases_usage},
-    {"leases", "force-release", leases_force_release, leases_usage},
-    {"accounts", "list", accounts_list, accounts_usage},
-    {"accounts", "set", accounts_set, accounts_usage},
-    {"accounts", "delete", accounts_delete, accounts_usage},
-    {"dedupe", "check", dedupe_check, dedupe_usage},
-    {"sessions", "get", sessions_get, sessions_usage},
-    {"sessions", "keys", sessions_keys, sessions_usage},
-    {"sessions", "clear", sessions_clear, sessions_usage},
-    {"events", NULL, events_cmd, events_usage},
-    {"logs", NULL, logs_cmd, logs_usage},
-    {"alerts", "check", alerts_check, alerts_usage},
-    {"backup", NULL, backup_cmd, backup_usage},
-    {"run", NULL, run_cmd, run_usage},
-    {NULL, NULL, NULL, NULL},
+    {"jobs", "list", jobs_list, jobs_usage, jobs_list_usage},
+    {"jobs", "get", jobs_get, jobs_usage, jobs_get_usage},
+    {"jobs", "pending", jobs_pending, jobs_usage, jobs_pending_usage},
+    {"jobs", "retry", jobs_retry, jobs_usage, jobs_retry_usage},
+    {"jobs", "fail", jobs_fail, jobs_usage, jobs_fail_usage},
+    {"jobs", "cancel", jobs_cancel, jobs_usage, jobs_cancel_usage},
+    {"jobs", "requeue-stale", jobs_requeue_stale, jobs_usage, jobs_requeue_usage},
+    {"jobs", "enqueue", jobs_enqueue, jobs_usage, jobs_enqueue_usage},
+    {"queues", NULL, queues, queues_usage, NULL},
+    {"leases", "get", leases_get, leases_usage, leases_get_usage},
+    {"leases", "list", leases_list, leases_usage, leases_list_usage},
+    {"leases", "force-release", leases_force_release, leases_usage, leases_force_usage},
+    {"accounts", "list", accounts_list, accounts_usage, accounts_list_usage},
+    {"accounts", "set", accounts_set, accounts_usage, accounts_set_usage},
+    {"accounts", "delete", accounts_delete, accounts_usage, accounts_delete_usage},
+    {"dedupe", "check", dedupe_check, dedupe_usage, NULL},
+    {"sessions", "get", sessions_get, sessions_usage, sessions_get_usage},
+    {"sessions", "keys", sessions_keys, sessions_usage, sessions_keys_usage},
+    {"sessions", "clear", sessions_clear, sessions_usage, sessions_clear_usage},
+    {"events", NULL, events_cmd, events_usage, NULL},
+    {"logs", NULL, logs_cmd, logs_usage, NULL},
+    {"alerts", "check", alerts_check, alerts_usage, NULL},
+    {"backup", NULL, backup_cmd, backup_usage, NULL},
+    {"run", NULL, run_cmd, run_usage, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 /* Take --url, --secret and --json out of argv wherever they are (before a
@@ -1799,6 +1902,8 @@ main(int argc, char **argv)
         return usage_error("unknown command '%s'", argv[1]);
     if (!c->name)
         return usage_error("unknown subcommand '%s %s'", argv[1], argv[2]);
+    if (c->sub_usage)
+        cur_usage = c->sub_usage;   /* `baton jobs retry --help`: retry's own help */
     first = c->sub ? 3 : 2;
     if (!url || !*url)
         url = BATON_DEFAULT_URL;

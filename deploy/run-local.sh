@@ -9,9 +9,12 @@
 #
 # Everything stays on 127.0.0.1. Logs go to $DEMO_DIR/logs/, the URL and
 # secret to $DEMO_DIR/env (". $DEMO_DIR/env" then use baton or curl).
-# Ctrl-C or SIGTERM stops the workers first (the WhatsApp worker releases
-# its lease), then batond and fakeapi; the exit status is 0 when every
-# process stopped cleanly.
+# Ctrl-C, SIGTERM or SIGHUP stops the workers first and waits for them (the
+# WhatsApp worker releases its lease while batond still serves), then batond
+# and fakeapi; the exit status is 0 when every process stopped cleanly.
+# Each process runs in a session of its own (setsid), so the Ctrl-C of a
+# terminal reaches only this script, never batond and the workers at once,
+# and a terminal that goes away (SIGHUP) stops the stack the same way.
 #
 # Settings (environment):
 #   B=build                 where batond, fakeapi, baton-agent were built
@@ -54,6 +57,15 @@ export TELEGRAM_WEBHOOK_SECRET=${TELEGRAM_WEBHOOK_SECRET:-demo-telegram-secret}
 export WHATSAPP_VERIFY_TOKEN=${WHATSAPP_VERIFY_TOKEN:-demo-verify-token}
 export WHATSAPP_APP_SECRET=${WHATSAPP_APP_SECRET:-demo-app-secret}
 
+# run a process in a session of its own: the terminal's signals go to this
+# script only, which stops the stack in order (setsid execs in place, so
+# $! is the process itself)
+if command -v setsid >/dev/null 2>&1; then
+    DETACH=setsid
+else
+    DETACH=
+fi
+
 PIDS=""
 NAMES=""
 started() {     # name pid
@@ -85,7 +97,7 @@ STOPPING=0
 stop_all() {
     [ $STOPPING -eq 1 ] && return
     STOPPING=1
-    trap '' INT TERM
+    trap '' INT TERM HUP
     say "stopping"
     status=$FAILED
     # workers first (they release leases and finish in-flight calls), then
@@ -117,17 +129,17 @@ wait_line() {
     done
 }
 
-trap stop_all INT TERM EXIT
+trap stop_all INT TERM HUP EXIT
 
 # ---- fakeapi ---------------------------------------------------------------
-"$FAKEAPI" "$FAKE_API_PORT" > "$LOGS/fakeapi.log" 2>&1 &
+$DETACH "$FAKEAPI" "$FAKE_API_PORT" < /dev/null > "$LOGS/fakeapi.log" 2>&1 &
 started fakeapi $!
 wait_line "$LOGS/fakeapi.log" 'listening on' 10 || die "fakeapi did not start (see $LOGS/fakeapi.log)"
 FAKE_URL=$(sed -n 's/^fakeapi: listening on \(http[^ ]*\).*/\1/p' "$LOGS/fakeapi.log" | head -n 1)
 
 # ---- batond: the settings of the compose file ------------------------------
 BATON_LISTEN=127.0.0.1:$BATON_PORT BATON_DB=$DEMO_DIR/baton.db BATON_ENV=production \
-    "$BATOND" > "$LOGS/batond.log" 2>&1 &
+    $DETACH "$BATOND" < /dev/null > "$LOGS/batond.log" 2>&1 &
 started batond $!
 wait_line "$LOGS/batond.log" '"event":"server.started"' 30 ||
     die "batond did not start (see $LOGS/batond.log)"
@@ -137,18 +149,18 @@ export BATON_URL
 
 # ---- the three workers ------------------------------------------------------
 AGENT_ROLE=core WORKER_ID=core-1 AGENT_HANDLER=echo \
-    "$AGENT" > "$LOGS/agent-core.log" 2>&1 &
+    $DETACH "$AGENT" < /dev/null > "$LOGS/agent-core.log" 2>&1 &
 started agent-core $!
 
 AGENT_ROLE=whatsapp WORKER_ID=wa-1 ENABLE_WHATSAPP=1 WHATSAPP_ACCOUNT_ID=default \
     WHATSAPP_API_BASE=$FAKE_URL/whatsapp WHATSAPP_PHONE_NUMBER_ID=demo-phone-number-id \
     WHATSAPP_ACCESS_TOKEN=demo-access-token \
-    "$AGENT" > "$LOGS/agent-whatsapp.log" 2>&1 &
+    $DETACH "$AGENT" < /dev/null > "$LOGS/agent-whatsapp.log" 2>&1 &
 started agent-whatsapp $!
 
 AGENT_ROLE=telegram WORKER_ID=tg-1 TELEGRAM_ACCOUNT_ID=default \
     TELEGRAM_API_BASE=$FAKE_URL/telegram TELEGRAM_BOT_TOKEN=demo-bot-token \
-    "$AGENT" > "$LOGS/agent-telegram.log" 2>&1 &
+    $DETACH "$AGENT" < /dev/null > "$LOGS/agent-telegram.log" 2>&1 &
 started agent-telegram $!
 
 cat > "$DEMO_DIR/env" <<EOF

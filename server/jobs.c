@@ -272,14 +272,17 @@ is_terminal(const char *status)
     return !strcmp(status, "completed") || !strcmp(status, "failed");
 }
 
-/* {id} of the route: a positive integer; anything else names no job. */
+/* {id} of the route: a positive integer; anything else is a malformed
+ * path parameter (400 naming it), while a well-formed id that names no job
+ * is the handler's 404. */
 static int
 path_id(struct req *r, int64_t *id)
 {
     const char *p = req_param(r, 0);
 
     if (parse_int64(p, id) < 0 || *id <= 0)
-        return req_fail(r, "not_found", NULL, "no job %s", p ? p : "");
+        return req_fail(r, "bad_request", NULL, "path parameter id must be a positive integer (a job id), not '%.64s'",
+                        p ? p : "");
     return 0;
 }
 
@@ -345,12 +348,13 @@ fail_final(struct tx *t, struct req *r, const struct job_state *js, const char *
 }
 
 /* A processing job whose lock expired, attempts left: back to pending in
- * its place in line (run_at unchanged), the lock and claim token cleared. */
+ * its place in line (run_at unchanged), the lock, its owner and the claim
+ * token cleared; the event keeps the last worker. */
 static int
 requeue_expired(struct tx *t, struct req *r, const struct job_state *js, bool wake)
 {
-    sqlite3_stmt *st = db_prep(t->db, "UPDATE jobs SET status = 'pending', locked_until = NULL,"
-                                      " claim_token = NULL, error_reason = 'lock_expired',"
+    sqlite3_stmt *st = db_prep(t->db, "UPDATE jobs SET status = 'pending', locked_by = NULL,"
+                                      " locked_until = NULL, claim_token = NULL, error_reason = 'lock_expired',"
                                       " error_message = 'the lock expired before the job finished',"
                                       " updated_at = ? WHERE id = ?");
 
@@ -884,8 +888,8 @@ fail_tx(struct tx *t, struct req *r)
     if (w->retry_after_ms > delay)
         delay = w->retry_after_ms;
     at = t->now + delay;
-    st = db_prep(t->db, "UPDATE jobs SET status = 'pending', run_at = ?1, locked_until = NULL,"
-                        " claim_token = NULL, error_reason = ?2, error_message = ?3, updated_at = ?4"
+    st = db_prep(t->db, "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
+                        " locked_until = NULL, claim_token = NULL, error_reason = ?2, error_message = ?3, updated_at = ?4"
                         " WHERE id = ?5");
     if (!st)
         return db_fail(r, t->db);
@@ -1036,8 +1040,8 @@ retry_tx(struct tx *t, struct req *r)
         return req_fail(r, "conflict", json_pack("{s:s}", "status", js.status),
                         "job %lld is %s; only failed or processing jobs can be retried",
                         (long long)o->id, js.status);
-    st = db_prep(t->db, "UPDATE jobs SET status = 'pending', run_at = ?1, locked_until = NULL,"
-                        " claim_token = NULL, max_attempts = max(max_attempts, attempts + 1),"
+    st = db_prep(t->db, "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
+                        " locked_until = NULL, claim_token = NULL, max_attempts = max(max_attempts, attempts + 1),"
                         " updated_at = ?1 WHERE id = ?2");
     if (!st)
         return db_fail(r, t->db);

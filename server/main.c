@@ -18,6 +18,38 @@ sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+struct server_event {
+    const char *level, *name;
+    json_t *fields;
+};
+
+static int
+server_event_tx(struct tx *t, struct req *r)
+{
+    struct server_event *e = r->ctx;
+
+    event_emit(t, e->level, e->name, json_incref(e->fields));
+    return req_ok(r, 204, NULL);
+}
+
+/* A server.* state change: a row in events (through the writer, like every
+ * other state change) and its log line once committed. When the write
+ * fails the line is still logged. fields are stolen. */
+static void
+server_event(const char *level, const char *name, json_t *fields)
+{
+    struct server_event e = {level, name, fields ? fields : json_object()};
+    struct req *r = req_new_internal();
+
+    if (r)
+        r->ctx = &e;
+    if (!r || db_write(r, server_event_tx) < 0)
+        log_event(level, name, json_incref(e.fields));
+    if (r)
+        req_free(r);
+    json_decref(e.fields);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -59,14 +91,14 @@ main(int argc, char **argv)
         log_event("warn", "server.insecure",
                   json_pack("{s:s}", "message", "AGENT_SECRET is not set: /v1 and /api are open "
                                                 "(development only)"));
-    log_event("info", "server.started",
+    server_event("info", "server.started",
               json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "version", BATON_VERSION,
                         "host", cfg.listen_host, "port", http_port(), "db", cfg.db_path,
                         "sync", cfg.sync_full ? "full" : "normal",
                         "env", cfg.production ? "production" : "development"));
 
     sigwait(&sigs, &sig);
-    log_event("info", "server.stopping", json_pack("{s:s}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    server_event("info", "server.stopping", json_pack("{s:s}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
 
     http_quiesce();
     http_shutting_down();
@@ -75,9 +107,11 @@ main(int argc, char **argv)
     until = now_ms() + cfg.shutdown_grace_ms;
     while (http_active() > 0 && now_ms() < until)
         sleep_ms(10);
+    /* recorded while the writer still runs: every request has been
+     * answered, only the checkpoint is left */
+    server_event("info", "server.stopped", NULL);
     db_stop();
     http_stop();
-    log_event("info", "server.stopped", NULL);
     modules_free();
     config_free(&cfg);
     return 0;

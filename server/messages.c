@@ -614,9 +614,11 @@ messages_delivery(struct tx *t, struct req *r, const char *channel, const char *
         found = true;
         snprintf(conv, sizeof conv, "%s", (const char *)sqlite3_column_text(st, 1));
         if (!strcmp(delivery, "failed")) {
+            char mid[32];
+            snprintf(mid, sizeof mid, "%lld", (long long)sqlite3_column_int64(st, 0));
             snprintf(name, sizeof name, "%s.send.failed", channel);
             event_emit(t, "warn", name,
-                       json_pack("{s:I, s:s, s:s, s:s?}", "messageId", (json_int_t)sqlite3_column_int64(st, 0),
+                       json_pack("{s:s, s:s, s:s, s:s?}", "messageId", mid,
                                  "accountId", (const char *)sqlite3_column_text(st, 2), "channelMessageId",
                                  channel_message_id, "errorReason", error));
         }
@@ -699,8 +701,9 @@ messages_get(struct req *r)
     sqlite3 *db = db_reader();
     json_t *m;
 
-    if (parse_int64(req_param(r, 0), &id) < 0)
-        return req_fail(r, "not_found", NULL, "no message %s", req_param(r, 0));
+    if (parse_int64(req_param(r, 0), &id) < 0 || id <= 0)
+        return req_fail(r, "bad_request", NULL,
+                        "path parameter id must be a positive integer (a message id), not '%.64s'", req_param(r, 0));
     if (!db)
         return req_fail(r, "unavailable", NULL, "database cannot be read");
     if (!(m = msg_get(db, id)))

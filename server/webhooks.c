@@ -72,7 +72,7 @@ telegram_tx(struct tx *t, struct req *r)
 {
     json_t *u = r->json, *msg, *chat, *from, *upd = json_object_get(u, "update_id");
     const char *account = account_of(r), *kind, *text;
-    char chat_id[64], msg_id[32], cmid[160], conv[256], reason[96];
+    char chat_id[64], msg_id[32], cmid[160], conv[256], reason[96], idbuf[32];
     const char *key;
     json_t *v;
 
@@ -141,7 +141,8 @@ telegram_tx(struct tx *t, struct req *r)
         json_decref(payload);
         if (dup)
             return req_ok(r, 200, json_pack("{s:b, s:b}", "ok", 1, "duplicate", 1));
-        req_ok(r, 200, json_pack("{s:b, s:b, s:I, s:O}", "ok", 1, "duplicate", 0, "messageId", (json_int_t)mid,
+        snprintf(idbuf, sizeof idbuf, "%lld", (long long)mid);
+        req_ok(r, 200, json_pack("{s:b, s:b, s:s, s:O}", "ok", 1, "duplicate", 0, "messageId", idbuf,
                                  "jobId", json_object_get(job, "id")));
         json_decref(job);
         return 0;

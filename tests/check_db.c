@@ -352,6 +352,37 @@ START_TEST(batch_with_parked_answers_the_rest)
 }
 END_TEST
 
+/* docs/operations.md: every state change is an event row -- the server's
+ * own start and stop included, so `baton events --event 'server.*'` shows
+ * restarts after the fact. */
+START_TEST(server_lifecycle_events_are_rows)
+{
+    struct server srv = {0};
+    json_t *ev, *e;
+    size_t i;
+    const char *want[] = {"server.started", "server.stopped", "server.stopping", "server.started"};
+
+    server_start(&srv, NULL);
+    ck_assert_int_eq(server_stop(&srv), 0);
+    server_start(&srv, NULL);           /* same directory, same database */
+    ev = CALL(&srv, "GET", "/v1/events?event=server.*", NULL, 200);
+    ck_assert_msg(json_array_size(json_object_get(ev, "events")) == 4, "server.* rows: %zu, expected 4",
+                  json_array_size(json_object_get(ev, "events")));
+    json_array_foreach(json_object_get(ev, "events"), i, e) {
+        ck_assert_str_eq(json_string_value(json_object_get(e, "event")), want[i]);     /* newest first */
+    }
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(ev, "events"), 1), "level")),
+                     "info");
+    ck_assert_int_gt(json_integer_value(json_object_get(json_array_get(json_object_get(ev, "events"), 3), "port")), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(ev, "events"), 2), "signal")),
+                     "SIGTERM");
+    json_decref(ev);
+    /* the log lines are still printed, once each */
+    ck_assert_int_eq(server_log_count(&srv, "\"event\":\"server.started\""), 1);
+    server_cleanup(&srv);
+}
+END_TEST
+
 Suite *
 suite_db(void)
 {
@@ -369,6 +400,11 @@ suite_db(void)
     tcase_add_test(tc, parked_write_rerun_when_due);
     tcase_add_test(tc, shutdown_answers_parked);
     tcase_add_test(tc, batch_with_parked_answers_the_rest);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("lifecycle");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, server_lifecycle_events_are_rows);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -242,6 +242,241 @@ START_TEST(compose_file_validates)
 }
 END_TEST
 
+/* ---- secrets stay out of git and out of images ------------------------------- */
+
+/* deploy/.env is where the docs tell users to put their secrets. */
+START_TEST(env_file_is_git_ignored)
+{
+    char out[1024];
+
+    if (!have_cmd("git") || run("git rev-parse --is-inside-work-tree 2>&1", out, sizeof out) != 0) {
+        fprintf(stderr, "deploy: not a git work tree; .gitignore check skipped\n");
+        return;
+    }
+    ck_assert_msg(run("git check-ignore -q deploy/.env", out, sizeof out) == 0,
+                  "git does not ignore deploy/.env (the secrets file of docs/operations.md)");
+    ck_assert_msg(run("git check-ignore -q .env", out, sizeof out) == 0, "git does not ignore .env");
+    ck_assert_msg(run("git check-ignore -q deploy/.env.example", out, sizeof out) == 1,
+                  "git ignores deploy/.env.example, which must stay in the repository");
+}
+END_TEST
+
+/* true when the path (a COPY source, "./" and trailing "/" stripped) is or
+ * lies under one of what a build must never see */
+static bool
+forbidden_source(const char *src)
+{
+    static const char *const bad[] = {".env", "data", "build", "build-san", ".git", NULL};
+    char p[512], *c;
+
+    while (!strncmp(src, "./", 2))
+        src += 2;
+    snprintf(p, sizeof p, "%s", src);
+    for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--)
+        p[n - 1] = 0;
+    if (!*p || !strcmp(p, ".") || !strcmp(p, "/") || strchr(p, '*') || strchr(p, '?'))
+        return true;        /* the whole context, or a glob that may match anything */
+    for (char *save = NULL, *part = strtok_r(p, "/", &save); part; part = strtok_r(NULL, "/", &save))
+        for (int i = 0; bad[i]; i++)
+            if (!strcmp(part, bad[i]) || ((c = strstr(part, ".env")) && c[4] == 0))
+                return true;
+    return false;
+}
+
+/* The build stage copies sources by name: no `COPY . .` that would put
+ * deploy/.env, data/ or build/ into a layer, whatever the builder does
+ * with ignore files; and both ignore files (the legacy builder reads only
+ * the one at the context root) keep them out of the context. */
+START_TEST(dockerfile_copies_no_secrets)
+{
+    char *df = slurp("deploy/Dockerfile");
+    char fails[FAILS_MAX] = "", *save = NULL;
+    int copies = 0;
+
+    /* join continuation lines */
+    for (char *c = df; (c = strstr(c, "\\\n")); )
+        c[0] = c[1] = ' ';
+    for (char *line = strtok_r(df, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *tok[32], *tsave = NULL;
+        int n = 0;
+
+        while (*line == ' ' || *line == '\t')
+            line++;
+        if (strncasecmp(line, "COPY ", 5) && strncasecmp(line, "ADD ", 4))
+            continue;
+        for (char *t = strtok_r(line, " \t", &tsave); t && n < 32; t = strtok_r(NULL, " \t", &tsave))
+            tok[n++] = t;
+        if (n >= 2 && !strncmp(tok[1], "--from", 6))
+            continue;       /* from another stage, not from the context */
+        copies++;
+        for (int i = 1; i < n - 1; i++) {
+            struct stat sb;
+            if (!strncmp(tok[i], "--", 2))
+                continue;
+            if (forbidden_source(tok[i]))
+                add_fail(fails, " '%s' (may carry .env, data/ or build/)", tok[i]);
+            else if (stat(tok[i], &sb) != 0)
+                add_fail(fails, " '%s' (no such path in the repository)", tok[i]);
+        }
+    }
+    ck_assert_int_gt(copies, 0);
+    ck_assert_msg(!fails[0], "deploy/Dockerfile copies from the build context:%s", fails);
+    free(df);
+
+    for (const char *const *f = (const char *const[]){".dockerignore", "deploy/Dockerfile.dockerignore", NULL};
+         *f; f++) {
+        char *ig = slurp(*f), *l, *lsave = NULL;
+        bool env = false, data = false, build = false;
+
+        for (l = strtok_r(ig, "\n", &lsave); l; l = strtok_r(NULL, "\n", &lsave)) {
+            env |= !strcmp(l, "**/.env") || !strcmp(l, "deploy/.env");
+            data |= !strcmp(l, "data") || !strcmp(l, "data/") || !strcmp(l, "/data");
+            build |= !strcmp(l, "build") || !strcmp(l, "build/") || !strcmp(l, "/build");
+        }
+        ck_assert_msg(env && data && build, "%s does not exclude%s%s%s", *f, env ? "" : " deploy/.env",
+                      data ? "" : " data", build ? "" : " build");
+        free(ig);
+    }
+}
+END_TEST
+
+/* A sentence of text (from after the previous '.', ':' or blank line to
+ * the next '.' followed by a space or newline) that holds every word. */
+static bool
+sentence_with(const char *text, const char *const *words, char *out, size_t n)
+{
+    const char *start = text;
+
+    for (const char *p = text;; p++) {
+        bool end = !*p || (*p == '.' && (p[1] == ' ' || p[1] == '\n' || !p[1])) ||
+                   (*p == '\n' && p[1] == '\n');
+        if (!end)
+            continue;
+        {
+            size_t len = (size_t)(p - start);
+            char *s = strndup(start, len);
+            bool all = true;
+            for (int i = 0; words[i]; i++)
+                all &= strstr(s, words[i]) != NULL;
+            if (all) {
+                snprintf(out, n, "%s", s);
+                free(s);
+                return true;
+            }
+            free(s);
+        }
+        if (!*p)
+            return false;
+        start = p + 1;
+    }
+}
+
+/* What the docs say compose does with exit 78 matches the restart policy
+ * of docker-compose.yml: a policy that restarts (always, unless-stopped,
+ * on-failure) restarts on 78 too, since none can exclude one status. */
+START_TEST(compose_restart_policy_matches_docs)
+{
+    char *yml = slurp("deploy/docker-compose.yml"), *save = NULL;
+    bool restarts = false;
+    int policies = 0;
+
+    for (char *line = strtok_r(yml, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char pol[64];
+        if (sscanf(line, " restart: %63s", pol) != 1)
+            continue;
+        policies++;
+        if (!strcmp(pol, "always") || !strcmp(pol, "unless-stopped") || !strncmp(pol, "on-failure", 10))
+            restarts = true;
+        else
+            ck_assert_msg(!strcmp(pol, "no") || !strcmp(pol, "\"no\""), "unknown restart policy %s", pol);
+    }
+    ck_assert_int_gt(policies, 0);
+    free(yml);
+
+    for (const char *const *f = (const char *const[]){"docs/configuration.md", "docs/operations.md", NULL}; *f;
+         f++) {
+        char *doc = slurp(*f), s[2048];
+        const char *p = doc;
+
+        /* every sentence about compose and exit 78 */
+        while (*p) {
+            if (!sentence_with(p, (const char *const[]){"ompose", "78", NULL}, s, sizeof s))
+                break;
+            if (restarts)
+                ck_assert_msg(!strstr(s, "not restart") && !strstr(s, "not restarted") &&
+                              !strstr(s, "never restart") && !strstr(s, "no restart"),
+                              "%s says compose does not restart on 78, but its policy restarts:\n%s", *f, s);
+            p = strstr(p, s) + strlen(s);
+        }
+        free(doc);
+    }
+    if (restarts) {
+        char *doc = slurp("docs/configuration.md"), s[2048];
+        ck_assert_msg(sentence_with(doc, (const char *const[]){"ompose", "78", "restart", NULL}, s, sizeof s),
+                      "docs/configuration.md does not say that compose restarts a service that exits 78");
+        free(doc);
+    }
+}
+END_TEST
+
+/* ---- the docs can be followed -------------------------------------------------- */
+
+/* The docs that give `baton ...` commands say how baton gets on the PATH:
+ * `make run` builds it into build/ and installs nothing. */
+START_TEST(docs_say_where_baton_is)
+{
+    static const char *const docs[] = {"README.md", "docs/operations.md", "docs/incidents.md", "docs/api.md", NULL};
+    char fails[FAILS_MAX] = "";
+
+    for (int i = 0; docs[i]; i++) {
+        char *d = slurp(docs[i]);
+        bool uses = strstr(d, "\n    baton ") || strstr(d, "`baton ");
+        bool says = strstr(d, "build/baton") || strstr(d, "PATH=$PWD/build") || strstr(d, "make install");
+        if (uses && !says)
+            add_fail(fails, " %s", docs[i]);
+        free(d);
+    }
+    ck_assert_msg(!fails[0], "these docs use baton without saying it is build/baton or how to install it:%s",
+                  fails);
+}
+END_TEST
+
+/* Every $VARIABLE the examples of docs/api.md use is set by the "examples
+ * assume" block (an export line), so that they run as written. */
+START_TEST(api_examples_set_their_variables)
+{
+    char *d = slurp("docs/api.md"), fails[FAILS_MAX] = "", *exports = calloc(1, strlen(d) + 1);
+    char *save = NULL, *copy = strdup(d);
+
+    ck_assert(exports && copy);
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+        if (!strncmp(l, "    export ", 11)) {
+            strcat(exports, l);
+            strcat(exports, " ");
+        }
+    for (const char *p = d; (p = strchr(p, '$')); p++) {
+        char name[64], want[70];
+        size_t n = 0;
+        const char *q = p + 1 + (p[1] == '{');
+        while (n < sizeof name - 1 && ((q[n] >= 'A' && q[n] <= 'Z') || q[n] == '_' || (n && q[n] >= '0' && q[n] <= '9')))
+            n++;
+        if (n < 3)
+            continue;
+        memcpy(name, q, n);
+        name[n] = 0;
+        if (!strcmp(name, "PATH") || !strcmp(name, "PWD"))
+            continue;
+        snprintf(want, sizeof want, " %s=", name);
+        if (!strstr(exports, want) && !strstr(fails, name))
+            add_fail(fails, " $%s", name);
+    }
+    ck_assert_msg(!fails[0], "docs/api.md examples use variables its export lines never set:%s", fails);
+    free(exports);
+    free(copy);
+    free(d);
+}
+END_TEST
+
 /* ---- systemd units ------------------------------------------------------------ */
 
 START_TEST(systemd_units_verify)
@@ -373,6 +608,81 @@ stack_pids(struct stack *st, pid_t *pids, int max)
         pids[n++] = pid;
     fclose(f);
     return n;
+}
+
+/* pid runs: exists and is not a zombie waiting for its new parent to reap
+ * it. */
+static bool
+pid_alive(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    FILE *f;
+    bool alive = false;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (!(f = fopen(path, "r")))
+        return false;
+    if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
+        alive = p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+    fclose(f);
+    return alive;
+}
+
+static bool file_has(const char *path, const char *needle);
+
+/* Stop the running stack with sig -- sent to the script's whole process
+ * group when group is true (what a terminal's Ctrl-C does), else to the
+ * script alone (kill, systemd, make's shell going away) -- and check what
+ * the user relies on: the script exits 0, the WhatsApp worker released its
+ * lease while batond still served (not a 503 of a server shutting down),
+ * and no process of the stack is left. A sentence in fail (when empty) on
+ * the first problem. */
+static void
+stack_stop(struct stack *st, int sig, bool group, char *fail, size_t n)
+{
+    char path[160];
+    pid_t pids[16];
+    int npids = stack_pids(st, pids, 16), rc;
+    const char *how = sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+
+    if (!st->pid)
+        return;
+    kill(group ? -st->pid : st->pid, sig);
+    rc = wait_exit(st->pid, 90000);
+    if (rc < 0) {
+        kill(-st->pid, SIGKILL);
+        waitpid(st->pid, NULL, 0);
+        if (!fail[0])
+            snprintf(fail, n, "run-local.sh did not stop within 90 s of %s", how);
+    } else if (rc != 0 && !fail[0])
+        snprintf(fail, n, "run-local.sh exited %d after %s%s (a process did not stop cleanly; see %s/run.out)",
+                 rc, how, group ? " to its group" : "", st->dir);
+    st->pid = 0;
+    for (int waited = 0; waited < 5000; waited += 100) {
+        bool any = false;
+        for (int i = 0; i < npids; i++)
+            any |= pid_alive(pids[i]);
+        if (!any)
+            break;
+        msleep(100);
+    }
+    for (int i = 0; i < npids; i++)
+        if (pid_alive(pids[i])) {
+            kill(pids[i], SIGKILL);
+            if (!fail[0])
+                snprintf(fail, n, "process %d of the stack outlived run-local.sh (%s%s)", (int)pids[i], how,
+                         group ? " to its group" : "");
+        }
+    if (npids != 5 && !fail[0])
+        snprintf(fail, n, "run-local.sh recorded %d processes, expected 5", npids);
+    snprintf(path, sizeof path, "%s/demo/logs/agent-whatsapp.log", st->dir);
+    if (!fail[0] && (!file_has(path, "Lease released for account 'default'") ||
+                     file_has(path, "could not release the lease")))
+        snprintf(fail, n, "after %s%s the WhatsApp worker did not release its lease (see %s)", how,
+                 group ? " to the group" : "", path);
+    snprintf(path, sizeof path, "%s/demo/logs/batond.log", st->dir);
+    if (!fail[0] && !file_has(path, "\"event\":\"whatsapp.lease.released\""))
+        snprintf(fail, n, "after %s batond recorded no whatsapp.lease.released (see %s)", how, path);
 }
 
 /* Poll a conversation until an outbound message with this text exists
@@ -521,8 +831,7 @@ START_TEST(local_stack_echoes_and_stops)
     struct stack st = {0};
     char agent[300], path[160], fail[512] = "";
     const char *env_agent = getenv("BATON_AGENT");
-    pid_t pids[16];
-    int npids, rc;
+    int rc;
 
     snprintf(agent, sizeof agent, "%s/baton-agent", build_dir());
     if (env_agent && *env_agent)
@@ -551,28 +860,51 @@ START_TEST(local_stack_echoes_and_stops)
     st.pid = stack_spawn(&st, agent);
     ck_assert(st.pid > 0);
     stack_exercise(&st, fail, sizeof fail);
-    npids = stack_pids(&st, pids, 16);
-
     /* stop: SIGTERM to the script alone, as `kill` or systemd would */
-    if (st.pid) {
-        kill(st.pid, SIGTERM);
-        rc = wait_exit(st.pid, 90000);
-        if (rc < 0) {
-            kill(-st.pid, SIGKILL);
-            waitpid(st.pid, NULL, 0);
-            if (!fail[0])
-                snprintf(fail, sizeof fail, "run-local.sh did not stop within 90 s of SIGTERM");
-        } else if (rc != 0 && !fail[0])
-            snprintf(fail, sizeof fail, "run-local.sh exited %d after SIGTERM (a process did not stop cleanly;"
-                     " see %s/run.out)", rc, st.dir);
+    stack_stop(&st, SIGTERM, false, fail, sizeof fail);
+    ck_assert_msg(!fail[0], "%s", fail);
+    snprintf(path, sizeof path, "rm -rf %s", st.dir);
+    ck_assert_int_eq(system(path), 0);
+}
+END_TEST
+
+/* Ctrl-C on `make demo` (SIGINT to the whole foreground process group) and
+ * a terminal or make's shell going away (SIGHUP to the script): the stack
+ * stops in order -- workers first, so the WhatsApp worker's release is
+ * answered by a batond that still serves -- and leaves no process behind. */
+static const struct {
+    int sig;
+    bool group;
+} stop_ways[] = {{SIGINT, true}, {SIGHUP, false}};
+
+START_TEST(local_stack_stops_in_order)
+{
+    struct stack st = {0};
+    char agent[300], path[160], fail[512] = "";
+    const char *env_agent = getenv("BATON_AGENT");
+
+    snprintf(agent, sizeof agent, "%s/baton-agent", build_dir());
+    if (env_agent && *env_agent)
+        snprintf(agent, sizeof agent, "%s", env_agent);
+    if (access(agent, X_OK) != 0) {
+        fprintf(stderr, "deploy: %s is not built; local stack stop test skipped\n", agent);
+        return;
     }
-    for (int i = 0; i < npids; i++)
-        if (kill(pids[i], 0) == 0) {
-            kill(pids[i], SIGKILL);
-            if (!fail[0])
-                snprintf(fail, sizeof fail, "process %d of the stack outlived run-local.sh", (int)pids[i]);
-        }
-    ck_assert_msg(npids == 5 || fail[0], "run-local.sh recorded %d processes, expected 5", npids);
+    snprintf(st.dir, sizeof st.dir, "/tmp/baton-stack-XXXXXX");
+    ck_assert(mkdtemp(st.dir) != NULL);
+    st.pid = stack_spawn(&st, agent);
+    ck_assert(st.pid > 0);
+    /* up: the env file is written once every process started; then wait
+     * for the WhatsApp worker to hold its lease */
+    snprintf(path, sizeof path, "%s/demo/env", st.dir);
+    for (int waited = 0; waited < 60000 && !file_has(path, "BATON_URL="); waited += 100)
+        msleep(100);
+    snprintf(path, sizeof path, "%s/demo/logs/agent-whatsapp.log", st.dir);
+    for (int waited = 0; waited < 60000 && !file_has(path, "Lease acquired for account 'default'"); waited += 100)
+        msleep(100);
+    if (!file_has(path, "Lease acquired for account 'default'"))
+        snprintf(fail, sizeof fail, "the WhatsApp worker did not take its lease within 60 s (see %s)", path);
+    stack_stop(&st, stop_ways[_i].sig, stop_ways[_i].group, fail, sizeof fail);
     ck_assert_msg(!fail[0], "%s", fail);
     snprintf(path, sizeof path, "rm -rf %s", st.dir);
     ck_assert_int_eq(system(path), 0);
@@ -590,17 +922,23 @@ suite_deploy(void)
     tcase_add_test(tc, api_lists_every_convex_function);
     tcase_add_test(tc, every_setting_is_documented);
     tcase_add_test(tc, man_pages_format_cleanly);
+    tcase_add_test(tc, docs_say_where_baton_is);
+    tcase_add_test(tc, api_examples_set_their_variables);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("files");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, compose_file_validates);
     tcase_add_test(tc, systemd_units_verify);
+    tcase_add_test(tc, env_file_is_git_ignored);
+    tcase_add_test(tc, dockerfile_copies_no_secrets);
+    tcase_add_test(tc, compose_restart_policy_matches_docs);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("stack");
     tcase_set_timeout(tc, 400);
     tcase_add_test(tc, local_stack_echoes_and_stops);
+    tcase_add_loop_test(tc, local_stack_stops_in_order, 0, (int)(sizeof stop_ways / sizeof stop_ways[0]));
     suite_add_tcase(s, tc);
     return s;
 }

@@ -149,7 +149,7 @@ START_TEST(enqueue_and_get_any_payload)
     }
     json_decref(payloads);
     json_decref(CALL(&s, "GET", "/v1/jobs/999999", NULL, 404));
-    json_decref(CALL(&s, "GET", "/v1/jobs/abc", NULL, 404));
+    json_decref(CALL(&s, "GET", "/v1/jobs/abc", NULL, 400));
     ck_assert_int_eq(server_log_count(&s, "\"event\":\"agent.job.enqueued\""), 7);
     server_cleanup(&s);
 }
@@ -1013,15 +1013,18 @@ START_TEST(bad_input_answers_400_or_404_and_changes_nothing)
                       "%s %s: message does not name %s: %s", path, body, b->names, r.body);
         resp_free(&r);
     }
-    /* unknown or malformed ids: 404 on every route */
+    /* unknown ids: 404; malformed ids (not a positive integer): 400 naming
+     * the path parameter, on every route */
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         const char *body = "{\"workerId\":\"w\",\"claimToken\":\"c_x\",\"errorReason\":\"x\"}";
         const char *ids[] = {"999999", "abc", "0", "-3"};
         for (size_t k = 0; k < 4; k++) {
             json_t *answer;
             snprintf(path, sizeof path, "/v1/jobs/%s/%s", ids[k], verbs[i]);
-            answer = CALL(&s, "POST", path, json_loads(body, 0, NULL), 404);
-            ck_assert_str_eq(err_code(answer), "not_found");
+            answer = CALL(&s, "POST", path, json_loads(body, 0, NULL), k ? 400 : 404);
+            ck_assert_str_eq(err_code(answer), k ? "bad_request" : "not_found");
+            if (k)
+                ck_assert_ptr_nonnull(strstr(err_message(answer), "id"));
             json_decref(answer);
         }
     }
@@ -1031,6 +1034,87 @@ START_TEST(bad_input_answers_400_or_404_and_changes_nothing)
     ck_assert_msg(json_equal(jobs_before, jobs_after), "a rejected request changed some job");
     json_decref(job), json_decref(before), json_decref(after);
     json_decref(jobs_before), json_decref(jobs_after);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* docs/api.md's error table: a malformed path parameter is 400 bad_request
+ * naming it, an id that names nothing is 404 -- for GET /v1/jobs/{id} (what
+ * `baton jobs get abc` calls) and GET /v1/messages/{id} alike. */
+START_TEST(bad_path_id_is_400_naming_parameter)
+{
+    struct server s = {0};
+    static const char *const bad[] = {"/v1/jobs/abc", "/v1/jobs/0", "/v1/jobs/-1", "/v1/jobs/1x",
+                                      "/v1/messages/abc", "/v1/messages/0", "/v1/messages/-2", NULL};
+    json_t *a;
+
+    server_start(&s, NULL);
+    for (int i = 0; bad[i]; i++) {
+        a = CALL(&s, "GET", bad[i], NULL, 400);
+        ck_assert_msg(err_code(a) && !strcmp(err_code(a), "bad_request"), "GET %s: code %s", bad[i],
+                      err_code(a));
+        ck_assert_msg(strstr(err_message(a), "path parameter id"), "GET %s: message does not name the parameter: %s",
+                      bad[i], err_message(a));
+        json_decref(a);
+    }
+    a = CALL(&s, "GET", "/v1/jobs/424242", NULL, 404);
+    ck_assert_str_eq(err_code(a), "not_found");
+    json_decref(a);
+    a = CALL(&s, "GET", "/v1/messages/424242", NULL, 404);
+    ck_assert_str_eq(err_code(a), "not_found");
+    json_decref(a);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* A job that goes back to pending -- stale sweep, requeue-stale, a
+ * retryable failure, an operator retry -- no longer shows the worker that
+ * held it as lockedBy; the requeued event still names that worker. */
+START_TEST(requeued_job_clears_lock_owner)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
+    struct server s = {0};
+    json_t *a, *b, *c, *j, *out, *ev;
+    char path[160];
+
+    server_start(&s, env);
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "lo", "payload", "a", "maxAttempts", 5)));
+    a = claim_locked(&s, "lo", 300);
+    ck_assert_str_eq(sget(a, "lockedBy"), "sleepy");
+    msleep(600);
+    out = CALL(&s, "POST", "/v1/jobs/requeue-stale", json_object(), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "requeued")), 1);
+    json_decref(out);
+    j = get_job(&s, sget(a, "id"));
+    ck_assert_str_eq(sget(j, "status"), "pending");
+    ck_assert_msg(json_is_null(json_object_get(j, "lockedBy")), "requeued job still lockedBy %s",
+                  sget(j, "lockedBy"));
+    ck_assert(json_is_null(json_object_get(j, "lockedUntil")));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/events?event=lo.job.requeued&jobId=%s", sget(a, "id"));
+    ev = CALL(&s, "GET", path, NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(ev, "events")), 1);
+    ck_assert_str_eq(sget(json_array_get(json_object_get(ev, "events"), 0), "workerId"), "sleepy");
+    json_decref(ev);
+
+    /* a retryable failure */
+    b = claim(&s, "w-fail", "lo", 200);
+    json_decref(worker_call(&s, b, "fail", json_pack("{s:s}", "errorReason", "flaky"), 200));
+    j = get_job(&s, sget(b, "id"));
+    ck_assert_str_eq(sget(j, "status"), "pending");
+    ck_assert_msg(json_is_null(json_object_get(j, "lockedBy")), "job back to pending after fail still lockedBy %s",
+                  sget(j, "lockedBy"));
+    json_decref(j);
+
+    /* an operator retry of a processing job */
+    json_decref(enqueue(&s, json_pack("{s:s, s:s}", "queue", "lo2", "payload", "c")));
+    c = claim(&s, "w-op", "lo2", 200);
+    json_decref(job_call(&s, sget(c, "id"), "retry", json_object(), 200));
+    j = get_job(&s, sget(c, "id"));
+    ck_assert_str_eq(sget(j, "status"), "pending");
+    ck_assert_msg(json_is_null(json_object_get(j, "lockedBy")), "retried job still lockedBy %s", sget(j, "lockedBy"));
+    json_decref(j);
+    json_decref(a), json_decref(b), json_decref(c);
     server_cleanup(&s);
 }
 END_TEST
@@ -1165,6 +1249,8 @@ suite_jobs(void)
     tcase_add_test(tc, retention_deletes_only_old_completed);
     tcase_add_test(tc, list_newest_first_with_cursor);
     tcase_add_test(tc, bad_input_answers_400_or_404_and_changes_nothing);
+    tcase_add_test(tc, bad_path_id_is_400_naming_parameter);
+    tcase_add_test(tc, requeued_job_clears_lock_owner);
     tcase_add_test(tc, outbound_leased_queue_requires_lease_token);
     tcase_add_test(tc, jobs_survive_server_kill);
     suite_add_tcase(s, tc);

@@ -721,6 +721,80 @@ START_TEST(whatsapp_statuses_update_outbound)
 }
 END_TEST
 
+/* ---- ids are strings ----------------------------------------------------------- */
+
+/* Every field named like an id (xxxId) of every recorded event is a string;
+ * a sentence naming the first one that is not into bad (empty when all are). */
+static void
+event_ids_not_strings(char *bad, size_t n)
+{
+    json_t *ev = CALL(&srv, "GET", "/v1/events?limit=1000", NULL, 200), *e, *v;
+    const char *k;
+    size_t i;
+
+    bad[0] = 0;
+    ck_assert_int_gt(json_array_size(json_object_get(ev, "events")), 0);
+    json_array_foreach(json_object_get(ev, "events"), i, e) {
+        json_object_foreach(e, k, v) {
+            size_t len = strlen(k);
+            if (len > 2 && !strcmp(k + len - 2, "Id") && !json_is_string(v) && !json_is_null(v) && !bad[0]) {
+                char *dump = json_dumps(e, JSON_COMPACT);
+                snprintf(bad, n, "%s of %s is not a string: %s", k, str(e, "event"), dump ? dump : "");
+                free(dump);
+            }
+        }
+    }
+    json_decref(ev);
+}
+
+/* SPEC: ids are opaque strings -- in the Telegram webhook's answer and in
+ * the events of a failed WhatsApp delivery as everywhere else. */
+START_TEST(webhook_and_event_ids_are_strings)
+{
+    const char *sfail = WA_ENTRY("\"statuses\":[{\"id\":\"wamid.OUT9\",\"status\":\"failed\",\"timestamp\":\"6\","
+                                 "\"recipient_id\":\"16315558151\",\"errors\":[{\"code\":131047,"
+                                 "\"title\":\"Re-engagement message\"}]}]");
+    json_t *ans = NULL, *c, *o, *lease, *job, *ev;
+    char path[128], bad[2048];
+
+    ck_assert_int_eq(telegram("/telegram/webhook", TG_SECRET, SMOKE, &ans), 200);
+    ck_assert_msg(json_is_string(json_object_get(ans, "messageId")), "telegram webhook messageId is not a string");
+    ck_assert_msg(json_is_string(json_object_get(ans, "jobId")), "telegram webhook jobId is not a string");
+    c = conversation("telegram:default:123456789");
+    ck_assert_str_eq(str(ans, "messageId"), str(json_array_get(json_object_get(c, "messages"), 0), "id"));
+    json_decref(c);
+    json_decref(ans);
+
+    /* an outbound WhatsApp message, sent, then reported failed by Meta */
+    o = CALL(&srv, "POST", "/v1/outbound", json_pack("{s:s, s:s, s:s, s:s}", "channel", "whatsapp", "accountId",
+                                                     "default", "to", "16315558151", "text", "hi"), 201);
+    lease = CALL(&srv, "POST", "/v1/leases/whatsapp/default/acquire",
+                 json_pack("{s:s, s:i}", "ownerId", "wa-1", "ttlMs", 60000), 200);
+    job = CALL(&srv, "POST", "/v1/jobs/claim",
+               json_pack("{s:s, s:s, s:O}", "queue", "outbound.whatsapp.default", "workerId", "wa-1", "leaseToken",
+                         json_object_get(json_object_get(lease, "lease"), "token")), 200);
+    snprintf(path, sizeof path, "/v1/jobs/%s/complete", str(json_object_get(job, "job"), "id"));
+    json_decref(CALL(&srv, "POST", path,
+                     json_pack("{s:s, s:O, s:O, s:{s:s}}", "workerId", "wa-1", "claimToken",
+                               json_object_get(json_object_get(job, "job"), "claimToken"), "leaseToken",
+                               json_object_get(json_object_get(lease, "lease"), "token"), "result",
+                               "channelMessageId", "wamid.OUT9"), 200));
+    ck_assert_int_eq(whatsapp(sfail, WA_SECRET), 200);
+    ev = CALL(&srv, "GET", "/v1/events?event=whatsapp.send.failed", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(ev, "events")), 1);
+    ck_assert_msg(json_is_string(json_object_get(json_array_get(json_object_get(ev, "events"), 0), "messageId")),
+                  "whatsapp.send.failed carries a messageId that is not a string");
+    ck_assert_str_eq(str(json_array_get(json_object_get(ev, "events"), 0), "messageId"), str(o, "messageId"));
+    json_decref(ev);
+
+    event_ids_not_strings(bad, sizeof bad);
+    ck_assert_msg(!bad[0], "%s", bad);
+    json_decref(job);
+    json_decref(lease);
+    json_decref(o);
+}
+END_TEST
+
 Suite *
 suite_messages(void)
 {
@@ -747,6 +821,7 @@ suite_messages(void)
     tcase_add_test(tc, whatsapp_verify);
     tcase_add_test(tc, whatsapp_messages);
     tcase_add_test(tc, whatsapp_statuses_update_outbound);
+    tcase_add_test(tc, webhook_and_event_ids_are_strings);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -702,6 +702,124 @@ START_TEST(test_handler_contract)
 }
 END_TEST
 
+/* ---- the handler dies with its worker ------------------------------------------------ */
+
+/* A handler with a background child and a pipeline, all sleeping. */
+static const char orphan_script[] =
+    "#!/bin/sh\n"
+    "sleep 300 &\n"
+    "echo $! > \"$HANDLER_DIR/child.pid\"\n"
+    "echo $$ > \"$HANDLER_DIR/sh.pid.tmp\"\n"
+    "mv \"$HANDLER_DIR/sh.pid.tmp\" \"$HANDLER_DIR/sh.pid\"\n"
+    "sleep 300 | cat\n";
+
+static long
+read_pid(const char *dir, const char *name)
+{
+    char path[500];
+    long pid = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if ((f = fopen(path, "r"))) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return pid;
+}
+
+/* pid runs (exists and is not a zombie waiting for init to reap it) */
+static bool
+pid_alive(long pid)
+{
+    char path[64], buf[512], *p;
+    FILE *f;
+    bool alive = false;
+
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    if (!(f = fopen(path, "r")))
+        return false;
+    if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
+        alive = p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+    fclose(f);
+    return alive;
+}
+
+/* Every live process whose process group is pgid, into pids (max n). */
+static int
+group_members(long pgid, long *pids, int n)
+{
+    FILE *p;
+    char line[100];
+    int k = 0;
+
+    snprintf(line, sizeof line, "ps -e -o pid=,pgid=,stat= 2>/dev/null");
+    ck_assert_ptr_nonnull(p = popen(line, "r"));
+    while (fgets(line, sizeof line, p)) {
+        long pid, g;
+        char st[16];
+        if (sscanf(line, "%ld %ld %15s", &pid, &g, st) == 3 && g == pgid && st[0] != 'Z' && k < n)
+            pids[k++] = pid;
+    }
+    pclose(p);
+    return k;
+}
+
+static bool
+all_gone(const long *pids, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (pid_alive(pids[i]))
+            return false;
+    return true;
+}
+
+START_TEST(test_kill9_core_kills_handler)
+{
+    struct server s = {0};
+    struct agentp core = {0};
+    char script[400], handler[450], dirv[400];
+    long pids[32], sh, child, pgid;
+    bool gone, sh_alive, child_alive;
+    int n;
+    char *id;
+    FILE *f;
+
+    server_start(&s, NULL);
+    snprintf(script, sizeof script, "%s/orphan.sh", s.dir);
+    f = fopen(script, "w");
+    fputs(orphan_script, f);
+    fclose(f);
+    snprintf(handler, sizeof handler, "AGENT_HANDLER=sh %s", script);
+    snprintf(dirv, sizeof dirv, "HANDLER_DIR=%s", s.dir);
+    agent_start(&core, &s, "core-1", (const char *const[]){"AGENT_ROLE=core", handler, dirv, NULL});
+    id = web_post(&s, "conv-orphan", "sleep please");
+    ck_assert_msg(WAIT_FOR(read_pid(s.dir, "sh.pid") > 0 && read_pid(s.dir, "child.pid") > 0, 20000),
+                  "the handler did not start");
+    sh = read_pid(s.dir, "sh.pid");
+    child = read_pid(s.dir, "child.pid");
+    pgid = getpgid((pid_t)sh);
+    ck_assert_int_gt(pgid, 0);
+    /* the shell, its background sleep, the pipeline's sleep and cat */
+    ck_assert(WAIT_FOR((n = group_members(pgid, pids, 28)) >= 4, 10000));
+    pids[n++] = sh;
+    pids[n++] = child;
+
+    agent_kill(&core);
+    gone = WAIT_FOR(all_gone(pids, n), 5000);
+    sh_alive = pid_alive(sh);
+    child_alive = pid_alive(child);
+    for (int i = 0; i < n; i++)
+        if (pid_alive(pids[i]))
+            kill((pid_t)pids[i], SIGKILL);
+    ck_assert_msg(gone, "handler processes outlived their killed worker (shell alive: %d, child alive: %d)",
+                  sh_alive, child_alive);
+    free(id);
+    server_cleanup(&s);
+}
+END_TEST
+
 /* ---- Telegram sender ----------------------------------------------------------------- */
 
 START_TEST(test_telegram_sender)
@@ -1321,6 +1439,7 @@ suite_scenarios(void)
     tcase_add_test(unit, test_error_mapping);
     tcase_add_test(unit, test_whatsapp_disabled);
     tcase_add_test(unit, test_handler_contract);
+    tcase_add_test(unit, test_kill9_core_kills_handler);
     tcase_add_test(unit, test_telegram_sender);
     tcase_add_test(unit, test_whatsapp_sender);
     suite_add_tcase(s, unit);
