@@ -216,7 +216,7 @@ async function jobs(params) {
 }
 
 async function job(id) {
-  const j = await api('GET', '/v1/jobs/' + enc(id));
+  const j = (await api('GET', '/v1/jobs/' + enc(id))).job;
   const reload = () => route();
   const rows = [['Status', status(j.status)], ['Queue', j.queue], ['Attempts', j.attempts + ' of ' + j.maxAttempts],
     ['Priority', j.priority], ['Run at', when(j.runAt)], ['Locked by', j.lockedBy || '—'],
