@@ -81,5 +81,7 @@ Suite *suite_deploy(void);
 Suite *suite_perf(void);
 /* baton-agent and the runbook scenarios */
 Suite *suite_scenarios(void);
+/* the web console and the web chat (HTTP and browser tests) */
+Suite *suite_console(void);
 
 #endif
