@@ -57,6 +57,12 @@ struct config {
     char *whatsapp_allowed;     /* WHATSAPP_ALLOWED_CONTACTS */
     int64_t max_connections;    /* BATON_MAX_CONNECTIONS */
     int64_t idle_timeout_ms;    /* BATON_IDLE_TIMEOUT_MS */
+    int64_t header_timeout_ms;  /* BATON_HEADER_TIMEOUT_MS */
+    int64_t body_timeout_ms;    /* BATON_BODY_TIMEOUT_MS */
+    int64_t max_connections_per_address; /* BATON_MAX_CONNECTIONS_PER_ADDRESS */
+    int64_t auth_failure_burst; /* BATON_AUTH_FAILURE_BURST */
+    int64_t auth_failures_per_min; /* BATON_AUTH_FAILURES_PER_MIN */
+    int64_t webhook_rate;       /* BATON_WEBHOOK_RATE, per second per address */
     int64_t threads;            /* BATON_THREADS */
     int64_t shutdown_grace_ms;  /* BATON_SHUTDOWN_GRACE_MS */
     bool debug;                 /* BATON_LOG_LEVEL=debug */
@@ -71,6 +77,8 @@ struct config {
 extern struct config cfg;       /* read-only once the server has started */
 
 #define EX_CONFIG 78            /* sysexits EX_CONFIG: bad configuration */
+#define EX_INUSE 69             /* sysexits EX_UNAVAILABLE: the address or the
+                                 * database is in use by another process */
 
 /* Fill *c from environment then argv (flags win). On error writes a
  * one-line reason into why and returns -1; returns 1 when --help or
@@ -93,6 +101,15 @@ bool name_ok(const char *s, size_t max, const char *punct);
 /* Channel and account ids: what can appear in a queue name. */
 #define ID_PUNCT "._:@+-"
 #define ID_MAX 100
+/* true when s[0..n) is valid UTF-8 (no overlong forms, no surrogates). */
+bool utf8_valid(const char *s, size_t n);
+/* Make s valid UTF-8 in place: an incomplete sequence at the end (a cut
+ * buffer) is dropped, any other invalid byte becomes '?'. */
+void utf8_sanitize(char *s);
+/* Percent-decode in[0..n) into a new string (*out, caller frees). -1 with
+ * *why ("contains a NUL byte", "is not valid UTF-8", "has a malformed
+ * %-escape") when the result could not be used as text. */
+int url_decode(const char *in, size_t n, char **out, const char **why);
 /* Strict integer parse of the whole string; -1 on junk or overflow. */
 int parse_int64(const char *s, int64_t *out);
 
@@ -242,7 +259,10 @@ bool req_alive(struct req *r);
 struct req *req_new_internal(void);
 void req_free(struct req *r);
 
-int http_start(void);              /* 0 ok, -1 with reason logged */
+/* 0 ok; -1 with the reason on stderr, -2 when the address is in use */
+int http_start(void);
+/* Connection figures for /metrics: fn(name, reason or NULL, value). */
+void http_metrics(void (*fn)(const char *name, const char *reason, uint64_t n, void *arg), void *arg);
 int http_port(void);               /* the bound port */
 void http_quiesce(void);           /* stop accepting */
 void http_stop(void);
@@ -265,9 +285,12 @@ struct route {
 };
 
 extern const struct route routes[];  /* ends with {NULL,...} */
-/* Find the route for method+path; fills r->params. Sets *path_known when
- * some route has that path with another method (405). */
-const struct route *routes_match(const char *method, const char *path,
+/* Find the route for method and path[0..len), the path as the client sent
+ * it (still %-encoded): segments are split on '/' first and then decoded,
+ * so a %2F stays inside its parameter. Fills r->params (decoded; the
+ * caller has checked that the whole path decodes to valid text). Sets
+ * *path_known when some route has that path with another method (405). */
+const struct route *routes_match(const char *method, const char *path, size_t len,
                                  struct req *r, bool *path_known);
 
 /* ---- db.c: connections, migrations, the write path ---------------------- */
@@ -284,7 +307,9 @@ int db_open(const char *path, bool sync_full, sqlite3 **out, char *why, size_t n
  * transaction. On failure the database is unchanged by that migration and
  * why names it. */
 int db_migrate(sqlite3 *db, const struct migration *m, char *why, size_t n);
-int db_start(void);                 /* open writer, migrate, start writer thread */
+/* Open the writer, lock the database for this process, migrate, start the
+ * writer thread. 0, -1 on error, -2 when another batond holds the db. */
+int db_start(void);
 void db_release_waiters(void);      /* shutdown: answer every long-poll now */
 void db_stop(void);                 /* drain, stop writer, checkpoint, close */
 /* The calling thread's read-only connection (opened on first use). */
@@ -352,8 +377,17 @@ extern FILE *log_stream;           /* where lines go; NULL = stdout */
 /* Print the lines collected in a committed tx (called by the writer). */
 void events_flush(json_t *lines);
 /* The SQL filter for an event query: "a.b" exact, "a.b.*" the key range
- * [lo, hi). Each buffer gets "" when unused. */
-void event_filter(const char *name, char *exact, char *lo, char *hi, size_t n);
+ * [lo, hi). Each buffer gets "" when unused. -1 when name is too long for
+ * n or is not an event name or prefix: the caller answers 400. */
+int event_filter(const char *name, char *exact, char *lo, char *hi, size_t n);
+/* The filters of an events query (list or stream): ?event= into
+ * exact/lo/hi, every other argument not in other (NULL-terminated, may be
+ * NULL) into *filters {field: text} (new object, caller decrefs). A filter
+ * that cannot be applied answers 400 and returns -1 (*filters NULL). */
+int events_query(struct req *r, char *exact, char *lo, char *hi, size_t n, const char *const *other,
+                 json_t **filters);
+/* true when every field filter matches the event (compared as text). */
+bool event_matches(json_t *event, json_t *filters);
 /* One row of SELECT id, time, level, event, fields FROM events as the
  * event's JSON (new reference). */
 json_t *event_row_json(sqlite3_stmt *st);

@@ -32,6 +32,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -639,18 +641,57 @@ db_write(struct req *r, int (*fn)(struct tx *, struct req *))
     return r->err_code ? -1 : 0;
 }
 
+/* One batond per database: an exclusive flock on "<db>.lock" held while
+ * the writer runs. A separate file, because closing any descriptor of the
+ * database file itself would drop SQLite's own POSIX locks. Returns 0, -1
+ * on error, -2 when another process holds it. */
+static int lock_fd = -1;
+
+static int
+db_lock(const char *path, char *why, size_t n)
+{
+    char lp[4096];
+
+    if (!strcmp(path, ":memory:"))
+        return 0;
+    snprintf(lp, sizeof lp, "%s.lock", path);
+    lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0) {
+        snprintf(why, n, "cannot open %.300s: %s", lp, strerror(errno));
+        return -1;
+    }
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(lock_fd);
+        lock_fd = -1;
+        if (e == EWOULDBLOCK) {
+            snprintf(why, n, "database %.200s is in use by another batond (%.200s is locked)", path, lp);
+            return -2;
+        }
+        snprintf(why, n, "cannot lock %.300s: %s", lp, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
 int
 db_start(void)
 {
     char why[512];
+    int rc = 0;
 
     if (db_open(cfg.db_path, cfg.sync_full, &wdb, why, sizeof why) < 0 ||
+        (rc = db_lock(cfg.db_path, why, sizeof why)) < 0 ||
         db_migrate(wdb, migrations, why, sizeof why) < 0) {
-        log_event("error", "db.open_failed", json_pack("{s:s}", "reason", why));
+        if (rc != -2)
+            log_event("error", "db.open_failed", json_pack("{s:s}", "reason", why));
         fprintf(stderr, "batond: %s\n", why);
         db_close(wdb);
         wdb = NULL;
-        return -1;
+        if (lock_fd >= 0)
+            close(lock_fd);
+        lock_fd = -1;
+        return rc == -2 ? -2 : -1;
     }
     /* perf: a 16 MiB page cache for the writer only (default 2 MiB): big
      * transactions such as the stale sweep of 10^5 locks touch many index
@@ -707,4 +748,7 @@ db_stop(void)
     sqlite3_exec(wdb, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
     db_close(wdb);
     wdb = NULL;
+    if (lock_fd >= 0)
+        close(lock_fd);
+    lock_fd = -1;
 }

@@ -3,31 +3,61 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "batond.h"
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 FILE *log_stream;          /* NULL: stdout */
 
-/* Keys never written to a log line or an event, whatever a caller passes. */
-static const char *const secret_keys[] = {
-    "secret", "password", "authorization", "accessToken", "access_token",
-    "botToken", "sessionKey", "value", "creds", NULL,
+/* Keys whose values never reach a log line or an event row, whatever a
+ * caller passes, at any depth of objects and arrays. A key is compared
+ * case-insensitively with '_', '-' and '.' removed (api_key = apiKey =
+ * API-KEY). Documented in docs/operations.md. */
+static const char *const secret_exact[] = {"value", "creds", "auth", "pass", "pin", "otp", NULL};
+static const char *const secret_parts[] = {
+    "secret", "password", "passwd", "passphrase", "authorization", "apikey", "accesskey",
+    "privatekey", "sessionkey", "signingkey", "credential", "cookie", "bearer", NULL,
 };
 
-static void
-scrub(json_t *fields)
+/* "token" names a credential (botToken, accessToken, "token": "...") except
+ * where it is a number: lease fencing tokens are counters, not secrets. */
+static bool
+secret_key(const char *key, const json_t *v)
 {
-    for (const char *const *k = secret_keys; *k; k++) {
-        const char *key;
-        json_t *v;
-        void *tmp;
-        json_object_foreach_safe(fields, tmp, key, v) {
-            (void)v;
-            if (!strcasecmp(key, *k))
-                json_object_del(fields, key);
+    char k[64];
+    size_t n = 0;
+
+    for (const char *p = key; *p && n < sizeof k - 1; p++)
+        if (*p != '_' && *p != '-' && *p != '.')
+            k[n++] = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+    k[n] = 0;
+    for (const char *const *e = secret_exact; *e; e++)
+        if (!strcmp(k, *e))
+            return true;
+    for (const char *const *e = secret_parts; *e; e++)
+        if (strstr(k, *e))
+            return true;
+    return strstr(k, "token") && !json_is_integer(v);
+}
+
+static void
+scrub(json_t *v)
+{
+    const char *key;
+    json_t *x;
+    void *tmp;
+    size_t i;
+
+    if (json_is_object(v)) {
+        json_object_foreach_safe(v, tmp, key, x) {
+            if (secret_key(key, x))
+                json_object_del(v, key);
+            else
+                scrub(x);
         }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, x)
+            scrub(x);
     }
 }
 
@@ -173,22 +203,98 @@ events_report(struct req *r)
     return db_submit(r, report_tx);
 }
 
-void
+int
 event_filter(const char *name, char *exact, char *lo, char *hi, size_t n)
 {
     size_t len = name ? strlen(name) : 0;
 
     exact[0] = lo[0] = hi[0] = 0;
-    if (!len || len >= n)
-        return;
+    if (!len)
+        return 0;
+    if (len >= n || !name_ok(name, n - 1, "._-*") || (strchr(name, '*') && strcmp(name + len - 1, "*")))
+        return -1;
     if (len > 2 && !strcmp(name + len - 2, ".*")) {
         /* "a.b.*" is the key range ["a.b.", "a.b/"): exact, and uses the index */
         memcpy(lo, name, len - 1);
         lo[len - 1] = 0;
         memcpy(hi, lo, len);
         hi[len - 2] = '/';
-    } else
+    } else if (strchr(name, '*'))
+        return -1;
+    else
         memcpy(exact, name, len + 1);
+    return 0;
+}
+
+#define MAX_FILTERS 8
+
+int
+events_query(struct req *r, char *exact, char *lo, char *hi, size_t n, const char *const *other,
+             json_t **filters)
+{
+    const char *k;
+    json_t *args, *v;
+    int nf = 0;
+
+    *filters = NULL;
+    if (event_filter(req_query(r, "event"), exact, lo, hi, n) < 0)
+        return req_fail(r, "bad_request", json_pack("{s:s}", "parameter", "event"),
+                        "query parameter 'event' must be an event name (letters, digits, '.', '_', '-') "
+                        "of at most %zu characters, or a prefix ending in '.*'", n - 1);
+    args = req_query_all(r);
+    *filters = json_object();
+    json_object_foreach(args, k, v) {
+        bool skip = !strcmp(k, "event");
+        for (const char *const *o = other; o && *o && !skip; o++)
+            skip = !strcmp(k, *o);
+        if (skip)
+            continue;
+        if (!name_ok(k, 64, "_") || ++nf > MAX_FILTERS) {
+            req_fail(r, "bad_request", NULL,
+                     "field filters are at most %d names of letters, digits and '_' (got '%.64s')",
+                     MAX_FILTERS, k);   /* k belongs to args: answer before freeing it */
+            json_decref(args);
+            json_decref(*filters);
+            *filters = NULL;
+            return -1;
+        }
+        json_object_set(*filters, k, v);
+    }
+    json_decref(args);
+    return 0;
+}
+
+/* The text SQLite's CAST(json_extract(...) AS TEXT) gives for v. */
+static bool
+field_text_equal(json_t *v, const char *want)
+{
+    char buf[64];
+
+    if (json_is_string(v))
+        return !strcmp(json_string_value(v), want);
+    if (json_is_integer(v))
+        snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (json_is_true(v))
+        snprintf(buf, sizeof buf, "1");
+    else if (json_is_false(v))
+        snprintf(buf, sizeof buf, "0");
+    else if (json_is_real(v))
+        snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
+    else
+        return false;
+    return !strcmp(buf, want);
+}
+
+bool
+event_matches(json_t *event, json_t *filters)
+{
+    const char *k;
+    json_t *v;
+
+    json_object_foreach(filters, k, v)
+        if (!field_text_equal(json_object_get(event, k), json_string_value(v)))
+            return false;
+    return true;
 }
 
 json_t *
@@ -210,8 +316,6 @@ event_row_json(sqlite3_stmt *st)
     return e;
 }
 
-#define MAX_FILTERS 8
-
 /* GET /v1/events?event=<name|prefix.*>&since=&until=&limit=&<field>=<value>:
  * newest first. Field filters compare the event's field, as text, with the
  * value given (accountId=default, jobId=12, ownerId=wa-1). */
@@ -226,36 +330,21 @@ events_list(struct req *r)
         "SELECT id, time, level, event, fields FROM events"
         " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
         "   AND time >= ?4 AND time <= ?5 ORDER BY id DESC LIMIT ?6";
-    const char *name = req_query(r, "event"), *k;
+    static const char *const paging[] = {"since", "until", "limit", NULL};
+    const char *k;
     int64_t since, until, limit;
     char exact[160], lo[160], hi[160], sql[sizeof base + MAX_FILTERS * 64 + 64];
-    json_t *args, *v, *filters = json_object(), *out;
+    json_t *v, *filters, *out;
     sqlite3 *db;
     sqlite3_stmt *st;
-    int nf = 0, rc;
+    int nf, rc;
 
     if (req_query_int(r, "since", 0, 0, INT64_MAX, &since) < 0 ||
         req_query_int(r, "until", INT64_MAX, 0, INT64_MAX, &until) < 0 ||
-        req_query_int(r, "limit", 100, 1, 1000, &limit) < 0) {
-        json_decref(filters);
+        req_query_int(r, "limit", 100, 1, 1000, &limit) < 0 ||
+        events_query(r, exact, lo, hi, sizeof lo, paging, &filters) < 0)
         return -1;
-    }
-    args = req_query_all(r);
-    json_object_foreach(args, k, v) {
-        if (!strcmp(k, "event") || !strcmp(k, "since") || !strcmp(k, "until") || !strcmp(k, "limit"))
-            continue;
-        if (!name_ok(k, 64, "_") || ++nf > MAX_FILTERS) {
-            req_fail(r, "bad_request", NULL,
-                     "field filters are at most %d names of letters, digits and '_' (got '%.64s')",
-                     MAX_FILTERS, k);   /* k belongs to args: answer before freeing it */
-            json_decref(args);
-            json_decref(filters);
-            return -1;
-        }
-        json_object_set(filters, k, v);
-    }
-    json_decref(args);
-    event_filter(name, exact, lo, hi, sizeof lo);
+    nf = (int)json_object_size(filters);
     if (!(db = db_reader())) {
         json_decref(filters);
         return req_fail(r, "unavailable", NULL, "database cannot be read");

@@ -13,6 +13,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -89,7 +90,10 @@ req_fail(struct req *r, const char *code, json_t *details, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    utf8_sanitize(msg);     /* a cut buffer must not cost the whole body */
     err = json_pack("{s:s, s:s}", "code", code, "message", msg);
+    if (!err)
+        err = json_pack("{s:s, s:s}", "code", code, "message", code);
     if (details) {
         json_object_update_missing(err, details);
         json_decref(details);
@@ -291,6 +295,234 @@ http_shutting_down(void)
     atomic_store(&shutting, true);
 }
 
+
+/* ---- connections: deadlines and caps ------------------------------------
+ *
+ * libmicrohttpd closes a connection only when it has been idle for the
+ * whole idle timeout, so a client that sends one byte just before each
+ * timeout would hold it forever. Every connection is tracked from accept
+ * to close with the phase its current request is in; a reaper thread
+ * closes those past their phase's deadline (a 408 is written first, best
+ * effort). Caps are judged at accept: the connection over the global cap,
+ * or over the cap of its client address, is still accepted (libmicrohttpd's
+ * own limit has headroom above ours) and its first request is answered
+ * 503/429 with Connection: close, so a client over the cap hears at once
+ * instead of waiting in the kernel's backlog. */
+
+enum { P_HEADERS, P_BODY, P_BUSY, P_IDLE, P_REAPED };
+
+struct track {
+    MHD_socket fd;
+    int phase;
+    int64_t since;              /* ms: accept, request start, or last answer */
+    bool over_total, over_address;
+    char addr[INET6_ADDRSTRLEN];
+    struct track *prev, *next;
+};
+
+static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t track_cond = PTHREAD_COND_INITIALIZER;
+static struct track *tracks;
+static size_t ntracks;
+static bool reaper_stop, reaper_running;
+static pthread_t reaper;
+static atomic_ullong closed_header_timeout, closed_body_timeout, refused_total, refused_address;
+
+static struct ratelimit auth_failures;  /* failed authentications per address */
+static struct ratelimit webhook_flood;  /* webhook requests per address */
+
+static void
+addr_text(const struct sockaddr *sa, char *buf, size_t n)
+{
+    snprintf(buf, n, "?");
+    if (!sa)
+        return;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf, (socklen_t)n);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf, (socklen_t)n);
+}
+
+static struct track *
+track_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci ? ci->socket_context : NULL;
+}
+
+static void
+track_phase(struct MHD_Connection *c, int phase)
+{
+    struct track *t = c ? track_of(c) : NULL;
+
+    if (!t)
+        return;
+    pthread_mutex_lock(&track_lock);
+    if (t->phase != P_REAPED) {
+        if (phase == P_IDLE || (phase == P_HEADERS && t->phase == P_IDLE))
+            t->since = now_ms();
+        t->phase = phase;
+    }
+    pthread_mutex_unlock(&track_lock);
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+              enum MHD_ConnectionNotificationCode code)
+{
+    struct track *t;
+
+    (void)cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ad = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        size_t same = 0;
+
+        t = calloc(1, sizeof *t);
+        if (!t)
+            return;     /* untracked: no deadline, counted nowhere */
+        t->fd = fd ? fd->connect_fd : MHD_INVALID_SOCKET;
+        t->since = now_ms();
+        t->phase = P_HEADERS;
+        addr_text(ad ? ad->client_addr : NULL, t->addr, sizeof t->addr);
+        pthread_mutex_lock(&track_lock);
+        for (struct track *o = tracks; o; o = o->next)
+            if (!o->over_total && !o->over_address && !strcmp(o->addr, t->addr))
+                same++;
+        t->over_total = ntracks >= (size_t)cfg.max_connections;
+        t->over_address = !t->over_total && same >= (size_t)cfg.max_connections_per_address;
+        if (!t->over_total && !t->over_address)
+            ntracks++;
+        t->next = tracks;
+        if (tracks)
+            tracks->prev = t;
+        tracks = t;
+        pthread_mutex_unlock(&track_lock);
+        *socket_context = t;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && (t = *socket_context)) {
+        pthread_mutex_lock(&track_lock);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            tracks = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        if (!t->over_total && !t->over_address)
+            ntracks--;
+        pthread_mutex_unlock(&track_lock);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+/* The request line of a request on this connection has arrived. */
+static void *
+on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)cls, (void)uri;
+    track_phase(c, P_HEADERS);
+    return NULL;
+}
+
+static int64_t
+deadline_of(const struct track *t)
+{
+    switch (t->phase) {
+    case P_HEADERS:
+        return t->since + cfg.header_timeout_ms;
+    case P_BODY:
+        return t->since + cfg.body_timeout_ms;
+    case P_IDLE:
+        /* waiting for the next request: libmicrohttpd's idle timeout closes a
+         * silent one; a dribbling one gets the header deadline on top */
+        return t->since + cfg.idle_timeout_ms + cfg.header_timeout_ms;
+    default:
+        return INT64_MAX;
+    }
+}
+
+static void *
+reaper_main(void *arg)
+{
+    static const char body[] =
+        "{\"error\":{\"code\":\"request_timeout\",\"message\":\"the request did not arrive in time\"}}";
+    char timeout[256];
+    int tlen = snprintf(timeout, sizeof timeout,
+                        "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                        "Connection: close\r\nContent-Length: %zu\r\n\r\n%s", sizeof body - 1, body);
+    int64_t step = cfg.header_timeout_ms / 4;
+
+    (void)arg;
+    if (step > 250)
+        step = 250;
+    if (step < 20)
+        step = 20;
+    pthread_mutex_lock(&track_lock);
+    while (!reaper_stop) {
+        struct timespec ts;
+        int64_t now = now_ms(), at = now + step;
+
+        for (struct track *t = tracks; t; t = t->next) {
+            if (t->phase == P_REAPED || t->fd == MHD_INVALID_SOCKET || now < deadline_of(t))
+                continue;
+            if (t->phase == P_HEADERS || t->phase == P_BODY) {
+                (void)!send(t->fd, timeout, (size_t)tlen, MSG_DONTWAIT | MSG_NOSIGNAL);
+                atomic_fetch_add(t->phase == P_HEADERS ? &closed_header_timeout : &closed_body_timeout, 1);
+            }
+            shutdown(t->fd, SHUT_RDWR);     /* libmicrohttpd sees the end and closes */
+            t->phase = P_REAPED;
+        }
+        ts.tv_sec = at / 1000;
+        ts.tv_nsec = (at % 1000) * 1000000;
+        pthread_cond_timedwait(&track_cond, &track_lock, &ts);
+    }
+    pthread_mutex_unlock(&track_lock);
+    return NULL;
+}
+
+void
+http_metrics(void (*fn)(const char *name, const char *reason, uint64_t n, void *arg), void *arg)
+{
+    size_t open;
+
+    pthread_mutex_lock(&track_lock);
+    open = ntracks;
+    pthread_mutex_unlock(&track_lock);
+    fn("baton_http_connections", NULL, open, arg);
+    fn("baton_http_connections_closed_total", "header_timeout", atomic_load(&closed_header_timeout), arg);
+    fn("baton_http_connections_closed_total", "body_timeout", atomic_load(&closed_body_timeout), arg);
+    fn("baton_http_connections_closed_total", "over_connection_cap", atomic_load(&refused_total), arg);
+    fn("baton_http_connections_closed_total", "over_address_cap", atomic_load(&refused_address), arg);
+}
+
+/* libmicrohttpd's own messages, as JSON log lines like every other. */
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    utf8_sanitize(msg);
+    log_event("warn", "http.library", json_pack("{s:s}", "message", msg));
+}
+
+/* URLs and query values reach batond exactly as sent ('+' in a query is
+ * already a space): first_call decodes them itself, so that a NUL, invalid
+ * UTF-8 or a %2F inside a parameter is seen rather than silently cut or
+ * split. */
+static size_t
+unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls, (void)c;
+    return strlen(s);
+}
+
 /* ---- answering ---------------------------------------------------------- */
 
 static enum MHD_Result
@@ -400,29 +632,111 @@ req_parse_json(struct req *r)
     return 0;
 }
 
+/* Decode every query argument into r->query, refusing what cannot be
+ * text (NUL, invalid UTF-8, bad escapes) and arguments given twice: a
+ * filter batond cannot apply must never become "no filter". */
+struct qargs {
+    json_t *q;
+    const char *bad;            /* static reason */
+    char name[72];              /* the offending argument, when printable */
+};
+
+static enum MHD_Result
+decode_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct qargs *qa = cls;
+    char *k = NULL, *v = NULL;
+    const char *why;
+
+    (void)kind;
+    if (url_decode(key, strlen(key), &k, &why) < 0) {
+        qa->bad = "a query parameter name";
+        snprintf(qa->name, sizeof qa->name, "%s", why);
+        return MHD_NO;
+    }
+    snprintf(qa->name, sizeof qa->name, "%s", k);
+    utf8_sanitize(qa->name);
+    if (url_decode(value ? value : "", value ? strlen(value) : 0, &v, &why) < 0) {
+        free(k);
+        qa->bad = why;
+        return MHD_NO;
+    }
+    if (json_object_get(qa->q, k)) {
+        free(k);
+        free(v);
+        qa->bad = "is given more than once";
+        return MHD_NO;
+    }
+    json_object_set_new(qa->q, k, json_string(v));
+    free(k);
+    free(v);
+    return MHD_YES;
+}
+
+/* Routes a lease holder or a worker finishing a job may still call while
+ * batond drains on SIGTERM: releasing lets a standby take over at once,
+ * completing keeps the job from running twice. */
+static bool
+allowed_while_stopping(const struct route *rt)
+{
+    return rt->handler == leases_release || rt->handler == jobs_complete || rt->handler == jobs_fail;
+}
+
 static enum MHD_Result
 first_call(struct req *r, struct MHD_Connection *c, const char *url, const char *method)
 {
     bool known = false;
-    const char *cl;
+    const char *cl, *why;
     size_t len = strlen(url);
+    struct track *t = track_of(c);
+    struct qargs qa = {0};
+    char addr[INET6_ADDRSTRLEN];
+    int64_t wait;
 
     r->conn = c;
     r->method = method;
     r->started = now_ms();
+    track_phase(c, P_BODY);
+    if (t && (t->over_total || t->over_address)) {
+        req_set_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        atomic_fetch_add(t->over_total ? &refused_total : &refused_address, 1);
+        if (t->over_total) {
+            req_set_header(r, "Retry-After", "1");
+            return fail_now(r, "unavailable", NULL, "too many connections (BATON_MAX_CONNECTIONS)");
+        }
+        req_set_header(r, "Retry-After", "1");
+        return fail_now(r, "rate_limited", NULL,
+                        "too many connections from your address (BATON_MAX_CONNECTIONS_PER_ADDRESS)");
+    }
     while (len > 1 && url[len - 1] == '/')
         len--;
-    r->url = strndup(url, len);
-    if (!r->url)
-        return MHD_NO;
-    if (atomic_load(&shutting))
-        return fail_now(r, "unavailable", NULL, "server is shutting down");
+    if (url_decode(url, len, &r->url, &why) < 0) {
+        r->url = strdup("?");
+        return fail_now(r, "bad_request", NULL, "the request path %s", why);
+    }
+    qa.q = json_object();
+    if (!qa.q)
+        return fail_now(r, "unavailable", NULL, "out of memory");
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, decode_arg, &qa);
+    r->query = qa.q;
+    if (qa.bad)
+        return fail_now(r, "bad_request", json_pack("{s:s}", "parameter", qa.name),
+                        "query parameter '%s' %s", qa.name, qa.bad);
 
-    r->route = routes_match(method, r->url, r, &known);
+    r->route = routes_match(method, url, len, r, &known);
     if (!r->route) {
         if (known)
             return fail_now(r, "method_not_allowed", NULL, "method %s is not allowed here", method);
         return fail_now(r, "not_found", NULL, "no route for %s", r->url);
+    }
+    if (atomic_load(&shutting) && !allowed_while_stopping(r->route))
+        return fail_now(r, "unavailable", NULL, "server is shutting down");
+    if (r->route->auth != AUTH_NONE) {
+        req_client_addr(r, addr, sizeof addr);
+        if ((wait = ratelimit_peek(&auth_failures, addr, r->started)) > 0)
+            return req_limited(r, wait, "failed authentications from your address"), send_answer(r);
+        if (r->route->auth == AUTH_OWN && (wait = ratelimit_take(&webhook_flood, addr, r->started)) > 0)
+            return req_limited(r, wait, "webhook requests from your address"), send_answer(r);
     }
     if (r->route->auth != AUTH_NONE && r->route->auth != AUTH_OWN && !authorized(r))
         return fail_now(r, "unauthorized", NULL, "missing or wrong Authorization: Bearer secret");
@@ -430,9 +744,13 @@ first_call(struct req *r, struct MHD_Connection *c, const char *url, const char 
     cl = req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         int64_t n;
-        if (parse_int64(cl, &n) == 0 && n > cfg.max_body)
+        if (parse_int64(cl, &n) < 0 || n > cfg.max_body) {
+            /* all digits but beyond int64: larger than any limit */
+            if (parse_int64(cl, &n) < 0 && strspn(cl, "0123456789") != strlen(cl))
+                return fail_now(r, "bad_request", NULL, "Content-Length is not a number");
             return fail_now(r, "payload_too_large", NULL, "request body is larger than %lld bytes",
                             (long long)cfg.max_body);
+        }
     }
     if (r->route->auth != AUTH_OWN && !json_content_type(req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
         return fail_now(r, "unsupported_media_type", NULL, "request body must be JSON, not %s",
@@ -478,6 +796,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
     }
 
     /* the whole request is here */
+    track_phase(c, P_BUSY);
     if (r->body_len > (size_t)cfg.max_body)
         return fail_now(r, "payload_too_large", NULL, "request body is larger than %lld bytes",
                         (long long)cfg.max_body);
@@ -497,11 +816,16 @@ on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
 {
     struct req *r = *req_cls;
 
-    (void)cls, (void)c;
+    (void)cls;
     if (!r)
         return;
     if (why != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->lost && r->status >= 200 && r->status < 300)
         r->lost(r);
+    if (r->status == 401 || (r->status == 403 && r->route && r->route->auth == AUTH_OWN)) {
+        char addr[INET6_ADDRSTRLEN];
+        ratelimit_take(&auth_failures, req_client_addr(r, addr, sizeof addr), now_ms());
+    }
+    track_phase(c, P_IDLE);
     metrics_http(r->method ? r->method : "?", r->route ? r->route->pattern : "unmatched", r->status,
                  now_ms() - r->started);
     if (cfg.debug)
@@ -522,7 +846,7 @@ http_start(void)
     const union MHD_DaemonInfo *di;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
-    unsigned timeout = (unsigned)((cfg.idle_timeout_ms + 999) / 1000);
+    unsigned timeout = (unsigned)((cfg.idle_timeout_ms + 999) / 1000), limit;
 
     snprintf(port, sizeof port, "%d", cfg.listen_port);
     hints.ai_family = AF_UNSPEC;
@@ -534,20 +858,38 @@ http_start(void)
     }
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    if (ratelimit_init(&auth_failures, "auth_failures", (double)cfg.auth_failures_per_min / 60.0,
+                       (double)cfg.auth_failure_burst) < 0 ||
+        ratelimit_init(&webhook_flood, "webhooks", (double)cfg.webhook_rate, 2.0 * (double)cfg.webhook_rate) < 0) {
+        freeaddrinfo(ai);
+        fprintf(stderr, "batond: out of memory\n");
+        return -1;
+    }
+    if (cfg.auth_failures_per_min == 0)
+        auth_failures.rate = 0;     /* no limit */
+    /* headroom above our cap: connections over it are answered, not left in
+     * the kernel's backlog (see on_connection) */
+    limit = (unsigned)(cfg.max_connections + (cfg.max_connections / 4 > 64 ? cfg.max_connections / 4 : 64));
     daemon_ = MHD_start_daemon(flags, (uint16_t)cfg.listen_port, NULL, NULL, on_request, NULL,
                                MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                               MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                                MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg.threads,
-                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg.max_connections,
+                               MHD_OPTION_CONNECTION_LIMIT, limit,
                                MHD_OPTION_CONNECTION_TIMEOUT, timeout,
                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                               MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+                               MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
+                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!daemon_) {
         fprintf(stderr, "batond: cannot listen on %s:%d: %s\n", cfg.listen_host, cfg.listen_port,
-                strerror(errno));
-        return -1;
+                errno == EADDRINUSE ? "address already in use (is another batond running?)" : strerror(errno));
+        return errno == EADDRINUSE ? -2 : -1;
     }
+    reaper_stop = false;
+    if (pthread_create(&reaper, NULL, reaper_main, NULL) == 0)
+        reaper_running = true;
     di = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
     bound_port = di ? di->port : cfg.listen_port;
     return 0;
@@ -575,4 +917,13 @@ http_stop(void)
     if (daemon_)
         MHD_stop_daemon(daemon_);
     daemon_ = NULL;
+    pthread_mutex_lock(&track_lock);
+    reaper_stop = true;
+    pthread_cond_signal(&track_cond);
+    pthread_mutex_unlock(&track_lock);
+    if (reaper_running)
+        pthread_join(reaper, NULL);
+    reaper_running = false;
+    ratelimit_free(&auth_failures);
+    ratelimit_free(&webhook_flood);
 }

@@ -49,11 +49,11 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (db_start() < 0)
-        return 1;
-    if (http_start() < 0) {
+    if ((rc = db_start()) < 0)
+        return rc == -2 ? EX_INUSE : 1;
+    if ((rc = http_start()) < 0) {
         db_stop();
-        return 1;
+        return rc == -2 ? EX_INUSE : 1;
     }
     if (!cfg.secret)
         log_event("warn", "server.insecure",

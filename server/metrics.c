@@ -340,6 +340,22 @@ render_limit(const char *name, uint64_t refused, void *arg)
     out_printf(o, "\"} %llu\n", (unsigned long long)refused);
 }
 
+static void
+render_conn(const char *name, const char *reason, uint64_t n, void *arg)
+{
+    struct out *o = arg;
+
+    if (!reason) {
+        help(o, name, "gauge", "Open client connections within the caps.");
+        out_printf(o, "%s %llu\n", name, (unsigned long long)n);
+        return;
+    }
+    if (!strcmp(reason, "header_timeout"))
+        help(o, name, "counter",
+             "Connections closed by batond: request too slow (header/body deadline) or over a cap.");
+    out_printf(o, "%s{reason=\"%s\"} %llu\n", name, reason, (unsigned long long)n);
+}
+
 /* GET /metrics */
 int
 metrics_get(struct req *r)
@@ -360,6 +376,7 @@ metrics_get(struct req *r)
     help(&o, "baton_rate_limited_total", "counter",
          "Requests refused (429) or slowed by each limit since start.");
     ratelimit_foreach(render_limit, &o);
+    http_metrics(render_conn, &o);
     if (o.oom) {
         free(o.p);
         return req_fail(r, "unavailable", NULL, "out of memory");

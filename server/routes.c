@@ -116,25 +116,28 @@ const struct route routes[] = {
     {NULL, NULL, AUTH_NONE, NULL},
 };
 
-/* Match one path against one pattern; on success stores decoded params. */
+/* Match path[0..len) (still %-encoded) against one pattern; on success
+ * stores the decoded params. Literal parts compare with the raw text. */
 static bool
-match(const char *pattern, const char *path, char **params)
+match(const char *pattern, const char *path, size_t len, char **params)
 {
+    const char *end = path + len, *why;
     int np = 0;
 
-    while (*pattern && *path) {
+    while (*pattern && path < end) {
         if (*pattern == '{') {
-            const char *end = strchr(pattern, '}');
-            size_t len = strcspn(path, "/");
-            if (!end || !len || np >= MAX_PARAMS)
+            const char *close = strchr(pattern, '}');
+            const char *slash = memchr(path, '/', (size_t)(end - path));
+            size_t n = slash ? (size_t)(slash - path) : (size_t)(end - path);
+            if (!close || !n || np >= MAX_PARAMS || url_decode(path, n, &params[np], &why) < 0)
                 goto no;
-            params[np++] = strndup(path, len);
-            pattern = end + 1;
-            path += len;
+            np++;
+            pattern = close + 1;
+            path += n;
         } else if (*pattern++ != *path++)
             goto no;
     }
-    if (!*pattern && !*path)
+    if (!*pattern && path == end)
         return true;
 no:
     for (int i = 0; i < np; i++) {
@@ -145,12 +148,12 @@ no:
 }
 
 const struct route *
-routes_match(const char *method, const char *path, struct req *r, bool *path_known)
+routes_match(const char *method, const char *path, size_t len, struct req *r, bool *path_known)
 {
     *path_known = false;
     for (const struct route *rt = routes; rt->method; rt++) {
         char *params[MAX_PARAMS] = {0};
-        if (!match(rt->pattern, path, params))
+        if (!match(rt->pattern, path, len, params))
             continue;
         if (strcmp(rt->method, method)) {
             *path_known = true;

@@ -26,6 +26,7 @@
 struct sub {
     struct MHD_Connection *conn;
     char exact[160], lo[160], hi[160];   /* filter, see event_filter() */
+    json_t *filters;                      /* field filters, see events_query() */
     int64_t last_id;
     int64_t last_write;                   /* ms, for pings */
     unsigned long seq;                    /* wake sequence seen before reading */
@@ -116,6 +117,9 @@ fill(struct sub *s)
                      " ORDER BY id LIMIT ?5");
     if (!st)
         return -1;
+    int rows;
+again:
+    rows = 0;
     sqlite3_bind_int64(st, 1, s->last_id);
     if (s->exact[0])
         sqlite3_bind_text(st, 2, s->exact, -1, SQLITE_STATIC);
@@ -133,6 +137,12 @@ fill(struct sub *s)
         int64_t id = sqlite3_column_int64(st, 0);
         size_t need;
 
+        rows++;
+        if (!event_matches(e, s->filters)) {
+            s->last_id = id;
+            json_decref(e);
+            continue;
+        }
         json_object_del(e, "time");     /* the stream keeps the log line's shape */
         data = json_dumps(e, JSON_COMPACT);
         json_decref(e);
@@ -154,6 +164,8 @@ fill(struct sub *s)
         free(data);
     }
     sqlite3_reset(st);
+    if (!s->len && rows == BATCH)
+        goto again;     /* a whole batch filtered out: more may follow */
     return 0;
 }
 
@@ -215,6 +227,7 @@ sub_free(void *cls)
         }
     pthread_mutex_unlock(&lock);
     free(s->pending);
+    json_decref(s->filters);
     free(s);
 }
 
@@ -222,7 +235,7 @@ sub_free(void *cls)
 int
 events_stream(struct req *r)
 {
-    const char *name = req_query(r, "event"), *last = req_header(r, "Last-Event-ID");
+    const char *last = req_header(r, "Last-Event-ID");
     struct MHD_Response *resp;
     struct sub *s = calloc(1, sizeof *s);
     int64_t id;
@@ -233,7 +246,10 @@ events_stream(struct req *r)
         free(s);
         return req_fail(r, "bad_request", NULL, "Last-Event-ID must be an event id");
     }
-    event_filter(name, s->exact, s->lo, s->hi, sizeof s->exact);
+    if (events_query(r, s->exact, s->lo, s->hi, sizeof s->exact, NULL, &s->filters) < 0) {
+        free(s);
+        return -1;
+    }
     if (last && *last)
         s->last_id = id;
     else {
@@ -241,6 +257,7 @@ events_stream(struct req *r)
         sqlite3 *db = db_reader();
         sqlite3_stmt *st = db ? db_prep(db, "SELECT coalesce(max(id), 0) FROM events") : NULL;
         if (!st) {
+            json_decref(s->filters);
             free(s);
             return req_fail(r, "unavailable", NULL, "database cannot be read");
         }
@@ -256,6 +273,7 @@ events_stream(struct req *r)
     pthread_mutex_unlock(&lock);
     resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader, s, sub_free);
     if (!resp) {
+        json_decref(s->filters);
         free(s);
         return req_fail(r, "unavailable", NULL, "out of memory");
     }

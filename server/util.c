@@ -85,3 +85,128 @@ name_ok(const char *s, size_t max, const char *punct)
     }
     return n >= 1 && n <= max;
 }
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 when
+ * invalid: overlong forms, surrogates and code points above U+10FFFF are
+ * invalid (RFC 3629). */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned cp, min;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, cp = c & 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, cp = c & 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, cp = c & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+bool
+utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = utf8_seq(p + i, n - i)))
+            return false;
+    return true;
+}
+
+void
+utf8_sanitize(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    size_t n = strlen(s), i = 0, k;
+
+    while (i < n) {
+        if ((k = utf8_seq(p + i, n - i))) {
+            i += k;
+            continue;
+        }
+        /* an incomplete sequence at the very end was cut by a buffer */
+        size_t j = i + 1;
+        while (j < n && (p[j] & 0xc0) == 0x80)
+            j++;
+        if (j == n && p[i] >= 0xc2 && p[i] <= 0xf4) {
+            p[i] = 0;
+            return;
+        }
+        p[i++] = '?';
+    }
+}
+
+static int
+hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int
+url_decode(const char *in, size_t n, char **out, const char **why)
+{
+    char *o = malloc(n + 1);
+    size_t len = 0;
+
+    *out = NULL;
+    if (!o) {
+        *why = "out of memory";
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (in[i] != '%') {
+            o[len++] = in[i];
+            continue;
+        }
+        if (i + 2 >= n) {
+            free(o);
+            *why = "has a malformed %-escape";
+            return -1;
+        }
+        hi = hexval((unsigned char)in[i + 1]);
+        lo = hi < 0 ? -1 : hexval((unsigned char)in[i + 2]);
+        if (hi < 0 || lo < 0) {
+            free(o);
+            *why = "has a malformed %-escape";
+            return -1;
+        }
+        o[len++] = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    o[len] = 0;
+    if (memchr(o, 0, len)) {
+        free(o);
+        *why = "contains a NUL byte";
+        return -1;
+    }
+    if (!utf8_valid(o, len)) {
+        free(o);
+        *why = "is not valid UTF-8";
+        return -1;
+    }
+    *out = o;
+    return 0;
+}

@@ -81,6 +81,8 @@ Suite *suite_deploy(void);
 Suite *suite_perf(void);
 /* baton-agent and the runbook scenarios */
 Suite *suite_scenarios(void);
+/* hostile clients: slow connections, URLs, limits */
+Suite *suite_hardening(void);
 /* the web console and the web chat (HTTP and browser tests) */
 Suite *suite_console(void);
 

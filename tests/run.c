@@ -19,6 +19,7 @@ main(void)
     srunner_add_suite(sr, suite_fields());
     srunner_add_suite(sr, suite_db());
     srunner_add_suite(sr, suite_http());
+    srunner_add_suite(sr, suite_hardening());
     /* jobs */
     srunner_add_suite(sr, suite_jobs());
     /* leases */
