@@ -195,6 +195,26 @@ START_TEST(test_console_needs_session)
 }
 END_TEST
 
+/* development without a secret: the console opens, and says so */
+START_TEST(test_no_secret_console_warns)
+{
+    struct server s = {0};
+    struct wresp w;
+
+    server_start(&s, (const char *[]){"AGENT_SECRET=", NULL});
+    web(&s, "GET", "/console", NULL, NULL, &w);
+    ck_assert_int_eq(w.status, 200);
+    ck_assert_ptr_nonnull(strstr(w.body, "No secret set"));
+    wfree(&w);
+    web(&s, "GET", "/console/api/session", NULL, NULL, &w);
+    ck_assert_int_eq(w.status, 200);
+    ck_assert(json_is_false(json_object_get(w.json, "secretSet")));
+    ck_assert(json_is_true(json_object_get(w.json, "signedIn")));
+    wfree(&w);
+    server_cleanup(&s);
+}
+END_TEST
+
 START_TEST(test_login_cookie_flags)
 {
     struct server s = {0}, p = {0};
@@ -775,6 +795,7 @@ suite_console(void)
 
     tcase_set_timeout(http, 60);
     tcase_add_test(http, test_console_needs_session);
+    tcase_add_test(http, test_no_secret_console_warns);
     tcase_add_test(http, test_login_cookie_flags);
     tcase_add_test(http, test_csrf_required);
     tcase_add_test(http, test_login_failures_slowed);
