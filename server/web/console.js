@@ -262,7 +262,7 @@ async function leases() {
       h('td', {}, v.channel), h('td', {}, v.accountId),
       h('td', {}, v.account ? h('label', {}, h('input', {type: 'checkbox', checked: v.account.enabled,
         'aria-label': 'enabled', onchange: (ev) => act(null, 'PUT', '/v1/accounts/' + path,
-          {enabled: ev.target.checked, config: v.account.config === undefined ? null : v.account.config}, route)}),
+          {enabled: ev.target.checked}, route)}),
         v.account.enabled ? ' enabled' : ' disabled') : h('span', {class: 'muted'}, 'no account')),
       h('td', {}, l && l.held ? l.ownerId : h('span', {class: 'muted'}, 'free')),
       h('td', {class: 'num'}, l ? l.token : '—'),

@@ -114,6 +114,13 @@ async function consolePhase() {
   const lease = await ok('GET', '/v1/leases/whatsapp/acct-1');
   if (lease.held || lease.ownerId) fail('after force-release the lease is ' + JSON.stringify(lease));
   log('lease force-released from the page');
+  // accounts are disabled from the same page (the stored config is kept)
+  await page.waitForSelector(`${row} input[type=checkbox]:checked`);
+  await page.click(`${row} input[type=checkbox]`);
+  await page.waitForSelector(`${row} input[type=checkbox]:not(:checked)`);
+  const acct = await ok('GET', '/v1/accounts/whatsapp/acct-1');
+  if (acct.enabled !== false) fail('the account was not disabled: ' + JSON.stringify(acct));
+  log('account disabled from the page');
 
   // -- session keys are listed and no value text reaches the DOM
   const secretValue = 'SESSION-VALUE-MUST-NOT-SHOW-7c1e';
