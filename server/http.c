@@ -497,7 +497,7 @@ http_metrics(void (*fn)(const char *name, const char *reason, uint64_t n, void *
 }
 
 /* libmicrohttpd's own messages, as JSON log lines like every other. */
-static void
+static void __attribute__((format(printf, 2, 0)))
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
