@@ -31,7 +31,10 @@ endif
 
 # batond: everything in server/ plus the embedded schema; the test and
 # bench binaries link the same objects without main.o
-SERVER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out server/main.c,$(wildcard server/*.c))) $(B)/schema.o
+SERVER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out server/main.c,$(wildcard server/*.c))) $(B)/schema.o \
+              $(B)/web.o
+# the console and chat pages, styles and scripts, embedded into batond
+WEB_SRC    := $(wildcard server/web/*.html server/web/*.css server/web/*.js)
 # libbaton, the baton CLI and baton-agent: client/
 LIB_OBJ    := $(B)/client/baton.o
 PIC_OBJ    := $(B)/pic/client/baton.o
@@ -59,6 +62,13 @@ $(B)/schema.c: schema/embed.sh $(wildcard schema/*.sql)
 	sh schema/embed.sh $(wildcard schema/*.sql) > $@
 
 $(B)/schema.o: $(B)/schema.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(B)/web.c: server/web/embed.sh $(WEB_SRC)
+	@mkdir -p $(@D)
+	sh server/web/embed.sh $(WEB_SRC) > $@
+
+$(B)/web.o: $(B)/web.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(B)/%.o: %.c

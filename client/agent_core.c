@@ -15,6 +15,13 @@
  * while the handler runs; if batond says the claim was lost the handler
  * is killed and nothing is reported. AGENT_HANDLER=echo is built in and
  * replies "echo: <text>".
+ *
+ * STREAMING
+ * For a job answering a web chat message the handler's stdout is read as
+ * it comes and the text so far is reported to batond (POST
+ * /v1/jobs/{id}/progress, fenced by the claim) at most every
+ * CORE_PROGRESS_MS, so the visitor sees the reply grow; the completion
+ * then makes it final. Other channels get only the final text.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,6 +41,8 @@
 #define CORE_HISTORY 50
 #define CORE_MAX_OUTPUT (1 << 20)
 #define CORE_SHUTDOWN_GRACE_MS 10000L
+#define CORE_PROGRESS_MS 250L          /* at most one progress report per this */
+#define CORE_PROGRESS_MAX 65536        /* batond's limit on the partial text */
 
 enum outcome { RUN_OK, RUN_RETRY, RUN_FAILED, RUN_TIMEOUT, RUN_LOST, RUN_SHUTDOWN };
 
@@ -140,12 +149,43 @@ stop_group(pid_t group)
     waitpid(group, NULL, 0);
 }
 
-/* Run the handler on input; heartbeats the job meanwhile. *out / *err get
- * its stdout and stderr, *status its wait status. */
+/* Report the text so far (up to its last whole UTF-8 character).
+ * Returns false when batond says the claim is gone. */
+static bool
+report_progress(baton_client *b, const char *id, const char *token, const struct out *out)
+{
+    size_t n = out->n > CORE_PROGRESS_MAX ? CORE_PROGRESS_MAX : out->n, k = n;
+    baton_error e;
+    char *text;
+    bool ok = true;
+
+    /* step back over a character cut by the read */
+    while (k && ((unsigned char)out->p[k - 1] & 0xC0) == 0x80)
+        k--;
+    if (k && ((unsigned char)out->p[k - 1] & 0x80)) {
+        unsigned char lead = (unsigned char)out->p[k - 1];
+        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+        n = (n - (k - 1) >= need) ? k - 1 + need : k - 1;
+    }
+    if (!(text = strndup(out->p, n)))
+        return true;
+    if (baton_job_progress(b, id, acfg.worker_id, token, text, &e) < 0 && e.status == 409) {
+        agent_log("[agent] progress of job %s refused: %s", id, baton_strerror(&e));
+        ok = false;
+    }
+    free(text);
+    return ok;
+}
+
+/* Run the handler on input; heartbeats the job meanwhile and, when stream
+ * is set, reports its stdout as it comes. *out / *err get its stdout and
+ * stderr, *status its wait status. */
 static enum outcome
-run_handler(baton_client *b, const char *id, const char *token, const char *input,
+run_handler(baton_client *b, const char *id, const char *token, const char *input, bool stream,
             struct out *out, struct out *err, int *status)
 {
+    long next_progress = 0;
+    size_t reported = 0;
     int in[2], op[2], ep[2];
     size_t in_len = strlen(input), in_off = 0;
     long start = agent_now_ms(), deadline = start + acfg.handler_timeout_ms;
@@ -244,6 +284,14 @@ run_handler(baton_client *b, const char *id, const char *token, const char *inpu
             }
             next_hb = agent_now_ms() + CORE_LOCK_MS / 3;
         }
+        if (stream && out->n != reported && now >= next_progress) {
+            if (!report_progress(b, id, token, out)) {
+                res = RUN_LOST;
+                break;
+            }
+            reported = out->n;
+            next_progress = agent_now_ms() + CORE_PROGRESS_MS;
+        }
         if (poll(p, 3, 50) <= 0)
             continue;
         for (int k = 0; k < 2; k++) {
@@ -333,6 +381,15 @@ finish(baton_client *b, const char *id, const char *token, const char *reply_tex
         agent_log("[agent] could not report job %s: %s", id, baton_strerror(&e));
 }
 
+/* A job answering a web chat message: its reply is streamed. */
+static bool
+is_web(json_t *payload)
+{
+    const char *ch = json_string_value(json_object_get(payload, "channel"));
+
+    return ch && !strcmp(ch, "web") && json_object_get(payload, "messageId");
+}
+
 static void
 handle(baton_client *b, json_t *job)
 {
@@ -369,7 +426,7 @@ handle(baton_client *b, json_t *job)
             finish(b, id, token, NULL, "handler_retry", "out of memory", true);
             return;
         }
-        oc = run_handler(b, id, token, text, &out, &err, &status);
+        oc = run_handler(b, id, token, text, is_web(payload), &out, &err, &status);
         free(text);
         first_line(err.p, line, sizeof line);
         switch (oc) {

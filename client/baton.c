@@ -593,6 +593,21 @@ baton_heartbeat_job(baton_client *b, const char *job_id, const char *worker_id,
 }
 
 int
+baton_job_progress(baton_client *b, const char *job_id, const char *worker_id, const char *claim_token,
+                   const char *text, baton_error *err)
+{
+    json_t *body = json_object();
+
+    set_opt_str(body, "workerId", worker_id);
+    set_opt_str(body, "claimToken", claim_token);
+    if (body && json_object_set_new(body, "text", json_string(text ? text : "")) < 0) {
+        json_decref(body);
+        body = NULL;
+    }
+    return run(b, "POST", pathf("/v1/jobs/%s/progress", job_id), body, false, 0, NULL, err);
+}
+
+int
 baton_complete(baton_client *b, const char *job_id, const char *worker_id, const char *claim_token,
                json_t *result, json_t *reply, long long lease_token, baton_error *err)
 {

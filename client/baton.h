@@ -142,6 +142,13 @@ int baton_heartbeat_job(baton_client *b, const char *job_id, const char *worker_
                         const char *claim_token, long lock_ms, long long lease_token,
                         json_t **job, baton_error *err);
 
+/* POST /v1/jobs/{id}/progress: the reply text produced so far (the whole
+ * of it, not a delta) for a streaming reply; fenced by the claim like a
+ * heartbeat. 429 rate_limited when reported too often. Not retried (the
+ * next report carries the text anyway). */
+int baton_job_progress(baton_client *b, const char *job_id, const char *worker_id,
+                       const char *claim_token, const char *text, baton_error *err);
+
 /* POST /v1/jobs/{id}/complete. result, reply: NULL to omit (reply is
  * {text, payload?}, SPEC section 8). 409 claim_lost when the claim is no
  * longer current. Not retried. */

@@ -23,6 +23,11 @@ if [ "${1:-}" = "--test" ]; then
     have_cmd clang || need="$need clang"
     # validates deploy/docker-compose.yml in the tests; needs no container engine
     have_cmd docker-compose || need="$need docker-compose"
+    # the browser tests of the web console and chat (tests/browser/):
+    # Debian's chromium driven by playwright-core from npm, no browser download
+    have_cmd chromium || need="$need chromium"
+    have_cmd node || need="$need nodejs"
+    have_cmd npm || need="$need npm"
 fi
 
 [ -z "$need" ] && exit 0

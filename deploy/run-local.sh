@@ -176,6 +176,8 @@ EOF
 cat <<EOF
 run-local: batond      $BATON_URL  (database $DEMO_DIR/baton.db)
 run-local: fake API    $FAKE_URL  (Telegram: /telegram, WhatsApp: /whatsapp)
+run-local: console     $BATON_URL/console  (sign in with AGENT_SECRET from $DEMO_DIR/env)
+run-local: web chat    $BATON_URL/chat  (the echo worker answers)
 run-local: workers     agent-core (echo), agent-whatsapp (wa-1), agent-telegram
 run-local: logs        tail -F $LOGS/*.log
 run-local: settings    . $DEMO_DIR/env

@@ -67,6 +67,12 @@ struct config {
     int64_t threads;            /* BATON_THREADS */
     int64_t shutdown_grace_ms;  /* BATON_SHUTDOWN_GRACE_MS */
     bool debug;                 /* BATON_LOG_LEVEL=debug */
+    bool webchat;               /* BATON_WEBCHAT (on) */
+    char *webchat_origins;      /* BATON_WEBCHAT_ORIGINS, comma list */
+    int64_t webchat_max_text;   /* BATON_WEBCHAT_MAX_TEXT, bytes */
+    int64_t webchat_rate;       /* BATON_WEBCHAT_RATE, per minute per conversation */
+    int64_t console_session_ms; /* BATON_CONSOLE_SESSION_MS */
+    bool trust_proxy;           /* BATON_TRUST_PROXY */
 };
 
 extern struct config cfg;       /* read-only once the server has started */
@@ -268,7 +274,9 @@ void http_shutting_down(void);     /* answer new requests 503 */
 
 /* ---- routes.c ---------------------------------------------------------- */
 
-enum auth { AUTH_NONE, AUTH_BEARER, AUTH_CONVEX, AUTH_OWN };
+/* AUTH_BEARER: the service secret (or a console session, see
+ * web_authorized); AUTH_VISITOR: a web chat visitor token. */
+enum auth { AUTH_NONE, AUTH_BEARER, AUTH_CONVEX, AUTH_OWN, AUTH_VISITOR };
 
 struct route {
     const char *method;             /* "GET", "POST", ... */
@@ -454,6 +462,7 @@ int jobs_enqueue(struct req *r);        /* POST /v1/jobs */
 int jobs_claim(struct req *r);          /* POST /v1/jobs/claim */
 int jobs_requeue_stale(struct req *r);  /* POST /v1/jobs/requeue-stale */
 int jobs_heartbeat(struct req *r);      /* POST /v1/jobs/{id}/heartbeat */
+int jobs_progress(struct req *r);       /* POST /v1/jobs/{id}/progress */
 int jobs_complete(struct req *r);       /* POST /v1/jobs/{id}/complete */
 int jobs_fail(struct req *r);           /* POST /v1/jobs/{id}/fail */
 int jobs_retry(struct req *r);          /* POST /v1/jobs/{id}/retry */
@@ -471,6 +480,12 @@ int jobs_queues(struct req *r);         /* GET /v1/queues */
  * answered to roll the whole write back. */
 int messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result, json_t *reply);
 int messages_job_failed(struct tx *t, struct req *r, json_t *job);
+/* A progress report of the claim `token` of agent job `job_id`: text (the
+ * reply so far, borrowed) becomes the partial reply on the inbound message
+ * the job answers, and the conversation's long-polls are woken. A job that
+ * answers no message keeps nothing. 0, or -1 answered. */
+int messages_job_progress(struct tx *t, struct req *r, int64_t job_id, const char *token,
+                          const char *text);
 
 /* ---- dedupe.c / sessions.c ------------------------------------------------- */
 
@@ -534,6 +549,7 @@ int messages_delivery(struct tx *t, struct req *r, const char *channel,
 int messages_inbound(struct req *r);     /* POST /v1/inbound */
 int messages_web_post(struct req *r);    /* POST /v1/conversations/{id}/messages */
 int messages_list(struct req *r);        /* GET /v1/conversations/{id}/messages */
+int messages_conversations(struct req *r); /* GET /v1/conversations */
 int messages_outbound(struct req *r);    /* POST /v1/outbound */
 int messages_get(struct req *r);         /* GET /v1/messages/{id} */
 /* messages_job_completed / messages_job_failed: declared with the jobs hooks */
@@ -543,6 +559,48 @@ int messages_get(struct req *r);         /* GET /v1/messages/{id} */
 int webhooks_telegram(struct req *r);        /* POST /telegram/webhook[/{accountId}] */
 int webhooks_whatsapp_verify(struct req *r); /* GET /whatsapp/webhook[/{accountId}] */
 int webhooks_whatsapp(struct req *r);        /* POST /whatsapp/webhook[/{accountId}] */
+
+/* ---- console.c, webchat.c: the web console and the web chat ------------- */
+
+/* The pages, styles and scripts of server/web/, embedded at build time by
+ * server/web/embed.sh (build/web.c). */
+struct web_asset {
+    const char *name;               /* "console.js" */
+    const char *type;               /* Content-Type */
+    const char *body;
+};
+extern const struct web_asset web_assets[];  /* ends with {NULL,...} */
+extern const char web_version[];             /* checksum of them all */
+
+/* Set up sign-in sessions, visitor-token key and the limits. */
+int web_init(char *why, size_t n);
+void web_free(void);
+/* Called by http.c for routes that need credentials when the Bearer
+ * secret was not given: on AUTH_BEARER routes a console session cookie
+ * (plus the X-CSRF-Token header on anything but GET/HEAD); on
+ * AUTH_VISITOR routes the web chat visitor token of the conversation. */
+bool web_authorized(struct req *r);
+/* The client's address, from X-Forwarded-For when BATON_TRUST_PROXY. */
+const char *web_client_addr(struct req *r, char *buf, size_t n);
+/* Answer with an embedded asset and the headers of the static pages. */
+int web_asset_answer(struct req *r, const char *name);
+/* Security headers of every page: CSP, nosniff, no referrer, no framing. */
+void web_page_headers(struct req *r);
+bool webchat_token_ok(const char *conversation, const char *token);
+
+int console_root(struct req *r);        /* GET / -> /console */
+int console_page(struct req *r);        /* GET /console */
+int console_login_page(struct req *r);  /* GET /console/login */
+int console_script(struct req *r);      /* GET /console/console.js */
+int console_static(struct req *r);      /* GET /static/{name} */
+int console_login(struct req *r);       /* POST /console/api/login */
+int console_logout(struct req *r);      /* POST /console/api/logout */
+int console_session(struct req *r);     /* GET /console/api/session */
+int webchat_page(struct req *r);        /* GET /chat */
+int webchat_open(struct req *r);        /* POST /chat/api/open */
+int webchat_list(struct req *r);        /* GET /chat/api/conversations/{id}/messages */
+int webchat_post(struct req *r);        /* POST /chat/api/conversations/{id}/messages */
+int webchat_preflight(struct req *r);   /* OPTIONS /chat/api/... */
 
 /* ---- sweep.c ------------------------------------------------------------ */
 

@@ -87,6 +87,18 @@ static const struct setting settings[] = {
      "how long SIGTERM waits for in-flight requests"},
     {"BATON_LOG_LEVEL", "log-level", K_LEVEL, "info", OFF(debug), 0, 0,
      "info or debug (debug adds an http.request line per request)"},
+    {"BATON_WEBCHAT", "webchat", K_BOOL, "on", OFF(webchat), 0, 0,
+     "on or off: the public web chat page /chat and its routes /chat/api/*"},
+    {"BATON_WEBCHAT_ORIGINS", "webchat-origins", K_STR, NULL, OFF(webchat_origins), 0, 0,
+     "comma list of other origins allowed to call /chat/api/* (CORS); unset: none"},
+    {"BATON_WEBCHAT_MAX_TEXT", "webchat-max-text", K_INT, "2000", OFF(webchat_max_text), 1, 100000,
+     "longest web chat message in bytes (400 above)"},
+    {"BATON_WEBCHAT_RATE", "webchat-rate", K_INT, "20", OFF(webchat_rate), 1, 100000,
+     "web chat messages per minute per conversation and 3x that per client address (429 above)"},
+    {"BATON_CONSOLE_SESSION_MS", "console-session-ms", K_MS, "43200000", OFF(console_session_ms), 60000,
+     INT32_MAX, "how long a console sign-in lasts"},
+    {"BATON_TRUST_PROXY", "trust-proxy", K_BOOL, "0", OFF(trust_proxy), 0, 0,
+     "1: believe X-Forwarded-Proto/X-Forwarded-For of a reverse proxy (Secure cookies, client address)"},
     {NULL, NULL, K_STR, NULL, 0, 0, 0, NULL},
 };
 
@@ -114,9 +126,9 @@ apply(struct config *c, const struct setting *s, const char *v, const char *src,
         *(int64_t *)(base + s->off) = x;
         return 0;
     case K_BOOL:
-        if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
+        if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"))
             *(bool *)(base + s->off) = true;
-        else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !*v)
+        else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off") || !*v)
             *(bool *)(base + s->off) = false;
         else {
             snprintf(why, n, "%s: %s must be 0 or 1, got '%s'", src, s->env, v);

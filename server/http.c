@@ -599,16 +599,18 @@ authorized(struct req *r)
 {
     const char *h, *tok = NULL;
 
+    if (r->route->auth == AUTH_VISITOR)
+        return web_authorized(r);   /* console.c: a web chat visitor token */
     if (!cfg.secret)
         return true;        /* development without a secret: warned at start */
     h = req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h)
-        return false;
-    if (!strncasecmp(h, "Bearer ", 7))
+    if (h && !strncasecmp(h, "Bearer ", 7))
         tok = h + 7;
-    else if (r->route->auth == AUTH_CONVEX && !strncasecmp(h, "Convex ", 7))
+    else if (h && r->route->auth == AUTH_CONVEX && !strncasecmp(h, "Convex ", 7))
         tok = h + 7;
-    return tok && secret_equal(tok, strlen(tok), cfg.secret, strlen(cfg.secret));
+    if (tok && secret_equal(tok, strlen(tok), cfg.secret, strlen(cfg.secret)))
+        return true;
+    return web_authorized(r);       /* console.c: a console session cookie + CSRF */
 }
 
 /* A body is acceptable when it says it is JSON, or says nothing, or carries

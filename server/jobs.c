@@ -983,6 +983,60 @@ jobs_complete(struct req *r)
     return work_parse(r, f, bind_complete, complete_tx);
 }
 
+/* ---- streaming progress -------------------------------------------------- */
+
+#define JOBS_PROGRESS_MAX   65536           /* bytes of partial reply text */
+#define JOBS_PROGRESS_RATE  10.0            /* reports per second per job ... */
+#define JOBS_PROGRESS_BURST 20.0            /* ... with this burst */
+
+static struct ratelimit progress_limit;
+static pthread_once_t progress_once = PTHREAD_ONCE_INIT;
+
+static void
+progress_limit_init(void)
+{
+    ratelimit_init(&progress_limit, "job_progress", JOBS_PROGRESS_RATE, JOBS_PROGRESS_BURST);
+}
+
+static int
+progress_tx(struct tx *t, struct req *r)
+{
+    struct work *w = r->ctx;
+    struct job_state js;
+
+    if (fence(t, r, w, &js) < 0)
+        return -1;
+    if (messages_job_progress(t, r, w->id, w->token, w->message) < 0)
+        return -1;
+    return req_ok(r, 200, json_pack("{s:b, s:I}", "accepted", 1, "length",
+                                    (json_int_t)strlen(w->message)));
+}
+
+static void
+bind_progress(struct work *w, struct field *f)
+{
+    f[0].out = &w->message;
+}
+
+/* POST /v1/jobs/{id}/progress {workerId, claimToken, text}: the reply text
+ * so far, fenced like heartbeat; at most JOBS_PROGRESS_RATE a second per
+ * job (429 above). */
+int
+jobs_progress(struct req *r)
+{
+    struct field f[] = {
+        {"text", F_STR, F_REQUIRED | F_EMPTY_OK, NULL, 0, JOBS_PROGRESS_MAX, NULL},
+        FIELD_END,
+    };
+    const char *id = req_param(r, 0);
+    int64_t wait;
+
+    pthread_once(&progress_once, progress_limit_init);
+    if ((wait = ratelimit_take(&progress_limit, id ? id : "", now_ms())) > 0)
+        return req_limited(r, wait, "progress reports for this job");
+    return work_parse(r, f, bind_progress, progress_tx);
+}
+
 static void
 bind_fail(struct work *w, struct field *f)
 {

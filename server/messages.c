@@ -20,9 +20,14 @@
 
 /* ---- shapes --------------------------------------------------------------- */
 
-#define MSG_SELECT                                                                        \
-    "SELECT id, conversation_id, channel, account_id, direction, channel_message_id, sender," \
-    " recipient, text, payload, status, delivery, error, job_id, created_at, sent_at FROM messages"
+/* A message with, for an inbound one, the state of the agent job answering
+ * it: the partial reply counts only while the claim that reported it is
+ * the job's current one. */
+#define MSG_SELECT                                                                           \
+    "SELECT m.id, m.conversation_id, m.channel, m.account_id, m.direction, m.channel_message_id," \
+    " m.sender, m.recipient, m.text, m.payload, m.status, m.delivery, m.error, m.job_id,"      \
+    " m.created_at, m.sent_at, m.partial, (j.status = 'processing' AND m.partial_token = j.claim_token)," \
+    " j.status, j.error_reason FROM messages m LEFT JOIN jobs j ON j.id = m.job_id AND m.direction = 'in'"
 
 static json_t *
 msg_json(sqlite3_stmt *s)
@@ -51,6 +56,15 @@ msg_json(sqlite3_stmt *s)
         json_object_set_new(m, "jobId", json_null());
     json_object_set_new(m, "createdAt", col_int(s, 14));
     json_object_set_new(m, "sentAt", col_int(s, 15));
+    /* inbound: how its answer is doing (pending, processing with the text
+     * so far, completed, failed), or null once the job is gone */
+    if (sqlite3_column_type(s, 18) != SQLITE_NULL)
+        json_object_set_new(m, "reply",
+                            json_pack("{s:o, s:o, s:o}", "state", col_text(s, 18), "partial",
+                                      sqlite3_column_int(s, 17) ? col_text(s, 16) : json_null(),
+                                      "errorReason", col_text(s, 19)));
+    else if (!strcmp((const char *)sqlite3_column_text(s, 4), "in"))
+        json_object_set_new(m, "reply", json_null());
     return m;
 }
 
@@ -316,6 +330,7 @@ messages_web_post(struct req *r)
 
 struct listing {
     const char *conversation;
+    const char *rev;        /* ?rev= : wait until the conversation changes */
     int64_t after, limit, deadline;
 };
 
@@ -323,7 +338,7 @@ struct listing {
 static json_t *
 list_after(sqlite3 *db, const struct listing *l)
 {
-    sqlite3_stmt *st = db_prep(db, MSG_SELECT " WHERE conversation_id = ? AND id > ? ORDER BY id LIMIT ?");
+    sqlite3_stmt *st = db_prep(db, MSG_SELECT " WHERE m.conversation_id = ? AND m.id > ? ORDER BY m.id LIMIT ?");
     json_t *out;
 
     if (!st)
@@ -338,13 +353,46 @@ list_after(sqlite3 *db, const struct listing *l)
     return out;
 }
 
+/* The conversation's revision: changes with every new message, progress
+ * report and state change of a job answering one of its messages. Opaque
+ * to clients ("<last id>.<progress reports>.<last job change>"). */
 static int
-answer_listing(struct req *r, json_t *msgs)
+conversation_rev(sqlite3 *db, const char *conversation, char *buf, size_t n)
+{
+    sqlite3_stmt *st = db_prep(db, "SELECT coalesce(max(m.id), 0), coalesce(sum(m.partial_rev), 0),"
+                                   " coalesce(max(j.updated_at), 0) FROM messages m"
+                                   " LEFT JOIN jobs j ON j.id = m.job_id AND m.direction = 'in'"
+                                   " WHERE m.conversation_id = ?");
+    int rc;
+
+    if (!st)
+        return -1;
+    sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        snprintf(buf, n, "%lld.%lld.%lld", (long long)sqlite3_column_int64(st, 0),
+                 (long long)sqlite3_column_int64(st, 1), (long long)sqlite3_column_int64(st, 2));
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+static int
+answer_listing(struct req *r, json_t *msgs, const char *rev)
 {
     json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
 
-    return req_ok(r, 200, json_pack("{s:o, s:O}", "messages", msgs, "nextAfter",
-                                    last ? json_object_get(last, "id") : json_null()));
+    return req_ok(r, 200, json_pack("{s:o, s:O, s:s}", "messages", msgs, "nextAfter",
+                                    last ? json_object_get(last, "id") : json_null(), "rev", rev));
+}
+
+/* Whether a listing has something to say now: new messages, or with
+ * ?rev= a revision other than the one the client holds. */
+static bool
+listing_ready(const struct listing *l, json_t *msgs, const char *rev)
+{
+    if (l->rev)
+        return strcmp(rev, l->rev) != 0;
+    return json_array_size(msgs) > 0;
 }
 
 /* The long-poll half: runs on the writer so that looking and parking are
@@ -354,20 +402,21 @@ listing_wait_tx(struct tx *t, struct req *r)
 {
     struct listing *l = r->ctx;
     json_t *msgs = list_after(t->db, l);
-    char topic[MAX_ID + 8];
+    char topic[MAX_ID + 8], rev[96];
 
-    if (!msgs)
+    if (!msgs || conversation_rev(t->db, l->conversation, rev, sizeof rev) < 0) {
+        json_decref(msgs);
         return db_fail(r, t->db);
-    if (json_array_size(msgs) || t->now >= l->deadline)
-        return answer_listing(r, msgs);
-    json_decref(msgs);
-    answer_listing(r, json_array());   /* the answer if nothing comes */
+    }
+    if (listing_ready(l, msgs, rev) || t->now >= l->deadline)
+        return answer_listing(r, msgs, rev);
+    answer_listing(r, msgs, rev);   /* the answer if nothing comes */
     snprintf(topic, sizeof topic, "conv:%s", l->conversation);
     tx_park(t, r, topic, l->deadline, 0);
     return 0;
 }
 
-/* GET /v1/conversations/{id}/messages?after=&limit=&waitMs= */
+/* GET /v1/conversations/{id}/messages?after=&limit=&waitMs=&rev= */
 int
 messages_list(struct req *r)
 {
@@ -376,26 +425,74 @@ messages_list(struct req *r)
     const char *after = req_query(r, "after");
     sqlite3 *db;
     json_t *msgs;
+    char rev[96];
 
     if (!l)
         return req_fail(r, "unavailable", NULL, "out of memory");
     r->ctx = l;
     r->ctx_free = free;
     l->conversation = req_param(r, 0);
+    l->rev = req_query(r, "rev");
+    if (l->rev && !*l->rev)
+        l->rev = NULL;
     if (req_query_int(r, "limit", 100, 1, 1000, &l->limit) < 0 ||
         req_query_int(r, "waitMs", 0, 0, 60000, &wait) < 0)
         return -1;
     if (after && *after && (parse_int64(after, &l->after) < 0 || l->after < 0))
         return req_fail(r, "bad_request", NULL, "query parameter 'after' must be a message id");
+    if (l->rev && strlen(l->rev) > 90)
+        return req_fail(r, "bad_request", NULL, "query parameter 'rev' must be a rev of this listing");
     if (!(db = db_reader()))
         return req_fail(r, "unavailable", NULL, "database cannot be read");
-    if (!(msgs = list_after(db, l)))
+    if (!(msgs = list_after(db, l)) || conversation_rev(db, l->conversation, rev, sizeof rev) < 0) {
+        json_decref(msgs);
         return db_fail(r, db);
-    if (json_array_size(msgs) || !wait)
-        return answer_listing(r, msgs);
+    }
+    if (listing_ready(l, msgs, rev) || !wait)
+        return answer_listing(r, msgs, rev);
     json_decref(msgs);
     l->deadline = now_ms() + wait;
     return db_submit(r, listing_wait_tx);
+}
+
+/* GET /v1/conversations?channel=&limit=: the most recently active
+ * conversations first, with their channel, account, message count and
+ * last message time. */
+int
+messages_conversations(struct req *r)
+{
+    const char *channel = req_query(r, "channel");
+    int64_t limit;
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    json_t *out;
+    int rc;
+
+    if (req_query_int(r, "limit", 50, 1, 500, &limit) < 0)
+        return -1;
+    if (channel && !*channel)
+        channel = NULL;
+    if (!(db = db_reader()))
+        return req_fail(r, "unavailable", NULL, "database cannot be read");
+    st = db_prep(db, "SELECT conversation_id, channel, account_id, count(*), max(id), max(created_at)"
+                     " FROM messages WHERE ?1 IS NULL OR channel = ?1"
+                     " GROUP BY conversation_id ORDER BY max(id) DESC LIMIT ?2");
+    if (!st)
+        return db_fail(r, db);
+    sqlite3_bind_text(st, 1, channel, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, limit);
+    out = json_array();
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(out, json_pack("{s:o, s:o, s:o, s:I, s:o}", "conversationId", col_text(st, 0),
+                                             "channel", col_text(st, 1), "accountId", col_text(st, 2),
+                                             "messages", (json_int_t)sqlite3_column_int64(st, 3),
+                                             "lastMessageAt", col_int(st, 5)));
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(out);
+        return db_fail(r, db);
+    }
+    return req_ok(r, 200, json_pack("{s:o}", "conversations", out));
 }
 
 /* ---- replies and delivery ------------------------------------------------- */
@@ -456,7 +553,7 @@ queue_outbound(struct tx *t, struct req *r, const char *channel, const char *acc
 static json_t *
 msg_get(sqlite3 *db, int64_t id)
 {
-    sqlite3_stmt *st = db_prep(db, MSG_SELECT " WHERE id = ?");
+    sqlite3_stmt *st = db_prep(db, MSG_SELECT " WHERE m.id = ?");
     json_t *m = NULL;
 
     if (!st)
@@ -572,8 +669,15 @@ messages_job_failed(struct tx *t, struct req *r, json_t *job)
     char channel[64], name[96];
     int64_t mid;
 
-    if (!queue || !is_outbound_queue(queue, channel, sizeof channel))
+    if (!queue)
         return 0;
+    if (!is_outbound_queue(queue, channel, sizeof channel)) {
+        /* an agent job: the conversation shows that its answer failed */
+        const char *conv = json_string_value(json_object_get(job, "conversationId"));
+        if (conv)
+            notify_conversation(t, conv);
+        return 0;
+    }
     if (!(mid = id_of(json_object_get(payload, "messageId"))))
         return 0;
     if (set_status(t, r, mid, "failed", NULL, json_string_value(json_object_get(job, "errorReason"))) < 0)
@@ -586,6 +690,28 @@ messages_job_failed(struct tx *t, struct req *r, json_t *job)
                          "ownerId", json_object_get(job, "lockedBy") ? json_object_get(job, "lockedBy") : json_null(),
                          "errorReason", json_object_get(job, "errorReason") ? json_object_get(job, "errorReason") : json_null()));
     return 0;
+}
+
+int
+messages_job_progress(struct tx *t, struct req *r, int64_t job_id, const char *token, const char *text)
+{
+    sqlite3_stmt *st = db_prep(t->db,
+        "UPDATE messages SET partial = ?1, partial_token = ?2, partial_rev = partial_rev + 1"
+        " WHERE job_id = ?3 AND direction = 'in' RETURNING conversation_id");
+    int rc;
+
+    if (!st)
+        return db_fail(r, t->db);
+    sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, token, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, job_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char conv[MAX_ID + 1];
+        snprintf(conv, sizeof conv, "%s", (const char *)sqlite3_column_text(st, 0));
+        notify_conversation(t, conv);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : db_fail(r, t->db);
 }
 
 /* Delivery reports from a channel webhook (WhatsApp statuses[]). */

@@ -7,6 +7,8 @@ modules_init(char *why, size_t n)
 {
     if (sessions_init(why, n) < 0)
         return -1;
+    if (web_init(why, n) < 0)
+        return -1;
     return 0;
 }
 
@@ -14,4 +16,5 @@ void
 modules_free(void)
 {
     sessions_free();
+    web_free();
 }

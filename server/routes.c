@@ -39,6 +39,7 @@ const struct route routes[] = {
     {"GET", "/v1/jobs/pending", AUTH_BEARER, jobs_pending},
     {"GET", "/v1/jobs/{id}", AUTH_BEARER, jobs_get},
     {"POST", "/v1/jobs/{id}/heartbeat", AUTH_BEARER, jobs_heartbeat},
+    {"POST", "/v1/jobs/{id}/progress", AUTH_BEARER, jobs_progress},
     {"POST", "/v1/jobs/{id}/complete", AUTH_BEARER, jobs_complete},
     {"POST", "/v1/jobs/{id}/fail", AUTH_BEARER, jobs_fail},
     {"POST", "/v1/jobs/{id}/retry", AUTH_BEARER, jobs_retry},
@@ -74,6 +75,7 @@ const struct route routes[] = {
     {"POST", "/v1/inbound", AUTH_BEARER, messages_inbound},
     {"POST", "/v1/outbound", AUTH_BEARER, messages_outbound},
     {"GET", "/v1/messages/{id}", AUTH_BEARER, messages_get},
+    {"GET", "/v1/conversations", AUTH_BEARER, messages_conversations},
     {"GET", "/v1/conversations/{id}/messages", AUTH_BEARER, messages_list},
     {"POST", "/v1/conversations/{id}/messages", AUTH_BEARER, messages_web_post},
 
@@ -91,6 +93,25 @@ const struct route routes[] = {
     {"POST", "/api/action", AUTH_CONVEX, convex_function},
     {"POST", "/api/function", AUTH_CONVEX, convex_function},
     {"POST", "/api/run/{module}/{function}", AUTH_CONVEX, convex_run},
+
+    /* the operator console (console.c): pages, sign-in; its actions are
+     * the /v1 routes above, called with the session cookie + CSRF token */
+    {"GET", "/", AUTH_NONE, console_root},
+    {"GET", "/console", AUTH_NONE, console_page},
+    {"GET", "/console/login", AUTH_NONE, console_login_page},
+    {"GET", "/console/console.js", AUTH_NONE, console_script},
+    {"GET", "/console/api/session", AUTH_NONE, console_session},
+    {"POST", "/console/api/login", AUTH_NONE, console_login},
+    {"POST", "/console/api/logout", AUTH_BEARER, console_logout},
+    {"GET", "/static/{name}", AUTH_NONE, console_static},
+
+    /* the public web chat (webchat.c): visitor tokens, CORS */
+    {"GET", "/chat", AUTH_NONE, webchat_page},
+    {"POST", "/chat/api/open", AUTH_NONE, webchat_open},
+    {"OPTIONS", "/chat/api/open", AUTH_NONE, webchat_preflight},
+    {"GET", "/chat/api/conversations/{id}/messages", AUTH_VISITOR, webchat_list},
+    {"POST", "/chat/api/conversations/{id}/messages", AUTH_VISITOR, webchat_post},
+    {"OPTIONS", "/chat/api/conversations/{id}/messages", AUTH_NONE, webchat_preflight},
 
     {NULL, NULL, AUTH_NONE, NULL},
 };

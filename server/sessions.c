@@ -342,25 +342,33 @@ sessions_keys(struct req *r)
     const char *channel, *account;
     sqlite3 *db;
     sqlite3_stmt *st;
-    json_t *keys;
+    json_t *keys, *entries;
     int rc;
 
     if (scope(r, &channel, &account) < 0 || !(db = reader(r)))
         return -1;
-    st = db_prep(db, "SELECT key FROM sessions WHERE channel = ? AND account_id = ? ORDER BY key");
+    /* sizes are of the JSON text: an encrypted value less nonce and tag */
+    st = db_prep(db, "SELECT key, length(CAST(value AS BLOB)) - CASE enc WHEN 1 THEN 40 ELSE 0 END,"
+                     " updated_at FROM sessions WHERE channel = ? AND account_id = ? ORDER BY key");
     if (!st)
         return db_fail(r, db);
     sqlite3_bind_text(st, 1, channel, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, account, -1, SQLITE_TRANSIENT);
     keys = json_array();
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    entries = json_array();
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_array_append_new(keys, col_text(st, 0));
+        json_array_append_new(entries, json_pack("{s:o, s:I, s:o}", "key", col_text(st, 0), "size",
+                                                 (json_int_t)sqlite3_column_int64(st, 1), "updatedAt",
+                                                 col_int(st, 2)));
+    }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         json_decref(keys);
+        json_decref(entries);
         return db_fail(r, db);
     }
-    return req_ok(r, 200, json_pack("{s:o}", "keys", keys));
+    return req_ok(r, 200, json_pack("{s:o, s:o}", "keys", keys, "entries", entries));
 }
 
 int

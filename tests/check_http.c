@@ -92,7 +92,8 @@ END_TEST
 START_TEST(unknown_route_and_method)
 {
     ck_assert_int_eq(status_of("GET", "/v1/nothing-here", NULL, NULL), 404);
-    ck_assert_int_eq(status_of("GET", "/", NULL, NULL), 404);
+    ck_assert_int_eq(status_of("GET", "/nothing-here", NULL, NULL), 404);
+    ck_assert_int_eq(status_of("GET", "/", NULL, NULL), 302);     /* to the console */
     ck_assert_int_eq(status_of("DELETE", "/v1/events", NULL, NULL), 405);
     ck_assert_int_eq(status_of("POST", "/health", "{}", NULL), 405);
 }

@@ -83,5 +83,7 @@ Suite *suite_perf(void);
 Suite *suite_scenarios(void);
 /* hostile clients: slow connections, URLs, limits */
 Suite *suite_hardening(void);
+/* the web console and the web chat (HTTP and browser tests) */
+Suite *suite_console(void);
 
 #endif

@@ -37,6 +37,8 @@ main(void)
     srunner_add_suite(sr, suite_perf());
     /* baton-agent and the runbook scenarios */
     srunner_add_suite(sr, suite_scenarios());
+    /* the web console and the web chat */
+    srunner_add_suite(sr, suite_console());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
