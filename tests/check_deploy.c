@@ -441,37 +441,54 @@ START_TEST(docs_say_where_baton_is)
 }
 END_TEST
 
-/* Every $VARIABLE the examples of docs/api.md use is set by the "examples
- * assume" block (an export line), so that they run as written. */
+/* Every $VARIABLE the examples of docs/api.md use is set before it is used:
+ * by the "examples assume" block (an export line) or by an earlier example
+ * that keeps an answer's id in a variable (JOB=$(...)), so that they run as
+ * written, in order. */
+static size_t
+var_name(const char *q, char *name, size_t cap)
+{
+    size_t n = 0;
+
+    while (n < cap - 1 && ((q[n] >= 'A' && q[n] <= 'Z') || q[n] == '_' || (n && q[n] >= '0' && q[n] <= '9')))
+        n++;
+    memcpy(name, q, n);
+    name[n] = 0;
+    return n;
+}
+
 START_TEST(api_examples_set_their_variables)
 {
-    char *d = slurp("docs/api.md"), fails[FAILS_MAX] = "", *exports = calloc(1, strlen(d) + 1);
+    char *d = slurp("docs/api.md"), fails[FAILS_MAX] = "", *set = calloc(1, strlen(d) + 2);
     char *save = NULL, *copy = strdup(d);
 
-    ck_assert(exports && copy);
-    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
-        if (!strncmp(l, "    export ", 11)) {
-            strcat(exports, l);
-            strcat(exports, " ");
-        }
-    for (const char *p = d; (p = strchr(p, '$')); p++) {
+    ck_assert(set && copy);
+    strcpy(set, " ");
+    for (char *l = strtok_r(copy, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
         char name[64], want[70];
-        size_t n = 0;
-        const char *q = p + 1 + (p[1] == '{');
-        while (n < sizeof name - 1 && ((q[n] >= 'A' && q[n] <= 'Z') || q[n] == '_' || (n && q[n] >= '0' && q[n] <= '9')))
-            n++;
-        if (n < 3)
-            continue;
-        memcpy(name, q, n);
-        name[n] = 0;
-        if (!strcmp(name, "PATH") || !strcmp(name, "PWD"))
-            continue;
-        snprintf(want, sizeof want, " %s=", name);
-        if (!strstr(exports, want) && !strstr(fails, name))
-            add_fail(fails, " $%s", name);
+        if (strncmp(l, "    ", 4))
+            continue;               /* only the examples */
+        for (const char *p = l; (p = strchr(p, '$')); p++) {
+            size_t n = var_name(p + 1 + (p[1] == '{'), name, sizeof name);
+            if (n < 3 || !strcmp(name, "PATH") || !strcmp(name, "PWD"))
+                continue;
+            snprintf(want, sizeof want, " %s ", name);
+            if (!strstr(set, want) && !strstr(fails, name))
+                add_fail(fails, " $%s", name);
+        }
+        /* assignments of this line: after the indent, "export ", or a space */
+        for (const char *p = l + 4; *p; p++) {
+            size_t n;
+            if (p > l + 4 && p[-1] != ' ')
+                continue;
+            if ((n = var_name(p, name, sizeof name)) >= 3 && p[n] == '=') {
+                strcat(set, name);
+                strcat(set, " ");
+            }
+        }
     }
-    ck_assert_msg(!fails[0], "docs/api.md examples use variables its export lines never set:%s", fails);
-    free(exports);
+    ck_assert_msg(!fails[0], "docs/api.md examples use variables not set before:%s", fails);
+    free(set);
     free(copy);
     free(d);
 }
