@@ -473,19 +473,21 @@ int jobs_list(struct req *r);           /* GET /v1/jobs */
 int jobs_pending(struct req *r);        /* GET /v1/jobs/pending */
 int jobs_queues(struct req *r);         /* GET /v1/queues */
 
-/* Hooks of the messages module, called inside the job's own transaction:
- * after a job was marked completed (result and reply may be NULL; reply is
- * an object when given), and after a job became terminally failed. job is
- * the job's JSON as GET shows it (borrowed). Return 0, or -1 with r
- * answered to roll the whole write back. */
-int messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result, json_t *reply);
-int messages_job_failed(struct tx *t, struct req *r, json_t *job);
-/* A progress report of the claim `token` of agent job `job_id`: text (the
- * reply so far, borrowed) becomes the partial reply on the inbound message
- * the job answers, and the conversation's long-polls are woken. A job that
- * answers no message keeps nothing. 0, or -1 answered. */
-int messages_job_progress(struct tx *t, struct req *r, int64_t job_id, const char *token,
-                          const char *text);
+/* What another module does inside a job's own transaction, so that jobs.c
+ * calls nothing above it: the messages module registers these at start
+ * (messages_init). completed: after a job was marked completed (result and
+ * reply may be NULL; reply is an object when given); failed: after a job
+ * became terminally failed; progress: a progress report of the claim
+ * `token` of job `job_id` (text borrowed). job is the job's JSON as GET
+ * shows it (borrowed). Each returns 0, or -1 with r answered to roll the
+ * whole write back. A NULL member does nothing. */
+struct jobs_hooks {
+    int (*completed)(struct tx *t, struct req *r, json_t *job, json_t *result, json_t *reply);
+    int (*failed)(struct tx *t, struct req *r, json_t *job);
+    int (*progress)(struct tx *t, struct req *r, int64_t job_id, const char *token, const char *text);
+};
+/* Set the hooks (h is kept, not copied; static storage). Before any request. */
+void jobs_set_hooks(const struct jobs_hooks *h);
 
 /* ---- dedupe.c / sessions.c ------------------------------------------------- */
 
@@ -552,7 +554,10 @@ int messages_list(struct req *r);        /* GET /v1/conversations/{id}/messages 
 int messages_conversations(struct req *r); /* GET /v1/conversations */
 int messages_outbound(struct req *r);    /* POST /v1/outbound */
 int messages_get(struct req *r);         /* GET /v1/messages/{id} */
-/* messages_job_completed / messages_job_failed: declared with the jobs hooks */
+/* Register the jobs hooks: a completion with a reply writes the outbound
+ * message and its job, a final failure marks the message, progress keeps
+ * the partial reply on the inbound message. Called by modules_init. */
+void messages_init(void);
 
 /* ---- webhooks.c ------------------------------------------------------------ */
 

@@ -21,6 +21,14 @@
 
 #include "batond.h"
 
+static const struct jobs_hooks *hooks;     /* set once at start */
+
+void
+jobs_set_hooks(const struct jobs_hooks *h)
+{
+    hooks = h;
+}
+
 #define JOB_COLS                                                                              \
     "id, queue, status, payload, priority, run_at, attempts, max_attempts, locked_by,"        \
     " locked_until, claim_token, started_at, completed_at, error_reason, error_message,"      \
@@ -336,7 +344,7 @@ fail_final(struct tx *t, struct req *r, const struct job_state *js, const char *
     job_event(t, "error", js->queue, "failed", js->id, worker, js->attempts, reason, extra);
     if (!(job = job_json_tx(t, r, js->id)))
         return -1;
-    if (messages_job_failed(t, r, job) < 0) {
+    if (hooks && hooks->failed && hooks->failed(t, r, job) < 0) {
         json_decref(job);
         return -1;
     }
@@ -844,7 +852,7 @@ complete_tx(struct tx *t, struct req *r)
     job_event(t, "info", js.queue, "completed", w->id, w->worker, js.attempts, NULL, NULL);
     if (!(job = job_json_tx(t, r, w->id)))
         return -1;
-    if (messages_job_completed(t, r, job, w->has_result ? w->result : NULL, w->reply) < 0) {
+    if (hooks && hooks->completed && hooks->completed(t, r, job, w->has_result ? w->result : NULL, w->reply) < 0) {
         json_decref(job);
         return -1;
     }
@@ -1006,7 +1014,7 @@ progress_tx(struct tx *t, struct req *r)
 
     if (fence(t, r, w, &js) < 0)
         return -1;
-    if (messages_job_progress(t, r, w->id, w->token, w->message) < 0)
+    if (hooks && hooks->progress && hooks->progress(t, r, w->id, w->token, w->message) < 0)
         return -1;
     return req_ok(r, 200, json_pack("{s:b, s:I}", "accepted", 1, "length",
                                     (json_int_t)strlen(w->message)));

@@ -609,7 +609,7 @@ set_status(struct tx *t, struct req *r, int64_t mid, const char *status, const c
     return rc == SQLITE_DONE ? 0 : db_fail(r, t->db);
 }
 
-int
+static int
 messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result, json_t *reply)
 {
     const char *queue = json_string_value(json_object_get(job, "queue"));
@@ -661,7 +661,7 @@ messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result,
     }
 }
 
-int
+static int
 messages_job_failed(struct tx *t, struct req *r, json_t *job)
 {
     const char *queue = json_string_value(json_object_get(job, "queue"));
@@ -692,7 +692,7 @@ messages_job_failed(struct tx *t, struct req *r, json_t *job)
     return 0;
 }
 
-int
+static int
 messages_job_progress(struct tx *t, struct req *r, int64_t job_id, const char *token, const char *text)
 {
     sqlite3_stmt *st = db_prep(t->db,
@@ -835,4 +835,16 @@ messages_get(struct req *r)
     if (!(m = msg_get(db, id)))
         return req_fail(r, "not_found", NULL, "no message %s", req_param(r, 0));
     return req_ok(r, 200, m);
+}
+
+void
+messages_init(void)
+{
+    static const struct jobs_hooks h = {
+        .completed = messages_job_completed,
+        .failed = messages_job_failed,
+        .progress = messages_job_progress,
+    };
+
+    jobs_set_hooks(&h);
 }

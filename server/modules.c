@@ -5,6 +5,7 @@
 int
 modules_init(char *why, size_t n)
 {
+    messages_init();
     if (sessions_init(why, n) < 0)
         return -1;
     if (web_init(why, n) < 0)
