@@ -88,6 +88,10 @@ bool name_ok(const char *s, size_t max, const char *punct);
 #define ID_MAX 100
 /* Strict integer parse of the whole string; -1 on junk or overflow. */
 int parse_int64(const char *s, int64_t *out);
+/* A JSON real as an integer (5.0 from JS clients), range-checked before any
+ * conversion: 0 and *out set; -1 for NaN or a fraction; -2 when it is
+ * outside the int64 range (Inf, 1e300, 2^63). */
+int real_to_int64(double d, int64_t *out);
 
 /* ---- fields.c: declarative validation of JSON bodies and queries ------ */
 
