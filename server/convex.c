@@ -11,6 +11,7 @@
  * {"status":"error","errorMessage","errorData":{"code",...}}. Server-side
  * trouble (5xx) keeps its status so clients retry it.
  */
+#include <float.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,21 +102,33 @@ lookup(const char *name)
 
 /* ---- convex_encoded_json -------------------------------------------------- */
 
+/* A new value, or NULL with why saying that memory ran out. */
+static json_t *
+made(json_t *v, char *why, size_t n)
+{
+    if (!v)
+        snprintf(why, n, "out of memory while decoding the arguments");
+    return v;
+}
+
 /* Decode $integer / $float / $bytes in place; other values pass through.
- * Returns a new reference, or NULL with why set. */
+ * Returns a new reference, or NULL with why set (on every failure path). */
 static json_t *
 decode(json_t *v, char *why, size_t n)
 {
     if (json_is_array(v)) {
-        json_t *out = json_array(), *e;
+        json_t *out = made(json_array(), why, n), *e;
         size_t i;
+        if (!out)
+            return NULL;
         json_array_foreach(v, i, e) {
             json_t *d = decode(e, why, n);
-            if (!d) {
+            if (!d || json_array_append_new(out, d) < 0) {
+                if (d)
+                    made(NULL, why, n);
                 json_decref(out);
                 return NULL;
             }
-            json_array_append_new(out, d);
         }
         return out;
     }
@@ -130,7 +143,7 @@ decode(json_t *v, char *why, size_t n)
             size_t len;
 
             if ((b64 = json_string_value(json_object_get(v, "$bytes"))))
-                return json_string(b64);    /* bytes stay base64 text */
+                return made(json_string(b64), why, n);  /* bytes stay base64 text */
             b64 = json_string_value(json_object_get(v, "$integer"));
             if (!b64)
                 b64 = json_string_value(json_object_get(v, "$float"));
@@ -143,24 +156,34 @@ decode(json_t *v, char *why, size_t n)
                 uint64_t x = 0;
                 for (int i = 7; i >= 0; i--)
                     x = x << 8 | raw[i];
-                return json_integer((json_int_t)x);
+                int64_t i64;
+                memcpy(&i64, &x, sizeof i64);   /* two's complement, as sent */
+                return made(json_integer((json_int_t)i64), why, n);
             } else {
                 uint64_t x = 0;
                 double d;
                 for (int i = 7; i >= 0; i--)
                     x = x << 8 | raw[i];
                 memcpy(&d, &x, sizeof d);
-                return json_real(d);
+                if (d != d || d > DBL_MAX || d < -DBL_MAX) {
+                    snprintf(why, n, "convex_encoded_json $float is %s, which JSON cannot hold",
+                             d != d ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
+                    return NULL;
+                }
+                return made(json_real(d), why, n);
             }
         }
-        out = json_object();
+        out = made(json_object(), why, n);
+        if (!out)
+            return NULL;
         json_object_foreach(v, k, e) {
             json_t *d = decode(e, why, n);
-            if (!d) {
+            if (!d || json_object_set_new(out, k, d) < 0) {
+                if (d)
+                    made(NULL, why, n);
                 json_decref(out);
                 return NULL;
             }
-            json_object_set_new(out, k, d);
         }
         return out;
     }
@@ -203,27 +226,46 @@ udf_error(struct req *r, const char *code, const char *fmt, ...)
     char msg[512];
     va_list ap;
 
+    json_t *body;
+
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return req_ok(r, UDF_FAILED, json_pack("{s:s, s:s, s:{s:s}, s:[]}", "status", "error", "errorMessage", msg,
-                                           "errorData", "code", code, "logLines"));
+    body = json_pack("{s:s, s:s, s:{s:s}, s:[]}", "status", "error", "errorMessage", msg, "errorData", "code",
+                     code, "logLines");
+    if (!body) {
+        /* a name from the URL that is not UTF-8 (or cut mid-character):
+         * say it in ASCII rather than answer an empty body */
+        for (char *c = msg; *c; c++)
+            if ((unsigned char)*c >= 0x80)
+                *c = '?';
+        body = json_pack("{s:s, s:s, s:{s:s}, s:[]}", "status", "error", "errorMessage", msg, "errorData",
+                         "code", code, "logLines");
+    }
+    return req_ok(r, UDF_FAILED, body);
 }
 
-/* Text of a scalar argument for a path parameter or query value. */
-static bool
+/* Text of a scalar argument for a path parameter or query value: 1, or 0
+ * when v is not a scalar (or is ""), or -1 for a real that is a whole
+ * number outside the int64 range (1e300). */
+static int
 scalar_text(json_t *v, char *buf, size_t n)
 {
+    int64_t x;
+    int rc;
+
     if (json_is_string(v))
         snprintf(buf, n, "%s", json_string_value(v));
     else if (json_is_integer(v))
         snprintf(buf, n, "%lld", (long long)json_integer_value(v));
-    else if (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v))
-        snprintf(buf, n, "%lld", (long long)json_real_value(v));
-    else if (json_is_boolean(v))
+    else if (json_is_real(v) && (rc = real_to_int64(json_real_value(v), &x)) != -1) {
+        if (rc == -2)
+            return -1;
+        snprintf(buf, n, "%lld", (long long)x);
+    } else if (json_is_boolean(v))
         snprintf(buf, n, "%s", json_is_true(v) ? "true" : "false");
     else
-        return false;
+        return 0;
     return buf[0] != 0;
 }
 
@@ -256,7 +298,7 @@ dispatch(struct req *r, const char *name, json_t *args)
 {
     const struct function *f = lookup(name);
     const struct route *rt;
-    json_t *query = json_object();
+    json_t *query;
     char value[1024];
     const char *p;
     int np = 0;
@@ -265,6 +307,8 @@ dispatch(struct req *r, const char *name, json_t *args)
     if (!f)
         return udf_error(r, "unknown_function",
                          "batond has no function '%s' (see docs/api.md for the functions batond serves)", name);
+    if (!(query = json_object()))
+        return req_fail(r, "unavailable", NULL, "out of memory");
     r->finish_ctx = f;
     for (int i = 0; i < MAX_PARAMS; i++) {
         free(r->params[i]);
@@ -274,8 +318,14 @@ dispatch(struct req *r, const char *name, json_t *args)
     for (p = f->pattern; (p = strchr(p, '{')); p++) {
         char pname[64];
         size_t len = strcspn(p + 1, "}");
+        int rc;
         snprintf(pname, sizeof pname, "%.*s", (int)len, p + 1);
-        if (!scalar_text(json_object_get(args, pname), value, sizeof value)) {
+        rc = scalar_text(json_object_get(args, pname), value, sizeof value);
+        if (rc < 0) {
+            json_decref(query);
+            return req_fail(r, "bad_request", NULL, "argument '%s' is out of range", pname);
+        }
+        if (!rc) {
             if (!strcmp(pname, "channel"))
                 strcpy(value, "whatsapp");
             else if (!strcmp(pname, "accountId"))
@@ -300,9 +350,15 @@ dispatch(struct req *r, const char *name, json_t *args)
     {
         const char *k;
         json_t *v;
-        json_object_foreach(args, k, v)
-            if (scalar_text(v, value, sizeof value))
+        json_object_foreach(args, k, v) {
+            int rc = scalar_text(v, value, sizeof value);
+            if (rc < 0) {
+                json_decref(query);
+                return req_fail(r, "bad_request", NULL, "argument '%s' is out of range", k);
+            }
+            if (rc > 0)
                 json_object_set_new(query, k, json_string(value));
+        }
     }
     json_decref(r->query);
     r->query = query;
@@ -320,7 +376,7 @@ convex_function(struct req *r)
 {
     const char *path = NULL, *format = "json";
     json_t *args = NULL, *decoded;
-    char why[128];
+    char why[128] = "malformed convex_encoded_json value";
     struct field spec[] = {
         FIELD_STR("path", &path, F_REQUIRED),
         FIELD_ANY("args", &args, 0),
@@ -360,6 +416,7 @@ int
 convex_run(struct req *r)
 {
     char name[256];
+    const char *format;
     json_t *args = json_object_get(r->json, "args"), *body;
 
     snprintf(name, sizeof name, "%s:%s", req_param(r, 0), req_param(r, 1));
@@ -370,8 +427,12 @@ convex_run(struct req *r)
         args = r->json;
     if (args && !json_is_object(args))
         return req_fail(r, "bad_request", NULL, "field 'args' must be an object");
-    body = json_pack("{s:s, s:O, s:s}", "path", name, "args", args ? args : json_object(), "format",
-                     json_string_value(json_object_get(r->json, "format")) ? json_string_value(json_object_get(r->json, "format")) : "json");
+    format = json_string_value(json_object_get(r->json, "format"));
+    /* o steals: a borrowed args gets its own reference, a new {} is handed over */
+    body = json_pack("{s:s, s:o, s:s}", "path", name, "args", args ? json_incref(args) : json_object(), "format",
+                     format ? format : "json");
+    if (!body)
+        return udf_error(r, "bad_request", "function name '%s' is not valid UTF-8", name);
     json_decref(r->json);
     r->json = body;
     return convex_function(r);

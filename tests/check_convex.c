@@ -275,6 +275,87 @@ START_TEST(http_client_any_api)
 }
 END_TEST
 
+/* POST body to an /api route with the admin key as the CLI sends it; the
+ * answer must be JSON. */
+static json_t *
+api(const char *path, const char *body, long expect)
+{
+    struct resp r;
+    json_t *out;
+    char auth[128];
+
+    snprintf(auth, sizeof auth, "Convex %s", TEST_SECRET);
+    ck_assert_int_eq(http_req(&srv, "POST", path, body, strlen(body), auth, NULL, &r), 0);
+    ck_assert_msg(r.status == expect, "%s %s: status %ld: %s", path, body, r.status, r.body);
+    ck_assert_msg(r.json, "%s %s: the answer is not JSON: '%s'", path, body, r.body);
+    out = r.json;
+    r.json = NULL;
+    resp_free(&r);
+    return out;
+}
+
+/* A $float that decodes to NaN or +-Infinity is refused with a message that
+ * says so (JSON cannot hold it); before, decode() failed without writing its
+ * reason and the answer carried uninitialised stack bytes. */
+START_TEST(encoded_nan_and_infinity_are_refused)
+{
+    static const struct {
+        const char *b64, *word;
+    } cases[] = {
+        {"AAAAAAAA+H8=", "NaN"},        /* 0x7ff8000000000000 */
+        {"AAAAAAAA8H8=", "Infinity"},   /* 0x7ff0000000000000 */
+        {"AAAAAAAA8P8=", "-Infinity"},  /* 0xfff0000000000000 */
+    };
+    char body[256];
+
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        json_t *v;
+        snprintf(body, sizeof body,
+                 "{\"path\":\"agent:getJob\",\"args\":{\"jobId\":{\"$float\":\"%s\"}},"
+                 "\"format\":\"convex_encoded_json\"}", cases[i].b64);
+        v = api("/api/query", body, 560);
+        ck_assert_str_eq(str(v, "status"), "error");
+        ck_assert_str_eq(str(json_object_get(v, "errorData"), "code"), "bad_request");
+        ck_assert_msg(strstr(str(v, "errorMessage"), cases[i].word) &&
+                      strstr(str(v, "errorMessage"), "JSON cannot hold"),
+                      "%s: errorMessage '%s'", cases[i].b64, str(v, "errorMessage"));
+        json_decref(v);
+    }
+    /* an ordinary $float still works: 2.0 is job 2, which does not exist */
+    json_decref(CALL(&srv, "POST", "/v1/jobs", json_pack("{s:{s:s}}", "payload", "text", "a"), 201));
+    {
+        json_t *v = api("/api/query", "{\"path\":\"agent:getJob\",\"args\":{\"jobId\":{\"$float\":"
+                                      "\"AAAAAAAA8D8=\"}},\"format\":\"convex_encoded_json\"}", 200);
+        ck_assert_str_eq(str(v, "status"), "success");  /* 1.0 is job 1 */
+        ck_assert_str_eq(str(json_object_get(v, "value"), "id"), "1");
+        json_decref(v);
+    }
+}
+END_TEST
+
+/* A path or query argument given as a huge real is an error naming it,
+ * never an integer conversion out of range (undefined behaviour). */
+START_TEST(huge_real_arguments_are_out_of_range)
+{
+    static const char *const bodies[] = {
+        "{\"path\":\"agent:getJob\",\"args\":{\"jobId\":1e300}}",
+        "{\"path\":\"agent:getJob\",\"args\":{\"jobId\":-1e300}}",
+        "{\"path\":\"agent:getJob\",\"args\":{\"jobId\":9223372036854775808.0}}",
+        "{\"path\":\"agent:getPendingJobs\",\"args\":{\"limit\":1e300}}",
+    };
+
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        json_t *v = api("/api/query", bodies[i], 560);
+        ck_assert_str_eq(str(json_object_get(v, "errorData"), "code"), "bad_request");
+        ck_assert_msg(strstr(str(v, "errorMessage"), "out of range"), "%s: errorMessage '%s'", bodies[i],
+                      str(v, "errorMessage"));
+        json_decref(v);
+    }
+    /* REST: an F_INT field */
+    json_decref(CALL(&srv, "POST", "/v1/jobs", json_loads("{\"payload\":1,\"priority\":1e300}", 0, NULL), 400));
+}
+END_TEST
+
 Suite *
 suite_convex(void)
 {
@@ -288,6 +369,8 @@ suite_convex(void)
     tcase_add_test(tc, playbook_duplicates_and_auth_corruption);
     tcase_add_test(tc, unknown_function_and_bad_key);
     tcase_add_test(tc, http_client_any_api);
+    tcase_add_test(tc, encoded_nan_and_infinity_are_refused);
+    tcase_add_test(tc, huge_real_arguments_are_out_of_range);
     suite_add_tcase(s, tc);
     return s;
 }
