@@ -322,6 +322,14 @@ int events_report(struct req *r);   /* POST /v1/events */
 int events_stream(struct req *r);   /* GET /v1/events/stream (stream.c) */
 void stream_wake(void);             /* after a commit that recorded events */
 void stream_close(void);            /* shutdown: end every stream */
+/* Long-polls for events. Take stream_seq() before looking for events; when
+ * there were none, stream_park(r, seen, deadline) suspends r (set its
+ * answer and r->finish first) until a commit records events, deadline (ms)
+ * passes or shutdown, and r->finish then reads what is new on an HTTP
+ * thread. Returns false, leaving r alone, when events were committed since
+ * `seen` (look again) or at shutdown. */
+unsigned long stream_seq(void);
+bool stream_park(struct req *r, unsigned long seen, int64_t deadline);
 int events_list(struct req *r);     /* GET /v1/events */
 
 /* ---- modules.c: start-up checks of the resource modules ---------------- */
@@ -447,6 +455,7 @@ int metrics_get(struct req *r);      /* GET /metrics */
 
 int convex_function(struct req *r);  /* POST /api/query|mutation|action|function */
 int convex_run(struct req *r);       /* POST /api/run/{module}/{function} */
+int convex_logs(struct req *r);      /* GET /api/stream_function_logs (convex logs) */
 
 /* ---- messages.c ------------------------------------------------------------ */
 

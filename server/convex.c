@@ -10,11 +10,19 @@
  * Convex's envelope: 200 {"status":"success","value":...} or 560
  * {"status":"error","errorMessage","errorData":{"code",...}}. Server-side
  * trouble (5xx) keeps its status so clients retry it.
+ *
+ * `convex logs` polls GET /api/stream_function_logs?cursor=N; batond
+ * answers with its events as Convex log entries, long-polling when there is
+ * nothing new (stream_park). The cursor is the next event id to show; 0
+ * asks for the history. The CLI gives up only on a 403, so a wrong key
+ * there is 403, not 401, and errors carry Convex's top-level code and
+ * message beside SPEC's error object.
  */
 #include <float.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -436,4 +444,211 @@ convex_run(struct req *r)
     json_decref(r->json);
     r->json = body;
     return convex_function(r);
+}
+
+/* ---- GET /api/stream_function_logs: `convex logs` ------------------------ */
+
+#define LOGS_BATCH 1000         /* entries per answer; the history's length */
+#define LOGS_WAIT_MS 25000      /* at most; half the idle timeout when that is shorter */
+
+/* The events a module's functions produce, for ?function= */
+static const struct {
+    const char *module, *events;
+} log_prefixes[] = {
+    {"agent", "agent.job.*"},
+    {"whatsappLeases", "whatsapp.lease.*"},
+    {"whatsappSession", "whatsapp.session.*"},
+    {"inboundDedupe", "whatsapp.inbound.*"},
+    {NULL, NULL},
+};
+
+struct logs {
+    int64_t cursor;             /* next event id to show; 0 = the history */
+    char exact[160], lo[160], hi[160];  /* event_filter() */
+};
+
+/* SPEC's error object plus Convex's top-level {code, message}, which the
+ * convex CLI prints. */
+static int
+logs_fail(struct req *r, const char *code, const char *msg)
+{
+    req_fail(r, code, NULL, "%s", msg);
+    json_object_set_new(r->out, "code", json_string(code));
+    json_object_set_new(r->out, "message", json_string(msg));
+    return -1;
+}
+
+/* One event row as a Convex log entry: the event name as the function, a
+ * state change as a mutation (what a worker reported as an action), its
+ * fields as the one log line. */
+static json_t *
+log_entry(sqlite3_stmt *st)
+{
+    json_t *e = event_row_json(st), *name = json_incref(json_object_get(e, "event")), *entry = NULL;
+    const char *level = json_string_value(json_object_get(e, "level"));
+    bool reported = json_is_true(json_object_get(e, "reported"));
+    char lv[16], rid[32], *fields, *line = NULL;
+    size_t i;
+
+    snprintf(lv, sizeof lv, "%s", level ? level : "info");
+    for (i = 0; lv[i]; i++)
+        if (lv[i] >= 'a' && lv[i] <= 'z')
+            lv[i] = (char)(lv[i] - 'a' + 'A');
+    snprintf(rid, sizeof rid, "event-%lld", (long long)sqlite3_column_int64(st, 0));
+    json_object_del(e, "id");
+    json_object_del(e, "time");
+    json_object_del(e, "_time");
+    json_object_del(e, "level");
+    json_object_del(e, "event");
+    fields = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (fields && (line = malloc(strlen(lv) + strlen(fields) + 4)))
+        sprintf(line, "[%s] %s", lv, fields);   /* the CLI reads the level from "[LEVEL] " */
+    if (line)
+        entry = json_pack("{s:s, s:s, s:O, s:f, s:f, s:b, s:s, s:[s]}", "kind", "Completion", "udfType",
+                          reported ? "Action" : "Mutation", "identifier", name ? name : json_null(),
+                          "timestamp", (double)sqlite3_column_int64(st, 1) / 1000.0, "executionTime", 0.0,
+                          "cachedResult", 0, "requestId", rid, "logLines", line);
+    free(line);
+    free(fields);
+    json_decref(name);
+    json_decref(e);
+    return entry;
+}
+
+/* Read the events at lg->cursor into {entries, newCursor}; *n gets how many.
+ * NULL when the database cannot be read. */
+static json_t *
+logs_read(struct logs *lg, size_t *n)
+{
+    static const char *const sql[2] = {
+        /* the history: the newest LOGS_BATCH, oldest first */
+        "SELECT * FROM (SELECT id, time, level, event, fields FROM events"
+        " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
+        " ORDER BY id DESC LIMIT ?5) ORDER BY id",
+        /* what is new */
+        "SELECT id, time, level, event, fields FROM events WHERE id >= ?4"
+        " AND (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
+        " ORDER BY id LIMIT ?5",
+    };
+    sqlite3 *db = db_reader();
+    sqlite3_stmt *st = db ? db_prep(db, sql[lg->cursor > 0]) : NULL;
+    json_t *entries = json_array();
+    int64_t next = lg->cursor;
+    int rc;
+
+    *n = 0;
+    if (!st || !entries) {
+        json_decref(entries);
+        return NULL;
+    }
+    if (lg->exact[0])
+        sqlite3_bind_text(st, 1, lg->exact, -1, SQLITE_STATIC);
+    if (lg->lo[0]) {
+        sqlite3_bind_text(st, 2, lg->lo, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, lg->hi, -1, SQLITE_STATIC);
+    }
+    sqlite3_bind_int64(st, 4, lg->cursor);
+    sqlite3_bind_int64(st, 5, LOGS_BATCH);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_array_append_new(entries, log_entry(st));
+        next = sqlite3_column_int64(st, 0) + 1;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(entries);
+        return NULL;
+    }
+    *n = json_array_size(entries);
+    if (!*n && lg->cursor <= 0)
+        next = 0;
+    if (next <= 0 || (!*n && lg->cursor > 1)) {
+        /* nothing after the cursor: the next poll starts after the newest
+         * event (also when retention removed everything and ids restart) */
+        st = db_prep(db, "SELECT coalesce(max(id), 0) + 1 FROM events");
+        if (st && sqlite3_step(st) == SQLITE_ROW) {
+            int64_t top = sqlite3_column_int64(st, 0);
+            if (next <= 0 || top < next)
+                next = top;
+        }
+        if (st)
+            sqlite3_reset(st);
+    }
+    return json_pack("{s:o, s:I}", "entries", entries, "newCursor", (json_int_t)next);
+}
+
+/* r->finish of a parked poll: read what is new now */
+static void
+logs_finish(struct req *r)
+{
+    struct logs *lg = r->ctx;
+    size_t n;
+    json_t *out = logs_read(lg, &n);
+
+    if (!out)
+        logs_fail(r, "unavailable", "cannot read events");
+    else
+        req_ok(r, 200, out);
+}
+
+static bool
+admin_key_ok(struct req *r)
+{
+    const char *h = req_header(r, "Authorization"), *tok = NULL;
+
+    if (!cfg.secret)
+        return true;            /* development without a secret: warned at start */
+    if (h && (!strncasecmp(h, "Convex ", 7) || !strncasecmp(h, "Bearer ", 7)))
+        tok = h + 7;
+    return tok && secret_equal(tok, strlen(tok), cfg.secret, strlen(cfg.secret));
+}
+
+/* GET /api/stream_function_logs?cursor=N[&function=module:fn|&event=name|prefix.*] */
+int
+convex_logs(struct req *r)
+{
+    const char *cur = req_query(r, "cursor"), *fn = req_query(r, "function"), *ev = req_query(r, "event");
+    struct logs *lg;
+    unsigned long seen;
+    json_t *out;
+    size_t n;
+    int64_t wait = cfg.idle_timeout_ms / 2 < LOGS_WAIT_MS ? cfg.idle_timeout_ms / 2 : LOGS_WAIT_MS;
+
+    if (!admin_key_ok(r))
+        return logs_fail(r, "forbidden", "wrong admin key: CONVEX_SELF_HOSTED_ADMIN_KEY must be batond's "
+                                         "AGENT_SECRET");
+    if (!(lg = calloc(1, sizeof *lg)))
+        return logs_fail(r, "unavailable", "out of memory");
+    r->ctx = lg;
+    r->ctx_free = free;
+    if (cur && *cur && (parse_int64(cur, &lg->cursor) < 0 || lg->cursor < 0))
+        return logs_fail(r, "bad_request", "query parameter 'cursor' must be a newCursor batond gave");
+    if (fn && *fn) {
+        char norm[256], *colon;
+        normalise(fn, norm, sizeof norm);
+        if ((colon = strchr(norm, ':')))
+            *colon = 0;
+        for (int i = 0; log_prefixes[i].module; i++)
+            if (!strcmp(log_prefixes[i].module, norm))
+                ev = log_prefixes[i].events;
+        if (ev == req_query(r, "event"))
+            return logs_fail(r, "bad_request", "query parameter 'function': batond's events map only the "
+                                               "modules agent, whatsappLeases, whatsappSession and inboundDedupe");
+    }
+    if (ev && *ev && !name_ok(ev, 150, "._-*"))
+        return logs_fail(r, "bad_request", "query parameter 'event' must be an event name or prefix.*");
+    event_filter(ev, lg->exact, lg->lo, lg->hi, sizeof lg->lo);
+    /* the history comes at once; a tail waits for the next event */
+    for (int tries = 0;; tries++) {
+        seen = stream_seq();
+        if (!(out = logs_read(lg, &n)))
+            return logs_fail(r, "unavailable", "cannot read events");
+        if (n || lg->cursor == 0 || tries == 2)
+            return req_ok(r, 200, out);
+        lg->cursor = json_integer_value(json_object_get(out, "newCursor"));
+        req_ok(r, 200, out);            /* the answer if the wait ends with nothing */
+        r->finish = logs_finish;
+        if (stream_park(r, seen, now_ms() + wait))
+            return 0;
+        r->finish = NULL;
+    }
 }

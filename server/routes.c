@@ -91,6 +91,7 @@ const struct route routes[] = {
     {"POST", "/api/action", AUTH_CONVEX, convex_function},
     {"POST", "/api/function", AUTH_CONVEX, convex_function},
     {"POST", "/api/run/{module}/{function}", AUTH_CONVEX, convex_run},
+    {"GET", "/api/stream_function_logs", AUTH_OWN, convex_logs},
 
     {NULL, NULL, AUTH_NONE, NULL},
 };

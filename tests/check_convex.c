@@ -4,10 +4,12 @@
  * ConvexHttpClient + anyApi, checking their effect on batond over REST.
  * The npm package is installed once into build/convex; without node the
  * suite says so and skips. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -356,6 +358,206 @@ START_TEST(huge_real_arguments_are_out_of_range)
 }
 END_TEST
 
+/* Start a command in the convex package's directory in the background,
+ * stdout and stderr to files in the server's dir. Returns its pid (the
+ * command's own: exec). */
+static pid_t
+spawn_in_dir(const char *cmd, char *outfile, char *errfile, size_t n)
+{
+    char full[4096];
+    pid_t pid;
+
+    snprintf(outfile, n, "%s/spawn.out", srv.dir);
+    snprintf(errfile, n, "%s/spawn.err", srv.dir);
+    snprintf(full, sizeof full,
+             "cd '%s' && CONVEX_SELF_HOSTED_URL='%s' CONVEX_SELF_HOSTED_ADMIN_KEY='%s' exec %s >'%s' 2>'%s'", dir,
+             srv.url, TEST_SECRET, cmd, outfile, errfile);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", full, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* true once file holds needle, waiting up to ms */
+static bool
+file_has(const char *file, const char *needle, int ms)
+{
+    char buf[65536];
+
+    for (int waited = 0; waited <= ms; waited += 100) {
+        FILE *f = fopen(file, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = 0;
+        if (strstr(buf, needle))
+            return true;
+        usleep(100 * 1000);
+    }
+    return false;
+}
+
+static void
+report(const char *name, const char *marker)
+{
+    char body[256];
+
+    snprintf(body, sizeof body, "{\"event\":\"%s\",\"level\":\"warn\",\"marker\":\"%s\"}", name, marker);
+    json_decref(CALL(&srv, "POST", "/v1/events", json_loads(body, 0, NULL), 201));
+}
+
+/* `npx convex logs --history N` prints the last N of batond's events as
+ * Convex log lines (before, /api/stream_function_logs was a 404 the CLI
+ * retried forever). */
+START_TEST(logs_history_shows_recorded_events)
+{
+    char out[65536], err[8192];
+
+    if (!convex_ready())
+        return;
+    report("whatsapp.socket.reconnect", "older-one");
+    report("whatsapp.outbound.loop.error", "newest-one");
+    /* the CLI tails forever: stop it after the history had time to print */
+    run_in_dir("timeout 8 node_modules/.bin/convex logs --history 1", out, sizeof out, err, sizeof err);
+    ck_assert_msg(strstr(out, "whatsapp.outbound.loop.error") && strstr(out, "newest-one"),
+                  "history missing: out '%s' err '%s'", out, err);
+    ck_assert_msg(strstr(out, "[WARN]"), "level missing: '%s'", out);
+    ck_assert_msg(!strstr(out, "older-one"), "--history 1 showed more than one event: '%s'", out);
+    run_in_dir("timeout 8 node_modules/.bin/convex logs --history 10", out, sizeof out, err, sizeof err);
+    ck_assert_msg(strstr(out, "older-one") && strstr(out, "newest-one") &&
+                  strstr(out, "older-one") < strstr(out, "newest-one"), "--history 10, oldest first: '%s'", out);
+}
+END_TEST
+
+/* A running `npx convex logs` prints an event within seconds of its commit. */
+START_TEST(logs_follow_live_events)
+{
+    char outfile[600], errfile[600];
+    pid_t pid;
+    int status;
+    bool seen;
+
+    if (!convex_ready())
+        return;
+    report("whatsapp.socket.reconnect", "before-start");
+    pid = spawn_in_dir("node_modules/.bin/convex logs", outfile, errfile, sizeof outfile);
+    ck_assert_msg(file_has(errfile, "Watching logs", 30000), "convex logs did not start");
+    usleep(1500 * 1000);        /* its first poll (the history) is answered at once */
+    report("agent.job.custom", "live-one");
+    seen = file_has(outfile, "live-one", 10000);
+    usleep(1000 * 1000);
+    report("agent.job.custom", "live-two");
+    seen = seen && file_has(outfile, "live-two", 10000);
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+    ck_assert_msg(seen, "live events not printed within 10 s");
+    ck_assert_msg(!file_has(outfile, "before-start", 0), "the history was printed without --history");
+}
+END_TEST
+
+/* With a wrong admin key `convex logs` stops at once with a clear message
+ * (the CLI retries every status but 403 forever). */
+START_TEST(logs_wrong_key_stops)
+{
+    char out[8192], err[8192];
+    struct timespec t0, t1;
+    int rc;
+
+    if (!convex_ready())
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = run_in_dir("CONVEX_SELF_HOSTED_ADMIN_KEY=wrong timeout 60 node_modules/.bin/convex logs", out, sizeof out,
+                    err, sizeof err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_msg(rc != 0 && rc != 124, "exit %d: %s", rc, err);
+    ck_assert_msg(strstr(err, "wrong admin key"), "no clear message: '%s'", err);
+    ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 30);
+}
+END_TEST
+
+/* The route itself: history, cursor, long-poll, filters, bad input. */
+START_TEST(logs_route_cursor_and_filters)
+{
+    struct resp r;
+    json_t *e;
+    char path[256], auth[128];
+    int64_t cursor;
+    struct timespec t0, t1;
+
+    snprintf(auth, sizeof auth, "Convex %s", TEST_SECRET);
+    json_decref(CALL(&srv, "POST", "/v1/jobs", json_pack("{s:{s:s}}", "payload", "text", "a"), 201));
+    report("whatsapp.socket.reconnect", "m1");
+    ck_assert_int_eq(http_req(&srv, "GET", "/api/stream_function_logs?cursor=0", NULL, 0, auth, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(r.json, "entries")), 2);
+    e = json_array_get(json_object_get(r.json, "entries"), 0);
+    ck_assert_str_eq(str(e, "identifier"), "agent.job.enqueued");
+    ck_assert_str_eq(str(e, "udfType"), "Mutation");
+    ck_assert_str_eq(str(e, "kind"), "Completion");
+    ck_assert(json_is_real(json_object_get(e, "timestamp")));
+    ck_assert(!strncmp(json_string_value(json_array_get(json_object_get(e, "logLines"), 0)), "[INFO] {", 8));
+    e = json_array_get(json_object_get(r.json, "entries"), 1);
+    ck_assert_str_eq(str(e, "udfType"), "Action");         /* reported by a worker */
+    cursor = json_integer_value(json_object_get(r.json, "newCursor"));
+    resp_free(&r);
+
+    /* nothing new: the poll waits, and answers when an event commits */
+    snprintf(path, sizeof path, "/api/stream_function_logs?cursor=%lld", (long long)cursor);
+    if (fork() == 0) {
+        usleep(1000 * 1000);
+        report("agent.job.custom", "m2");
+        _exit(0);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(http_req(&srv, "GET", path, NULL, 0, auth, NULL, &r), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    wait(NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(r.json, "entries")), 1);
+    ck_assert_str_eq(str(json_array_get(json_object_get(r.json, "entries"), 0), "identifier"), "agent.job.custom");
+    ck_assert_int_eq(json_integer_value(json_object_get(r.json, "newCursor")), cursor + 1);
+    ck_assert_int_ge((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 500);
+    resp_free(&r);
+
+    /* ?function= maps a module to the events its functions produce */
+    ck_assert_int_eq(http_req(&srv, "GET", "/api/stream_function_logs?cursor=0&function=agent.enqueue", NULL, 0, auth,
+                              NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(r.json, "entries")), 2);   /* enqueued, custom */
+    resp_free(&r);
+    ck_assert_int_eq(http_req(&srv, "GET", "/api/stream_function_logs?cursor=0&event=whatsapp.*", NULL, 0, auth,
+                              NULL, &r), 0);
+    ck_assert_int_eq(json_array_size(json_object_get(r.json, "entries")), 1);
+    resp_free(&r);
+
+    /* bad input: 400 with SPEC's error and Convex's top-level code/message */
+    {
+        static const char *const bad[] = {
+            "/api/stream_function_logs?cursor=abc",
+            "/api/stream_function_logs?cursor=-5",
+            "/api/stream_function_logs?cursor=0&function=nope:nope",
+            "/api/stream_function_logs?cursor=0&event=a%20b",
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+            ck_assert_int_eq(http_req(&srv, "GET", bad[i], NULL, 0, auth, NULL, &r), 0);
+            ck_assert_msg(r.status == 400, "%s: %ld", bad[i], r.status);
+            ck_assert_str_eq(str(json_object_get(r.json, "error"), "code"), "bad_request");
+            ck_assert_str_eq(str(r.json, "code"), "bad_request");
+            ck_assert_ptr_nonnull(str(r.json, "message"));
+            resp_free(&r);
+        }
+    }
+    ck_assert_int_eq(http_req(&srv, "GET", "/api/stream_function_logs?cursor=0", NULL, 0, "Bearer nope", NULL, &r),
+                     0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_str_eq(str(json_object_get(r.json, "error"), "code"), "forbidden");
+    resp_free(&r);
+}
+END_TEST
+
 Suite *
 suite_convex(void)
 {
@@ -371,6 +573,10 @@ suite_convex(void)
     tcase_add_test(tc, http_client_any_api);
     tcase_add_test(tc, encoded_nan_and_infinity_are_refused);
     tcase_add_test(tc, huge_real_arguments_are_out_of_range);
+    tcase_add_test(tc, logs_history_shows_recorded_events);
+    tcase_add_test(tc, logs_follow_live_events);
+    tcase_add_test(tc, logs_wrong_key_stops);
+    tcase_add_test(tc, logs_route_cursor_and_filters);
     suite_add_tcase(s, tc);
     return s;
 }
