@@ -457,6 +457,10 @@ int convex_function(struct req *r);  /* POST /api/query|mutation|action|function
 int convex_run(struct req *r);       /* POST /api/run/{module}/{function} */
 int convex_logs(struct req *r);      /* GET /api/stream_function_logs (convex logs) */
 
+/* ---- convex_sync.c ----------------------------------------------------------- */
+
+int convex_sync(struct req *r);      /* GET /api/{version}/sync: refused so the client stops */
+
 /* ---- messages.c ------------------------------------------------------------ */
 
 /* One inbound message as the channels deliver it (all strings borrowed). */

@@ -92,6 +92,7 @@ const struct route routes[] = {
     {"POST", "/api/function", AUTH_CONVEX, convex_function},
     {"POST", "/api/run/{module}/{function}", AUTH_CONVEX, convex_run},
     {"GET", "/api/stream_function_logs", AUTH_OWN, convex_logs},
+    {"GET", "/api/{version}/sync", AUTH_OWN, convex_sync},
 
     {NULL, NULL, AUTH_NONE, NULL},
 };

@@ -558,6 +558,34 @@ START_TEST(logs_route_cursor_and_filters)
 }
 END_TEST
 
+/* `npx convex data` (the sync WebSocket) exits with a clear message at once
+ * instead of reconnecting forever; a plain GET of the route is a 404 with
+ * the same sentence. */
+START_TEST(data_stops_with_a_message)
+{
+    char out[8192], err[16384];
+    struct timespec t0, t1;
+    struct resp r;
+    int rc;
+
+    ck_assert_int_eq(http_req(&srv, "GET", "/api/1.48.0/sync", NULL, 0, "", NULL, &r), 0);
+    ck_assert_int_eq(r.status, 404);
+    ck_assert_str_eq(str(json_object_get(r.json, "error"), "code"), "not_found");
+    ck_assert_ptr_nonnull(strstr(str(json_object_get(r.json, "error"), "message"), "sync WebSocket"));
+    resp_free(&r);
+    if (!convex_ready())
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = run_in_dir("timeout 60 node_modules/.bin/convex data", out, sizeof out, err, sizeof err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_msg(rc != 124 && rc != 0, "convex data: exit %d (124: still reconnecting after 60 s): %s", rc, err);
+    ck_assert_msg(strstr(err, "batond does not serve Convex's sync WebSocket"), "no clear message: '%s'", err);
+    ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 30);
+    /* the server is fine afterwards */
+    json_decref(CALL(&srv, "GET", "/health", NULL, 200));
+}
+END_TEST
+
 Suite *
 suite_convex(void)
 {
@@ -577,6 +605,7 @@ suite_convex(void)
     tcase_add_test(tc, logs_follow_live_events);
     tcase_add_test(tc, logs_wrong_key_stops);
     tcase_add_test(tc, logs_route_cursor_and_filters);
+    tcase_add_test(tc, data_stops_with_a_message);
     suite_add_tcase(s, tc);
     return s;
 }
