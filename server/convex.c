@@ -516,27 +516,34 @@ log_entry(sqlite3_stmt *st)
 }
 
 /* Read the events at lg->cursor into {entries, newCursor}; *n gets how many.
+ * The newest id is read first and bounds the scan, so that newCursor can
+ * skip what the filter left out without skipping what committed meanwhile.
  * NULL when the database cannot be read. */
 static json_t *
 logs_read(struct logs *lg, size_t *n)
 {
     static const char *const sql[2] = {
         /* the history: the newest LOGS_BATCH, oldest first */
-        "SELECT * FROM (SELECT id, time, level, event, fields FROM events"
-        " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
+        "SELECT * FROM (SELECT id, time, level, event, fields FROM events WHERE id <= ?6"
+        " AND (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
         " ORDER BY id DESC LIMIT ?5) ORDER BY id",
         /* what is new */
-        "SELECT id, time, level, event, fields FROM events WHERE id >= ?4"
+        "SELECT id, time, level, event, fields FROM events WHERE id >= ?4 AND id <= ?6"
         " AND (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
         " ORDER BY id LIMIT ?5",
     };
     sqlite3 *db = db_reader();
-    sqlite3_stmt *st = db ? db_prep(db, sql[lg->cursor > 0]) : NULL;
+    sqlite3_stmt *st = db ? db_prep(db, "SELECT coalesce(max(id), 0) FROM events") : NULL;
     json_t *entries = json_array();
-    int64_t next = lg->cursor;
+    int64_t top = -1, next, last = 0;
     int rc;
 
     *n = 0;
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        top = sqlite3_column_int64(st, 0);
+    if (st)
+        sqlite3_reset(st);
+    st = top >= 0 ? db_prep(db, sql[lg->cursor > 0]) : NULL;
     if (!st || !entries) {
         json_decref(entries);
         return NULL;
@@ -547,11 +554,14 @@ logs_read(struct logs *lg, size_t *n)
         sqlite3_bind_text(st, 2, lg->lo, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, lg->hi, -1, SQLITE_STATIC);
     }
-    sqlite3_bind_int64(st, 4, lg->cursor);
+    /* a cursor past the newest id (the table was emptied and ids start
+     * again) reads from the start of what is there */
+    sqlite3_bind_int64(st, 4, lg->cursor <= top + 1 ? lg->cursor : 1);
     sqlite3_bind_int64(st, 5, LOGS_BATCH);
+    sqlite3_bind_int64(st, 6, top);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         json_array_append_new(entries, log_entry(st));
-        next = sqlite3_column_int64(st, 0) + 1;
+        last = sqlite3_column_int64(st, 0);
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
@@ -559,20 +569,8 @@ logs_read(struct logs *lg, size_t *n)
         return NULL;
     }
     *n = json_array_size(entries);
-    if (!*n && lg->cursor <= 0)
-        next = 0;
-    if (next <= 0 || (!*n && lg->cursor > 1)) {
-        /* nothing after the cursor: the next poll starts after the newest
-         * event (also when retention removed everything and ids restart) */
-        st = db_prep(db, "SELECT coalesce(max(id), 0) + 1 FROM events");
-        if (st && sqlite3_step(st) == SQLITE_ROW) {
-            int64_t top = sqlite3_column_int64(st, 0);
-            if (next <= 0 || top < next)
-                next = top;
-        }
-        if (st)
-            sqlite3_reset(st);
-    }
+    /* a full batch of what is new may have more behind it */
+    next = lg->cursor > 0 && *n == LOGS_BATCH ? last + 1 : top + 1;
     return json_pack("{s:o, s:I}", "entries", entries, "newCursor", (json_int_t)next);
 }
 
@@ -624,15 +622,16 @@ convex_logs(struct req *r)
         return logs_fail(r, "bad_request", "query parameter 'cursor' must be a newCursor batond gave");
     if (fn && *fn) {
         char norm[256], *colon;
+        int i;
         normalise(fn, norm, sizeof norm);
         if ((colon = strchr(norm, ':')))
             *colon = 0;
-        for (int i = 0; log_prefixes[i].module; i++)
-            if (!strcmp(log_prefixes[i].module, norm))
-                ev = log_prefixes[i].events;
-        if (ev == req_query(r, "event"))
+        for (i = 0; log_prefixes[i].module && strcmp(log_prefixes[i].module, norm); i++)
+            ;
+        if (!log_prefixes[i].module)
             return logs_fail(r, "bad_request", "query parameter 'function': batond's events map only the "
                                                "modules agent, whatsappLeases, whatsappSession and inboundDedupe");
+        ev = log_prefixes[i].events;
     }
     if (ev && *ev && !name_ok(ev, 150, "._-*"))
         return logs_fail(r, "bad_request", "query parameter 'event' must be an event name or prefix.*");
