@@ -225,6 +225,22 @@ finish(struct req *r)
     req_ok(r, 200, json_pack("{s:s, s:o, s:[]}", "status", "success", "value", value, "logLines"));
 }
 
+/* Drop a character that a buffer cut in the middle from the end of s. */
+static void
+utf8_cut(char *s)
+{
+    size_t len = strlen(s), i = len;
+
+    while (i > 0 && len - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) {
+        unsigned char lead = (unsigned char)s[i - 1];
+        size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        if (len - (i - 1) < want)
+            s[i - 1] = 0;
+    }
+}
+
 static int udf_error(struct req *r, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -241,12 +257,16 @@ udf_error(struct req *r, const char *code, const char *fmt, ...)
     va_end(ap);
     body = json_pack("{s:s, s:s, s:{s:s}, s:[]}", "status", "error", "errorMessage", msg, "errorData", "code",
                      code, "logLines");
-    if (!body) {
-        /* a name from the URL that is not UTF-8 (or cut mid-character):
-         * say it in ASCII rather than answer an empty body */
-        for (char *c = msg; *c; c++)
-            if ((unsigned char)*c >= 0x80)
-                *c = '?';
+    for (int pass = 0; !body && pass < 2; pass++) {
+        /* a message cut mid-character: drop the partial character; a name
+         * from the URL that is not UTF-8 at all: say it in ASCII. Never an
+         * empty body. */
+        if (!pass)
+            utf8_cut(msg);
+        else
+            for (char *c = msg; *c; c++)
+                if ((unsigned char)*c >= 0x80)
+                    *c = '?';
         body = json_pack("{s:s, s:s, s:{s:s}, s:[]}", "status", "error", "errorMessage", msg, "errorData",
                          "code", code, "logLines");
     }
@@ -413,6 +433,7 @@ convex_function(struct req *r)
     {
         char name[256];
         snprintf(name, sizeof name, "%s", path);
+        utf8_cut(name);
         rc = dispatch(r, name, decoded);
     }
     json_decref(decoded);

@@ -558,6 +558,31 @@ START_TEST(logs_route_cursor_and_filters)
 }
 END_TEST
 
+/* An unknown function whose name the buffers cut mid-character, or whose
+ * name from the URL is not UTF-8, still gets a JSON error (before: an
+ * empty 560 body). */
+START_TEST(unknown_function_with_long_or_raw_name)
+{
+    char body[1024] = "{\"path\":\"", auth[128];
+    struct resp r;
+    json_t *v;
+
+    for (int i = 0; i < 200; i++)
+        strcat(body, "\xc3\xa9");               /* é: 2 bytes each, 400 in all */
+    strcat(body, "\"}");
+    v = api("/api/query", body, 560);
+    ck_assert_str_eq(str(json_object_get(v, "errorData"), "code"), "unknown_function");
+    ck_assert_ptr_nonnull(strstr(str(v, "errorMessage"), "batond has no function '\xc3\xa9\xc3\xa9"));
+    json_decref(v);
+
+    snprintf(auth, sizeof auth, "Convex %s", TEST_SECRET);
+    ck_assert_int_eq(http_req(&srv, "POST", "/api/run/%C3/x", "{}", 2, auth, NULL, &r), 0);
+    ck_assert_msg(r.status == 560 && r.json, "status %ld body '%s'", r.status, r.body);
+    ck_assert_ptr_nonnull(strstr(str(r.json, "errorMessage"), "not valid UTF-8"));
+    resp_free(&r);
+}
+END_TEST
+
 /* `npx convex data` (the sync WebSocket) exits with a clear message at once
  * instead of reconnecting forever; a plain GET of the route is a 404 with
  * the same sentence. */
@@ -606,6 +631,7 @@ suite_convex(void)
     tcase_add_test(tc, logs_wrong_key_stops);
     tcase_add_test(tc, logs_route_cursor_and_filters);
     tcase_add_test(tc, data_stops_with_a_message);
+    tcase_add_test(tc, unknown_function_with_long_or_raw_name);
     suite_add_tcase(s, tc);
     return s;
 }
