@@ -113,6 +113,10 @@ void utf8_sanitize(char *s);
 int url_decode(const char *in, size_t n, char **out, const char **why);
 /* Strict integer parse of the whole string; -1 on junk or overflow. */
 int parse_int64(const char *s, int64_t *out);
+/* A JSON real as an integer (5.0 from JS clients), range-checked before any
+ * conversion: 0 and *out set; -1 for NaN or a fraction; -2 when it is
+ * outside the int64 range (Inf, 1e300, 2^63). */
+int real_to_int64(double d, int64_t *out);
 
 /* ---- ratelimit.c: token buckets per key, bounded memory ---------------- */
 
@@ -396,6 +400,14 @@ int events_report(struct req *r);   /* POST /v1/events */
 int events_stream(struct req *r);   /* GET /v1/events/stream (stream.c) */
 void stream_wake(void);             /* after a commit that recorded events */
 void stream_close(void);            /* shutdown: end every stream */
+/* Long-polls for events. Take stream_seq() before looking for events; when
+ * there were none, stream_park(r, seen, deadline) suspends r (set its
+ * answer and r->finish first) until a commit records events, deadline (ms)
+ * passes or shutdown, and r->finish then reads what is new on an HTTP
+ * thread. Returns false, leaving r alone, when events were committed since
+ * `seen` (look again) or at shutdown. */
+unsigned long stream_seq(void);
+bool stream_park(struct req *r, unsigned long seen, int64_t deadline);
 int events_list(struct req *r);     /* GET /v1/events */
 
 /* ---- modules.c: start-up checks of the resource modules ---------------- */
@@ -530,6 +542,11 @@ int metrics_get(struct req *r);      /* GET /metrics */
 
 int convex_function(struct req *r);  /* POST /api/query|mutation|action|function */
 int convex_run(struct req *r);       /* POST /api/run/{module}/{function} */
+int convex_logs(struct req *r);      /* GET /api/stream_function_logs (convex logs) */
+
+/* ---- convex_sync.c ----------------------------------------------------------- */
+
+int convex_sync(struct req *r);      /* GET /api/{version}/sync: refused so the client stops */
 
 /* ---- messages.c ------------------------------------------------------------ */
 

@@ -10,10 +10,19 @@
  * Convex's envelope: 200 {"status":"success","value":...} or 560
  * {"status":"error","errorMessage","errorData":{"code",...}}. Server-side
  * trouble (5xx) keeps its status so clients retry it.
+ *
+ * `convex logs` polls GET /api/stream_function_logs?cursor=N; batond
+ * answers with its events as Convex log entries, long-polling when there is
+ * nothing new (stream_park). The cursor is the next event id to show; 0
+ * asks for the history. The CLI gives up only on a 403, so a wrong key
+ * there is 403, not 401, and errors carry Convex's top-level code and
+ * message beside SPEC's error object.
  */
+#include <float.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -101,21 +110,33 @@ lookup(const char *name)
 
 /* ---- convex_encoded_json -------------------------------------------------- */
 
+/* A new value, or NULL with why saying that memory ran out. */
+static json_t *
+made(json_t *v, char *why, size_t n)
+{
+    if (!v)
+        snprintf(why, n, "out of memory while decoding the arguments");
+    return v;
+}
+
 /* Decode $integer / $float / $bytes in place; other values pass through.
- * Returns a new reference, or NULL with why set. */
+ * Returns a new reference, or NULL with why set (on every failure path). */
 static json_t *
 decode(json_t *v, char *why, size_t n)
 {
     if (json_is_array(v)) {
-        json_t *out = json_array(), *e;
+        json_t *out = made(json_array(), why, n), *e;
         size_t i;
+        if (!out)
+            return NULL;
         json_array_foreach(v, i, e) {
             json_t *d = decode(e, why, n);
-            if (!d) {
+            if (!d || json_array_append_new(out, d) < 0) {
+                if (d)
+                    made(NULL, why, n);
                 json_decref(out);
                 return NULL;
             }
-            json_array_append_new(out, d);
         }
         return out;
     }
@@ -130,7 +151,7 @@ decode(json_t *v, char *why, size_t n)
             size_t len;
 
             if ((b64 = json_string_value(json_object_get(v, "$bytes"))))
-                return json_string(b64);    /* bytes stay base64 text */
+                return made(json_string(b64), why, n);  /* bytes stay base64 text */
             b64 = json_string_value(json_object_get(v, "$integer"));
             if (!b64)
                 b64 = json_string_value(json_object_get(v, "$float"));
@@ -143,24 +164,34 @@ decode(json_t *v, char *why, size_t n)
                 uint64_t x = 0;
                 for (int i = 7; i >= 0; i--)
                     x = x << 8 | raw[i];
-                return json_integer((json_int_t)x);
+                int64_t i64;
+                memcpy(&i64, &x, sizeof i64);   /* two's complement, as sent */
+                return made(json_integer((json_int_t)i64), why, n);
             } else {
                 uint64_t x = 0;
                 double d;
                 for (int i = 7; i >= 0; i--)
                     x = x << 8 | raw[i];
                 memcpy(&d, &x, sizeof d);
-                return json_real(d);
+                if (d != d || d > DBL_MAX || d < -DBL_MAX) {
+                    snprintf(why, n, "convex_encoded_json $float is %s, which JSON cannot hold",
+                             d != d ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
+                    return NULL;
+                }
+                return made(json_real(d), why, n);
             }
         }
-        out = json_object();
+        out = made(json_object(), why, n);
+        if (!out)
+            return NULL;
         json_object_foreach(v, k, e) {
             json_t *d = decode(e, why, n);
-            if (!d) {
+            if (!d || json_object_set_new(out, k, d) < 0) {
+                if (d)
+                    made(NULL, why, n);
                 json_decref(out);
                 return NULL;
             }
-            json_object_set_new(out, k, d);
         }
         return out;
     }
@@ -194,6 +225,22 @@ finish(struct req *r)
     req_ok(r, 200, json_pack("{s:s, s:o, s:[]}", "status", "success", "value", value, "logLines"));
 }
 
+/* Drop a character that a buffer cut in the middle from the end of s. */
+static void
+utf8_cut(char *s)
+{
+    size_t len = strlen(s), i = len;
+
+    while (i > 0 && len - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) {
+        unsigned char lead = (unsigned char)s[i - 1];
+        size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+        if (len - (i - 1) < want)
+            s[i - 1] = 0;
+    }
+}
+
 static int udf_error(struct req *r, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -203,27 +250,50 @@ udf_error(struct req *r, const char *code, const char *fmt, ...)
     char msg[512];
     va_list ap;
 
+    json_t *body;
+
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return req_ok(r, UDF_FAILED, json_pack("{s:s, s:s, s:{s:s}, s:[]}", "status", "error", "errorMessage", msg,
-                                           "errorData", "code", code, "logLines"));
+    body = json_pack("{s:s, s:s, s:{s:s}, s:[]}", "status", "error", "errorMessage", msg, "errorData", "code",
+                     code, "logLines");
+    for (int pass = 0; !body && pass < 2; pass++) {
+        /* a message cut mid-character: drop the partial character; a name
+         * from the URL that is not UTF-8 at all: say it in ASCII. Never an
+         * empty body. */
+        if (!pass)
+            utf8_cut(msg);
+        else
+            for (char *c = msg; *c; c++)
+                if ((unsigned char)*c >= 0x80)
+                    *c = '?';
+        body = json_pack("{s:s, s:s, s:{s:s}, s:[]}", "status", "error", "errorMessage", msg, "errorData",
+                         "code", code, "logLines");
+    }
+    return req_ok(r, UDF_FAILED, body);
 }
 
-/* Text of a scalar argument for a path parameter or query value. */
-static bool
+/* Text of a scalar argument for a path parameter or query value: 1, or 0
+ * when v is not a scalar (or is ""), or -1 for a real that is a whole
+ * number outside the int64 range (1e300). */
+static int
 scalar_text(json_t *v, char *buf, size_t n)
 {
+    int64_t x;
+    int rc;
+
     if (json_is_string(v))
         snprintf(buf, n, "%s", json_string_value(v));
     else if (json_is_integer(v))
         snprintf(buf, n, "%lld", (long long)json_integer_value(v));
-    else if (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v))
-        snprintf(buf, n, "%lld", (long long)json_real_value(v));
-    else if (json_is_boolean(v))
+    else if (json_is_real(v) && (rc = real_to_int64(json_real_value(v), &x)) != -1) {
+        if (rc == -2)
+            return -1;
+        snprintf(buf, n, "%lld", (long long)x);
+    } else if (json_is_boolean(v))
         snprintf(buf, n, "%s", json_is_true(v) ? "true" : "false");
     else
-        return false;
+        return 0;
     return buf[0] != 0;
 }
 
@@ -256,7 +326,7 @@ dispatch(struct req *r, const char *name, json_t *args)
 {
     const struct function *f = lookup(name);
     const struct route *rt;
-    json_t *query = json_object();
+    json_t *query;
     char value[1024];
     const char *p;
     int np = 0;
@@ -265,6 +335,8 @@ dispatch(struct req *r, const char *name, json_t *args)
     if (!f)
         return udf_error(r, "unknown_function",
                          "batond has no function '%s' (see docs/api.md for the functions batond serves)", name);
+    if (!(query = json_object()))
+        return req_fail(r, "unavailable", NULL, "out of memory");
     r->finish_ctx = f;
     for (int i = 0; i < MAX_PARAMS; i++) {
         free(r->params[i]);
@@ -274,8 +346,14 @@ dispatch(struct req *r, const char *name, json_t *args)
     for (p = f->pattern; (p = strchr(p, '{')); p++) {
         char pname[64];
         size_t len = strcspn(p + 1, "}");
+        int rc;
         snprintf(pname, sizeof pname, "%.*s", (int)len, p + 1);
-        if (!scalar_text(json_object_get(args, pname), value, sizeof value)) {
+        rc = scalar_text(json_object_get(args, pname), value, sizeof value);
+        if (rc < 0) {
+            json_decref(query);
+            return req_fail(r, "bad_request", NULL, "argument '%s' is out of range", pname);
+        }
+        if (!rc) {
             if (!strcmp(pname, "channel"))
                 strcpy(value, "whatsapp");
             else if (!strcmp(pname, "accountId"))
@@ -300,9 +378,15 @@ dispatch(struct req *r, const char *name, json_t *args)
     {
         const char *k;
         json_t *v;
-        json_object_foreach(args, k, v)
-            if (scalar_text(v, value, sizeof value))
+        json_object_foreach(args, k, v) {
+            int rc = scalar_text(v, value, sizeof value);
+            if (rc < 0) {
+                json_decref(query);
+                return req_fail(r, "bad_request", NULL, "argument '%s' is out of range", k);
+            }
+            if (rc > 0)
                 json_object_set_new(query, k, json_string(value));
+        }
     }
     json_decref(r->query);
     r->query = query;
@@ -320,7 +404,7 @@ convex_function(struct req *r)
 {
     const char *path = NULL, *format = "json";
     json_t *args = NULL, *decoded;
-    char why[128];
+    char why[128] = "malformed convex_encoded_json value";
     struct field spec[] = {
         FIELD_STR("path", &path, F_REQUIRED),
         FIELD_ANY("args", &args, 0),
@@ -349,6 +433,7 @@ convex_function(struct req *r)
     {
         char name[256];
         snprintf(name, sizeof name, "%s", path);
+        utf8_cut(name);
         rc = dispatch(r, name, decoded);
     }
     json_decref(decoded);
@@ -360,6 +445,7 @@ int
 convex_run(struct req *r)
 {
     char name[256];
+    const char *format;
     json_t *args = json_object_get(r->json, "args"), *body;
 
     snprintf(name, sizeof name, "%s:%s", req_param(r, 0), req_param(r, 1));
@@ -370,9 +456,219 @@ convex_run(struct req *r)
         args = r->json;
     if (args && !json_is_object(args))
         return req_fail(r, "bad_request", NULL, "field 'args' must be an object");
-    body = json_pack("{s:s, s:O, s:s}", "path", name, "args", args ? args : json_object(), "format",
-                     json_string_value(json_object_get(r->json, "format")) ? json_string_value(json_object_get(r->json, "format")) : "json");
+    format = json_string_value(json_object_get(r->json, "format"));
+    /* o steals: a borrowed args gets its own reference, a new {} is handed over */
+    body = json_pack("{s:s, s:o, s:s}", "path", name, "args", args ? json_incref(args) : json_object(), "format",
+                     format ? format : "json");
+    if (!body)
+        return udf_error(r, "bad_request", "function name '%s' is not valid UTF-8", name);
     json_decref(r->json);
     r->json = body;
     return convex_function(r);
+}
+
+/* ---- GET /api/stream_function_logs: `convex logs` ------------------------ */
+
+#define LOGS_BATCH 1000         /* entries per answer; the history's length */
+#define LOGS_WAIT_MS 25000      /* at most; half the idle timeout when that is shorter */
+
+/* The events a module's functions produce, for ?function= */
+static const struct {
+    const char *module, *events;
+} log_prefixes[] = {
+    {"agent", "agent.job.*"},
+    {"whatsappLeases", "whatsapp.lease.*"},
+    {"whatsappSession", "whatsapp.session.*"},
+    {"inboundDedupe", "whatsapp.inbound.*"},
+    {NULL, NULL},
+};
+
+struct logs {
+    int64_t cursor;             /* next event id to show; 0 = the history */
+    char exact[160], lo[160], hi[160];  /* event_filter() */
+};
+
+/* SPEC's error object plus Convex's top-level {code, message}, which the
+ * convex CLI prints. */
+static int
+logs_fail(struct req *r, const char *code, const char *msg)
+{
+    req_fail(r, code, NULL, "%s", msg);
+    json_object_set_new(r->out, "code", json_string(code));
+    json_object_set_new(r->out, "message", json_string(msg));
+    return -1;
+}
+
+/* One event row as a Convex log entry: the event name as the function, a
+ * state change as a mutation (what a worker reported as an action), its
+ * fields as the one log line. */
+static json_t *
+log_entry(sqlite3_stmt *st)
+{
+    json_t *e = event_row_json(st), *name = json_incref(json_object_get(e, "event")), *entry = NULL;
+    const char *level = json_string_value(json_object_get(e, "level"));
+    bool reported = json_is_true(json_object_get(e, "reported"));
+    char lv[16], rid[32], *fields, *line = NULL;
+    size_t i;
+
+    snprintf(lv, sizeof lv, "%s", level ? level : "info");
+    for (i = 0; lv[i]; i++)
+        if (lv[i] >= 'a' && lv[i] <= 'z')
+            lv[i] = (char)(lv[i] - 'a' + 'A');
+    snprintf(rid, sizeof rid, "event-%lld", (long long)sqlite3_column_int64(st, 0));
+    json_object_del(e, "id");
+    json_object_del(e, "time");
+    json_object_del(e, "_time");
+    json_object_del(e, "level");
+    json_object_del(e, "event");
+    fields = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (fields && (line = malloc(strlen(lv) + strlen(fields) + 4)))
+        sprintf(line, "[%s] %s", lv, fields);   /* the CLI reads the level from "[LEVEL] " */
+    if (line)
+        entry = json_pack("{s:s, s:s, s:O, s:f, s:f, s:b, s:s, s:[s]}", "kind", "Completion", "udfType",
+                          reported ? "Action" : "Mutation", "identifier", name ? name : json_null(),
+                          "timestamp", (double)sqlite3_column_int64(st, 1) / 1000.0, "executionTime", 0.0,
+                          "cachedResult", 0, "requestId", rid, "logLines", line);
+    free(line);
+    free(fields);
+    json_decref(name);
+    json_decref(e);
+    return entry;
+}
+
+/* Read the events at lg->cursor into {entries, newCursor}; *n gets how many.
+ * The newest id is read first and bounds the scan, so that newCursor can
+ * skip what the filter left out without skipping what committed meanwhile.
+ * NULL when the database cannot be read. */
+static json_t *
+logs_read(struct logs *lg, size_t *n)
+{
+    static const char *const sql[2] = {
+        /* the history: the newest LOGS_BATCH, oldest first */
+        "SELECT * FROM (SELECT id, time, level, event, fields FROM events WHERE id <= ?6"
+        " AND (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
+        " ORDER BY id DESC LIMIT ?5) ORDER BY id",
+        /* what is new */
+        "SELECT id, time, level, event, fields FROM events WHERE id >= ?4 AND id <= ?6"
+        " AND (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
+        " ORDER BY id LIMIT ?5",
+    };
+    sqlite3 *db = db_reader();
+    sqlite3_stmt *st = db ? db_prep(db, "SELECT coalesce(max(id), 0) FROM events") : NULL;
+    json_t *entries = json_array();
+    int64_t top = -1, next, last = 0;
+    int rc;
+
+    *n = 0;
+    if (st && sqlite3_step(st) == SQLITE_ROW)
+        top = sqlite3_column_int64(st, 0);
+    if (st)
+        sqlite3_reset(st);
+    st = top >= 0 ? db_prep(db, sql[lg->cursor > 0]) : NULL;
+    if (!st || !entries) {
+        json_decref(entries);
+        return NULL;
+    }
+    if (lg->exact[0])
+        sqlite3_bind_text(st, 1, lg->exact, -1, SQLITE_STATIC);
+    if (lg->lo[0]) {
+        sqlite3_bind_text(st, 2, lg->lo, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, lg->hi, -1, SQLITE_STATIC);
+    }
+    /* a cursor past the newest id (the table was emptied and ids start
+     * again) reads from the start of what is there */
+    sqlite3_bind_int64(st, 4, lg->cursor <= top + 1 ? lg->cursor : 1);
+    sqlite3_bind_int64(st, 5, LOGS_BATCH);
+    sqlite3_bind_int64(st, 6, top);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_array_append_new(entries, log_entry(st));
+        last = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(entries);
+        return NULL;
+    }
+    *n = json_array_size(entries);
+    /* a full batch of what is new may have more behind it */
+    next = lg->cursor > 0 && *n == LOGS_BATCH ? last + 1 : top + 1;
+    return json_pack("{s:o, s:I}", "entries", entries, "newCursor", (json_int_t)next);
+}
+
+/* r->finish of a parked poll: read what is new now */
+static void
+logs_finish(struct req *r)
+{
+    struct logs *lg = r->ctx;
+    size_t n;
+    json_t *out = logs_read(lg, &n);
+
+    if (!out)
+        logs_fail(r, "unavailable", "cannot read events");
+    else
+        req_ok(r, 200, out);
+}
+
+static bool
+admin_key_ok(struct req *r)
+{
+    const char *h = req_header(r, "Authorization"), *tok = NULL;
+
+    if (!cfg.secret)
+        return true;            /* development without a secret: warned at start */
+    if (h && (!strncasecmp(h, "Convex ", 7) || !strncasecmp(h, "Bearer ", 7)))
+        tok = h + 7;
+    return tok && secret_equal(tok, strlen(tok), cfg.secret, strlen(cfg.secret));
+}
+
+/* GET /api/stream_function_logs?cursor=N[&function=module:fn|&event=name|prefix.*] */
+int
+convex_logs(struct req *r)
+{
+    const char *cur = req_query(r, "cursor"), *fn = req_query(r, "function"), *ev = req_query(r, "event");
+    struct logs *lg;
+    unsigned long seen;
+    json_t *out;
+    size_t n;
+    int64_t wait = cfg.idle_timeout_ms / 2 < LOGS_WAIT_MS ? cfg.idle_timeout_ms / 2 : LOGS_WAIT_MS;
+
+    if (!admin_key_ok(r))
+        return logs_fail(r, "forbidden", "wrong admin key: CONVEX_SELF_HOSTED_ADMIN_KEY must be batond's "
+                                         "AGENT_SECRET");
+    if (!(lg = calloc(1, sizeof *lg)))
+        return logs_fail(r, "unavailable", "out of memory");
+    r->ctx = lg;
+    r->ctx_free = free;
+    if (cur && *cur && (parse_int64(cur, &lg->cursor) < 0 || lg->cursor < 0))
+        return logs_fail(r, "bad_request", "query parameter 'cursor' must be a newCursor batond gave");
+    if (fn && *fn) {
+        char norm[256], *colon;
+        int i;
+        normalise(fn, norm, sizeof norm);
+        if ((colon = strchr(norm, ':')))
+            *colon = 0;
+        for (i = 0; log_prefixes[i].module && strcmp(log_prefixes[i].module, norm); i++)
+            ;
+        if (!log_prefixes[i].module)
+            return logs_fail(r, "bad_request", "query parameter 'function': batond's events map only the "
+                                               "modules agent, whatsappLeases, whatsappSession and inboundDedupe");
+        ev = log_prefixes[i].events;
+    }
+    if (ev && *ev && !name_ok(ev, 150, "._-*"))
+        return logs_fail(r, "bad_request", "query parameter 'event' must be an event name or prefix.*");
+    event_filter(ev, lg->exact, lg->lo, lg->hi, sizeof lg->lo);
+    /* the history comes at once; a tail waits for the next event */
+    for (int tries = 0;; tries++) {
+        seen = stream_seq();
+        if (!(out = logs_read(lg, &n)))
+            return logs_fail(r, "unavailable", "cannot read events");
+        if (n || lg->cursor == 0 || tries == 2)
+            return req_ok(r, 200, out);
+        lg->cursor = json_integer_value(json_object_get(out, "newCursor"));
+        req_ok(r, 200, out);            /* the answer if the wait ends with nothing */
+        r->finish = logs_finish;
+        if (stream_park(r, seen, now_ms() + wait))
+            return 0;
+        r->finish = NULL;
+    }
 }

@@ -56,14 +56,13 @@ fields_parse(json_t *obj, const struct field *spec, char *why, size_t n)
             break;
         }
         case F_INT: {
-            json_int_t x;
+            int64_t x = 0;
+            int rc = 0;
             if (json_is_integer(v))
                 x = json_integer_value(v);
-            else if (json_is_real(v) && json_real_value(v) == (double)(json_int_t)json_real_value(v))
-                x = (json_int_t)json_real_value(v);   /* 5.0 from JS clients */
-            else
-                goto wrong;
-            if (x < f->min || x > f->max) {
+            else if (!json_is_real(v) || (rc = real_to_int64(json_real_value(v), &x)) == -1)
+                goto wrong;             /* 5.0 from JS clients passes */
+            if (rc == -2 || x < f->min || x > f->max) {
                 snprintf(why, n, "field '%s' must be between %lld and %lld", f->name,
                          (long long)f->min, (long long)f->max);
                 return -1;

@@ -93,6 +93,8 @@ const struct route routes[] = {
     {"POST", "/api/action", AUTH_CONVEX, convex_function},
     {"POST", "/api/function", AUTH_CONVEX, convex_function},
     {"POST", "/api/run/{module}/{function}", AUTH_CONVEX, convex_run},
+    {"GET", "/api/stream_function_logs", AUTH_OWN, convex_logs},
+    {"GET", "/api/{version}/sync", AUTH_OWN, convex_sync},
 
     /* the operator console (console.c): pages, sign-in; its actions are
      * the /v1 routes above, called with the session cookie + CSRF token */

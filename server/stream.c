@@ -1,5 +1,5 @@
-/* stream.c -- GET /v1/events/stream: the events table as Server-Sent
- * Events, like `convex logs`.
+/* stream.c -- the events table as a live feed: GET /v1/events/stream as
+ * Server-Sent Events, and the long-polls of `convex logs`.
  *
  * DESIGN
  * Each subscriber is a streaming response whose reader callback reads the
@@ -10,6 +10,10 @@
  * line (keeping proxies from closing it and noticing clients that left).
  * A sequence number taken before reading closes the gap between finding
  * nothing and suspending. Resume with the Last-Event-ID header.
+ *
+ * A long-poll (stream_park) is a request suspended the same way: the next
+ * commit that recorded events, its deadline (checked by the ticker) or
+ * shutdown resumes it, and its r->finish then reads what is new.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,16 +40,23 @@ struct sub {
     struct sub *next;
 };
 
+struct poll {
+    struct req *r;
+    int64_t deadline;                     /* ms */
+    struct poll *next;
+};
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t tick = PTHREAD_COND_INITIALIZER;
 static struct sub *suspended;              /* linked through next */
+static struct poll *polls;                 /* parked long-polls */
 static unsigned long seq;
 static bool closing, ticker_running;
 static pthread_t ticker;
 
 /* Resume every suspended subscriber; called with lock held. */
 static void
-resume_all_locked(void)
+resume_subs_locked(void)
 {
     while (suspended) {
         struct sub *s = suspended;
@@ -54,6 +65,29 @@ resume_all_locked(void)
         s->suspended = false;
         MHD_resume_connection(s->conn);
     }
+}
+
+/* Resume the long-polls whose deadline is before `before` (INT64_MAX:
+ * all); called with lock held. */
+static void
+resume_polls_locked(int64_t before)
+{
+    for (struct poll **pp = &polls; *pp;) {
+        struct poll *p = *pp;
+        if (p->deadline < before) {
+            *pp = p->next;
+            http_resume(p->r);
+            free(p);
+        } else
+            pp = &p->next;
+    }
+}
+
+static void
+resume_all_locked(void)
+{
+    resume_subs_locked();
+    resume_polls_locked(INT64_MAX);
 }
 
 void
@@ -85,21 +119,77 @@ ping_ms(void)
     return cfg.idle_timeout_ms / 2 < PING_MS ? cfg.idle_timeout_ms / 2 : PING_MS;
 }
 
+/* Every ping interval the subscribers (they send a ping when idle); in
+ * between, the long-polls as their deadlines pass. */
 static void *
 ticker_main(void *arg)
 {
+    int64_t ping_at = now_ms() + ping_ms();
+
     (void)arg;
     pthread_mutex_lock(&lock);
     while (!closing) {
         struct timespec ts;
-        int64_t at = now_ms() + ping_ms();
+        int64_t at = ping_at, now;
+        for (struct poll *p = polls; p; p = p->next)
+            if (p->deadline < at)
+                at = p->deadline;
         ts.tv_sec = at / 1000;
         ts.tv_nsec = (at % 1000) * 1000000;
         pthread_cond_timedwait(&tick, &lock, &ts);
-        resume_all_locked();
+        now = now_ms();
+        resume_polls_locked(now + 1);
+        if (now >= ping_at) {
+            resume_subs_locked();
+            ping_at = now + ping_ms();
+        }
     }
     pthread_mutex_unlock(&lock);
     return NULL;
+}
+
+/* Start the ticker once; called with lock held. */
+static void
+ticker_start_locked(void)
+{
+    if (!ticker_running && !closing && pthread_create(&ticker, NULL, ticker_main, NULL) == 0)
+        ticker_running = true;
+}
+
+unsigned long
+stream_seq(void)
+{
+    unsigned long v;
+
+    pthread_mutex_lock(&lock);
+    v = seq;
+    pthread_mutex_unlock(&lock);
+    return v;
+}
+
+bool
+stream_park(struct req *r, unsigned long seen, int64_t deadline)
+{
+    struct poll *p = malloc(sizeof *p);
+    bool parked = false;
+
+    if (!p)
+        return false;
+    pthread_mutex_lock(&lock);
+    if (seen == seq && !closing && r->conn) {
+        ticker_start_locked();
+        p->r = r;
+        p->deadline = deadline;
+        p->next = polls;
+        polls = p;
+        http_suspend(r);
+        pthread_cond_signal(&tick);     /* the ticker may need to wake sooner */
+        parked = true;
+    }
+    pthread_mutex_unlock(&lock);
+    if (!parked)
+        free(p);
+    return parked;
 }
 
 /* Append the events after s->last_id to s->pending. */
@@ -268,8 +358,7 @@ events_stream(struct req *r)
     s->conn = r->conn;
     s->last_write = 0;          /* first call sends a ping at once: headers go out */
     pthread_mutex_lock(&lock);
-    if (!ticker_running && !closing && pthread_create(&ticker, NULL, ticker_main, NULL) == 0)
-        ticker_running = true;
+    ticker_start_locked();
     pthread_mutex_unlock(&lock);
     resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader, s, sub_free);
     if (!resp) {

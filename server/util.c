@@ -210,3 +210,21 @@ url_decode(const char *in, size_t n, char **out, const char **why)
     *out = o;
     return 0;
 }
+
+int
+real_to_int64(double d, int64_t *out)
+{
+    int64_t x;
+
+    if (d != d)
+        return -1;                  /* NaN */
+    /* [-2^63, 2^63): both bounds are exact doubles, so the cast below is
+     * defined for everything that passes */
+    if (d < -9223372036854775808.0 || d >= 9223372036854775808.0)
+        return -2;
+    x = (int64_t)d;
+    if ((double)x != d)
+        return -1;                  /* a fraction */
+    *out = x;
+    return 0;
+}

@@ -86,6 +86,38 @@ START_TEST(null_is_absent_for_optional)
 }
 END_TEST
 
+/* A real outside int64 is refused as out of range, naming the field, and is
+ * never converted first (that conversion is undefined behaviour: UBSan's
+ * float-cast-overflow in `make sanitize`); whole reals in range still pass. */
+START_TEST(huge_reals_are_out_of_range)
+{
+    int64_t x = 7;
+    char why[256];
+    struct field spec[] = {FIELD_INT("priority", &x, 0, INT64_MIN, INT64_MAX), FIELD_END};
+    const char *huge[] = {
+        "{\"priority\":1e300}", "{\"priority\":-1e300}", "{\"priority\":9223372036854775808.0}",
+        "{\"priority\":-9.3e18}",
+    };
+
+    for (size_t i = 0; i < sizeof huge / sizeof *huge; i++) {
+        json_t *b = J(huge[i]);
+        ck_assert_int_eq(fields_parse(b, spec, why, sizeof why), -1);
+        ck_assert_msg(strstr(why, "field 'priority' must be between"), "%s: got '%s'", huge[i], why);
+        ck_assert_int_eq(x, 7);
+        json_decref(b);
+    }
+    /* -2^63 is the one real at the edge that fits */
+    json_t *edge = J("{\"priority\":-9223372036854775808.0}");
+    ck_assert_int_eq(fields_parse(edge, spec, why, sizeof why), 0);
+    ck_assert(x == INT64_MIN);
+    json_decref(edge);
+    edge = J("{\"priority\":5.0}");
+    ck_assert_int_eq(fields_parse(edge, spec, why, sizeof why), 0);
+    ck_assert_int_eq(x, 5);
+    json_decref(edge);
+}
+END_TEST
+
 Suite *
 suite_fields(void)
 {
@@ -95,6 +127,7 @@ suite_fields(void)
     tcase_add_test(tc, valid_body_fills_outputs);
     tcase_add_test(tc, errors_name_the_field);
     tcase_add_test(tc, null_is_absent_for_optional);
+    tcase_add_test(tc, huge_reals_are_out_of_range);
     suite_add_tcase(s, tc);
     return s;
 }

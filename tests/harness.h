@@ -75,6 +75,8 @@ Suite *suite_sessions(void);
 Suite *suite_messages(void);
 /* convex compatibility */
 Suite *suite_convex(void);
+/* memory under floods of error paths */
+Suite *suite_resources(void);
 /* deploy files and docs */
 Suite *suite_deploy(void);
 /* durability and performance */

@@ -31,6 +31,8 @@ main(void)
     srunner_add_suite(sr, suite_messages());
     /* convex compatibility */
     srunner_add_suite(sr, suite_convex());
+    /* memory under floods of error paths */
+    srunner_add_suite(sr, suite_resources());
     /* deploy files and docs */
     srunner_add_suite(sr, suite_deploy());
     /* durability and performance */
