@@ -14,13 +14,12 @@
  * initial version, then a close frame.
  *
  * A client that does not exit on it (ConvexClient in an app) reconnects
- * with its backoff and is refused the same way each time. libmicrohttpd's upgrade API needs the daemon to be started with
- * MHD_ALLOW_UPGRADE, which batond's is not, so the few bytes are written
- * to the connection's socket directly and its sending side is shut down:
- * the JSON answer libmicrohttpd then tries to send fails and the
- * connection is closed. A GET that is not a WebSocket handshake gets that
- * JSON answer: 404 with the same sentence.
+ * with its backoff and is refused the same way each time. The handshake is
+ * libmicrohttpd's upgrade (101); its upgrade handler writes the two frames,
+ * which are the same for every client (built once), and closes. A GET that
+ * is not a WebSocket handshake gets a JSON 404 with the same sentence.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -123,23 +122,17 @@ is_handshake(struct req *r, const char **key)
            strlen(*key) == 24;
 }
 
-/* GET /api/{version}/sync */
-int
-convex_sync(struct req *r)
-{
-    const union MHD_ConnectionInfo *ci;
-    const char *key;
-    char accept_in[128], accept[32], out[2048], *msg;
-    unsigned char digest[20];
-    size_t len = 0;
-    json_t *fail;
+/* The two frames every refused client gets: built once. */
+static char frames[2048];
+static size_t frames_len;
+static pthread_once_t frames_once = PTHREAD_ONCE_INIT;
 
-    if (!is_handshake(r, &key) || !r->conn ||
-        !(ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD)))
-        return req_fail(r, "not_found", NULL, "%s", refusal);
-    snprintf(accept_in, sizeof accept_in, "%s%s", key, WS_GUID);
-    sha1_short(accept_in, strlen(accept_in), digest);
-    sodium_bin2base64(accept, sizeof accept, digest, sizeof digest, sodium_base64_VARIANT_ORIGINAL);
+static void
+frames_init(void)
+{
+    json_t *fail;
+    char *msg;
+
     /* versions: querySet 0 -> 1, identity unchanged, ts 0 -> 1 (u64 LE, base64) */
     fail = json_pack("{s:s, s:{s:i, s:i, s:s}, s:{s:i, s:i, s:s}, s:[{s:s, s:i, s:s, s:[], s:n}]}", "type",
                      "Transition", "startVersion", "querySet", 0, "identity", 0, "ts", "AAAAAAAAAAA=",
@@ -148,17 +141,47 @@ convex_sync(struct req *r)
     msg = fail ? json_dumps(fail, JSON_COMPACT) : NULL;
     json_decref(fail);
     if (!msg)
-        return req_fail(r, "unavailable", NULL, "out of memory");
-    len = (size_t)snprintf(out, sizeof out,
-                           "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
-    frame(out, sizeof out, &len, 0x1, msg, strlen(msg));
+        return;
+    frame(frames, sizeof frames, &frames_len, 0x1, msg, strlen(msg));
     /* a normal close (1000): the client logs nothing for it while the CLI exits */
-    frame(out, sizeof out, &len, 0x8, "\x03\xe8", 2);
+    frame(frames, sizeof frames, &frames_len, 0x8, "\x03\xe8", 2);
     free(msg);
-    if (send(ci->connect_fd, out, len, MSG_NOSIGNAL) < 0)
+}
+
+/* After the 101 went out: the frames, then close. */
+static void
+upgraded(void *cls, struct MHD_Connection *c, void *req_cls, const char *extra, size_t extra_len,
+         MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)cls, (void)c, (void)req_cls, (void)extra, (void)extra_len;
+    if (send(sock, frames, frames_len, MSG_NOSIGNAL) < 0)
         log_event("debug", "convex.sync.refused", json_pack("{s:s}", "error", "send failed"));
-    shutdown(ci->connect_fd, SHUT_WR);
-    /* what libmicrohttpd will try, and fail, to send after the handshake */
-    return req_fail(r, "not_found", NULL, "%s", refusal);
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+/* GET /api/{version}/sync */
+int
+convex_sync(struct req *r)
+{
+    const char *key;
+    char accept_in[128], accept[32];
+    unsigned char digest[20];
+    struct MHD_Response *resp;
+
+    if (!is_handshake(r, &key) || !r->conn)
+        return req_fail(r, "not_found", NULL, "%s", refusal);
+    pthread_once(&frames_once, frames_init);
+    if (!frames_len)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    snprintf(accept_in, sizeof accept_in, "%s%s", key, WS_GUID);
+    sha1_short(accept_in, strlen(accept_in), digest);
+    sodium_bin2base64(accept, sizeof accept, digest, sizeof digest, sodium_base64_VARIANT_ORIGINAL);
+    resp = MHD_create_response_for_upgrade(upgraded, NULL);
+    if (!resp)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept);
+    r->raw = resp;
+    r->status = MHD_HTTP_SWITCHING_PROTOCOLS;
+    return 0;
 }

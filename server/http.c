@@ -860,7 +860,7 @@ http_start(void)
     char port[16];
     const union MHD_DaemonInfo *di;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;     /* convex_sync.c */
     unsigned timeout = (unsigned)((cfg.idle_timeout_ms + 999) / 1000), limit;
 
     snprintf(port, sizeof port, "%d", cfg.listen_port);
