@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -90,7 +91,14 @@ void config_usage(FILE *f);
 
 /* ---- util.c ------------------------------------------------------------ */
 
+/* The clocks and sleeping of the whole server: nothing in server/ reads a
+ * clock or sleeps any other way. */
 int64_t now_ms(void);                          /* server clock, epoch ms */
+double mono_ms(void);                          /* monotonic ms, for durations */
+void sleep_ms(int64_t ms);                     /* at least ms (EINTR resumed) */
+/* An epoch-ms time (from now_ms) as the absolute deadline of
+ * pthread_cond_timedwait, whose condition variables use CLOCK_REALTIME. */
+struct timespec ms_timespec(int64_t ms);
 void fmt_time(int64_t ms, char *buf, size_t n); /* RFC 3339 with ms, UTC */
 /* Constant-time equality of two secrets of any lengths (libsodium). */
 bool secret_equal(const char *a, size_t alen, const char *b, size_t blen);

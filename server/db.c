@@ -35,7 +35,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "batond.h"
@@ -377,15 +376,6 @@ exec(const char *sql)
     return sqlite3_exec(wdb, sql, NULL, NULL, NULL);
 }
 
-static double
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
 static int64_t
 pragma_int(const char *sql)
 {
@@ -476,7 +466,7 @@ run_batch(struct req *batch)
         goto answer;
     }
     if (test_commit_delay_ms > 0)
-        usleep((useconds_t)(test_commit_delay_ms * 1000));
+        sleep_ms(test_commit_delay_ms);
     committed = exec("COMMIT") == SQLITE_OK;
     if (!committed) {
         for (r = batch; r; r = r->next) {
@@ -555,8 +545,7 @@ writer_main(void *arg)
                 next = next_sweep;
             if (next <= t)
                 break;
-            ts.tv_sec = next / 1000;
-            ts.tv_nsec = (next % 1000) * 1000000;
+            ts = ms_timespec(next);
             if (pthread_cond_timedwait(&wq_cond, &wq_lock, &ts) == ETIMEDOUT)
                 break;
         }

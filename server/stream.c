@@ -93,8 +93,7 @@ ticker_main(void *arg)
     while (!closing) {
         struct timespec ts;
         int64_t at = now_ms() + ping_ms();
-        ts.tv_sec = at / 1000;
-        ts.tv_nsec = (at % 1000) * 1000000;
+        ts = ms_timespec(at);
         pthread_cond_timedwait(&tick, &lock, &ts);
         resume_all_locked();
     }
