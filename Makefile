@@ -57,7 +57,8 @@ test-deps:
 
 # ---- compiling ----------------------------------------------------------------
 
-# the SQLite schema: schema/sqlite/NNN_*.sql (one directory per database backend)
+# the SQLite schema: schema/sqlite/NNN_*.sql and schema_migrations.sql (one
+# directory per database backend)
 $(B)/schema.c: schema/embed.sh $(wildcard schema/sqlite/*.sql)
 	@mkdir -p $(@D)
 	sh schema/embed.sh $(wildcard schema/sqlite/*.sql) > $@.tmp

@@ -74,7 +74,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if ((rc = db_start()) < 0)
-        return rc == -2 ? EX_INUSE : 1;
+        return rc == -2 ? EX_INUSE : rc == -3 ? EX_CONFIG : 1;
     if ((rc = http_start()) < 0) {
         db_stop();
         return rc == -2 ? EX_INUSE : 1;
