@@ -57,9 +57,12 @@ test-deps:
 
 # ---- compiling ----------------------------------------------------------------
 
-$(B)/schema.c: schema/embed.sh $(wildcard schema/*.sql)
+# the SQLite schema: schema/sqlite/NNN_*.sql and schema_migrations.sql (one
+# directory per database backend)
+$(B)/schema.c: schema/embed.sh $(wildcard schema/sqlite/*.sql)
 	@mkdir -p $(@D)
-	sh schema/embed.sh $(wildcard schema/*.sql) > $@
+	sh schema/embed.sh $(wildcard schema/sqlite/*.sql) > $@.tmp
+	mv $@.tmp $@
 
 $(B)/schema.o: $(B)/schema.c
 	$(CC) $(CFLAGS) -c -o $@ $<

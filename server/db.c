@@ -35,7 +35,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "batond.h"
@@ -227,30 +226,176 @@ db_open(const char *path, bool sync_full, sqlite3 **out, char *why, size_t n)
     return 0;
 }
 
+/* ---- migrations ---------------------------------------------------------
+ * Which migrations ran is recorded in schema_migrations (its SQL is
+ * migrations_table, from schema/<backend>/schema_migrations.sql): one row
+ * per version, written in the same transaction as the migration itself.
+ * Databases made before that table existed only counted migrations in
+ * PRAGMA user_version; they are adopted (see migrations_prepare). */
+
+/* The single integer a query answers; -1 when it answers no row. */
+static int
+query_int(sqlite3 *db, const char *sql, int arg, int *out)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    *out = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (arg >= 0)
+        sqlite3_bind_int(st, 1, arg);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Record migration version (1-based) as applied now. */
+static int
+record_migration(sqlite3 *db, int version, const char *name)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (sqlite3_prepare_v2(db, "INSERT INTO schema_migrations(version, name, applied_at) VALUES(?, ?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int(st, 1, version);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms());
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Inside the caller's transaction: create schema_migrations when it is
+ * missing, adopting versions 1..user_version of a database made before it
+ * existed (*adopted = how many), then check that every recorded version is
+ * one of the known ones, under the same name. Returns 0, -1 on an SQLite
+ * error, -2 when the database is newer than (or differs from) m. */
+static int
+migrations_prepare(sqlite3 *db, const struct migration *m, int known, int *adopted,
+                   char *why, size_t n)
+{
+    sqlite3_stmt *st;
+    int exists, uv, rc = 0;
+    char *err = NULL;
+
+    *adopted = 0;
+    if (query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+                  -1, &exists) < 0 ||
+        query_int(db, "PRAGMA user_version", -1, &uv) < 0) {
+        snprintf(why, n, "cannot read the schema version: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    if (!exists) {
+        if (uv > known) {
+            snprintf(why, n, "the database schema is at version %d (PRAGMA user_version), newer than this "
+                     "batond, which knows up to %d (%s): run a newer batond", uv, known,
+                     known ? m[known - 1].name : "none");
+            return -2;
+        }
+        if (sqlite3_exec(db, migrations_table, NULL, NULL, &err) != SQLITE_OK) {
+            snprintf(why, n, "cannot create schema_migrations: %s", err ? err : sqlite3_errmsg(db));
+            sqlite3_free(err);
+            return -1;
+        }
+        for (int v = 1; v <= uv; v++)
+            if (record_migration(db, v, m[v - 1].name) < 0) {
+                snprintf(why, n, "cannot record migration %s: %s", m[v - 1].name, sqlite3_errmsg(db));
+                return -1;
+            }
+        *adopted = uv;
+    }
+    /* the first recorded version this binary does not have, by number or name */
+    if (sqlite3_prepare_v2(db, "SELECT version, name FROM schema_migrations ORDER BY version", -1, &st, NULL)
+        != SQLITE_OK) {
+        snprintf(why, n, "cannot read schema_migrations: %s", sqlite3_errmsg(db));
+        return -1;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int v = sqlite3_column_int(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+
+        if (v < 1 || v > known) {
+            snprintf(why, n, "the database has migration %d (%.100s), newer than this batond, which knows up "
+                     "to %d (%s): run a newer batond", v, name ? name : "?", known,
+                     known ? m[known - 1].name : "none");
+            rc = -2;
+            break;
+        }
+        if (!name || strcmp(name, m[v - 1].name)) {
+            snprintf(why, n, "the database has migration %d as %.100s but this batond has %s: it was made "
+                     "by another build", v, name ? name : "?", m[v - 1].name);
+            rc = -2;
+            break;
+        }
+    }
+    if (rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc != -2) {
+        snprintf(why, n, "cannot read schema_migrations: %s", sqlite3_errmsg(db));
+        rc = -1;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int
 db_migrate(sqlite3 *db, const struct migration *m, char *why, size_t n)
 {
-    sqlite3_stmt *st;
-    int version = 0;
+    int known = 0, adopted = 0, rc;
+    char *err = NULL;
 
-    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    while (m[known].name)
+        known++;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &err) != SQLITE_OK) {
+        snprintf(why, n, "cannot start migrating: %s", err ? err : sqlite3_errmsg(db));
+        sqlite3_free(err);
+        return -1;
+    }
+    if ((rc = migrations_prepare(db, m, known, &adopted, why, n)) < 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, &err) != SQLITE_OK) {
+        snprintf(why, n, "cannot record the applied migrations: %s", err ? err : sqlite3_errmsg(db));
+        sqlite3_free(err);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    if (adopted)
+        log_event("info", "db.migrations_adopted",
+                  json_pack("{s:i, s:s}", "versions", adopted, "through", m[adopted - 1].name));
 
-    for (int i = version; m[i].name; i++) {
-        char *err = NULL, set[64];
+    /* each missing migration in its own transaction, with its row */
+    for (int i = 0; i < known; i++) {
+        int applied, uv;
+        char set[64];
 
-        snprintf(set, sizeof set, "PRAGMA user_version=%d", i + 1);
+        err = NULL;
         if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &err) != SQLITE_OK ||
-            sqlite3_exec(db, m[i].sql, NULL, NULL, &err) != SQLITE_OK ||
-            sqlite3_exec(db, set, NULL, NULL, &err) != SQLITE_OK ||
-            sqlite3_exec(db, "COMMIT", NULL, NULL, &err) != SQLITE_OK) {
-            snprintf(why, n, "migration %s failed: %s", m[i].name, err ? err : sqlite3_errmsg(db));
-            sqlite3_free(err);
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
+            query_int(db, "SELECT version FROM schema_migrations WHERE version = ?", i + 1, &applied) < 0 ||
+            query_int(db, "PRAGMA user_version", -1, &uv) < 0)
+            goto failed;
+        if (applied < 0) {
+            /* user_version: the highest applied version, for tools */
+            snprintf(set, sizeof set, "PRAGMA user_version=%d", uv > i + 1 ? uv : i + 1);
+            if (sqlite3_exec(db, m[i].sql, NULL, NULL, &err) != SQLITE_OK ||
+                record_migration(db, i + 1, m[i].name) < 0 ||
+                sqlite3_exec(db, set, NULL, NULL, &err) != SQLITE_OK)
+                goto failed;
         }
+        if (sqlite3_exec(db, "COMMIT", NULL, NULL, &err) != SQLITE_OK)
+            goto failed;
+        continue;
+    failed:
+        snprintf(why, n, "migration %s failed: %s", m[i].name, err ? err : sqlite3_errmsg(db));
+        sqlite3_free(err);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
     }
     return 0;
 }
@@ -377,15 +522,6 @@ exec(const char *sql)
     return sqlite3_exec(wdb, sql, NULL, NULL, NULL);
 }
 
-static double
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
 static int64_t
 pragma_int(const char *sql)
 {
@@ -476,7 +612,7 @@ run_batch(struct req *batch)
         goto answer;
     }
     if (test_commit_delay_ms > 0)
-        usleep((useconds_t)(test_commit_delay_ms * 1000));
+        sleep_ms(test_commit_delay_ms);
     committed = exec("COMMIT") == SQLITE_OK;
     if (!committed) {
         for (r = batch; r; r = r->next) {
@@ -555,8 +691,7 @@ writer_main(void *arg)
                 next = next_sweep;
             if (next <= t)
                 break;
-            ts.tv_sec = next / 1000;
-            ts.tv_nsec = (next % 1000) * 1000000;
+            ts = ms_timespec(next);
             if (pthread_cond_timedwait(&wq_cond, &wq_lock, &ts) == ETIMEDOUT)
                 break;
         }
@@ -678,20 +813,21 @@ int
 db_start(void)
 {
     char why[512];
-    int rc = 0;
+    int rc = 0, mrc = 0;
 
     if (db_open(cfg.db_path, cfg.sync_full, &wdb, why, sizeof why) < 0 ||
         (rc = db_lock(cfg.db_path, why, sizeof why)) < 0 ||
-        db_migrate(wdb, migrations, why, sizeof why) < 0) {
+        (mrc = db_migrate(wdb, migrations, why, sizeof why)) < 0) {
         if (rc != -2)
-            log_event("error", "db.open_failed", json_pack("{s:s}", "reason", why));
+            log_event("error", mrc == -2 ? "db.schema_newer" : "db.open_failed",
+                      json_pack("{s:s}", "reason", why));
         fprintf(stderr, "batond: %s\n", why);
         db_close(wdb);
         wdb = NULL;
         if (lock_fd >= 0)
             close(lock_fd);
         lock_fd = -1;
-        return rc == -2 ? -2 : -1;
+        return rc == -2 ? -2 : mrc == -2 ? -3 : -1;
     }
     /* perf: a 16 MiB page cache for the writer only (default 2 MiB): big
      * transactions such as the stale sweep of 10^5 locks touch many index

@@ -486,8 +486,7 @@ reaper_main(void *arg)
             shutdown(t->fd, SHUT_RDWR);     /* libmicrohttpd sees the end and closes */
             t->phase = P_REAPED;
         }
-        ts.tv_sec = at / 1000;
-        ts.tv_nsec = (at % 1000) * 1000000;
+        ts = ms_timespec(at);
         pthread_cond_timedwait(&track_cond, &track_lock, &ts);
     }
     pthread_mutex_unlock(&track_lock);

@@ -5,18 +5,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <sodium.h>
 
 #include "batond.h"
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
 
 struct server_event {
     const char *level, *name;
@@ -82,7 +74,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if ((rc = db_start()) < 0)
-        return rc == -2 ? EX_INUSE : 1;
+        return rc == -2 ? EX_INUSE : rc == -3 ? EX_CONFIG : 1;
     if ((rc = http_start()) < 0) {
         db_stop();
         return rc == -2 ? EX_INUSE : 1;

@@ -134,8 +134,7 @@ ticker_main(void *arg)
         for (struct poll *p = polls; p; p = p->next)
             if (p->deadline < at)
                 at = p->deadline;
-        ts.tv_sec = at / 1000;
-        ts.tv_nsec = (at % 1000) * 1000000;
+        ts = ms_timespec(at);
         pthread_cond_timedwait(&tick, &lock, &ts);
         now = now_ms();
         resume_polls_locked(now + 1);

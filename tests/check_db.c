@@ -9,6 +9,7 @@
 #include "harness.h"
 
 static char dir[64];
+static char why_buf[512];
 
 static void
 setup(void)
@@ -66,7 +67,7 @@ has_table(sqlite3 *db, const char *name)
 START_TEST(migrations_apply_once)
 {
     sqlite3 *db;
-    char why[256];
+    char why[256], got[1024], want[1024];
     int n = 0;
 
     while (migrations[n].name)
@@ -75,9 +76,17 @@ START_TEST(migrations_apply_once)
     ck_assert_int_eq(db_migrate(db, migrations, why, sizeof why), 0);
     ck_assert_int_eq(user_version(db), n);
     ck_assert(has_table(db, "events"));
-    /* again: nothing to do, nothing fails (CREATE TABLE would) */
+    /* every migration is recorded, by version and file name */
+    db_recorded(cfg.db_path, got, sizeof got);
+    db_known(-1, want, sizeof want);
+    ck_assert_str_eq(got, want);
+    /* again: nothing to do, nothing fails (CREATE TABLE would), no row is
+     * written again */
+    db_exec(cfg.db_path, "UPDATE schema_migrations SET applied_at = 1");
     ck_assert_int_eq(db_migrate(db, migrations, why, sizeof why), 0);
     ck_assert_int_eq(user_version(db), n);
+    ck_assert_int_eq(db_int(cfg.db_path, "SELECT count(*) FROM schema_migrations WHERE applied_at = 1"), n);
+    ck_assert_int_eq(db_int(cfg.db_path, "SELECT count(*) FROM schema_migrations"), n);
     sqlite3_close(db);
 }
 END_TEST
@@ -98,6 +107,11 @@ START_TEST(failed_migration_changes_nothing)
     ck_assert_int_eq(user_version(db), 1);
     ck_assert(has_table(db, "one"));
     ck_assert(!has_table(db, "two"));
+    {
+        char got[256];
+        db_recorded(cfg.db_path, got, sizeof got);
+        ck_assert_str_eq(got, "1:001_ok.sql");     /* the failed one is not recorded */
+    }
     {
         sqlite3_stmt *st;
         sqlite3_prepare_v2(db, "SELECT count(*) FROM one", -1, &st, NULL);
@@ -138,6 +152,118 @@ emit_then_fail(struct tx *t, struct req *r)
     event_emit(t, "info", "test.fail", NULL);
     return req_fail(r, "conflict", NULL, "refused on purpose");
 }
+
+/* Lines of the log file at path containing needle. */
+static int
+lines_with(const char *path, const char *needle)
+{
+    char line[4096];
+    int c = 0;
+    FILE *f = fopen(path, "r");
+
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        c += strstr(line, needle) != NULL;
+    fclose(f);
+    return c;
+}
+
+/* A database made before schema_migrations existed (a count in
+ * user_version) is upgraded in place: the counted versions are adopted once,
+ * the rest applied; a second run adopts nothing. For k = all (today's
+ * databases) and k = all but one (a database one migration behind). */
+START_TEST(counted_database_adopted_once)
+{
+    int n = db_known_count();
+
+    for (int k = n - 1; k <= n; k++) {
+        char path[160], logp[160], got[1024], want[1024], adopted[64];
+        sqlite3 *db;
+        FILE *saved = log_stream;
+
+        snprintf(path, sizeof path, "%s/counted-%d.db", dir, k);
+        snprintf(logp, sizeof logp, "%s/counted-%d.log", dir, k);
+        db_make_counted(path, k);
+        db_exec(path, "INSERT INTO events(time, level, event, fields) VALUES(1, 'info', 'kept.row', '{}')");
+        ck_assert_str_eq((db_recorded(path, got, sizeof got), got), "(no table)");
+
+        log_stream = fopen(logp, "w");
+        ck_assert_int_eq(db_open(path, true, &db, why_buf, sizeof why_buf), 0);
+        ck_assert_msg(db_migrate(db, migrations, why_buf, sizeof why_buf) == 0, "%s", why_buf);
+        fflush(log_stream);
+        db_recorded(path, got, sizeof got);
+        db_known(-1, want, sizeof want);
+        ck_assert_str_eq(got, want);
+        ck_assert_int_eq(user_version(db), n);
+        snprintf(adopted, sizeof adopted, "\"versions\":%d", k);
+        ck_assert_int_eq(lines_with(logp, "\"event\":\"db.migrations_adopted\""), 1);
+        ck_assert_int_eq(lines_with(logp, adopted), 1);
+        ck_assert_int_eq(db_int(path, "SELECT count(*) FROM events WHERE event = 'kept.row'"), 1);
+        /* the second start: nothing adopted, nothing applied */
+        ck_assert_int_eq(db_migrate(db, migrations, why_buf, sizeof why_buf), 0);
+        fflush(log_stream);
+        ck_assert_int_eq(lines_with(logp, "db.migrations_adopted"), 1);
+        ck_assert_int_eq(db_int(path, "SELECT count(*) FROM schema_migrations"), n);
+        sqlite3_close(db);
+        fclose(log_stream);
+        log_stream = saved;
+    }
+}
+END_TEST
+
+/* Tables of the database, to see that a refusal changed nothing. */
+static long long
+schema_rows(const char *path)
+{
+    return db_int(path, "SELECT count(*) FROM sqlite_master");
+}
+
+/* A database holding a migration this binary does not have -- a newer
+ * version recorded in the table, a counted version beyond ours, or another
+ * file under one of our numbers -- is refused with -2 and left as it is. */
+START_TEST(newer_database_refused)
+{
+    int n = db_known_count();
+    char path[160], sql[256];
+    sqlite3 *db;
+    long long tables;
+
+    /* a row newer than this binary */
+    snprintf(path, sizeof path, "%s/newer.db", dir);
+    ck_assert_int_eq(db_open(path, true, &db, why_buf, sizeof why_buf), 0);
+    ck_assert_int_eq(db_migrate(db, migrations, why_buf, sizeof why_buf), 0);
+    snprintf(sql, sizeof sql, "INSERT INTO schema_migrations VALUES(%d, '%03d_future.sql', 1)", n + 1, n + 1);
+    db_exec(path, sql);
+    tables = schema_rows(path);
+    ck_assert_int_eq(db_migrate(db, migrations, why_buf, sizeof why_buf), -2);
+    ck_assert_msg(strstr(why_buf, "_future.sql") && strstr(why_buf, "newer"), "%s", why_buf);
+    ck_assert_int_eq(schema_rows(path), tables);
+    ck_assert_int_eq(db_int(path, "SELECT count(*) FROM schema_migrations"), n + 1);
+    sqlite3_close(db);
+
+    /* a count beyond ours, from before the table */
+    snprintf(path, sizeof path, "%s/counted-newer.db", dir);
+    db_make_counted(path, n);
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", n + 1);
+    db_exec(path, sql);
+    tables = schema_rows(path);
+    ck_assert_int_eq(db_open(path, true, &db, why_buf, sizeof why_buf), 0);
+    ck_assert_int_eq(db_migrate(db, migrations, why_buf, sizeof why_buf), -2);
+    ck_assert_msg(strstr(why_buf, "newer"), "%s", why_buf);
+    ck_assert_int_eq(schema_rows(path), tables);        /* no schema_migrations either */
+    ck_assert_int_eq(user_version(db), n + 1);
+    sqlite3_close(db);
+
+    /* our version 2 under another name */
+    snprintf(path, sizeof path, "%s/renamed.db", dir);
+    ck_assert_int_eq(db_open(path, true, &db, why_buf, sizeof why_buf), 0);
+    ck_assert_int_eq(db_migrate(db, migrations, why_buf, sizeof why_buf), 0);
+    db_exec(path, "UPDATE schema_migrations SET name = '002_other.sql' WHERE version = 2");
+    ck_assert_int_eq(db_migrate(db, migrations, why_buf, sizeof why_buf), -2);
+    ck_assert_msg(strstr(why_buf, "002_other.sql") && strstr(why_buf, migrations[1].name), "%s", why_buf);
+    sqlite3_close(db);
+}
+END_TEST
 
 START_TEST(write_commits_and_failure_rolls_back)
 {
@@ -393,6 +519,8 @@ suite_db(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, migrations_apply_once);
     tcase_add_test(tc, failed_migration_changes_nothing);
+    tcase_add_test(tc, counted_database_adopted_once);
+    tcase_add_test(tc, newer_database_refused);
     tcase_add_test(tc, write_commits_and_failure_rolls_back);
     tcase_add_test(tc, concurrent_writes_fail_alone);
     tcase_add_test(tc, parked_write_woken_by_notify);

@@ -191,27 +191,170 @@ END_TEST
 
 START_TEST(migrations_once_across_restarts)
 {
-    char path[300];
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    int v1, v2;
+    char path[300], got[1024], want[1024];
+    int n = db_known_count();
 
     ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"keep.me\"}", NULL), 201);
     snprintf(path, sizeof path, "%s/baton.db", srv.dir);
-    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
-    sqlite3_step(st);
-    v1 = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    /* a fresh database: every migration recorded, nothing adopted */
+    db_recorded(path, got, sizeof got);
+    db_known(-1, want, sizeof want);
+    ck_assert_str_eq(got, want);
+    ck_assert_int_eq(server_log_count(&srv, "db.migrations_adopted"), 0);
+    ck_assert_int_eq(db_int(path, "PRAGMA user_version"), n);
+    /* mark the rows: a restart must not write them again */
+    ck_assert_int_eq(server_stop(&srv), 0);
+    db_exec(path, "UPDATE schema_migrations SET applied_at = 1");
+    server_start(&srv, NULL);
     server_restart(&srv);
-    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
-    sqlite3_step(st);
-    v2 = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    ck_assert_int_ge(v1, 1);
-    ck_assert_int_eq(v1, v2);
+    ck_assert_int_eq(db_int(path, "SELECT count(*) FROM schema_migrations WHERE applied_at = 1"), n);
+    db_recorded(path, got, sizeof got);
+    ck_assert_str_eq(got, want);
+    ck_assert_int_eq(server_log_count(&srv, "db.migrations_adopted"), 0);
+    ck_assert_int_eq(db_int(path, "PRAGMA user_version"), n);
     ck_assert_int_eq(event_count(), 1);     /* data survived, nothing re-created */
+}
+END_TEST
+
+/* Upgrade in place of a database made before schema_migrations existed:
+ * the first k migrations applied and counted in user_version, as batond
+ * did, holding a job, a lease at token 5 and a session entry. batond
+ * starts on it, keeps every row, records every migration (adopting 1..k
+ * once) and a second start adopts nothing. */
+static void
+upgrade_counted(int k)
+{
+    char path[300], got[1024], want[1024], sql[1200];
+    long long now = (long long)now_ms();
+    json_t *j, *job;
+
+    server_cleanup(&srv);
+    memset(&srv, 0, sizeof srv);
+    strcpy(srv.dir, "/tmp/baton-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(srv.dir));
+    snprintf(path, sizeof path, "%s/baton.db", srv.dir);
+    db_make_counted(path, k);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO jobs(queue, status, payload, run_at, created_at, updated_at)"
+             " VALUES('agent', 'pending', '{\"text\":\"kept\"}', %lld, %lld, %lld);"
+             "INSERT INTO leases(channel, account_id, owner_id, token, acquired_at, renewed_at, expires_at,"
+             " ttl_ms, transitions) VALUES('whatsapp', 'default', 'wa-1', 5, %lld, %lld, %lld, 600000, 5);"
+             "INSERT INTO sessions(channel, account_id, key, enc, value, updated_at)"
+             " VALUES('whatsapp', 'default', 'creds', 0, '{\"me\":\"kept\"}', %lld);",
+             now, now, now, now, now, now + 600000, now);
+    db_exec(path, sql);
+    server_start(&srv, NULL);
+
+    ck_assert_int_eq(server_log_count(&srv, "\"event\":\"db.migrations_adopted\""), 1);
+    db_recorded(path, got, sizeof got);
+    db_known(-1, want, sizeof want);
+    ck_assert_str_eq(got, want);
+    ck_assert_int_eq(db_int(path, "PRAGMA user_version"), db_known_count());
+
+    j = CALL(&srv, "GET", "/v1/jobs/1", NULL, 200);
+    job = json_object_get(j, "job") ? json_object_get(j, "job") : j;
+    ck_assert_str_eq(json_string_value(json_object_get(job, "status")), "pending");
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(job, "payload"), "text")), "kept");
+    json_decref(j);
+    j = CALL(&srv, "GET", "/v1/leases/whatsapp/default", NULL, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "token")), 5);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "ownerId")), "wa-1");
+    ck_assert(json_is_true(json_object_get(j, "held")));
+    json_decref(j);
+    j = CALL(&srv, "GET", "/v1/sessions/whatsapp/default/keys/creds", NULL, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "value"), "me")), "kept");
+    json_decref(j);
+    /* the fencing token goes on growing from 5 */
+    json_decref(CALL(&srv, "POST", "/v1/leases/whatsapp/default/force-release", json_object(), 200));
+    j = CALL(&srv, "POST", "/v1/leases/whatsapp/default/acquire",
+             json_pack("{s:s, s:i}", "ownerId", "wa-2", "ttlMs", 60000), 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "lease"), "token")), 6);
+    json_decref(j);
+
+    server_restart(&srv);
+    ck_assert_int_eq(server_log_count(&srv, "db.migrations_adopted"), 0);
+    db_recorded(path, got, sizeof got);
+    ck_assert_str_eq(got, want);
+    j = CALL(&srv, "GET", "/v1/leases/whatsapp/default", NULL, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "token")), 6);
+    json_decref(j);
+}
+
+/* a database of today's release: every migration counted */
+START_TEST(upgrade_in_place_from_counted_schema)
+{
+    upgrade_counted(db_known_count());
+}
+END_TEST
+
+/* one migration behind: adopted, then the last one applied over the rows */
+START_TEST(upgrade_in_place_one_migration_behind)
+{
+    upgrade_counted(db_known_count() - 1);
+}
+END_TEST
+
+/* Lines in batond's stderr. */
+static int
+err_lines(void)
+{
+    char p[300], line[1024];
+    int c = 0;
+    FILE *f;
+
+    snprintf(p, sizeof p, "%s/batond.err", srv.dir);
+    f = fopen(p, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        c++;
+    fclose(f);
+    return c;
+}
+
+/* A database with a migration newer than this batond (a newer batond ran
+ * on it): refused at start with exit 78 and one line naming it, and left
+ * unchanged; the same for a count beyond ours from before the table. */
+START_TEST(newer_schema_refused_78)
+{
+    char path[300], sql[200], err[512];
+    int n = db_known_count();
+    long long events;
+
+    ck_assert_int_eq(status_of("POST", "/v1/events", "{\"event\":\"keep.me\"}", NULL), 201);
+    snprintf(path, sizeof path, "%s/baton.db", srv.dir);
+    ck_assert_int_eq(server_stop(&srv), 0);
+    snprintf(sql, sizeof sql, "INSERT INTO schema_migrations VALUES(%d, '%03d_future.sql', 1)", n + 1, n + 1);
+    db_exec(path, sql);
+    events = db_int(path, "SELECT count(*) FROM events");
+
+    ck_assert_int_eq(server_try_start(&srv, NULL, err, sizeof err), 78);
+    ck_assert_msg(strstr(err, "_future.sql") && strstr(err, "newer"), "%s", err);
+    ck_assert_int_eq(err_lines(), 1);
+    ck_assert_int_eq(db_int(path, "SELECT count(*) FROM events"), events);
+    ck_assert_int_eq(db_int(path, "SELECT count(*) FROM schema_migrations"), n + 1);
+    ck_assert_int_eq(db_int(path, "PRAGMA user_version"), n);
+
+    /* without that row it is ours again */
+    snprintf(sql, sizeof sql, "DELETE FROM schema_migrations WHERE version = %d", n + 1);
+    db_exec(path, sql);
+    server_start(&srv, NULL);
+    ck_assert_int_eq(event_count(), 1);
+
+    /* from before the table: user_version beyond our migrations */
+    server_cleanup(&srv);
+    memset(&srv, 0, sizeof srv);
+    strcpy(srv.dir, "/tmp/baton-test-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(srv.dir));
+    snprintf(path, sizeof path, "%s/baton.db", srv.dir);
+    db_make_counted(path, n);
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", n + 1);
+    db_exec(path, sql);
+    ck_assert_int_eq(server_try_start(&srv, NULL, err, sizeof err), 78);
+    ck_assert_msg(strstr(err, "newer"), "%s", err);
+    ck_assert_int_eq(err_lines(), 1);
+    db_recorded(path, err, sizeof err);
+    ck_assert_str_eq(err, "(no table)");
+    ck_assert_int_eq(db_int(path, "PRAGMA user_version"), n + 1);
 }
 END_TEST
 
@@ -475,6 +618,9 @@ suite_http(void)
     tcase_add_test(tc, oversized_body_413_and_keeps_serving);
     tcase_add_test(tc, events_recorded_and_listed);
     tcase_add_test(tc, migrations_once_across_restarts);
+    tcase_add_test(tc, upgrade_in_place_from_counted_schema);
+    tcase_add_test(tc, upgrade_in_place_one_migration_behind);
+    tcase_add_test(tc, newer_schema_refused_78);
     tcase_add_test(tc, sigterm_exits_zero);
     tcase_add_test(tc, kill9_keeps_acknowledged_writes);
     tcase_add_test(tc, slow_client_cut_off);

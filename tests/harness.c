@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <sqlite3.h>
 
+#include "batond.h"
 #include "harness.h"
 
 static const char *
@@ -303,4 +305,104 @@ call(struct server *s, const char *method, const char *path, json_t *body, long 
     r.json = NULL;
     resp_free(&r);
     return out;
+}
+
+/* ---- databases for the migration tests ----------------------------------- */
+
+static sqlite3 *
+db_at(const char *path)
+{
+    sqlite3 *db = NULL;
+
+    ck_assert_msg(sqlite3_open(path, &db) == SQLITE_OK, "cannot open %s", path);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+void
+db_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = db_at(path);
+    char *err = NULL;
+
+    ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &err) == SQLITE_OK, "%s: %s", sql, err ? err : "?");
+    sqlite3_close(db);
+}
+
+long long
+db_int(const char *path, const char *sql)
+{
+    sqlite3 *db = db_at(path);
+    sqlite3_stmt *st;
+    long long v = -1;
+
+    ck_assert_msg(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+void
+db_make_counted(const char *path, int k)
+{
+    sqlite3 *db = db_at(path);
+
+    ck_assert_int_le(k, db_known_count());
+    sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    for (int i = 0; i < k; i++) {
+        char *err = NULL, set[64];
+
+        snprintf(set, sizeof set, "PRAGMA user_version=%d", i + 1);
+        ck_assert_msg(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &err) == SQLITE_OK &&
+                      sqlite3_exec(db, migrations[i].sql, NULL, NULL, &err) == SQLITE_OK &&
+                      sqlite3_exec(db, set, NULL, NULL, &err) == SQLITE_OK &&
+                      sqlite3_exec(db, "COMMIT", NULL, NULL, &err) == SQLITE_OK,
+                      "%s: %s", migrations[i].name, err ? err : "?");
+    }
+    sqlite3_close(db);
+}
+
+void
+db_recorded(const char *path, char *buf, size_t n)
+{
+    sqlite3 *db = db_at(path);
+    sqlite3_stmt *st;
+    size_t len = 0;
+
+    buf[0] = 0;
+    if (sqlite3_prepare_v2(db, "SELECT version, name FROM schema_migrations ORDER BY version", -1, &st, NULL)
+        != SQLITE_OK) {
+        snprintf(buf, n, "(no table)");
+        sqlite3_close(db);
+        return;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW && len < n)
+        len += (size_t)snprintf(buf + len, n - len, "%s%d:%s", len ? " " : "", sqlite3_column_int(st, 0),
+                                (const char *)sqlite3_column_text(st, 1));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+int
+db_known_count(void)
+{
+    int k = 0;
+
+    while (migrations[k].name)
+        k++;
+    return k;
+}
+
+void
+db_known(int k, char *buf, size_t n)
+{
+    size_t len = 0;
+
+    buf[0] = 0;
+    if (k < 0)
+        k = db_known_count();
+    for (int i = 0; i < k && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s%d:%s", len ? " " : "", i + 1, migrations[i].name);
 }

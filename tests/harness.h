@@ -57,6 +57,23 @@ json_t *call(struct server *s, const char *method, const char *path, json_t *bod
              long expect_status);
 #define CALL(s, m, p, b, st) call((s), (m), (p), (b), (st))
 
+/* Databases for the migration tests (schema/sqlite, server/db.c). */
+/* Make the database at path the way batond made it before the
+ * schema_migrations table existed: the first k embedded migrations, each in
+ * its own transaction, counted in PRAGMA user_version. Fails the test on
+ * error. */
+void db_make_counted(const char *path, int k);
+/* Into buf: "1:001_core.sql 2:..." -- the rows of schema_migrations in
+ * version order ("" when there are none, "(no table)" without the table). */
+void db_recorded(const char *path, char *buf, size_t n);
+/* The same string for the first k embedded migrations; k < 0 for all. */
+void db_known(int k, char *buf, size_t n);
+int db_known_count(void);               /* how many migrations are embedded */
+/* One integer answer of sql on the database at path (-1 when no row). */
+long long db_int(const char *path, const char *sql);
+/* Run sql on the database at path; fails the test on error. */
+void db_exec(const char *path, const char *sql);
+
 /* Suites */
 Suite *suite_config(void);
 Suite *suite_client(void);      /* libbaton (client/) */

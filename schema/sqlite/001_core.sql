@@ -1,5 +1,5 @@
 -- 001_core.sql -- the events table: every state change batond makes.
--- Applied once; PRAGMA user_version records how many migrations ran.
+-- Applied once, recorded in schema_migrations (schema_migrations.sql).
 
 CREATE TABLE events (
     id      INTEGER PRIMARY KEY,    -- increasing; the SSE event id
