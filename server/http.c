@@ -60,6 +60,8 @@ static const struct {
     {NULL, 500},
 };
 
+static void auth_failed(struct req *r);
+
 static int
 status_of(const char *code)
 {
@@ -103,6 +105,10 @@ req_fail(struct req *r, const char *code, json_t *details, const char *fmt, ...)
     r->out = json_pack("{s:o}", "error", err);
     r->status = status_of(code);
     r->err_code = code;
+    /* a failed authentication counts at once, before the answer is out: a
+     * client's next attempt (on another connection) must see it */
+    if (r->conn && (r->status == 401 || (r->status == 403 && r->route && r->route->auth == AUTH_OWN)))
+        auth_failed(r);
     free(r->text);
     r->text = NULL;
     return -1;
@@ -377,6 +383,16 @@ limits_apply(const char *addr)
     if (cfg.limit_loopback)
         return true;
     return strncmp(addr, "127.", 4) && strcmp(addr, "::1") && strncmp(addr, "::ffff:127.", 11);
+}
+
+/* Count a failed authentication against the client's address. */
+static void
+auth_failed(struct req *r)
+{
+    char addr[INET6_ADDRSTRLEN];
+
+    if (limits_apply(req_client_addr(r, addr, sizeof addr)))
+        ratelimit_take(&auth_failures, addr, now_ms());
 }
 
 static void
@@ -834,11 +850,6 @@ on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
         return;
     if (why != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->lost && r->status >= 200 && r->status < 300)
         r->lost(r);
-    if (r->status == 401 || (r->status == 403 && r->route && r->route->auth == AUTH_OWN)) {
-        char addr[INET6_ADDRSTRLEN];
-        if (limits_apply(req_client_addr(r, addr, sizeof addr)))
-            ratelimit_take(&auth_failures, addr, now_ms());
-    }
     track_phase(c, P_IDLE);
     metrics_http(r->method ? r->method : "?", r->route ? r->route->pattern : "unmatched", r->status,
                  now_ms() - r->started);
