@@ -129,6 +129,19 @@ int cli_call(const char *method, char *path, json_t *body, json_t **out);
  * nextCursor, a last line "more: <more> --cursor <next>". Returns an exit
  * code. */
 int cli_show_list(char *path, const char *key, const char *const *cols, const char *more);
+/* A list command's option that becomes a query parameter of its GET. */
+struct cli_param {
+    const char *opt;            /* --opt VALUE (without "--") */
+    const char *query;          /* ...?query=VALUE */
+};
+#define CLI_MAX_PARAMS 8
+
+/* A list command without positionals: parse argv for the options of params
+ * (at most CLI_MAX_PARAMS, ended by {0}), GET path with a query parameter
+ * for each one given and show the answer as cli_show_list does. Returns an
+ * exit code. */
+int cli_list(int argc, char **argv, const char *path, const struct cli_param *params,
+             const char *key, const char *const *cols, const char *more);
 /* Print the answer j of a change and free it: raw with --json, else the
  * line fmt makes. Returns CLI_EXIT_OK. */
 int cli_print_done(json_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -13,19 +13,10 @@ static const char *const job_cols[] = {"id", "queue", "status", "attempts", "pri
 int
 cli_jobs_list(int argc, char **argv)
 {
-    const char *queue = NULL, *status = NULL, *limit = NULL, *cursor = NULL;
-    struct cli_opt o[] = {{"queue", true, &queue, NULL}, {"status", true, &status, NULL},
-                          {"limit", true, &limit, NULL}, {"cursor", true, &cursor, NULL}, {0}};
-    char *pos[1], *path;
-    int n = cli_args(argc, argv, o, pos, 0, 0);
+    static const struct cli_param params[] = {{"queue", "queue"}, {"status", "status"},
+                                              {"limit", "limit"}, {"cursor", "cursor"}, {0}};
 
-    CLI_ARGS_OR_EXIT(n);
-    path = strdup("/v1/jobs");
-    cli_query_add(&path, "queue", queue);
-    cli_query_add(&path, "status", status);
-    cli_query_add(&path, "limit", limit);
-    cli_query_add(&path, "cursor", cursor);
-    return cli_show_list(path, "jobs", job_cols, "baton jobs list");
+    return cli_list(argc, argv, "/v1/jobs", params, "jobs", job_cols, "baton jobs list");
 }
 
 int
@@ -51,15 +42,9 @@ cli_jobs_pending(int argc, char **argv)
 {
     static const char *const cols[] = {"id", "queue", "status", "attempts", "lockedBy",
                                        "lockedUntil", "stale", NULL};
-    const char *queue = NULL;
-    struct cli_opt o[] = {{"queue", true, &queue, NULL}, {0}};
-    char *pos[1], *path;
-    int n = cli_args(argc, argv, o, pos, 0, 0);
+    static const struct cli_param params[] = {{"queue", "queue"}, {0}};
 
-    CLI_ARGS_OR_EXIT(n);
-    path = strdup("/v1/jobs/pending");
-    cli_query_add(&path, "queue", queue);
-    return cli_show_list(path, "jobs", cols, NULL);
+    return cli_list(argc, argv, "/v1/jobs/pending", params, "jobs", cols, NULL);
 }
 
 /* POST /v1/jobs/ID/<action> with body (stolen) and print the job's new

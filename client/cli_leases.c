@@ -34,17 +34,9 @@ cli_leases_get(int argc, char **argv)
 int
 cli_leases_list(int argc, char **argv)
 {
-    const char *owner = NULL, *channel = NULL;
-    struct cli_opt o[] = {{"owner", true, &owner, NULL}, {"channel", true, &channel, NULL},
-                          {0}};
-    char *pos[1], *path;
-    int n = cli_args(argc, argv, o, pos, 0, 0);
+    static const struct cli_param params[] = {{"owner", "ownerId"}, {"channel", "channel"}, {0}};
 
-    CLI_ARGS_OR_EXIT(n);
-    path = strdup("/v1/leases");
-    cli_query_add(&path, "ownerId", owner);
-    cli_query_add(&path, "channel", channel);
-    return cli_show_list(path, "leases", lease_cols, NULL);
+    return cli_list(argc, argv, "/v1/leases", params, "leases", lease_cols, NULL);
 }
 
 int

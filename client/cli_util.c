@@ -1,5 +1,6 @@
 /* cli_util.c -- what the baton CLI's command families share: errors, options, calls, output. */
 #define _GNU_SOURCE             /* open_memstream, asprintf */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -490,6 +491,27 @@ cli_show_list(char *path, const char *key, const char *const *cols, const char *
     }
     json_decref(j);
     return CLI_EXIT_OK;
+}
+
+int
+cli_list(int argc, char **argv, const char *path, const struct cli_param *params,
+         const char *key, const char *const *cols, const char *more)
+{
+    const char *values[CLI_MAX_PARAMS] = {0};
+    struct cli_opt o[CLI_MAX_PARAMS + 1] = {{0}};
+    char *pos[1], *p;
+    int n;
+
+    for (size_t i = 0; params[i].opt; i++) {
+        assert(i < CLI_MAX_PARAMS);
+        o[i] = (struct cli_opt){params[i].opt, true, &values[i], NULL};
+    }
+    n = cli_args(argc, argv, o, pos, 0, 0);
+    CLI_ARGS_OR_EXIT(n);
+    p = strdup(path);
+    for (size_t i = 0; params[i].opt; i++)
+        cli_query_add(&p, params[i].query, values[i]);
+    return cli_show_list(p, key, cols, more);
 }
 
 int
