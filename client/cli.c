@@ -17,7 +17,28 @@
 
 #include "cli.h"
 
-/* ---- the help of each command ---------------------------------------------- */
+/* ---- help -------------------------------------------------------------------- */
+
+static const char main_usage[] =
+    "usage: baton [--url URL] [--secret SECRET] [--json] <command> [args]\n"
+    "\n"
+    "commands:\n"
+    "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue\n"
+    "  queues                       per-queue counts\n"
+    "  leases get|list|force-release\n"
+    "  accounts list|set|delete\n"
+    "  dedupe check CHANNEL ID\n"
+    "  sessions get|keys|clear\n"
+    "  events                       recorded events, newest first\n"
+    "  logs [--follow]              events as log lines; --follow tails them\n"
+    "  alerts check                 exit 0 healthy, 2 alert, 1 cannot check\n"
+    "  backup FILE                  online copy of the database\n"
+    "  run FUNCTION ['JSON']        call a Convex-compatible function\n"
+    "\n"
+    "--json prints the raw JSON answers instead of tables.\n"
+    "environment: BATON_URL (default " BATON_DEFAULT_URL "), AGENT_SECRET, BATON_DB.\n"
+    "'baton <command> --help' describes a command. Exit status: 0 ok, 1 error,\n"
+    "2 usage.\n";
 
 static const char jobs_usage[] =
     "usage: baton jobs <subcommand> [options]\n"
@@ -105,37 +126,7 @@ static const char run_usage[] =
     "  baton run whatsappLeases:forceRelease '{\"accountId\":\"default\"}'\n"
     "and print its value as JSON.\n";
 
-/* ---- dispatch ------------------------------------------------------------------------------- */
-
-static const char main_usage[] =
-    "usage: baton [--url URL] [--secret SECRET] [--json] <command> [args]\n"
-    "\n"
-    "commands:\n"
-    "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue\n"
-    "  queues                       per-queue counts\n"
-    "  leases get|list|force-release\n"
-    "  accounts list|set|delete\n"
-    "  dedupe check CHANNEL ID\n"
-    "  sessions get|keys|clear\n"
-    "  events                       recorded events, newest first\n"
-    "  logs [--follow]              events as log lines; --follow tails them\n"
-    "  alerts check                 exit 0 healthy, 2 alert, 1 cannot check\n"
-    "  backup FILE                  online copy of the database\n"
-    "  run FUNCTION ['JSON']        call a Convex-compatible function\n"
-    "\n"
-    "--json prints the raw JSON answers instead of tables.\n"
-    "environment: BATON_URL (default " BATON_DEFAULT_URL "), AGENT_SECRET, BATON_DB.\n"
-    "'baton <command> --help' describes a command. Exit status: 0 ok, 1 error,\n"
-    "2 usage.\n";
-
-struct cmd {
-    const char *name, *sub;         /* sub NULL: a command without subcommands */
-    int (*fn)(int argc, char **argv);
-    const char *usage;              /* the command's: every subcommand in one line */
-    const char *sub_usage;          /* the subcommand's own help (NULL: usage) */
-};
-
-/* ---- the help of each subcommand ------------------------------------------------------ */
+/* ---- the help of each subcommand ------------------------------------------------ */
 
 #define G "global options: --url URL, --secret SECRET, --json (raw answers).\n"
 
@@ -211,6 +202,15 @@ static const char sessions_clear_usage[] =
     "must log in again.\n" G;
 
 #undef G
+
+/* ---- dispatch ---------------------------------------------------------------- */
+
+struct cmd {
+    const char *name, *sub;         /* sub NULL: a command without subcommands */
+    int (*fn)(int argc, char **argv);
+    const char *usage;              /* the command's: every subcommand in one line */
+    const char *sub_usage;          /* the subcommand's own help (NULL: usage) */
+};
 
 static const struct cmd cmds[] = {
     {"jobs", "list", cli_jobs_list, jobs_usage, jobs_list_usage},
