@@ -39,6 +39,7 @@ WEB_SRC    := $(wildcard server/web/*.html server/web/*.css server/web/*.js)
 LIB_OBJ    := $(B)/client/baton.o
 PIC_OBJ    := $(B)/pic/client/baton.o
 AGENT_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard client/agent*.c))
+CLI_OBJ    := $(patsubst %.c,$(B)/%.o,$(wildcard client/cli*.c))
 TEST_OBJ   := $(patsubst %.c,$(B)/%.o,$(wildcard tests/*.c))
 BENCH_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard tests/bench/*.c))
 
@@ -103,7 +104,7 @@ $(B)/libbaton.so: $(PIC_OBJ)
 $(B)/baton.pc: client/baton.pc.in server/batond.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' $< > $@
 
-$(B)/baton: $(B)/client/cli.o $(B)/libbaton.a
+$(B)/baton: $(CLI_OBJ) $(B)/libbaton.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(CLI_LIBS)
 
 $(B)/baton-agent: $(AGENT_OBJ) $(B)/libbaton.a
