@@ -34,9 +34,8 @@ events_since(const char *filter, int64_t since, json_t *acc)
         }
         rows = cli_rows_of(j, "events");
         json_array_foreach(rows, i, e) {
-            char id[32];
-            snprintf(id, sizeof id, "%" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(e, "id")));
-            if (json_object_get(seen, id))
+            const char *id = json_string_value(json_object_get(e, "id"));
+            if (!id || json_object_get(seen, id))
                 continue;
             json_object_set_new(seen, id, json_true());
             json_array_append(acc, e);

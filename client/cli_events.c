@@ -168,8 +168,8 @@ cli_logs(int argc, char **argv)
         for (size_t i = json_array_size(rows); i-- > 0;)
             print_log_line(json_array_get(rows, i));
         if (json_array_size(rows))
-            snprintf(last, sizeof last, "%" JSON_INTEGER_FORMAT,
-                     json_integer_value(json_object_get(json_array_get(rows, 0), "id")));
+            snprintf(last, sizeof last, "%s",
+                     json_string_value(json_object_get(json_array_get(rows, 0), "id")) ?: "");
         json_decref(j);
     }
     if (!follow)

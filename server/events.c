@@ -308,7 +308,11 @@ event_row_json(sqlite3_stmt *st)
         e = json_object();
     }
     fmt_time(sqlite3_column_int64(st, 1), ts, sizeof ts);
-    json_object_set_new(e, "id", json_integer(sqlite3_column_int64(st, 0)));
+    {
+        char id[24];        /* ids are strings everywhere (SPEC section 2) */
+        snprintf(id, sizeof id, "%lld", (long long)sqlite3_column_int64(st, 0));
+        json_object_set_new(e, "id", json_string(id));
+    }
     json_object_set_new(e, "time", json_integer(sqlite3_column_int64(st, 1)));
     json_object_set_new(e, "_time", json_string(ts));
     json_object_set_new(e, "level", col_text(st, 2));

@@ -737,7 +737,8 @@ event_ids_not_strings(char *bad, size_t n)
     json_array_foreach(json_object_get(ev, "events"), i, e) {
         json_object_foreach(e, k, v) {
             size_t len = strlen(k);
-            if (len > 2 && !strcmp(k + len - 2, "Id") && !json_is_string(v) && !json_is_null(v) && !bad[0]) {
+            bool is_id = !strcmp(k, "id") || (len > 2 && !strcmp(k + len - 2, "Id"));
+            if (is_id && !json_is_string(v) && !json_is_null(v) && !bad[0]) {
                 char *dump = json_dumps(e, JSON_COMPACT);
                 snprintf(bad, n, "%s of %s is not a string: %s", k, str(e, "event"), dump ? dump : "");
                 free(dump);
