@@ -159,10 +159,11 @@ async function alertsFindings(queues) {
 }
 
 async function overview() {
+  const gen = routeGen;
   const [q, l] = await Promise.all([api('GET', '/v1/queues'), api('GET', '/v1/leases')]);
   const findings = await alertsFindings(q.queues);
   const now = Date.now();
-  view.replaceChildren(
+  paint(gen,
     h('h1', {}, 'Overview'),
     h('div', {class: 'card'}, h('h2', {}, 'Queues'),
       table(['Queue', 'Pending', 'Processing', 'Completed', 'Failed', 'Oldest pending', 'Stale'],
@@ -183,6 +184,7 @@ async function overview() {
 // ---- jobs ---------------------------------------------------------------------------
 
 async function jobs(params) {
+  const gen = routeGen;
   const queue = params.get('queue') || '';
   const st = params.get('status') || '';
   const cursor = params.get('cursor') || '';
@@ -197,7 +199,7 @@ async function jobs(params) {
   const apply = () => go({queue: qsel.value, status: ssel.value});
   qsel.addEventListener('change', apply);
   ssel.addEventListener('change', apply);
-  view.replaceChildren(
+  paint(gen,
     h('h1', {}, 'Jobs'),
     h('div', {class: 'row'}, qsel, ssel,
       h('button', {type: 'button', class: 'plain', onclick: () => act('Requeue every stale job now?', 'POST',
@@ -216,6 +218,7 @@ async function jobs(params) {
 }
 
 async function job(id) {
+  const gen = routeGen;
   const j = (await api('GET', '/v1/jobs/' + enc(id))).job;
   const reload = () => route();
   const rows = [['Status', status(j.status)], ['Queue', j.queue], ['Attempts', j.attempts + ' of ' + j.maxAttempts],
@@ -226,7 +229,7 @@ async function job(id) {
     ['Conversation', j.conversationId ? h('a', {href: '#conv/' + enc(j.conversationId)}, j.conversationId) : '—'],
     ['Message', j.messageId || '—']];
   const terminal = j.status === 'completed' || j.status === 'failed';
-  view.replaceChildren(
+  paint(gen,
     h('h1', {}, 'Job ' + j.id),
     h('div', {class: 'row'},
       (j.status === 'failed' || j.status === 'processing') ? h('button', {type: 'button', id: 'retry',
@@ -246,6 +249,7 @@ async function job(id) {
 // ---- leases and accounts ---------------------------------------------------------
 
 async function leases() {
+  const gen = routeGen;
   const [held, acc] = await Promise.all([api('GET', '/v1/leases'), api('GET', '/v1/accounts')]);
   const keys = new Map();
   for (const a of acc.accounts) keys.set(a.channel + '/' + a.accountId, {channel: a.channel, accountId: a.accountId, account: a});
@@ -272,7 +276,7 @@ async function leases() {
         act('Force-release the lease on ' + v.channel + '/' + v.accountId + ' held by ' + l.ownerId + '?', 'POST',
           '/v1/leases/' + path + '/force-release', {}, route)}, 'Force release') : null));
   });
-  view.replaceChildren(h('h1', {}, 'Leases and accounts'),
+  paint(gen, h('h1', {}, 'Leases and accounts'),
     h('div', {class: 'card'}, table(['Channel', 'Account', 'Account state', 'Holder', 'Token', 'Expires in', 'Transitions', ''],
       rows, 'No accounts and no leases.')));
 }
@@ -287,6 +291,7 @@ function countdowns() {
 // ---- sessions ------------------------------------------------------------------------
 
 async function sessions(params) {
+  const gen = routeGen;
   const channel = params.get('channel') || 'whatsapp';
   const account = params.get('account') || '';
   const acc = await api('GET', '/v1/accounts');
@@ -314,17 +319,18 @@ async function sessions(params) {
         act(null, 'DELETE', path, undefined, route);
       }}, 'Clear all…'));
   }
-  view.replaceChildren(...parts);
+  paint(gen, ...parts);
 }
 
 // ---- conversations -------------------------------------------------------------------
 
 async function conversations(params) {
+  const gen = routeGen;
   const channel = params.get('channel') || '';
   const r = await api('GET', '/v1/conversations?limit=100' + (channel ? '&channel=' + enc(channel) : ''));
   const sel = h('select', {'aria-label': 'Channel', onchange: (ev) => { location.hash = 'conversations?channel=' + enc(ev.target.value); }},
     ['', 'web', 'telegram', 'whatsapp'].map((c) => h('option', {value: c, selected: c === channel}, c || 'all channels')));
-  view.replaceChildren(h('h1', {}, 'Conversations'), h('div', {class: 'row'}, sel),
+  paint(gen, h('h1', {}, 'Conversations'), h('div', {class: 'row'}, sel),
     h('div', {class: 'card'}, table(['Conversation', 'Channel', 'Account', 'Messages', 'Last message'],
       r.conversations.map((c) => h('tr', {}, h('td', {}, h('a', {href: '#conv/' + enc(c.conversationId)}, c.conversationId)),
         h('td', {}, c.channel), h('td', {}, c.accountId), h('td', {class: 'num'}, c.messages), h('td', {}, when(c.lastMessageAt)))),
@@ -332,8 +338,9 @@ async function conversations(params) {
 }
 
 async function conversation(id) {
+  const gen = routeGen;
   const r = await api('GET', '/v1/conversations/' + enc(id) + '/messages?limit=1000');
-  view.replaceChildren(h('h1', {}, 'Conversation ' + id),
+  paint(gen, h('h1', {}, 'Conversation ' + id),
     h('div', {class: 'card'}, table(['Time', 'Dir', 'From / to', 'Text', 'Status', 'Delivery', 'Answer'],
       r.messages.map((m) => h('tr', {},
         h('td', {}, when(m.createdAt)), h('td', {}, m.direction === 'in' ? '→ in' : '← out'),
@@ -346,6 +353,7 @@ async function conversation(id) {
 // ---- events ----------------------------------------------------------------------------
 
 async function events(params) {
+  const gen = routeGen;
   const name = params.get('event') || '';
   const fields = params.get('fields') || '';
   const nameIn = h('input', {id: 'e-name', value: name, placeholder: 'agent.job.*', 'aria-label': 'Event name filter'});
@@ -362,7 +370,7 @@ async function events(params) {
       h('td', {}, h('code', {}, e.event)), h('td', {}, h('pre', {}, JSON.stringify(rest, null, 1))));
   };
   for (const e of r.events) body.append(row(e));
-  view.replaceChildren(h('h1', {}, 'Events'),
+  paint(gen, h('h1', {}, 'Events'),
     h('form', {class: 'row', onsubmit: (ev) => { ev.preventDefault(); location.hash = 'events?' + new URLSearchParams({event: nameIn.value, fields: fieldsIn.value}); }},
       nameIn, fieldsIn, h('button', {type: 'submit'}, 'Filter')),
     h('p', {class: 'muted'}, 'Newest first; new events appear at the top as they happen.'),
@@ -377,8 +385,17 @@ async function events(params) {
 
 // ---- routing -------------------------------------------------------------------------------
 
+// Each route() is a generation; a view paints only while its generation is
+// current, so a slow load or a live refresh of the page just left cannot
+// overwrite the page just opened.
+let routeGen = 0;
+function paint(gen, ...nodes) {
+  if (gen === routeGen) view.replaceChildren(...nodes);
+}
+
 async function route() {
   if (stopView) { stopView(); stopView = null; }
+  const gen = ++routeGen;
   const hash = location.hash.slice(1) || 'overview';
   const [path, query] = hash.split('?');
   const params = new URLSearchParams(query || '');
@@ -393,6 +410,10 @@ async function route() {
   const fn = views[name] || views.overview;
   try {
     const stop = await fn();
+    if (gen !== routeGen) {             /* left while loading */
+      if (typeof stop === 'function') stop();
+      return;
+    }
     const live = {overview: 1, jobs: 1, job: 1, leases: 1, conv: 1};
     if (typeof stop === 'function') stopView = stop;
     else if (live[name]) {
@@ -407,7 +428,7 @@ async function route() {
       stopView = () => { stopLive(); if (tick) clearInterval(tick); };
     }
   } catch (e) {
-    view.replaceChildren(h('div', {class: 'banner error'}, 'Could not load this page: ' + (e.message || e)));
+    paint(gen, h('div', {class: 'banner error'}, 'Could not load this page: ' + (e.message || e)));
   }
 }
 
