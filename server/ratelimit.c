@@ -132,22 +132,27 @@ find(struct ratelimit *rl, const char *key, int64_t now)
     return victim;
 }
 
-int64_t
-ratelimit_take(struct ratelimit *rl, const char *key, int64_t now)
+/* The wait before key's bucket holds a token (0: now), taking it when
+ * take is set and it is there. */
+static int64_t
+bucket(struct ratelimit *rl, const char *key, int64_t now, bool take)
 {
     struct rl_slot *s;
+    double t;
     int64_t wait = 0;
 
     if (!rl->slots || rl->rate <= 0)
         return 0;
     pthread_mutex_lock(&rl->lock);
     s = find(rl, key, now);
-    s->tokens = refilled(rl, s, now);
-    s->at = now;
-    if (s->tokens >= 1)
-        s->tokens -= 1;
-    else {
-        wait = (int64_t)ceil((1 - s->tokens) * 1000.0 / rl->rate);
+    t = refilled(rl, s, now);
+    if (t >= 1) {
+        if (take) {
+            s->tokens = t - 1;
+            s->at = now;
+        }
+    } else {
+        wait = (int64_t)ceil((1 - t) * 1000.0 / rl->rate);
         rl->refused++;
     }
     pthread_mutex_unlock(&rl->lock);
@@ -155,22 +160,15 @@ ratelimit_take(struct ratelimit *rl, const char *key, int64_t now)
 }
 
 int64_t
+ratelimit_take(struct ratelimit *rl, const char *key, int64_t now)
+{
+    return bucket(rl, key, now, true);
+}
+
+int64_t
 ratelimit_peek(struct ratelimit *rl, const char *key, int64_t now)
 {
-    struct rl_slot *s;
-    int64_t wait = 0;
-
-    if (!rl->slots || rl->rate <= 0)
-        return 0;
-    pthread_mutex_lock(&rl->lock);
-    s = find(rl, key, now);
-    double t = refilled(rl, s, now);
-    if (t < 1) {
-        wait = (int64_t)ceil((1 - t) * 1000.0 / rl->rate);
-        rl->refused++;
-    }
-    pthread_mutex_unlock(&rl->lock);
-    return wait;
+    return bucket(rl, key, now, false);
 }
 
 void
