@@ -688,21 +688,6 @@ END_TEST
 
 /* ---- the browser tests ---------------------------------------------------------------- */
 
-static const char *
-bin_path(const char *name, char *buf, size_t n)
-{
-    const char *d = getenv("BATOND");
-    char dir[512];
-
-    if (!d)
-        snprintf(buf, n, "build/%s", name);
-    else {
-        snprintf(dir, sizeof dir, "%s", d);
-        snprintf(buf, n, "%s/%s", dirname(dir), name);
-    }
-    return buf;
-}
-
 /* Start a baton-agent core worker with handler against s, output to log. */
 static pid_t
 core_start(struct server *s, const char *handler, const char *log)
@@ -710,7 +695,7 @@ core_start(struct server *s, const char *handler, const char *log)
     char path[600], url[100], h[300];
     pid_t pid;
 
-    bin_path("baton-agent", path, sizeof path);
+    harness_bin("baton-agent", path, sizeof path);
     snprintf(url, sizeof url, "BATON_URL=%s", s->url);
     snprintf(h, sizeof h, "AGENT_HANDLER=%s", handler);
     pid = fork();

@@ -53,22 +53,6 @@ msleep(long ms)
         (cond);                                                             \
     })
 
-/* A program beside batond (the sanitizer build has its own). */
-static const char *
-bin_path(const char *name, char *buf, size_t n)
-{
-    const char *d = getenv("BATOND");
-    char dir[512];
-
-    if (!d)
-        snprintf(buf, n, "build/%s", name);
-    else {
-        snprintf(dir, sizeof dir, "%s", d);
-        snprintf(buf, n, "%s/%s", dirname(dir), name);
-    }
-    return buf;
-}
-
 struct agentp {
     pid_t pid;
     char log[400];
@@ -81,7 +65,7 @@ spawn(const char *log, const char *const *env, const char *arg)
     char path[600];
     pid_t pid;
 
-    bin_path("baton-agent", path, sizeof path);
+    harness_bin("baton-agent", path, sizeof path);
     pid = fork();
     if (pid == 0) {
         const char *envp[48];
@@ -216,7 +200,7 @@ alerts_check(struct server *s, char **out)
     char path[600], log[400], url[100];
     pid_t pid;
 
-    bin_path("baton", path, sizeof path);
+    harness_bin("baton", path, sizeof path);
     snprintf(log, sizeof log, "%s/alerts.out", s->dir);
     snprintf(url, sizeof url, "BATON_URL=%s", s->url);
     pid = fork();

@@ -1,6 +1,7 @@
 /* harness.c -- start and stop real batond processes; talk HTTP to them. */
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -405,4 +406,19 @@ db_known(int k, char *buf, size_t n)
         k = db_known_count();
     for (int i = 0; i < k && len < n; i++)
         len += (size_t)snprintf(buf + len, n - len, "%s%d:%s", len ? " " : "", i + 1, migrations[i].name);
+}
+
+const char *
+harness_bin(const char *name, char *buf, size_t n)
+{
+    const char *d = getenv("BATOND");
+    char dir[512];
+
+    if (!d)
+        snprintf(buf, n, "build/%s", name);
+    else {
+        snprintf(dir, sizeof dir, "%s", d);
+        snprintf(buf, n, "%s/%s", dirname(dir), name);
+    }
+    return buf;
 }

@@ -74,6 +74,10 @@ long long db_int(const char *path, const char *sql);
 /* Run sql on the database at path; fails the test on error. */
 void db_exec(const char *path, const char *sql);
 
+/* Path of a program built beside batond (BATOND's directory, so the
+ * sanitizer build finds its own baton-agent), into buf. Returns buf. */
+const char *harness_bin(const char *name, char *buf, size_t n);
+
 /* Suites */
 Suite *suite_config(void);
 Suite *suite_client(void);      /* libbaton (client/) */
