@@ -669,7 +669,8 @@ db_start(void)
                                 "faultFile", test_fault_file != NULL));
     }
     running = true;
-    stopping = draining = false;
+    stopping = false;
+    draining = false;
     if (pthread_create(&writer, NULL, writer_main, NULL)) {
         running = false;
         db_close(wdb);
