@@ -21,6 +21,20 @@ have_cmd sqlite3 || need="$need sqlite3"
 if [ "${1:-}" = "--test" ]; then
     # validates deploy/docker-compose.yml in the tests; needs no container engine
     have_cmd docker-compose || need="$need docker-compose"
+    # make fuzz (run by make check): clang with libFuzzer's runtime, and
+    # python3 for the seed script
+    have_cmd clang || need="$need clang"
+    have_cmd python3 || need="$need python3"
+    if have_cmd clang; then
+        rt=$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null || true)
+        if [ ! -f "$rt" ] && ! ls "$(clang -print-resource-dir 2>/dev/null)"/lib/linux/libclang_rt.fuzzer*.a \
+                >/dev/null 2>&1; then
+            v=$(clang --version | sed -n 's/.*clang version \([0-9][0-9]*\).*/\1/p' | head -n 1)
+            need="$need libclang-rt-${v:-14}-dev"
+        fi
+    else
+        need="$need libclang-rt-14-dev"     # the runtime of Debian 12's clang
+    fi
 fi
 
 [ -z "$need" ] && exit 0
