@@ -90,6 +90,14 @@ req_fail(struct req *r, const char *code, json_t *details, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     err = json_pack("{s:s, s:s}", "code", code, "message", msg);
+    if (!err) {
+        /* msg echoes input that is not UTF-8 (a path, a name): mask the
+         * bytes JSON cannot carry rather than send an empty body */
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        err = json_pack("{s:s, s:s}", "code", code, "message", msg);
+    }
     if (details) {
         json_object_update_missing(err, details);
         json_decref(details);

@@ -91,6 +91,16 @@ START_TEST(unknown_route_and_method)
 }
 END_TEST
 
+START_TEST(error_body_survives_non_utf8_path)
+{
+    /* the 404 names the path; bytes that are not UTF-8 must not empty it */
+    ck_assert_int_eq(status_of("GET", "/v1/nope%FF%FE", NULL, NULL), 404);
+    ck_assert_int_eq(status_of("PUT", "/v1/accounts/wa/%C3%28/x", "{}", NULL), 404);
+    ck_assert_int_eq(status_of("PATCH", "/v1/jobs/%FF", NULL, NULL), 405);
+    ck_assert_int_eq(status_of("GET", "/health", NULL, ""), 200);
+}
+END_TEST
+
 START_TEST(malformed_bodies_rejected)
 {
     static const char *const bad[] = {
@@ -459,6 +469,7 @@ suite_http(void)
     tcase_add_test(tc, health_is_open);
     tcase_add_test(tc, auth_required);
     tcase_add_test(tc, unknown_route_and_method);
+    tcase_add_test(tc, error_body_survives_non_utf8_path);
     tcase_add_test(tc, malformed_bodies_rejected);
     tcase_add_test(tc, oversized_body_413_and_keeps_serving);
     tcase_add_test(tc, events_recorded_and_listed);
