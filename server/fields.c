@@ -59,7 +59,8 @@ fields_parse(json_t *obj, const struct field *spec, char *why, size_t n)
             json_int_t x;
             if (json_is_integer(v))
                 x = json_integer_value(v);
-            else if (json_is_real(v) && json_real_value(v) == (double)(json_int_t)json_real_value(v))
+            else if (json_is_real(v) && json_real_value(v) >= -0x1p63 && json_real_value(v) < 0x1p63 &&
+                     json_real_value(v) == (double)(json_int_t)json_real_value(v))
                 x = (json_int_t)json_real_value(v);   /* 5.0 from JS clients */
             else
                 goto wrong;

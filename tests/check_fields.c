@@ -86,6 +86,37 @@ START_TEST(null_is_absent_for_optional)
 }
 END_TEST
 
+START_TEST(integers_refuse_reals_out_of_range)
+{
+    int64_t n = 7;
+    char why[256];
+    struct field spec[] = {
+        FIELD_INT("n", &n, 0, INT64_MIN, INT64_MAX),
+        FIELD_END,
+    };
+    /* beyond int64: refused as not an integer (casting them is undefined) */
+    const char *bad[] = {"{\"n\":1e300}", "{\"n\":-1e300}", "{\"n\":9223372036854775808.0}",
+                         "{\"n\":-9223372036854777856.0}", "{\"n\":1.5}"};
+    json_t *body;
+
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        body = J(bad[i]);
+        ck_assert_int_eq(fields_parse(body, spec, why, sizeof why), -1);
+        ck_assert_str_eq(why, "field 'n' must be an integer");
+        json_decref(body);
+    }
+    ck_assert_int_eq(n, 7);
+    body = J("{\"n\":-9223372036854775808.0}");     /* -2^63 itself fits */
+    ck_assert_int_eq(fields_parse(body, spec, why, sizeof why), 0);
+    ck_assert(n == INT64_MIN);
+    json_decref(body);
+    body = J("{\"n\":4096.0}");
+    ck_assert_int_eq(fields_parse(body, spec, why, sizeof why), 0);
+    ck_assert_int_eq(n, 4096);
+    json_decref(body);
+}
+END_TEST
+
 Suite *
 suite_fields(void)
 {
@@ -95,6 +126,7 @@ suite_fields(void)
     tcase_add_test(tc, valid_body_fills_outputs);
     tcase_add_test(tc, errors_name_the_field);
     tcase_add_test(tc, null_is_absent_for_optional);
+    tcase_add_test(tc, integers_refuse_reals_out_of_range);
     suite_add_tcase(s, tc);
     return s;
 }
