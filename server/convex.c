@@ -218,7 +218,8 @@ scalar_text(json_t *v, char *buf, size_t n)
         snprintf(buf, n, "%s", json_string_value(v));
     else if (json_is_integer(v))
         snprintf(buf, n, "%lld", (long long)json_integer_value(v));
-    else if (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v))
+    else if (json_is_real(v) && json_real_value(v) >= -0x1p63 && json_real_value(v) < 0x1p63 &&
+             json_real_value(v) == (double)(long long)json_real_value(v))
         snprintf(buf, n, "%lld", (long long)json_real_value(v));
     else if (json_is_boolean(v))
         snprintf(buf, n, "%s", json_is_true(v) ? "true" : "false");
@@ -370,7 +371,7 @@ convex_run(struct req *r)
         args = r->json;
     if (args && !json_is_object(args))
         return req_fail(r, "bad_request", NULL, "field 'args' must be an object");
-    body = json_pack("{s:s, s:O, s:s}", "path", name, "args", args ? args : json_object(), "format",
+    body = json_pack("{s:s, s:o, s:s}", "path", name, "args", args ? json_incref(args) : json_object(), "format",
                      json_string_value(json_object_get(r->json, "format")) ? json_string_value(json_object_get(r->json, "format")) : "json");
     json_decref(r->json);
     r->json = body;
