@@ -34,7 +34,7 @@
 
 #define ANSWER_TIMEOUT_MS 20000     /* a well-formed request unanswered this long: a hang */
 #define WAIT_TIMEOUT_MS 300         /* a long poll or a stream: give up and move on */
-#define RAW_GRACE_MS 200            /* raw mode: silence after whole answers ends the read */
+#define RAW_GRACE_MS 25             /* raw mode: silence after whole answers ends the read */
 
 static char dir[256];
 static int port;
