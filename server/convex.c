@@ -263,9 +263,11 @@ dispatch(struct req *r, const char *name, json_t *args)
     int np = 0;
 
     r->finish = finish;
-    if (!f)
+    if (!f) {
+        json_decref(query);
         return udf_error(r, "unknown_function",
                          "batond has no function '%s' (see docs/api.md for the functions batond serves)", name);
+    }
     r->finish_ctx = f;
     for (int i = 0; i < MAX_PARAMS; i++) {
         free(r->params[i]);

@@ -297,13 +297,18 @@ END_TEST
 
 START_TEST(run_without_args_and_exit_clean)
 {
-    /* /api/run with no body at all: the empty args object it makes must be
-     * freed (under make sanitize a leak turns batond's exit status non-zero) */
+    /* /api/run with no body at all, and a function batond does not have:
+     * what they allocate must be freed (under make sanitize a leak turns
+     * batond's exit status non-zero) */
     for (int i = 0; i < 3; i++) {
         struct resp r;
         ck_assert_int_eq(http_req(&srv, "POST", "/api/run/agent/getPendingJobs", NULL, 0, NULL, NULL, &r), 0);
         ck_assert_int_eq(r.status, 200);
         ck_assert_str_eq(str(r.json, "status"), "success");
+        resp_free(&r);
+        ck_assert_int_eq(http_req(&srv, "POST", "/api/run/nothing/here", "{}", 2, NULL, NULL, &r), 0);
+        ck_assert_int_eq(r.status, 560);
+        ck_assert_str_eq(str(json_object_get(r.json, "errorData"), "code"), "unknown_function");
         resp_free(&r);
     }
     ck_assert_int_eq(server_stop(&srv), 0);
