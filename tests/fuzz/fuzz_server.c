@@ -441,7 +441,9 @@ fuzz_raw(const uint8_t *data, size_t n)
     int s = connect_server(), got;
     int64_t until = mono_ms() + ANSWER_TIMEOUT_MS;
     bool may_wait = find((const char *)data, n, "wait") || find((const char *)data, n, "stream");
-    bool head = find((const char *)data, n, "HEAD") != NULL;
+    /* a HEAD request anywhere (pipelined too): its answer has a length but
+     * no body, so only the first answer's status can be trusted */
+    bool head = (n >= 4 && !memcmp(data, "HEAD", 4)) || find((const char *)data, n, "\nHEAD");
     size_t off = 0;
 
     send_all(s, (const char *)data, n);     /* it may close early: fine */
@@ -472,6 +474,14 @@ fuzz_raw(const uint8_t *data, size_t n)
         if (rc != 1) {
             show("malformed answer", (const char *)data, n, b.p + off, b.n - off);
             abort();
+        }
+        if (head) {
+            if (a.status == 500) {
+                show("500 answer", (const char *)data, n, b.p, b.n);
+                abort();
+            }
+            fanswer_free(&a);
+            break;
         }
         fuzz_check(&a, (const char *)data, n, false);
         fanswer_free(&a);
