@@ -484,8 +484,15 @@ fuzz_raw(const uint8_t *data, size_t n)
             break;
         }
         fuzz_check(&a, (const char *)data, n, false);
-        fanswer_free(&a);
         off += used;
+        if (a.close || strncasecmp(a.content_type, "application/json", 16)) {
+            /* the last answer on this connection, or libmicrohttpd's own
+             * error page (which for a bad Content-Length it sends with its
+             * header block twice): nothing after it is batond's */
+            fanswer_free(&a);
+            break;
+        }
+        fanswer_free(&a);
     }
     fbuf_free(&b);
 }
