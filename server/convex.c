@@ -11,6 +11,7 @@
  * {"status":"error","errorMessage","errorData":{"code",...}}. Server-side
  * trouble (5xx) keeps its status so clients retry it.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,10 @@ decode(json_t *v, char *why, size_t n)
                 for (int i = 7; i >= 0; i--)
                     x = x << 8 | raw[i];
                 memcpy(&d, &x, sizeof d);
+                if (!isfinite(d)) {
+                    snprintf(why, n, "convex_encoded_json $float must be finite (JSON has no NaN or Infinity)");
+                    return NULL;
+                }
                 return json_real(d);
             }
         }

@@ -315,6 +315,26 @@ START_TEST(run_without_args_and_exit_clean)
 }
 END_TEST
 
+START_TEST(non_finite_float_is_named)
+{
+    /* $float NaN / Infinity cannot become JSON: a 560 that says so */
+    const char *args[] = {"{\"$float\":\"AAAAAAAA+H8=\"}", "{\"payload\":{\"$float\":\"AAAAAAAA8H8=\"}}",
+                          "{\"payload\":[{\"$float\":\"AAAAAAAA8P8=\"}]}"};
+
+    for (size_t i = 0; i < sizeof args / sizeof *args; i++) {
+        char body[256];
+        struct resp r;
+        snprintf(body, sizeof body, "{\"path\":\"agent:enqueue\",\"format\":\"convex_encoded_json\",\"args\":%s}",
+                 args[i]);
+        ck_assert_int_eq(http_req(&srv, "POST", "/api/mutation", body, strlen(body), NULL, NULL, &r), 0);
+        ck_assert_int_eq(r.status, 560);
+        ck_assert_str_eq(str(json_object_get(r.json, "errorData"), "code"), "bad_request");
+        ck_assert_msg(strstr(str(r.json, "errorMessage"), "$float must be finite"), "message: %s", r.body);
+        resp_free(&r);
+    }
+}
+END_TEST
+
 Suite *
 suite_convex(void)
 {
@@ -330,6 +350,7 @@ suite_convex(void)
     tcase_add_test(tc, http_client_any_api);
     tcase_add_test(tc, huge_real_arguments_are_function_errors);
     tcase_add_test(tc, run_without_args_and_exit_clean);
+    tcase_add_test(tc, non_finite_float_is_named);
     suite_add_tcase(s, tc);
     return s;
 }
