@@ -177,18 +177,25 @@ static int
 connect_server(void)
 {
     struct sockaddr_in sa = {0};
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    int s, one = 1, tries = 0;
 
-    if (s < 0) {
-        perror("fuzz: socket");
-        abort();
-    }
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        perror("fuzz: connect to batond");
-        abort();
+    for (;;) {
+        s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (s < 0) {
+            perror("fuzz: socket");
+            abort();
+        }
+        if (connect(s, (struct sockaddr *)&sa, sizeof sa) == 0)
+            break;
+        /* libFuzzer's timer signal can interrupt connect: start over */
+        if (errno != EINTR || ++tries > 100) {
+            perror("fuzz: connect to batond");
+            abort();
+        }
+        close(s);
     }
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return s;
