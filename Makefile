@@ -28,6 +28,7 @@ CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
 # instrumentation and sanitizers into their own tree (FB); UB aborts too
 FB           ?= build-fuzz
 FUZZ_SECONDS ?= 60
+FUZZ_OUT     ?= build/fuzz
 FUZZ_TARGETS := http convex webhooks fields sse
 FUZZ_SAN     := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all \
                 -fno-omit-frame-pointer
@@ -158,8 +159,8 @@ endif
 # build the fuzz targets, write the seed corpora, run each for FUZZ_SECONDS
 fuzz:
 	@$(MAKE) --no-print-directory B=$(FB) CC=clang OPT=-O1 FUZZ=1 fuzz-bins
-	@sh tests/fuzz/seeds.sh build/fuzz/corpus
-	@sh tests/fuzz/run.sh $(FB)/fuzz build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	@sh tests/fuzz/seeds.sh $(FUZZ_OUT)/corpus
+	@sh tests/fuzz/run.sh $(FB)/fuzz $(FUZZ_OUT) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 sanitize: test-deps
 	@$(MAKE) --no-print-directory B=build-san SAN=1 OPT=-O1 check
