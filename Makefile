@@ -4,6 +4,7 @@
 #   make sanitize   the whole test suite under ASan + UBSan, built with clang
 #   make bench      benchmarks (figures, not pass/fail)
 #   make demo       batond, a fake channel API and the workers as local processes
+#   make fuzz       libFuzzer targets (clang), each run FUZZ_SECONDS (default 60)
 #   make install PREFIX=/usr/local DESTDIR=
 
 PREFIX  ?= /usr/local
@@ -22,6 +23,18 @@ CLIENT_LIBS  := $(shell pkg-config --libs libcurl jansson 2>/dev/null) -pthread
 CLI_LIBS     := $(shell pkg-config --libs sqlite3 2>/dev/null) $(CLIENT_LIBS)
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null)
+
+# libFuzzer: the server and client objects are rebuilt with coverage
+# instrumentation and sanitizers into their own tree (FB); UB aborts too
+FB           ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_OUT     ?= build/fuzz
+FUZZ_TARGETS := http convex webhooks fields sse
+FUZZ_SAN     := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all \
+                -fno-omit-frame-pointer
+ifeq ($(FUZZ),1)
+CFLAGS  += -fsanitize=fuzzer-no-link $(FUZZ_SAN)
+endif
 
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer \
@@ -46,7 +59,8 @@ BENCH_OBJ  := $(patsubst %.c,$(B)/%.o,$(wildcard tests/bench/*.c))
 PROGRAMS := $(B)/batond $(B)/baton $(B)/baton-agent
 LIBS     := $(B)/libbaton.a $(B)/libbaton.so $(B)/baton.pc
 
-.PHONY: all deps test-deps run test check sanitize bench demo install install-man clean
+.PHONY: all deps test-deps run test check sanitize bench demo install install-man clean \
+        fuzz fuzz-bins fuzz-run
 
 all: $(PROGRAMS) $(LIBS)
 
@@ -121,6 +135,24 @@ $(B)/run_tests: $(TEST_OBJ) $(SERVER_OBJ) $(B)/client/agent_util.o $(B)/libbaton
 $(B)/bench: $(BENCH_OBJ) $(SERVER_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# libFuzzer targets (built with B=$(FB) FUZZ=1 CC=clang by `make fuzz`)
+FUZZ_LINK := $(CC) -fsanitize=fuzzer $(FUZZ_SAN)
+$(B)/fuzz/fuzz_http $(B)/fuzz/fuzz_convex $(B)/fuzz/fuzz_webhooks: \
+$(B)/fuzz/fuzz_%: $(B)/tests/fuzz/fuzz_%.o $(B)/tests/fuzz/fuzz_server.o $(SERVER_OBJ)
+	@mkdir -p $(@D)
+	$(FUZZ_LINK) -o $@ $^ $(LDLIBS)
+
+$(B)/fuzz/fuzz_fields: $(B)/tests/fuzz/fuzz_fields.o $(B)/server/fields.o
+	@mkdir -p $(@D)
+	$(FUZZ_LINK) -o $@ $^ $(LDLIBS)
+
+# includes client/baton.c to reach its static SSE parser
+$(B)/fuzz/fuzz_sse: $(B)/tests/fuzz/fuzz_sse.o
+	@mkdir -p $(@D)
+	$(FUZZ_LINK) -o $@ $^ $(CLIENT_LIBS)
+
+fuzz-bins: $(patsubst %,$(B)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+
 # ---- running ------------------------------------------------------------------
 
 run: deps
@@ -134,6 +166,15 @@ test: test-deps
 # the suites start the real programs: batond, baton, baton-agent, fakeapi
 check: all $(B)/fakeapi $(B)/run_tests
 	BATOND=$(B)/batond $(B)/run_tests
+ifneq ($(SAN),1)
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$${FUZZ_SMOKE_SECONDS:-5}
+endif
+
+# build the fuzz targets, write the seed corpora, run each for FUZZ_SECONDS
+fuzz:
+	@$(MAKE) --no-print-directory B=$(FB) CC=clang OPT=-O1 FUZZ=1 fuzz-bins
+	@sh tests/fuzz/seeds.sh $(FUZZ_OUT)/corpus
+	@sh tests/fuzz/run.sh $(FB)/fuzz $(FUZZ_OUT) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # ASan + UBSan (float-cast-overflow included) built with clang, like CI
 SAN_CC ?= clang
@@ -168,6 +209,6 @@ install-man:
 	install -m 0644 docs/man/batond.8 docs/man/baton-agent.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san $(FB)
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -806,6 +806,7 @@ struct sse {
     char last_id[128];          /* last id dispatched (Last-Event-ID) */
     char event[128];
     bool has_data;
+    bool after_cr;              /* the last byte ended a line with CR: a LF next is its pair */
     int events;                 /* dispatched on this connection */
     bool stop;
     baton_event_fn fn;
@@ -868,13 +869,16 @@ sse_write(char *p, size_t size, size_t nmemb, void *arg)
     struct sse *s = arg;
     size_t len = size * nmemb;
 
+    /* lines end with CRLF, LF or CR alone (the SSE format), so no line,
+     * and no id sent back as Last-Event-ID, ever holds a CR */
     for (size_t i = 0; i < len && !s->stop; i++) {
-        if (p[i] == '\n') {
-            char *l = s->line.p ? s->line.p : "";
-            size_t n = s->line.n;
-            if (n && l[n - 1] == '\r')
-                l[n - 1] = 0;
-            sse_line(s, l);
+        bool cr = s->after_cr;
+
+        s->after_cr = p[i] == '\r';
+        if (p[i] == '\n' && cr)
+            continue;           /* the LF of a CRLF */
+        if (p[i] == '\n' || p[i] == '\r') {
+            sse_line(s, s->line.p ? s->line.p : "");
             s->line.n = 0;
             if (s->line.p)
                 s->line.p[0] = 0;
@@ -922,7 +926,7 @@ baton_events_follow(baton_client *b, const char *filter, const char *last_id, ba
         curl_easy_setopt(b->curl, CURLOPT_WRITEDATA, &s);
         s.events = 0;
         s.line.n = s.data.n = 0;
-        s.has_data = false;
+        s.has_data = s.after_cr = false;
         s.id[0] = s.event[0] = 0;
         rc = url && h ? curl_easy_perform(b->curl) : CURLE_OUT_OF_MEMORY;
         curl_easy_getinfo(b->curl, CURLINFO_RESPONSE_CODE, &status);

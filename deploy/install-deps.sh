@@ -28,6 +28,19 @@ if [ "${1:-}" = "--test" ]; then
     have_cmd chromium || need="$need chromium"
     have_cmd node || need="$need nodejs"
     have_cmd npm || need="$need npm"
+    # make fuzz (run by make check): clang with libFuzzer's runtime, and
+    # python3 for the seed script
+    have_cmd python3 || need="$need python3"
+    if have_cmd clang; then
+        rt=$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null || true)
+        if [ ! -f "$rt" ] && ! ls "$(clang -print-resource-dir 2>/dev/null)"/lib/linux/libclang_rt.fuzzer*.a \
+                >/dev/null 2>&1; then
+            v=$(clang --version | sed -n 's/.*clang version \([0-9][0-9]*\).*/\1/p' | head -n 1)
+            need="$need libclang-rt-${v:-14}-dev"
+        fi
+    else
+        need="$need libclang-rt-14-dev"     # the runtime of Debian 12's clang
+    fi
 fi
 
 [ -z "$need" ] && exit 0

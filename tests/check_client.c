@@ -770,6 +770,45 @@ START_TEST(event_stream_reconnects_with_last_id)
 }
 END_TEST
 
+START_TEST(event_stream_lines_may_end_with_cr)
+{
+    struct fake f = {0};
+    struct seen s = {0};
+    baton_client *c;
+    baton_error err;
+
+    /* CR alone ends a line too: "id: 7\rdata: x" is two fields, and the id
+     * sent back as Last-Event-ID never carries a CR into the header */
+    f.answers[0] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                   "id: 7\revent: a.b\rdata: {\"n\":7}\r\r"
+                   "id: 8\r\ndata: 8\r\n\r\n"
+                   "id: 9\rX-Injected: 1\n\n";
+    f.answers[1] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                   "data: {\"n\":10}\r\rdata: {\"n\":11}\r\r";
+    fake_start(&f);
+    c = baton_new(f.url, "s");
+    baton_set_retry(c, 20, 50, 5000);
+    ck_assert_int_eq(baton_events_follow(c, NULL, NULL, on_event, &s, &err), 0);
+    baton_free(c);
+    fake_stop(&f);
+
+    ck_assert_int_eq(s.n, 4);
+    ck_assert_str_eq(s.ids[0], "7");
+    ck_assert_str_eq(s.names[0], "a.b");
+    ck_assert_int_eq(json_integer_value(json_object_get(s.data[0], "n")), 7);
+    ck_assert_str_eq(s.ids[1], "8");
+    ck_assert_int_eq(json_integer_value(s.data[1]), 8);
+    ck_assert_str_eq(s.ids[2], "");      /* "id: 9" alone updated the last id only */
+    ck_assert_int_eq(json_integer_value(json_object_get(s.data[2], "n")), 10);
+    ck_assert_int_eq(json_integer_value(json_object_get(s.data[3], "n")), 11);
+    ck_assert_int_eq(f.requests, 2);
+    ck_assert_ptr_nonnull(strstr(f.request[1], "Last-Event-ID: 9\r\n"));
+    ck_assert_ptr_null(strstr(f.request[1], "X-Injected"));
+    for (int i = 0; i < 4; i++)
+        json_decref(s.data[i]);
+}
+END_TEST
+
 START_TEST(event_stream_gives_up_on_http_error)
 {
     struct fake f = {0};
@@ -818,6 +857,7 @@ suite_client(void)
     tcase_add_test(fk, keepalive_auth_and_escaping);
     tcase_add_test(fk, function_error_mapped);
     tcase_add_test(fk, event_stream_reconnects_with_last_id);
+    tcase_add_test(fk, event_stream_lines_may_end_with_cr);
     tcase_add_test(fk, event_stream_gives_up_on_http_error);
     suite_add_tcase(s, fk);
     return s;
