@@ -142,7 +142,7 @@ $(B)/fuzz/fuzz_%: $(B)/tests/fuzz/fuzz_%.o $(B)/tests/fuzz/fuzz_server.o $(SERVE
 	@mkdir -p $(@D)
 	$(FUZZ_LINK) -o $@ $^ $(LDLIBS)
 
-$(B)/fuzz/fuzz_fields: $(B)/tests/fuzz/fuzz_fields.o $(B)/server/fields.o
+$(B)/fuzz/fuzz_fields: $(B)/tests/fuzz/fuzz_fields.o $(B)/server/fields.o $(B)/server/util.o
 	@mkdir -p $(@D)
 	$(FUZZ_LINK) -o $@ $^ $(LDLIBS)
 

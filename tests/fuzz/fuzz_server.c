@@ -216,15 +216,6 @@ send_all(int s, const char *p, size_t n)
     return 0;
 }
 
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Read more bytes into b: 1 got some, 0 EOF, -1 timeout or error. */
 static int
 read_more(int s, struct fbuf *b, int64_t until)
@@ -234,7 +225,7 @@ read_more(int s, struct fbuf *b, int64_t until)
     ssize_t n;
 
     for (;;) {
-        int64_t left = until - mono_ms();
+        int64_t left = until - (int64_t)mono_ms();
         if (left <= 0)
             return -1;
         if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
@@ -370,7 +361,7 @@ fuzz_exchange(const char *req, size_t n, bool may_wait, struct fanswer *a)
     memset(a, 0, sizeof *a);
     for (int attempt = 0; attempt < 2; attempt++) {
         struct fbuf b = {0};
-        int64_t until = mono_ms() + (may_wait ? WAIT_TIMEOUT_MS : ANSWER_TIMEOUT_MS);
+        int64_t until = (int64_t)mono_ms() + (may_wait ? WAIT_TIMEOUT_MS : ANSWER_TIMEOUT_MS);
         size_t used;
         int rc = 0, got;
 
@@ -446,7 +437,7 @@ fuzz_raw(const uint8_t *data, size_t n)
 {
     struct fbuf b = {0};
     int s = connect_server(), got;
-    int64_t until = mono_ms() + ANSWER_TIMEOUT_MS;
+    int64_t until = (int64_t)mono_ms() + ANSWER_TIMEOUT_MS;
     bool may_wait = find((const char *)data, n, "wait") || find((const char *)data, n, "stream");
     /* a HEAD request anywhere (pipelined too): its answer has a length but
      * no body, so only the first answer's status can be trusted */
@@ -467,13 +458,13 @@ fuzz_raw(const uint8_t *data, size_t n)
      * short silence end the read too; a silence before any whole answer
      * ends at the server's idle timeout, which the server start sets low. */
     for (;;) {
-        int64_t grace = all_complete(&b, head) ? mono_ms() + RAW_GRACE_MS : until;
+        int64_t grace = all_complete(&b, head) ? (int64_t)mono_ms() + RAW_GRACE_MS : until;
         got = read_more(s, &b, grace < until ? grace : until);
         if (got <= 0)
             break;
     }
     close(s);
-    if (got < 0 && mono_ms() < until)
+    if (got < 0 && (int64_t)mono_ms() < until)
         got = 0;                            /* whole answers, then silence */
     if (got < 0 && !may_wait) {
         show("no answer or close in time after the request ended", (const char *)data, n, b.p, b.n);
