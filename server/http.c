@@ -773,13 +773,13 @@ first_call(struct req *r, struct MHD_Connection *c, const char *url, const char 
     cl = req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         int64_t n;
-        if (parse_int64(cl, &n) < 0 || n > cfg.max_body) {
-            /* all digits but beyond int64: larger than any limit */
-            if (parse_int64(cl, &n) < 0 && strspn(cl, "0123456789") != strlen(cl))
-                return fail_now(r, "bad_request", NULL, "Content-Length is not a number");
+        /* all digits but beyond int64 is larger than any limit, not junk */
+        bool digits = *cl && strspn(cl, "0123456789") == strlen(cl);
+        if (parse_int64(cl, &n) < 0 && !digits)
+            return fail_now(r, "bad_request", NULL, "Content-Length is not a number");
+        if (digits && (parse_int64(cl, &n) < 0 || n > cfg.max_body))
             return fail_now(r, "payload_too_large", NULL, "request body is larger than %lld bytes",
                             (long long)cfg.max_body);
-        }
     }
     if (r->route->auth != AUTH_OWN && !json_content_type(req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE)))
         return fail_now(r, "unsupported_media_type", NULL, "request body must be JSON, not %s",
