@@ -574,6 +574,11 @@ send_answer(struct req *r)
         r->finish = NULL;
         f(r);
     }
+    if (!r->out && !r->text && r->status != 204) {
+        /* a handler's answer could not be built (json_pack refuses text
+         * that is not UTF-8): say so rather than send an empty body */
+        req_fail(r, "internal", NULL, "the answer could not be encoded");
+    }
     if (r->text) {
         text = strdup(r->text);
         type = r->text_type ? r->text_type : "text/plain; charset=utf-8";

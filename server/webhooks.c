@@ -85,6 +85,7 @@ telegram_tx(struct tx *t, struct req *r)
                 break;
             }
         snprintf(reason, sizeof reason, "unsupported update: %.60s", other);
+        utf8_sanitize(reason);      /* the cut may fall inside a character */
         ignored(t, "telegram", account, reason, json_pack("{s:O}", "updateId", upd ? upd : json_null()));
         return req_ok(r, 200, json_pack("{s:b, s:s}", "ok", 1, "ignored", reason));
     }
@@ -305,6 +306,7 @@ whatsapp_tx(struct tx *t, struct req *r)
                              (long long)json_integer_value(json_object_get(err0, "code")),
                              json_string_value(json_object_get(err0, "title"))
                                  ? json_string_value(json_object_get(err0, "title")) : "");
+                utf8_sanitize(reason);
                 if (messages_delivery(t, r, "whatsapp", id, st, *reason ? reason : NULL) < 0)
                     return -1;
                 statuses++;

@@ -401,6 +401,27 @@ START_TEST(huge_content_length_413)
 }
 END_TEST
 
+/* A Telegram update of an unknown kind is ignored with a reason that names
+ * it; a name cut inside a character by the reason's buffer still gives a
+ * JSON answer (found by fuzz_webhooks: 200 with an empty body). */
+START_TEST(webhook_reason_cut_keeps_body)
+{
+    static const char *const env[] = {"TELEGRAM_WEBHOOK_SECRET=tg-secret", NULL};
+    char body[1024] = "{\"update_id\":9,\"x";
+    struct resp r;
+
+    fresh(env);
+    for (int i = 0; i < 60; i++)
+        strcat(body, "\xc3\xa9");        /* é: the 60-byte cut falls inside one */
+    strcat(body, "\":1}");
+    ck_assert_int_eq(http_req_h(&srv, "POST", "/telegram/webhook", body, strlen(body),
+                                "X-Telegram-Bot-Api-Secret-Token", "tg-secret", &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_msg(json_is_string(json_object_get(r.json, "ignored")), "answer: '%s'", r.body);
+    resp_free(&r);
+}
+END_TEST
+
 /* ---- logs and secrets ------------------------------------------------------ */
 
 /* Secret-looking keys are dropped at any depth, from the row and the log
@@ -753,6 +774,7 @@ suite_hardening(void)
     tcase_add_test(tc, bad_utf8_in_url_refused);
     tcase_add_test(tc, event_filters_never_dropped);
     tcase_add_test(tc, huge_content_length_413);
+    tcase_add_test(tc, webhook_reason_cut_keeps_body);
     tcase_add_test(tc, secrets_scrubbed_at_any_depth);
     tcase_add_test(tc, every_log_line_is_json);
     tcase_add_test(tc, second_batond_on_same_port_refused);
