@@ -259,8 +259,14 @@ int req_query_int(struct req *r, const char *name, int64_t dflt,
 /* Add (or replace) a header of the answer; name and value are copied. */
 void req_set_header(struct req *r, const char *name, const char *value);
 /* The client's address as text ("127.0.0.1", "::1"; "internal" for
- * internal requests) into buf. Returns buf. */
+ * internal requests) into buf: the first X-Forwarded-For hop when
+ * BATON_TRUST_PROXY, else the socket's peer. Returns buf. */
 const char *req_client_addr(struct req *r, char *buf, size_t n);
+/* The check of the failed-authentication limit (BATON_AUTH_FAILURE_*):
+ * -1 with r answered 429 when the client's address has failed too often,
+ * else 0. Every route that checks a credential runs it first; a 401 (or a
+ * webhook's 403) answered through req_fail counts as a failure. */
+int req_auth_limited(struct req *r);
 /* Answer 429 rate_limited with Retry-After (seconds, rounded up) for a
  * wait of wait_ms. Returns -1. */
 int req_limited(struct req *r, int64_t wait_ms, const char *what);
@@ -622,8 +628,6 @@ void web_free(void);
  * (plus the X-CSRF-Token header on anything but GET/HEAD); on
  * AUTH_VISITOR routes the web chat visitor token of the conversation. */
 bool web_authorized(struct req *r);
-/* The client's address, from X-Forwarded-For when BATON_TRUST_PROXY. */
-const char *web_client_addr(struct req *r, char *buf, size_t n);
 /* Answer with an embedded asset and the headers of the static pages. */
 int web_asset_answer(struct req *r, const char *name);
 /* Security headers of every page: CSP, nosniff, no referrer, no framing. */

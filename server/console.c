@@ -29,8 +29,6 @@
 #define SESSIONS_MAX 64
 #define HASH_LEN 32
 #define TOKEN_BYTES 32
-#define LOGIN_RATE (5.0 / 60.0)     /* failed sign-ins per second per address ... */
-#define LOGIN_BURST 5.0             /* ... after a burst of this many */
 
 static const char csp[] =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
@@ -44,7 +42,6 @@ struct session {
 
 static struct session sessions[SESSIONS_MAX];
 static pthread_mutex_t sessions_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ratelimit login_limit;
 
 int webchat_init(char *why, size_t n);
 void webchat_free(void);
@@ -52,10 +49,6 @@ void webchat_free(void);
 int
 web_init(char *why, size_t n)
 {
-    if (ratelimit_init(&login_limit, "console_login", LOGIN_RATE, LOGIN_BURST) < 0) {
-        snprintf(why, n, "out of memory");
-        return -1;
-    }
     return webchat_init(why, n);
 }
 
@@ -63,21 +56,7 @@ void
 web_free(void)
 {
     sodium_memzero(sessions, sizeof sessions);
-    ratelimit_free(&login_limit);
     webchat_free();
-}
-
-const char *
-web_client_addr(struct req *r, char *buf, size_t n)
-{
-    const char *xff = cfg.trust_proxy ? req_header(r, "X-Forwarded-For") : NULL;
-
-    if (xff && *xff) {
-        size_t len = strcspn(xff, ", ");
-        snprintf(buf, n, "%.*s", (int)(len < 64 ? len : 64), xff);
-        return buf;
-    }
-    return req_client_addr(r, buf, n);
 }
 
 void
@@ -195,18 +174,17 @@ console_login(struct req *r)
     };
     char addr[80], tok[2 * TOKEN_BYTES + 1];
     unsigned char raw[TOKEN_BYTES];
-    int64_t now = now_ms(), wait, oldest = INT64_MAX;
+    int64_t now = now_ms(), oldest = INT64_MAX;
     int slot = 0;
 
     web_page_headers(r);
-    web_client_addr(r, addr, sizeof addr);
-    if ((wait = ratelimit_peek(&login_limit, addr, now)) > 0)
-        return req_limited(r, wait, "failed sign-ins from this address");
+    req_client_addr(r, addr, sizeof addr);
+    if (req_auth_limited(r) < 0)
+        return -1;
     spec[0].out = &secret;
     if (req_fields(r, spec) < 0)
         return -1;
     if (cfg.secret && !secret_equal(secret, strlen(secret), cfg.secret, strlen(cfg.secret))) {
-        ratelimit_take(&login_limit, addr, now);
         log_event("warn", "console.login.failed", json_pack("{s:s}", "client", addr));
         return req_fail(r, "unauthorized", NULL, "wrong secret");
     }

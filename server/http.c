@@ -61,6 +61,7 @@ static const struct {
 };
 
 static void auth_failed(struct req *r);
+static void addr_text(const struct sockaddr *sa, char *buf, size_t n);
 
 static int
 status_of(const char *code)
@@ -193,19 +194,22 @@ const char *
 req_client_addr(struct req *r, char *buf, size_t n)
 {
     const union MHD_ConnectionInfo *ci;
+    const char *xff;
 
     snprintf(buf, n, "internal");
     if (!r->conn)
         return buf;
+    /* behind a proxy batond trusts, the client is the first hop it names */
+    if (cfg.trust_proxy && (xff = req_header(r, "X-Forwarded-For")) && *xff) {
+        size_t len = strcspn(xff, ", ");
+        snprintf(buf, n, "%.*s", (int)(len < 64 ? len : 64), xff);
+        utf8_sanitize(buf);
+        return buf;
+    }
     ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (!ci || !ci->client_addr)
         return buf;
-    if (ci->client_addr->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)ci->client_addr)->sin_addr, buf,
-                  (socklen_t)n);
-    else if (ci->client_addr->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)ci->client_addr)->sin6_addr, buf,
-                  (socklen_t)n);
+    addr_text(ci->client_addr, buf, n);
     return buf;
 }
 
@@ -385,11 +389,23 @@ limits_apply(const char *addr)
     return strncmp(addr, "127.", 4) && strcmp(addr, "::1") && strncmp(addr, "::ffff:127.", 11);
 }
 
+int
+req_auth_limited(struct req *r)
+{
+    char addr[INET6_ADDRSTRLEN + 16];
+    int64_t wait;
+
+    if (limits_apply(req_client_addr(r, addr, sizeof addr)) &&
+        (wait = ratelimit_peek(&auth_failures, addr, now_ms())) > 0)
+        return req_limited(r, wait, "failed authentications from your address");
+    return 0;
+}
+
 /* Count a failed authentication against the client's address. */
 static void
 auth_failed(struct req *r)
 {
-    char addr[INET6_ADDRSTRLEN];
+    char addr[INET6_ADDRSTRLEN + 16];
 
     if (limits_apply(req_client_addr(r, addr, sizeof addr)))
         ratelimit_take(&auth_failures, addr, now_ms());
@@ -766,12 +782,11 @@ first_call(struct req *r, struct MHD_Connection *c, const char *url, const char 
     }
     if (atomic_load(&shutting) && !allowed_while_stopping(r->route))
         return fail_now(r, "unavailable", NULL, "server is shutting down");
-    if (r->route->auth != AUTH_NONE && limits_apply(req_client_addr(r, addr, sizeof addr))) {
-        if ((wait = ratelimit_peek(&auth_failures, addr, r->started)) > 0)
-            return req_limited(r, wait, "failed authentications from your address"), send_answer(r);
-        if (r->route->auth == AUTH_OWN && (wait = ratelimit_take(&webhook_flood, addr, r->started)) > 0)
-            return req_limited(r, wait, "webhook requests from your address"), send_answer(r);
-    }
+    if (r->route->auth != AUTH_NONE && req_auth_limited(r) < 0)
+        return send_answer(r);
+    if (r->route->auth == AUTH_OWN && limits_apply(req_client_addr(r, addr, sizeof addr)) &&
+        (wait = ratelimit_take(&webhook_flood, addr, r->started)) > 0)
+        return req_limited(r, wait, "webhook requests from your address"), send_answer(r);
     if (r->route->auth != AUTH_NONE && r->route->auth != AUTH_OWN && !authorized(r))
         return fail_now(r, "unauthorized", NULL, "missing or wrong Authorization: Bearer secret");
 

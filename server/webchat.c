@@ -150,7 +150,7 @@ webchat_open(struct req *r)
         return off(r);
     cors(r);
     req_set_header(r, "Cache-Control", "no-store");
-    web_client_addr(r, addr, sizeof addr);
+    req_client_addr(r, addr, sizeof addr);
     if ((wait = ratelimit_take(&open_limit, addr, now_ms())) > 0)
         return req_limited(r, wait, "chats opened from this address");
     if (!(conv = new_id(CONV_PREFIX)))
@@ -199,7 +199,7 @@ webchat_post(struct req *r)
                         "field 'text' is longer than %lld bytes", (long long)cfg.webchat_max_text);
     /* the visitor names no sender: "from" is always the conversation */
     json_object_set_new(r->json, "from", json_string(req_param(r, 0)));
-    web_client_addr(r, addr, sizeof addr);
+    req_client_addr(r, addr, sizeof addr);
     if ((wait = ratelimit_take(&addr_limit, addr, now)) > 0)
         return req_limited(r, wait, "messages from this address");
     if ((wait = ratelimit_take(&conv_limit, req_param(r, 0), now)) > 0)

@@ -304,7 +304,10 @@ START_TEST(test_login_failures_slowed)
     struct wresp w;
     char v[64];
 
-    server_start(&s, NULL);
+    static const char *const env[] = {"BATON_AUTH_FAILURE_BURST=5", "BATON_LIMIT_LOOPBACK=1", NULL};
+
+    /* the same limit as every other credential (BATON_AUTH_FAILURE_*) */
+    server_start(&s, env);
     for (int i = 0; i < 5; i++) {
         web(&s, "POST", "/console/api/login", "{\"secret\":\"guess\"}", NULL, &w);
         ck_assert_int_eq(w.status, 401);

@@ -642,6 +642,38 @@ START_TEST(loopback_exempt_by_default)
 }
 END_TEST
 
+/* One raw GET with a given bearer and X-Forwarded-For; the status. */
+static int
+xff_get(const char *bearer, const char *xff)
+{
+    char req[512], buf[2048];
+    bool closed;
+    int fd = connect_raw(srv.port);
+
+    snprintf(req, sizeof req, "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+             "X-Forwarded-For: %s\r\nConnection: close\r\n\r\n", bearer, xff);
+    ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    read_until_close(fd, buf, sizeof buf, 3000, &closed);
+    close(fd);
+    return atoi(buf + 9);
+}
+
+/* Behind a proxy batond trusts (BATON_TRUST_PROXY), the limits key on the
+ * client the proxy names: every client arrives from loopback, and one
+ * guesser must not lock out the others nor escape the limit. */
+START_TEST(trusted_proxy_client_is_limited)
+{
+    static const char *const env[] = {"BATON_TRUST_PROXY=1", "BATON_AUTH_FAILURE_BURST=2", NULL};
+
+    fresh(env);
+    ck_assert_int_eq(xff_get("guess-1", "203.0.113.5"), 401);
+    ck_assert_int_eq(xff_get("guess-2", "203.0.113.5"), 401);
+    ck_assert_int_eq(xff_get("guess-3", "203.0.113.5"), 429);
+    ck_assert_int_eq(xff_get(TEST_SECRET, "203.0.113.5, 10.0.0.1"), 429);
+    ck_assert_int_eq(xff_get(TEST_SECRET, "203.0.113.6"), 200);   /* another client */
+}
+END_TEST
+
 /* ---- shutdown -------------------------------------------------------------- */
 
 /* While batond drains on SIGTERM a lease holder can still release (so a
@@ -782,6 +814,7 @@ suite_hardening(void)
     tcase_add_test(tc, auth_failures_limited);
     tcase_add_test(tc, webhook_flood_limited);
     tcase_add_test(tc, loopback_exempt_by_default);
+    tcase_add_test(tc, trusted_proxy_client_is_limited);
     tcase_add_test(tc, lease_release_during_shutdown_grace);
     tcase_add_test(tc, url_matrix_every_route);
     suite_add_tcase(s, tc);
