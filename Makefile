@@ -13,7 +13,7 @@ B       ?= build
 CC      ?= cc
 OPT     ?= -O2
 PKGS    := sqlite3 libmicrohttpd jansson libsodium libcurl
-BATON_VERSION := $(shell sed -n 's/^\#define BATON_VERSION "\(.*\)"/\1/p' server/batond.h)
+BATON_VERSION := $(shell sed -n 's/^\#define BATON_VERSION "\(.*\)"/\1/p' server/base.h)
 
 CFLAGS  := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wformat=2 -Wshadow \
            -pthread -MMD -MP -Iserver \
@@ -115,7 +115,7 @@ $(B)/libbaton.a: $(LIB_OBJ)
 $(B)/libbaton.so: $(PIC_OBJ)
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,libbaton.so.0 -o $@ $^ $(CLIENT_LIBS)
 
-$(B)/baton.pc: client/baton.pc.in server/batond.h
+$(B)/baton.pc: client/baton.pc.in server/base.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(BATON_VERSION)|' $< > $@
 
 $(B)/baton: $(CLI_OBJ) $(B)/libbaton.a

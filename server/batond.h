@@ -1,155 +1,28 @@
-/* batond.h -- internal interfaces of batond: one header, forward types first.
+/* batond.h -- the API layer of batond: requests and answers (struct req),
+ * the route table, and each resource's handlers. The layers below are in
+ * core.h (rules, the writer), store.h (the storage interface) and base.h;
+ * core.h lists them all.
  *
  * DESIGN
  * Requests arrive on libmicrohttpd threads (http.c), are matched against the
  * route table (routes.c) and handed to a handler. A handler validates its
- * input (fields.c) and then either answers at once from a read connection
- * (reads never wait for the writer) or submits a write function to the one
- * writer thread (db.c). The writer drains every queued write, runs each in
- * its own SAVEPOINT inside one transaction, commits once, prints the events
- * the batch recorded, wakes long-poll waiters (wait.c) and resumes the
- * suspended connections. A write function therefore never touches the
- * network and a handler never writes to the database directly.
+ * input (fields.c) and then either answers at once from a read (reads
+ * never wait for the writer) or submits a write (req_submit) to the one
+ * writer thread (writer.c), which runs it in its own savepoint of the
+ * batch's transaction and finishes it through the request's completion
+ * callback once the batch has committed. A write function therefore never
+ * touches the network and a handler never writes to the database directly.
  */
 #ifndef BATOND_H
 #define BATOND_H
 
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <time.h>
+#include "core.h"
+/* transitional: modules not yet moved onto the store interface */
+#include "store_sqlite.h"
 
-#include <jansson.h>
-#include <sqlite3.h>
-
-#define BATON_VERSION "0.1.0"
-
-struct config;
 struct req;
-struct tx;
 struct route;
 struct field;
-
-/* ---- config.c: settings from flags and environment ------------------- */
-
-struct config {
-    char *listen_host;          /* BATON_LISTEN host part */
-    int listen_port;            /* BATON_LISTEN port part (0 = any) */
-    char *db_path;              /* BATON_DB */
-    char *secret;               /* AGENT_SECRET, NULL when unset */
-    bool production;            /* BATON_ENV=production */
-    int64_t max_body;           /* BATON_MAX_BODY, bytes */
-    bool sync_full;             /* BATON_SYNC=full (default) or normal */
-    int64_t sweep_interval_ms;  /* BATON_SWEEP_INTERVAL_MS */
-    int64_t job_lock_ms;        /* BATON_JOB_LOCK_MS */
-    int64_t retention_ms;       /* BATON_RETENTION_MS */
-    int64_t dedupe_ttl_ms;      /* BATON_DEDUPE_TTL_MS */
-    int64_t event_retention_ms; /* BATON_EVENT_RETENTION_MS */
-    char *leased_channels;      /* BATON_LEASED_CHANNELS, comma list */
-    char *session_key;          /* BATON_SESSION_KEY, as given (hex/base64) */
-    bool session_require_lease; /* BATON_SESSION_REQUIRE_LEASE */
-    char *telegram_secret;      /* TELEGRAM_WEBHOOK_SECRET */
-    char *telegram_allowed;     /* TELEGRAM_ALLOWED_CHAT_IDS */
-    char *whatsapp_verify;      /* WHATSAPP_VERIFY_TOKEN */
-    char *whatsapp_app_secret;  /* WHATSAPP_APP_SECRET */
-    char *whatsapp_allowed;     /* WHATSAPP_ALLOWED_CONTACTS */
-    int64_t max_connections;    /* BATON_MAX_CONNECTIONS */
-    int64_t idle_timeout_ms;    /* BATON_IDLE_TIMEOUT_MS */
-    int64_t header_timeout_ms;  /* BATON_HEADER_TIMEOUT_MS */
-    int64_t body_timeout_ms;    /* BATON_BODY_TIMEOUT_MS */
-    int64_t max_connections_per_address; /* BATON_MAX_CONNECTIONS_PER_ADDRESS */
-    int64_t auth_failure_burst; /* BATON_AUTH_FAILURE_BURST */
-    int64_t auth_failures_per_min; /* BATON_AUTH_FAILURES_PER_MIN */
-    int64_t webhook_rate;       /* BATON_WEBHOOK_RATE, per second per address */
-    bool limit_loopback;        /* BATON_LIMIT_LOOPBACK */
-    int64_t threads;            /* BATON_THREADS */
-    int64_t shutdown_grace_ms;  /* BATON_SHUTDOWN_GRACE_MS */
-    bool debug;                 /* BATON_LOG_LEVEL=debug */
-    bool webchat;               /* BATON_WEBCHAT (on) */
-    char *webchat_origins;      /* BATON_WEBCHAT_ORIGINS, comma list */
-    int64_t webchat_max_text;   /* BATON_WEBCHAT_MAX_TEXT, bytes */
-    int64_t webchat_rate;       /* BATON_WEBCHAT_RATE, per minute per conversation */
-    int64_t console_session_ms; /* BATON_CONSOLE_SESSION_MS */
-    bool trust_proxy;           /* BATON_TRUST_PROXY */
-};
-
-extern struct config cfg;       /* read-only once the server has started */
-
-#define EX_CONFIG 78            /* sysexits EX_CONFIG: bad configuration */
-#define EX_INUSE 69             /* sysexits EX_UNAVAILABLE: the address or the
-                                 * database is in use by another process */
-
-/* Fill *c from environment then argv (flags win). On error writes a
- * one-line reason into why and returns -1; returns 1 when --help or
- * --version was printed, 0 to go on. The strings of *c are owned by *c. */
-int config_load(struct config *c, int argc, char **argv, char *why, size_t n);
-void config_free(struct config *c);
-void config_usage(FILE *f);
-
-/* ---- util.c ------------------------------------------------------------ */
-
-/* The clocks and sleeping of the whole server: nothing in server/ reads a
- * clock or sleeps any other way. */
-int64_t now_ms(void);                          /* server clock, epoch ms */
-double mono_ms(void);                          /* monotonic ms, for durations */
-void sleep_ms(int64_t ms);                     /* at least ms (EINTR resumed) */
-/* An epoch-ms time (from now_ms) as the absolute deadline of
- * pthread_cond_timedwait, whose condition variables use CLOCK_REALTIME. */
-struct timespec ms_timespec(int64_t ms);
-void fmt_time(int64_t ms, char *buf, size_t n); /* RFC 3339 with ms, UTC */
-/* Constant-time equality of two secrets of any lengths (libsodium). */
-bool secret_equal(const char *a, size_t alen, const char *b, size_t blen);
-/* Fresh random id: prefix + 16 random bytes in lowercase hex. Caller frees. */
-char *new_id(const char *prefix);
-/* true when s is 1..max characters of letters, digits and the characters
- * of punct (c == 0 never matches). */
-bool name_ok(const char *s, size_t max, const char *punct);
-/* Channel and account ids: what can appear in a queue name. */
-#define ID_PUNCT "._:@+-"
-#define ID_MAX 100
-/* true when s[0..n) is valid UTF-8 (no overlong forms, no surrogates). */
-bool utf8_valid(const char *s, size_t n);
-/* Make s valid UTF-8 in place: an incomplete sequence at the end (a cut
- * buffer) is dropped, any other invalid byte becomes '?'. */
-void utf8_sanitize(char *s);
-/* Percent-decode in[0..n) into a new string (*out, caller frees). -1 with
- * *why ("contains a NUL byte", "is not valid UTF-8", "has a malformed
- * %-escape") when the result could not be used as text. */
-int url_decode(const char *in, size_t n, char **out, const char **why);
-/* Strict integer parse of the whole string; -1 on junk or overflow. */
-int parse_int64(const char *s, int64_t *out);
-/* A JSON real as an integer (5.0 from JS clients), range-checked before any
- * conversion: 0 and *out set; -1 for NaN or a fraction; -2 when it is
- * outside the int64 range (Inf, 1e300, 2^63). */
-int real_to_int64(double d, int64_t *out);
-
-/* ---- ratelimit.c: token buckets per key, bounded memory ---------------- */
-
-struct rl_slot;
-
-struct ratelimit {
-    const char *name;               /* static; the label in /metrics */
-    double rate;                    /* tokens per second; <= 0 = no limit */
-    double burst;                   /* bucket size */
-    pthread_mutex_t lock;
-    struct rl_slot *slots;
-    uint64_t refused;               /* takes and peeks answered "wait" */
-    struct ratelimit *next;         /* every limit, for /metrics */
-};
-
-/* Set up rl (static storage, name static). -1 when out of memory. */
-int ratelimit_init(struct ratelimit *rl, const char *name, double rate, double burst);
-void ratelimit_free(struct ratelimit *rl);
-/* Take one token from key's bucket at now (ms). Returns 0 when taken, else
- * the ms until one is available (nothing taken). Thread-safe. */
-int64_t ratelimit_take(struct ratelimit *rl, const char *key, int64_t now);
-/* Like take, without taking: 0 when a token is there, else the wait. */
-int64_t ratelimit_peek(struct ratelimit *rl, const char *key, int64_t now);
-/* Call fn for every initialised limit with its refusal count. */
-void ratelimit_foreach(void (*fn)(const char *name, uint64_t refused, void *arg), void *arg);
 
 /* ---- fields.c: declarative validation of JSON bodies and queries ------ */
 
@@ -224,15 +97,10 @@ struct req {
      * e.g. a long-poll claim whose client went away: undo what it took */
     void (*lost)(struct req *r);
 
-    /* write path (db.c, wait.c) -- private to them */
-    int (*fn)(struct tx *, struct req *);
-    struct req *next;
-    int state;
-    bool parked;
-    int64_t deadline, due;
-    char *topic;
-    /* internal (sync) requests wait on this */
-    void *sync;
+    /* the write (req_submit): wfn runs on the writer through w */
+    int (*wfn)(struct tx *, struct req *);
+    struct wreq w;
+    int state;                      /* http.c: new, suspended, answered */
 };
 
 /* Answer r with status and body (stolen; NULL for no body). Returns 0. */
@@ -312,101 +180,43 @@ extern const struct route routes[];  /* ends with {NULL,...} */
 const struct route *routes_match(const char *method, const char *path, size_t len,
                                  struct req *r, bool *path_known);
 
-/* ---- db.c: connections, migrations, the write path ---------------------- */
-
-struct migration {
-    const char *name;               /* "001_core.sql" */
-    const char *sql;
-};
-/* Generated by schema/embed.sh from schema/sqlite/: the migrations in
- * order (migrations[i] is version i + 1), NULL-terminated, and the SQL of
- * the schema_migrations table that records which ones were applied. */
-extern const struct migration migrations[];
-extern const char migrations_table[];
-
-/* Open (creating) the database at path with baton's pragmas. */
-int db_open(const char *path, bool sync_full, sqlite3 **out, char *why, size_t n);
-/* Apply every migration of m not recorded in schema_migrations, in order,
- * each in its own transaction together with its row (and PRAGMA
- * user_version set to the highest version applied, for tools). A database
- * without that table but with user_version = k > 0 (made before it existed)
- * first has versions 1..k recorded as applied, in one transaction, logged
- * as db.migrations_adopted. Returns 0; -1 when a migration failed (the
- * database is unchanged by it, why names its file) or on an SQLite error;
- * -2 when the database records a migration m does not have -- a newer
- * version, or another name for a version -- and nothing was changed (why
- * says which). */
-int db_migrate(sqlite3 *db, const struct migration *m, char *why, size_t n);
-/* Open the writer, lock the database for this process, migrate, start the
- * writer thread. 0, -1 on error, -2 when another batond holds the db, -3
- * when the database is newer than this binary (db_migrate's -2). */
-int db_start(void);
-void db_release_waiters(void);      /* shutdown: answer every long-poll now */
-void db_stop(void);                 /* drain, stop writer, checkpoint, close */
-/* The calling thread's read-only connection (opened on first use). */
-sqlite3 *db_reader(void);
-
-struct tx {
-    sqlite3 *db;
-    int64_t now;                    /* now_ms() when this write started */
-    json_t *events;                 /* log lines to print after commit */
-    json_t *notify;                 /* topics to wake after commit */
-    json_t *due;                    /* {topic: ms} due times */
-};
+/* ---- writes from the API layer (http.c) ---------------------------------- */
 
 /* Queue r's write: fn(t, r) runs on the writer inside a savepoint. fn
- * returns 0 to keep its changes (answer set with req_ok) or -1 to roll them
- * back (answer set with req_fail). When the batch commits, r is resumed.
- * Called from a handler; the connection is suspended until then. */
-int db_submit(struct req *r, int (*fn)(struct tx *, struct req *));
+ * returns 0 to keep its changes (answer set with req_ok) or -1 to roll
+ * them back (answer set with req_fail / req_fail_tx). When the batch has
+ * committed r is answered (its connection resumed; an internal request
+ * without one is freed). Returns 0, or -1 with r answered 503 when the
+ * server is stopping. */
+int req_submit(struct req *r, int (*fn)(struct tx *, struct req *));
 /* The same for internal callers: blocks until committed. Returns fn's
  * result, or -1 when the commit failed (r then holds a 503). */
-int db_write(struct req *r, int (*fn)(struct tx *, struct req *));
+int req_write(struct req *r, int (*fn)(struct tx *, struct req *));
+/* Park r's write (see tx_park); its answer (set one first, e.g. 204) is
+ * sent when it is not woken before deadline. */
+void req_park(struct tx *t, struct req *r, const char *topic, int64_t deadline, int64_t due);
+/* Answer r with t's fault (an error of the rules or the store). -1. */
+int req_fail_tx(struct req *r, struct tx *t);
 
-/* Helpers for prepared statements (cached per connection). */
-sqlite3_stmt *db_prep(sqlite3 *db, const char *sql);  /* reset + cached */
-/* Map a failed sqlite call to an answer: 503 for busy/full/io, 500 else. */
-int db_fail(struct req *r, sqlite3 *db);
-/* Column helpers: NULL column -> json null. */
-json_t *col_json(sqlite3_stmt *s, int i);   /* a TEXT column holding JSON */
-json_t *col_text(sqlite3_stmt *s, int i);
-json_t *col_int(sqlite3_stmt *s, int i);
-
-/* ---- wait.c: long-poll waiters (used only from write functions) -------- */
-
-/* Park r on topic: after this batch commits r is not answered but waits
- * until tx_notify(topic), until `due` (ms, 0 = none) passes, or until
- * `deadline` passes -- then r is answered with whatever answer it holds
- * (set one first, e.g. req_ok(r, 204, NULL)). On a wake-up r->fn runs
- * again as a fresh write. */
-void tx_park(struct tx *t, struct req *r, const char *topic,
-             int64_t deadline, int64_t due);
-/* After this batch commits, wake every request parked on topic. */
-void tx_notify(struct tx *t, const char *topic);
-/* Something on topic becomes due at `at` (ms): parked requests are woken
- * then. */
-void tx_due(struct tx *t, const char *topic, int64_t at);
-
-/* writer-thread internals (db.c calls these; nothing else does) */
-void wait_add(struct req *r);
-void wait_wake(const char *topic, struct req **retry);
-void wait_note_due(const char *topic, int64_t at);
-int64_t wait_next(void);           /* earliest deadline or due time, 0 = none */
-void wait_expire(int64_t now, struct req **resume, struct req **retry);
-void wait_drain(struct req **resume); /* shutdown: every parked request */
-size_t wait_count(void);
+/* transitional: SQLite used directly by modules not yet on the store */
+static inline sqlite3 *
+db_reader(void)
+{
+    struct sconn *c = store->reader();
+    return c ? c->db : NULL;
+}
+static inline int
+db_fail(struct req *r, sqlite3 *db)
+{
+    struct tx t = {0};
+    struct sconn c = {db};
+    t.c = &c;
+    sq_fail(&t);
+    return req_fail_tx(r, &t);
+}
 
 /* ---- events.c ---------------------------------------------------------- */
 
-/* Record a state change inside t: a row in events and, once the batch has
- * committed, one JSON line on stdout. fields (stolen, may be NULL) must not
- * hold secrets; keys that look like secrets are dropped anyway. */
-void event_emit(struct tx *t, const char *level, const char *name, json_t *fields);
-/* A log line only (no row): start-up, http.request, warnings. */
-void log_event(const char *level, const char *name, json_t *fields);
-extern FILE *log_stream;           /* where lines go; NULL = stdout */
-/* Print the lines collected in a committed tx (called by the writer). */
-void events_flush(json_t *lines);
 /* The SQL filter for an event query: "a.b" exact, "a.b.*" the key range
  * [lo, hi). Each buffer gets "" when unused. -1 when name is too long for
  * n or is not an event name or prefix: the caller answers 400. */
@@ -448,7 +258,7 @@ void modules_free(void);
  * token is the token of a lease on (channel, accountId) that is held and
  * not expired at t->now; otherwise answers 409 lease_not_held (with
  * currentOwnerId/currentToken details where a lease exists) and returns -1. */
-int lease_fence(struct tx *t, struct req *r, const char *channel, const char *account,
+int lease_fence(struct tx *t, const char *channel, const char *account,
                 int64_t token);
 /* true when channel is listed in BATON_LEASED_CHANNELS */
 bool channel_is_leased(const char *channel);
@@ -483,7 +293,7 @@ int accounts_delete(struct req *r);
  * dedupe_key, conversation_id and message_id may be NULL. *job_out (may be
  * NULL) receives a new reference to the job's JSON, which the caller
  * decrefs. Returns 0, or -1 with r answered (req_fail/db_fail). */
-int jobs_insert(struct tx *t, struct req *r, const char *queue, json_t *payload,
+int jobs_insert(struct tx *t, const char *queue, json_t *payload,
                 int64_t priority, int64_t delay_ms, int64_t max_attempts,
                 const char *dedupe_key, const char *conversation_id, const char *message_id,
                 json_t **job_out, bool *duplicate);
@@ -520,9 +330,9 @@ int jobs_queues(struct req *r);         /* GET /v1/queues */
  * shows it (borrowed). Each returns 0, or -1 with r answered to roll the
  * whole write back. A NULL member does nothing. */
 struct jobs_hooks {
-    int (*completed)(struct tx *t, struct req *r, json_t *job, json_t *result, json_t *reply);
-    int (*failed)(struct tx *t, struct req *r, json_t *job);
-    int (*progress)(struct tx *t, struct req *r, int64_t job_id, const char *token, const char *text);
+    int (*completed)(struct tx *t, json_t *job, json_t *result, json_t *reply);
+    int (*failed)(struct tx *t, json_t *job);
+    int (*progress)(struct tx *t, int64_t job_id, const char *token, const char *text);
 };
 /* Set the hooks (h is kept, not copied; static storage). Before any request. */
 void jobs_set_hooks(const struct jobs_hooks *h);
@@ -534,7 +344,7 @@ void jobs_set_hooks(const struct jobs_hooks *h);
  * with *duplicate (false for the one first call under any concurrency) and
  * *first_seen_at (of the live entry: now when first); -1 after db_fail.
  * Emits no event: the caller names it (e.g. <channel>.inbound.dedupe_skipped). */
-int dedupe_register(struct tx *t, struct req *r, const char *channel,
+int dedupe_register(struct tx *t, const char *channel,
                     const char *channel_message_id, int64_t ttl_ms, bool *duplicate,
                     int64_t *first_seen_at);
 int dedupe_check(struct req *r);    /* POST /v1/dedupe */
@@ -584,12 +394,12 @@ struct inbound {
 
 /* Dedupe + message + agent job inside the caller's write. *dup is set
  * when the message had been seen (nothing written but the event). */
-int inbound_apply(struct tx *t, struct req *r, const struct inbound *in, bool *dup,
+int inbound_apply(struct tx *t, const struct inbound *in, bool *dup,
                   int64_t *msg_id, json_t **job_out);
 /* A delivery report (sent|delivered|read|failed) for an outbound message
  * the channel knows as channel_message_id. Returns 1 when one matched, 0
  * when none did, -1 on error (answered). */
-int messages_delivery(struct tx *t, struct req *r, const char *channel,
+int messages_delivery(struct tx *t, const char *channel,
                       const char *channel_message_id, const char *delivery, const char *error);
 int messages_inbound(struct req *r);     /* POST /v1/inbound */
 int messages_web_post(struct req *r);    /* POST /v1/conversations/{id}/messages */
@@ -653,7 +463,6 @@ int webchat_preflight(struct req *r);   /* OPTIONS /chat/api/... */
 /* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS, in
  * bounded chunks: after a run, sweep_again() says whether work remained, and
  * the writer then runs the next chunk at once (behind the queued writes). */
-int sweep_run(struct tx *t, struct req *r);
-bool sweep_again(void);
+int sweep_run(struct tx *t, bool *again);
 
 #endif

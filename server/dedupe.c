@@ -21,10 +21,10 @@
  * with *duplicate, *first_seen_at and *expires_at describing the entry that
  * is now live; -1 after db_fail. */
 static int
-dedupe_upsert(struct tx *t, struct req *r, const char *channel, const char *id, int64_t ttl_ms,
+dedupe_upsert(struct tx *t, const char *channel, const char *id, int64_t ttl_ms,
               bool *duplicate, int64_t *first_seen_at, int64_t *expires_at)
 {
-    sqlite3_stmt *st = db_prep(t->db,
+    sqlite3_stmt *st = db_prep(SQ(t),
         "INSERT INTO dedupe(channel, channel_message_id, first_seen_at, expires_at)"
         " VALUES(?, ?, ?, ?)"
         " ON CONFLICT(channel, channel_message_id) DO UPDATE"
@@ -33,7 +33,7 @@ dedupe_upsert(struct tx *t, struct req *r, const char *channel, const char *id, 
     int rc;
 
     if (!st)
-        return db_fail(r, t->db);
+        return sq_fail(t);
     sqlite3_bind_text(st, 1, channel, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, t->now);
@@ -41,23 +41,23 @@ dedupe_upsert(struct tx *t, struct req *r, const char *channel, const char *id, 
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return db_fail(r, t->db);
-    if (sqlite3_changes(t->db) == 1) {
+        return sq_fail(t);
+    if (sqlite3_changes(SQ(t)) == 1) {
         *duplicate = false;
         *first_seen_at = t->now;
         *expires_at = t->now + ttl_ms;
         return 0;
     }
 
-    st = db_prep(t->db, "SELECT first_seen_at, expires_at FROM dedupe"
+    st = db_prep(SQ(t), "SELECT first_seen_at, expires_at FROM dedupe"
                         " WHERE channel = ? AND channel_message_id = ?");
     if (!st)
-        return db_fail(r, t->db);
+        return sq_fail(t);
     sqlite3_bind_text(st, 1, channel, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
-        return db_fail(r, t->db);
+        return sq_fail(t);
     }
     *duplicate = true;
     *first_seen_at = sqlite3_column_int64(st, 0);
@@ -67,12 +67,12 @@ dedupe_upsert(struct tx *t, struct req *r, const char *channel, const char *id, 
 }
 
 int
-dedupe_register(struct tx *t, struct req *r, const char *channel, const char *channel_message_id,
+dedupe_register(struct tx *t, const char *channel, const char *channel_message_id,
                 int64_t ttl_ms, bool *duplicate, int64_t *first_seen_at)
 {
     int64_t expires_at;
 
-    return dedupe_upsert(t, r, channel, channel_message_id, ttl_ms, duplicate, first_seen_at,
+    return dedupe_upsert(t, channel, channel_message_id, ttl_ms, duplicate, first_seen_at,
                          &expires_at);
 }
 
@@ -92,7 +92,7 @@ check_tx(struct tx *t, struct req *r)
     bool dup;
     char name[DEDUPE_CHANNEL_MAX + 32];
 
-    if (dedupe_upsert(t, r, c->channel, c->id, c->ttl_ms, &dup, &first, &expires) < 0)
+    if (dedupe_upsert(t, c->channel, c->id, c->ttl_ms, &dup, &first, &expires) < 0)
         return -1;
     if (dup) {
         snprintf(name, sizeof name, "%s.inbound.dedupe_skipped", c->channel);
@@ -129,7 +129,7 @@ dedupe_check(struct req *r)
         if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '.' || *p == '/')
             return req_fail(r, "bad_request", NULL,
                             "field 'channel' must not contain control characters, '.' or '/'");
-    return db_submit(r, check_tx);
+    return req_submit(r, check_tx);
 }
 
 /* ---- sweep ---------------------------------------------------------------- */
@@ -137,7 +137,7 @@ dedupe_check(struct req *r)
 int
 dedupe_prune(struct tx *t)
 {
-    sqlite3_stmt *st = db_prep(t->db,
+    sqlite3_stmt *st = db_prep(SQ(t),
         "DELETE FROM dedupe WHERE (channel, channel_message_id) IN"
         " (SELECT channel, channel_message_id FROM dedupe WHERE expires_at <= ?"
         "  ORDER BY expires_at LIMIT ?)");

@@ -100,7 +100,7 @@ event_emit(struct tx *t, const char *level, const char *name, json_t *fields)
         fields = json_object();
     scrub(fields);
     text = json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    st = db_prep(t->db, "INSERT INTO events(time, level, event, fields) VALUES(?,?,?,?)");
+    st = db_prep(SQ(t), "INSERT INTO events(time, level, event, fields) VALUES(?,?,?,?)");
     if (st && text) {
         sqlite3_bind_int64(st, 1, t->now);
         sqlite3_bind_text(st, 2, level, -1, SQLITE_STATIC);
@@ -200,7 +200,7 @@ events_report(struct req *r)
     json_object_del(rp->fields, "event");
     json_object_del(rp->fields, "level");
     json_object_set_new(rp->fields, "reported", json_true());
-    return db_submit(r, report_tx);
+    return req_submit(r, report_tx);
 }
 
 int

@@ -8,7 +8,7 @@
  * body that is not JSON. Body chunks are appended up to the limit and
  * dropped beyond it (answered 413, never buffered). The last call parses
  * JSON and runs the handler. A handler that submitted a write has had its
- * connection suspended by db_submit; the writer resumes it and MHD calls us
+ * connection suspended by req_submit; the writer resumes it and MHD calls us
  * once more to send the answer.
  */
 #include <arpa/inet.h>
@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <netdb.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -26,7 +27,7 @@
 
 #include "batond.h"
 
-enum { S_NEW, S_QUEUED, S_DONE };      /* must match db.c */
+enum { S_NEW, S_QUEUED, S_DONE };      /* struct req state */
 
 static struct MHD_Daemon *daemon_;
 static atomic_int active;
@@ -275,7 +276,8 @@ req_free(struct req *r)
     if (r->raw)
         MHD_destroy_response(r->raw);
     free(r->text);
-    free(r->topic);
+    free(r->w.topic);
+    json_decref(r->w.err.details);
     json_decref(r->headers);
     free(r);
 }
@@ -292,6 +294,100 @@ http_resume(struct req *r)
 {
     r->state = S_DONE;
     MHD_resume_connection(r->conn);
+}
+
+/* ---- writes: struct req on the writer's struct wreq ---------------------- */
+
+#define REQ_OF(w) ((struct req *)((char *)(w) - offsetof(struct req, w)))
+
+static int
+write_fn(struct tx *t, struct wreq *w)
+{
+    struct req *r = REQ_OF(w);
+    int rc = r->wfn(t, r);
+
+    /* a failure of the rules or the store below, not answered by the
+     * write itself: its fault is the answer */
+    if (rc < 0 && t->err.code && !r->err_code)
+        req_fail_tx(r, t);
+    return rc;
+}
+
+static bool
+write_alive(struct wreq *w)
+{
+    return req_alive(REQ_OF(w));
+}
+
+/* The batch is over: a failed commit overrides the write's own answer. */
+static void
+write_done(struct wreq *w)
+{
+    struct req *r = REQ_OF(w);
+
+    if (w->failed)
+        req_fail(r, w->err.code ? w->err.code : "unavailable", NULL, "%s", w->err.msg);
+    if (r->conn)
+        http_resume(r);
+    else if (!r->w.sync)
+        req_free(r);        /* fire-and-forget internal write */
+}
+
+static void
+write_queued(struct wreq *w)
+{
+    http_suspend(REQ_OF(w));
+}
+
+static void
+write_prepare(struct req *r, int (*fn)(struct tx *, struct req *))
+{
+    r->wfn = fn;
+    r->w.fn = write_fn;
+    r->w.done = write_done;
+    r->w.alive = write_alive;
+    r->w.failed = false;
+}
+
+int
+req_submit(struct req *r, int (*fn)(struct tx *, struct req *))
+{
+    write_prepare(r, fn);
+    r->w.queued = r->conn ? write_queued : NULL;
+    if (writer_submit(&r->w) < 0)
+        return req_fail(r, "unavailable", NULL, "server is shutting down");
+    return 0;
+}
+
+int
+req_write(struct req *r, int (*fn)(struct tx *, struct req *))
+{
+    write_prepare(r, fn);
+    r->w.queued = NULL;
+    if (writer_run(&r->w) < 0) {
+        if (r->w.failed)
+            req_fail(r, r->w.err.code ? r->w.err.code : "unavailable", NULL, "%s", r->w.err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+void
+req_park(struct tx *t, struct req *r, const char *topic, int64_t deadline, int64_t due)
+{
+    tx_park(t, &r->w, topic, deadline, due);
+}
+
+int
+req_fail_tx(struct req *r, struct tx *t)
+{
+    struct fault *f = &t->err;
+    json_t *d = f->details;
+
+    f->details = NULL;
+    req_fail(r, f->code ? f->code : "internal", d, "%s", f->code ? f->msg : "the write failed");
+    tx_clear_fault(t);
+    return -1;
 }
 
 int

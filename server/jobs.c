@@ -98,12 +98,13 @@ queue_valid(const char *q)
     return true;
 }
 
+#define BAD_QUEUE "field 'queue' must be 1-200 characters of letters, digits, '.', '_', ':' or '-'" \
+                  " (outbound queues: outbound.<channel>.<accountId>)"
+
 static int
 bad_queue(struct req *r)
 {
-    return req_fail(r, "bad_request", NULL,
-                    "field 'queue' must be 1-200 characters of letters, digits, '.', '_', ':' or '-'"
-                    " (outbound queues: outbound.<channel>.<accountId>)");
+    return req_fail(r, "bad_request", NULL, BAD_QUEUE);
 }
 
 static void
@@ -223,12 +224,12 @@ jobs_get_json(sqlite3 *db, int64_t id)
 
 /* The job's JSON inside a write, answering 503/500 when it cannot be read. */
 static json_t *
-job_json_tx(struct tx *t, struct req *r, int64_t id)
+job_json_tx(struct tx *t, int64_t id)
 {
-    json_t *j = jobs_get_json(t->db, id);
+    json_t *j = jobs_get_json(SQ(t), id);
 
     if (!j)
-        db_fail(r, t->db);
+        sq_fail(t);
     return j;
 }
 
@@ -297,7 +298,7 @@ path_id(struct req *r, int64_t *id)
 /* For an outbound queue of a leased channel: the lease token must be given
  * and current. 0 to go on, -1 answered. */
 static int
-lease_check(struct tx *t, struct req *r, const char *queue, bool has_token, int64_t token)
+lease_check(struct tx *t, const char *queue, bool has_token, int64_t token)
 {
     char ch[JOBS_QUEUE_MAX + 1];
     const char *account;
@@ -305,9 +306,9 @@ lease_check(struct tx *t, struct req *r, const char *queue, bool has_token, int6
     if (!outbound_parts(queue, ch, sizeof ch, &account) || !channel_is_leased(ch))
         return 0;
     if (!has_token)
-        return req_fail(r, "lease_not_held", NULL,
+        return tx_fail(t, "lease_not_held", NULL,
                         "queue %s requires the current leaseToken of %s/%s", queue, ch, account);
-    return lease_fence(t, r, ch, account, token);
+    return lease_fence(t, ch, account, token);
 }
 
 /* ---- transitions shared by several routes -------------------------------- */
@@ -319,14 +320,14 @@ static int
 fail_final(struct tx *t, struct req *r, const struct job_state *js, const char *reason,
            const char *message, const char *worker, json_t *extra, json_t **job_out)
 {
-    sqlite3_stmt *st = db_prep(t->db, "UPDATE jobs SET status = 'failed', locked_until = NULL,"
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'failed', locked_until = NULL,"
                                       " claim_token = NULL, error_reason = ?, error_message = ?,"
                                       " updated_at = ? WHERE id = ?");
     json_t *job;
 
     if (!st) {
         json_decref(extra);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_bind_text(st, 1, reason, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, message, -1, SQLITE_TRANSIENT);
@@ -335,16 +336,16 @@ fail_final(struct tx *t, struct req *r, const struct job_state *js, const char *
     if (sqlite3_step(st) != SQLITE_DONE) {
         sqlite3_reset(st);
         json_decref(extra);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_reset(st);
     if (!extra)
         extra = json_object();
     json_object_set_new(extra, "willRetry", json_false());
     job_event(t, "error", js->queue, "failed", js->id, worker, js->attempts, reason, extra);
-    if (!(job = job_json_tx(t, r, js->id)))
+    if (!(job = job_json_tx(t, js->id)))
         return -1;
-    if (hooks && hooks->failed && hooks->failed(t, r, job) < 0) {
+    if (hooks && hooks->failed && hooks->failed(t, job) < 0) {
         json_decref(job);
         return -1;
     }
@@ -361,18 +362,18 @@ fail_final(struct tx *t, struct req *r, const struct job_state *js, const char *
 static int
 requeue_expired(struct tx *t, struct req *r, const struct job_state *js, bool wake)
 {
-    sqlite3_stmt *st = db_prep(t->db, "UPDATE jobs SET status = 'pending', locked_by = NULL,"
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', locked_by = NULL,"
                                       " locked_until = NULL, claim_token = NULL, error_reason = 'lock_expired',"
                                       " error_message = 'the lock expired before the job finished',"
                                       " updated_at = ? WHERE id = ?");
 
     if (!st)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     sqlite3_bind_int64(st, 1, t->now);
     sqlite3_bind_int64(st, 2, js->id);
     if (sqlite3_step(st) != SQLITE_DONE) {
         sqlite3_reset(st);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_reset(st);
     job_event(t, "warn", js->queue, "requeued", js->id, js->worker[0] ? js->worker : NULL,
@@ -397,7 +398,7 @@ expire_lock(struct tx *t, struct req *r, const struct job_state *js, bool wake, 
 /* ---- enqueue ---------------------------------------------------------------- */
 
 int
-jobs_insert(struct tx *t, struct req *r, const char *queue, json_t *payload, int64_t priority,
+jobs_insert(struct tx *t, const char *queue, json_t *payload, int64_t priority,
             int64_t delay_ms, int64_t max_attempts, const char *dedupe_key,
             const char *conversation_id, const char *message_id, json_t **job_out,
             bool *duplicate)
@@ -415,12 +416,12 @@ jobs_insert(struct tx *t, struct req *r, const char *queue, json_t *payload, int
     if (max_attempts < 1)
         max_attempts = 1;
     if (!queue_valid(queue))
-        return bad_queue(r);
+        return tx_fail(t, "bad_request", NULL, BAD_QUEUE);
     if (dedupe_key) {
-        st = db_prep(t->db, "SELECT id FROM jobs WHERE queue = ? AND dedupe_key = ?"
+        st = db_prep(SQ(t), "SELECT id FROM jobs WHERE queue = ? AND dedupe_key = ?"
                             " AND status != 'completed' ORDER BY id DESC LIMIT 1");
         if (!st)
-            return db_fail(r, t->db);
+            return sq_fail(t);
         sqlite3_bind_text(st, 1, queue, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 2, dedupe_key, -1, SQLITE_TRANSIENT);
         if (sqlite3_step(st) == SQLITE_ROW)
@@ -429,19 +430,19 @@ jobs_insert(struct tx *t, struct req *r, const char *queue, json_t *payload, int
         if (id) {
             if (duplicate)
                 *duplicate = true;
-            if (job_out && !(*job_out = job_json_tx(t, r, id)))
+            if (job_out && !(*job_out = job_json_tx(t, id)))
                 return -1;
             return 0;
         }
     }
     if (!(text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY)))
-        return req_fail(r, "unavailable", NULL, "out of memory");
-    st = db_prep(t->db, "INSERT INTO jobs(queue, status, payload, priority, run_at, max_attempts,"
+        return tx_fail(t, "unavailable", NULL, "out of memory");
+    st = db_prep(SQ(t), "INSERT INTO jobs(queue, status, payload, priority, run_at, max_attempts,"
                         " created_at, updated_at, dedupe_key, conversation_id, message_id)"
                         " VALUES(?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     if (!st) {
         free(text);
-        return db_fail(r, t->db);
+        return sq_fail(t);
     }
     sqlite3_bind_text(st, 1, queue, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, text, -1, free);
@@ -455,14 +456,14 @@ jobs_insert(struct tx *t, struct req *r, const char *queue, json_t *payload, int
     sqlite3_bind_text(st, 10, message_id, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_DONE) {
         sqlite3_reset(st);
-        return db_fail(r, t->db);
+        return sq_fail(t);
     }
     sqlite3_reset(st);
-    id = sqlite3_last_insert_rowid(t->db);
+    id = sqlite3_last_insert_rowid(SQ(t));
     job_event(t, "info", queue, "enqueued", id, NULL, 0, NULL,
               json_pack("{s:I, s:I}", "priority", (json_int_t)priority, "runAt", (json_int_t)run_at));
     queue_wake(t, queue, run_at);
-    if (job_out && !(*job_out = job_json_tx(t, r, id)))
+    if (job_out && !(*job_out = job_json_tx(t, id)))
         return -1;
     return 0;
 }
@@ -480,7 +481,7 @@ enqueue_tx(struct tx *t, struct req *r)
     json_t *job;
     bool dup;
 
-    if (jobs_insert(t, r, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
+    if (jobs_insert(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
                     e->dedupe_key, e->conversation_id, e->message_id, &job, &dup) < 0)
         return -1;
     return req_ok(r, dup ? 200 : 201, json_pack("{s:o, s:b}", "job", job, "duplicate", dup));
@@ -520,7 +521,7 @@ jobs_enqueue(struct req *r)
         return -1;
     if (!queue_valid(e->queue))
         return bad_queue(r);
-    return db_submit(r, enqueue_tx);
+    return req_submit(r, enqueue_tx);
 }
 
 /* ---- claim ----------------------------------------------------------------- */
@@ -544,14 +545,14 @@ static int
 undo_tx(struct tx *t, struct req *r)
 {
     struct undo *u = r->ctx;
-    sqlite3_stmt *st = db_prep(t->db, "UPDATE jobs SET status = 'pending', attempts = attempts - 1,"
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', attempts = attempts - 1,"
                                       " locked_by = NULL, locked_until = NULL, claim_token = NULL,"
                                       " started_at = NULL, updated_at = ?1"
                                       " WHERE id = ?2 AND claim_token = ?3 AND status = 'processing'"
                                       " RETURNING queue, attempts");
 
     if (!st)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     sqlite3_bind_int64(st, 1, t->now);
     sqlite3_bind_int64(st, 2, u->id);
     sqlite3_bind_text(st, 3, u->token, -1, SQLITE_TRANSIENT);
@@ -561,7 +562,7 @@ undo_tx(struct tx *t, struct req *r)
         copy_col(st, 0, queue, sizeof queue);
         if (sqlite3_step(st) != SQLITE_DONE) {
             sqlite3_reset(st);
-            return db_fail(r, t->db);
+            return db_fail(r, SQ(t));
         }
         sqlite3_reset(st);
         job_event(t, "warn", queue, "requeued", u->id, NULL, attempts, "claim_undelivered", NULL);
@@ -591,7 +592,7 @@ claim_lost(struct req *r)
     memcpy(u->token, c->token, sizeof u->token);
     w->ctx = u;
     w->ctx_free = free;
-    if (db_submit(w, undo_tx) < 0)
+    if (req_submit(w, undo_tx) < 0)
         req_free(w);    /* shutting down: the lock expires and the sweep requeues it */
 }
 
@@ -600,7 +601,7 @@ claim_lost(struct req *r)
 static int64_t
 next_due(struct tx *t, const char *queue)
 {
-    sqlite3_stmt *st = db_prep(t->db,
+    sqlite3_stmt *st = db_prep(SQ(t),
         "SELECT (SELECT min(run_at) FROM jobs WHERE status = 'pending' AND queue = ?1 AND run_at > ?2),"
         "       (SELECT min(locked_until) FROM jobs WHERE status = 'processing' AND queue = ?1)");
     int64_t due = 0;
@@ -628,7 +629,7 @@ next_due(struct tx *t, const char *queue)
 static int
 claim_pick(struct tx *t, const char *queue, struct job_state *js)
 {
-    sqlite3_stmt *st = db_prep(t->db,
+    sqlite3_stmt *st = db_prep(SQ(t),
         "SELECT id FROM ("
         "  SELECT * FROM (SELECT id, priority, run_at FROM jobs INDEXED BY jobs_claim"
         "    WHERE status = 'pending' AND queue = ?1 AND run_at <= ?2"
@@ -651,7 +652,7 @@ claim_pick(struct tx *t, const char *queue, struct job_state *js)
     sqlite3_reset(st);
     if (rc != SQLITE_ROW)
         return rc == SQLITE_DONE ? 0 : -1;
-    return state_load(t->db, id, js);
+    return state_load(SQ(t), id, js);
 }
 
 static int
@@ -665,7 +666,7 @@ claim_tx(struct tx *t, struct req *r)
     char topic[JOBS_QUEUE_MAX + 8];
     int rc;
 
-    if (lease_check(t, r, c->queue, c->has_lease, c->lease_token) < 0)
+    if (lease_check(t, c->queue, c->has_lease, c->lease_token) < 0)
         return -1;
     /* a client that hung up after sending its claim gets nothing: an answer
      * written to its closed socket could look delivered, and the job would
@@ -682,22 +683,22 @@ claim_tx(struct tx *t, struct req *r)
         /* exhausted: failed instead of handed out again; look further */
     }
     if (rc < 0)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     topic_of(c->queue, topic, sizeof topic);
     if (rc == 0) {
         req_ok(r, 204, NULL);
         if (c->wait_ms > 0 && t->now < c->deadline)
-            tx_park(t, r, topic, c->deadline, next_due(t, c->queue));
+            req_park(t, r, topic, c->deadline, next_due(t, c->queue));
         return 0;
     }
     if (!(token = new_id("c_")))
         return req_fail(r, "unavailable", NULL, "out of memory");
-    st = db_prep(t->db, "UPDATE jobs SET status = 'processing', locked_by = ?, locked_until = ?,"
+    st = db_prep(SQ(t), "UPDATE jobs SET status = 'processing', locked_by = ?, locked_until = ?,"
                         " claim_token = ?, attempts = attempts + 1, started_at = ?, updated_at = ?"
                         " WHERE id = ?");
     if (!st) {
         free(token);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_bind_text(st, 1, c->worker, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, t->now + c->lock_ms);
@@ -710,8 +711,8 @@ claim_tx(struct tx *t, struct req *r)
     snprintf(c->token, sizeof c->token, "%s", token);
     free(token);
     if (rc != SQLITE_DONE)
-        return db_fail(r, t->db);
-    if (!(job = job_json_tx(t, r, js.id)))
+        return db_fail(r, SQ(t));
+    if (!(job = job_json_tx(t, js.id)))
         return -1;
     job_event(t, "info", js.queue, "claimed", js.id, c->worker, js.attempts + 1, NULL,
               json_pack("{s:I}", "lockedUntil", (json_int_t)(t->now + c->lock_ms)));
@@ -751,7 +752,7 @@ jobs_claim(struct req *r)
     if (!queue_valid(c->queue))
         return bad_queue(r);
     c->deadline = r->started + c->wait_ms;      /* fixed at arrival, not per re-run */
-    return db_submit(r, claim_tx);
+    return req_submit(r, claim_tx);
 }
 
 /* ---- the worker's calls: heartbeat, complete, fail ---------------------- */
@@ -770,10 +771,10 @@ struct work {
 static int
 fence(struct tx *t, struct req *r, const struct work *w, struct job_state *js)
 {
-    int rc = state_load(t->db, w->id, js);
+    int rc = state_load(SQ(t), w->id, js);
 
     if (rc < 0)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     if (!rc)
         return req_fail(r, "not_found", NULL, "no job %lld", (long long)w->id);
     if (strcmp(js->status, "processing") || strcmp(js->token, w->token) ||
@@ -781,7 +782,7 @@ fence(struct tx *t, struct req *r, const struct work *w, struct job_state *js)
         return req_fail(r, "claim_lost", json_pack("{s:s}", "status", js->status),
                         "job %lld is no longer claimed by '%s' with this claimToken",
                         (long long)w->id, w->worker);
-    return lease_check(t, r, js->queue, w->has_lease, w->lease_token);
+    return lease_check(t, js->queue, w->has_lease, w->lease_token);
 }
 
 static int
@@ -796,20 +797,20 @@ heartbeat_tx(struct tx *t, struct req *r)
 
     if (fence(t, r, w, &js) < 0)
         return -1;
-    st = db_prep(t->db, "UPDATE jobs SET locked_until = ?, updated_at = ? WHERE id = ?");
+    st = db_prep(SQ(t), "UPDATE jobs SET locked_until = ?, updated_at = ? WHERE id = ?");
     if (!st)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     sqlite3_bind_int64(st, 1, until);
     sqlite3_bind_int64(st, 2, t->now);
     sqlite3_bind_int64(st, 3, w->id);
     if (sqlite3_step(st) != SQLITE_DONE) {
         sqlite3_reset(st);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_reset(st);
     topic_of(js.queue, topic, sizeof topic);
     tx_due(t, topic, until + 1);
-    if (!(job = job_json_tx(t, r, w->id)))
+    if (!(job = job_json_tx(t, w->id)))
         return -1;
     return req_ok(r, 200, json_pack("{s:o}", "job", job));
 }
@@ -822,12 +823,12 @@ complete_tx(struct tx *t, struct req *r)
     sqlite3_stmt *st;
     json_t *job;
     char *text = NULL;
-    int rc = state_load(t->db, w->id, &js);
+    int rc = state_load(SQ(t), w->id, &js);
 
     /* a repeated completion of the same claim (a retried request) is answered again */
     if (rc == 1 && !strcmp(js.status, "completed") && !strcmp(js.token, w->token) &&
         !strcmp(js.worker, w->worker)) {
-        if (!(job = job_json_tx(t, r, w->id)))
+        if (!(job = job_json_tx(t, w->id)))
             return -1;
         return req_ok(r, 200, json_pack("{s:o}", "job", job));
     }
@@ -836,11 +837,11 @@ complete_tx(struct tx *t, struct req *r)
     if (w->has_result && !(text = json_dumps(w->result, JSON_COMPACT | JSON_ENCODE_ANY)))
         return req_fail(r, "unavailable", NULL, "out of memory");
     /* the claim token stays, so that a repeated completion is recognised */
-    st = db_prep(t->db, "UPDATE jobs SET status = 'completed', completed_at = ?1, locked_until = NULL,"
+    st = db_prep(SQ(t), "UPDATE jobs SET status = 'completed', completed_at = ?1, locked_until = NULL,"
                         " result = ?2, updated_at = ?1 WHERE id = ?3");
     if (!st) {
         free(text);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_bind_int64(st, 1, t->now);
     sqlite3_bind_text(st, 2, text, -1, text ? free : SQLITE_STATIC);
@@ -848,11 +849,11 @@ complete_tx(struct tx *t, struct req *r)
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     job_event(t, "info", js.queue, "completed", w->id, w->worker, js.attempts, NULL, NULL);
-    if (!(job = job_json_tx(t, r, w->id)))
+    if (!(job = job_json_tx(t, w->id)))
         return -1;
-    if (hooks && hooks->completed && hooks->completed(t, r, job, w->has_result ? w->result : NULL, w->reply) < 0) {
+    if (hooks && hooks->completed && hooks->completed(t, job, w->has_result ? w->result : NULL, w->reply) < 0) {
         json_decref(job);
         return -1;
     }
@@ -896,11 +897,11 @@ fail_tx(struct tx *t, struct req *r)
     if (w->retry_after_ms > delay)
         delay = w->retry_after_ms;
     at = t->now + delay;
-    st = db_prep(t->db, "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
+    st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
                         " locked_until = NULL, claim_token = NULL, error_reason = ?2, error_message = ?3, updated_at = ?4"
                         " WHERE id = ?5");
     if (!st)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     sqlite3_bind_int64(st, 1, at);
     sqlite3_bind_text(st, 2, w->reason, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 3, w->message, -1, SQLITE_TRANSIENT);
@@ -908,13 +909,13 @@ fail_tx(struct tx *t, struct req *r)
     sqlite3_bind_int64(st, 5, w->id);
     if (sqlite3_step(st) != SQLITE_DONE) {
         sqlite3_reset(st);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_reset(st);
     job_event(t, "warn", js.queue, "failed", w->id, w->worker, js.attempts, w->reason,
               json_pack("{s:b, s:I}", "willRetry", 1, "runAt", (json_int_t)at));
     queue_wake(t, js.queue, at);
-    if (!(job = job_json_tx(t, r, w->id)))
+    if (!(job = job_json_tx(t, w->id)))
         return -1;
     return req_ok(r, 200, json_pack("{s:o}", "job", job));
 }
@@ -951,7 +952,7 @@ work_parse(struct req *r, struct field *extra, void (*bind)(struct work *, struc
         if (req_fields(r, extra) < 0)
             return -1;
     }
-    return db_submit(r, fn);
+    return req_submit(r, fn);
 }
 
 static void
@@ -1014,7 +1015,7 @@ progress_tx(struct tx *t, struct req *r)
 
     if (fence(t, r, w, &js) < 0)
         return -1;
-    if (hooks && hooks->progress && hooks->progress(t, r, w->id, w->token, w->message) < 0)
+    if (hooks && hooks->progress && hooks->progress(t, w->id, w->token, w->message) < 0)
         return -1;
     return req_ok(r, 200, json_pack("{s:b, s:I}", "accepted", 1, "length",
                                     (json_int_t)strlen(w->message)));
@@ -1079,10 +1080,10 @@ static int
 oper_load(struct tx *t, struct req *r, struct job_state *js)
 {
     struct oper *o = r->ctx;
-    int rc = state_load(t->db, o->id, js);
+    int rc = state_load(SQ(t), o->id, js);
 
     if (rc < 0)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     if (!rc)
         return req_fail(r, "not_found", NULL, "no job %lld", (long long)o->id);
     return 0;
@@ -1102,22 +1103,22 @@ retry_tx(struct tx *t, struct req *r)
         return req_fail(r, "conflict", json_pack("{s:s}", "status", js.status),
                         "job %lld is %s; only failed or processing jobs can be retried",
                         (long long)o->id, js.status);
-    st = db_prep(t->db, "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
+    st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
                         " locked_until = NULL, claim_token = NULL, max_attempts = max(max_attempts, attempts + 1),"
                         " updated_at = ?1 WHERE id = ?2");
     if (!st)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     sqlite3_bind_int64(st, 1, t->now);
     sqlite3_bind_int64(st, 2, o->id);
     if (sqlite3_step(st) != SQLITE_DONE) {
         sqlite3_reset(st);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_reset(st);
     job_event(t, "info", js.queue, "retried", o->id, js.worker[0] ? js.worker : NULL, js.attempts,
               NULL, json_pack("{s:s}", "previousStatus", js.status));
     queue_wake(t, js.queue, t->now);
-    if (!(job = job_json_tx(t, r, o->id)))
+    if (!(job = job_json_tx(t, o->id)))
         return -1;
     return req_ok(r, 200, json_pack("{s:o}", "job", job));
 }
@@ -1160,7 +1161,7 @@ oper_parse(struct req *r, enum oper_kind kind)
         return -1;
     switch (kind) {
     case OPER_RETRY:
-        return db_submit(r, retry_tx);
+        return req_submit(r, retry_tx);
     case OPER_FAIL_NOW:
         spec[0].out = &o->reason;
         spec[1].out = &o->message;
@@ -1172,7 +1173,7 @@ oper_parse(struct req *r, enum oper_kind kind)
         o->message = "cancelled by an operator";
         break;
     }
-    return db_submit(r, fail_now_tx);
+    return req_submit(r, fail_now_tx);
 }
 
 int
@@ -1205,11 +1206,11 @@ sweep_locks(struct tx *t, struct req *r, json_t *requeued, json_t *failed, bool 
 
     do {
         n = 0;
-        st = db_prep(t->db, "SELECT id FROM jobs INDEXED BY jobs_expired"
+        st = db_prep(SQ(t), "SELECT id FROM jobs INDEXED BY jobs_expired"
                             " WHERE status = 'processing' AND locked_until < ?"
                             " ORDER BY locked_until LIMIT ?");
         if (!st)
-            return db_fail(r, t->db);
+            return db_fail(r, SQ(t));
         sqlite3_bind_int64(st, 1, t->now);
         sqlite3_bind_int(st, 2, JOBS_SWEEP_BATCH);
         while (n < JOBS_SWEEP_BATCH && sqlite3_step(st) == SQLITE_ROW)
@@ -1218,9 +1219,9 @@ sweep_locks(struct tx *t, struct req *r, json_t *requeued, json_t *failed, bool 
         for (int i = 0; i < n; i++) {
             struct job_state js;
             bool was_failed;
-            int rc = state_load(t->db, ids[i], &js);
+            int rc = state_load(SQ(t), ids[i], &js);
             if (rc < 0)
-                return db_fail(r, t->db);
+                return db_fail(r, SQ(t));
             if (!rc)
                 continue;
             if (expire_lock(t, r, &js, true, &was_failed) < 0)
@@ -1241,7 +1242,7 @@ sweep_locks(struct tx *t, struct req *r, json_t *requeued, json_t *failed, bool 
 static int
 sweep_retention(struct tx *t)
 {
-    sqlite3_stmt *st = db_prep(t->db, "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+    sqlite3_stmt *st = db_prep(SQ(t), "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
                                       " INDEXED BY jobs_completed"
                                       " WHERE status = 'completed' AND completed_at < ? LIMIT ?)");
     int n;
@@ -1255,7 +1256,7 @@ sweep_retention(struct tx *t)
         return -1;
     }
     sqlite3_reset(st);
-    n = sqlite3_changes(t->db);
+    n = sqlite3_changes(SQ(t));
     if (n > 0)
         event_emit(t, "info", "jobs.retention.deleted",
                    json_pack("{s:i, s:I}", "count", n, "retentionMs", (json_int_t)cfg.retention_ms));
@@ -1294,7 +1295,7 @@ requeue_stale_tx(struct tx *t, struct req *r)
 int
 jobs_requeue_stale(struct req *r)
 {
-    return db_submit(r, requeue_stale_tx);
+    return req_submit(r, requeue_stale_tx);
 }
 
 /* ---- reads ------------------------------------------------------------------ */

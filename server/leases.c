@@ -48,19 +48,19 @@ channel_is_leased(const char *channel)
 }
 
 int
-lease_fence(struct tx *t, struct req *r, const char *channel, const char *account, int64_t token)
+lease_fence(struct tx *t, const char *channel, const char *account, int64_t token)
 {
-    sqlite3_stmt *st = db_prep(t->db, "SELECT owner_id, token, expires_at FROM leases"
+    sqlite3_stmt *st = db_prep(SQ(t), "SELECT owner_id, token, expires_at FROM leases"
                                       " WHERE channel = ? AND account_id = ?");
     json_t *details;
 
     if (!st)
-        return db_fail(r, t->db);
+        return sq_fail(t);
     sqlite3_bind_text(st, 1, channel, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, account, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
-        return req_fail(r, "lease_not_held", NULL, "no lease has been granted on %s/%s", channel, account);
+        return tx_fail(t, "lease_not_held", NULL, "no lease has been granted on %s/%s", channel, account);
     }
     if (sqlite3_column_type(st, 0) != SQLITE_NULL && sqlite3_column_int64(st, 1) == token &&
         sqlite3_column_int64(st, 2) > t->now) {
@@ -70,7 +70,7 @@ lease_fence(struct tx *t, struct req *r, const char *channel, const char *accoun
     details = json_pack("{s:o, s:I}", "currentOwnerId", col_text(st, 0),
                         "currentToken", (json_int_t)sqlite3_column_int64(st, 1));
     sqlite3_reset(st);
-    return req_fail(r, "lease_not_held", details, "lease token %lld is not the current lease on %s/%s",
+    return tx_fail(t, "lease_not_held", details, "lease token %lld is not the current lease on %s/%s",
                     (long long)token, channel, account);
 }
 
@@ -258,8 +258,8 @@ renew_and_answer(struct tx *t, struct req *r, struct lease *l, bool after_expiry
 
     l->renewed_at = t->now;
     l->expires_at = t->now + l->ttl_ms;
-    if (lease_store(t->db, l) < 0)
-        return db_fail(r, t->db);
+    if (lease_store(SQ(t), l) < 0)
+        return db_fail(r, SQ(t));
     out = json_pack("{s:o}", "lease", lease_json(l, t->now));
     if (after_expiry)
         json_object_set_new(out, "renewedAfterExpiry", json_true());
@@ -271,11 +271,11 @@ acquire_tx(struct tx *t, struct req *r)
 {
     struct lease_req *lr = r->ctx;
     struct lease l;
-    int found = lease_load(t->db, lr->channel, lr->account, &l);
+    int found = lease_load(SQ(t), lr->channel, lr->account, &l);
     bool after_expiry = false;
 
     if (found < 0)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     if (found && lease_held(&l, t->now) && strcmp(l.owner, lr->owner)) {
         json_t *details = json_pack("{s:s, s:I}", "currentOwnerId", l.owner,
                                     "expiresAt", (json_int_t)l.expires_at);
@@ -329,7 +329,7 @@ leases_acquire(struct req *r)
     spec[1].out = &lr->ttl;
     if (path_keys(r, &lr->channel, &lr->account) < 0 || req_fields(r, spec) < 0)
         return -1;
-    return db_submit(r, acquire_tx);
+    return req_submit(r, acquire_tx);
 }
 
 /* The refusal of a heartbeat or release by a caller that does not hold the
@@ -351,11 +351,11 @@ heartbeat_tx(struct tx *t, struct req *r)
 {
     struct lease_req *lr = r->ctx;
     struct lease l;
-    int found = lease_load(t->db, lr->channel, lr->account, &l);
+    int found = lease_load(SQ(t), lr->channel, lr->account, &l);
     bool after_expiry;
 
     if (found < 0)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     if (!found || !l.owner[0] || strcmp(l.owner, lr->owner) || l.token != lr->token) {
         if (!found) {
             memset(&l, 0, sizeof l);
@@ -398,7 +398,7 @@ leases_heartbeat(struct req *r)
     spec[2].present = &lr->has_ttl;
     if (path_keys(r, &lr->channel, &lr->account) < 0 || req_fields(r, spec) < 0)
         return -1;
-    return db_submit(r, heartbeat_tx);
+    return req_submit(r, heartbeat_tx);
 }
 
 static int
@@ -406,17 +406,17 @@ release_tx(struct tx *t, struct req *r)
 {
     struct lease_req *lr = r->ctx;
     struct lease l;
-    int found = lease_load(t->db, lr->channel, lr->account, &l);
+    int found = lease_load(SQ(t), lr->channel, lr->account, &l);
 
     if (found < 0)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     /* An expired grant nobody took since may still be released by its holder. */
     if (!found || !l.owner[0] || strcmp(l.owner, lr->owner) || l.token != lr->token)
         return lease_lost(r, &l, found, "release");
     l.owner[0] = 0;
     l.expires_at = t->now;
-    if (lease_store(t->db, &l) < 0)
-        return db_fail(r, t->db);
+    if (lease_store(SQ(t), &l) < 0)
+        return db_fail(r, SQ(t));
     lease_event(t, &l, "released", lease_fields(&l, lr->owner, NULL));
     return req_ok(r, 200, json_pack("{s:o}", "lease", lease_json(&l, t->now)));
 }
@@ -438,7 +438,7 @@ leases_release(struct req *r)
     spec[1].out = &lr->token;
     if (path_keys(r, &lr->channel, &lr->account) < 0 || req_fields(r, spec) < 0)
         return -1;
-    return db_submit(r, release_tx);
+    return req_submit(r, release_tx);
 }
 
 /* Always 200 {lease, released}: released says whether there was a holder
@@ -450,11 +450,11 @@ force_release_tx(struct tx *t, struct req *r)
 {
     struct lease_req *lr = r->ctx;
     struct lease l;
-    int found = lease_load(t->db, lr->channel, lr->account, &l);
+    int found = lease_load(SQ(t), lr->channel, lr->account, &l);
     char was[LEASE_OWNER_MAX + 1];
 
     if (found < 0)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     if (!found)
         return req_ok(r, 200, json_pack("{s:n, s:b}", "lease", "released", false));
     if (!l.owner[0])
@@ -462,8 +462,8 @@ force_release_tx(struct tx *t, struct req *r)
     memcpy(was, l.owner, sizeof was);
     l.owner[0] = 0;
     l.expires_at = t->now;
-    if (lease_store(t->db, &l) < 0)
-        return db_fail(r, t->db);
+    if (lease_store(SQ(t), &l) < 0)
+        return db_fail(r, SQ(t));
     lease_event(t, &l, "force_released", lease_fields(&l, was, NULL));
     return req_ok(r, 200, json_pack("{s:o, s:b}", "lease", lease_json(&l, t->now), "released", true));
 }
@@ -478,7 +478,7 @@ leases_force_release(struct req *r)
         return -1;
     if (path_keys(r, &lr->channel, &lr->account) < 0)
         return -1;
-    return db_submit(r, force_release_tx);
+    return req_submit(r, force_release_tx);
 }
 
 /* GET /v1/leases/{channel}/{accountId}: the lease, or null when there has
@@ -609,18 +609,18 @@ account_put_tx(struct tx *t, struct req *r)
 
     if (ar->config && !config)
         return req_fail(r, "unavailable", NULL, "out of memory");
-    if (account_load(t->db, ar->channel, ar->account, &account) < 0) {
+    if (account_load(SQ(t), ar->channel, ar->account, &account) < 0) {
         free(config);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     created = !account;
     json_decref(account);
-    st = db_prep(t->db, "INSERT INTO accounts(" ACCOUNT_COLS ") VALUES(?1, ?2, ?3, coalesce(?4, '{}'), ?5, ?5)"
+    st = db_prep(SQ(t), "INSERT INTO accounts(" ACCOUNT_COLS ") VALUES(?1, ?2, ?3, coalesce(?4, '{}'), ?5, ?5)"
                         " ON CONFLICT(channel, account_id) DO UPDATE SET enabled = excluded.enabled,"
                         " config = coalesce(?4, config), updated_at = excluded.updated_at");
     if (!st) {
         free(config);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_bind_text(st, 1, ar->channel, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, ar->account, -1, SQLITE_TRANSIENT);
@@ -632,8 +632,8 @@ account_put_tx(struct tx *t, struct req *r)
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     free(config);
-    if (rc != SQLITE_DONE || account_load(t->db, ar->channel, ar->account, &account) < 0 || !account)
-        return db_fail(r, t->db);
+    if (rc != SQLITE_DONE || account_load(SQ(t), ar->channel, ar->account, &account) < 0 || !account)
+        return db_fail(r, SQ(t));
     /* config stays out of the event: it may hold channel credentials */
     event_emit(t, "info", "account.updated",
                json_pack("{s:s, s:s, s:b, s:b}", "channel", ar->channel, "accountId", ar->account,
@@ -663,7 +663,7 @@ accounts_put(struct req *r)
     spec[1].out = &ar->config;
     if (path_keys(r, &ar->channel, &ar->account) < 0 || req_fields(r, spec) < 0)
         return -1;
-    return db_submit(r, account_put_tx);
+    return req_submit(r, account_put_tx);
 }
 
 /* GET /v1/accounts/{channel}/{accountId}: the account, or 404. */
@@ -738,18 +738,18 @@ static int
 account_delete_tx(struct tx *t, struct req *r)
 {
     struct account_req *ar = r->ctx;
-    sqlite3_stmt *st = db_prep(t->db, "DELETE FROM accounts WHERE channel = ? AND account_id = ?");
+    sqlite3_stmt *st = db_prep(SQ(t), "DELETE FROM accounts WHERE channel = ? AND account_id = ?");
     int rc;
 
     if (!st)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     sqlite3_bind_text(st, 1, ar->channel, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, ar->account, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return db_fail(r, t->db);
-    if (!sqlite3_changes(t->db))
+        return db_fail(r, SQ(t));
+    if (!sqlite3_changes(SQ(t)))
         return req_fail(r, "not_found", NULL, "no account %s/%s", ar->channel, ar->account);
     event_emit(t, "info", "account.deleted",
                json_pack("{s:s, s:s}", "channel", ar->channel, "accountId", ar->account));
@@ -769,5 +769,5 @@ accounts_delete(struct req *r)
     r->ctx_free = free;
     if (path_keys(r, &ar->channel, &ar->account) < 0)
         return -1;
-    return db_submit(r, account_delete_tx);
+    return req_submit(r, account_delete_tx);
 }

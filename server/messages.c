@@ -79,12 +79,12 @@ notify_conversation(struct tx *t, const char *conversation)
 
 /* Insert a message; *id_out gets its id. Returns 0 or -1 (answered). */
 static int
-msg_insert(struct tx *t, struct req *r, const char *conversation, const char *channel,
+msg_insert(struct tx *t, const char *conversation, const char *channel,
            const char *account, const char *direction, const char *channel_message_id,
            const char *from, const char *to, const char *text, json_t *payload, const char *status,
            int64_t *id_out)
 {
-    sqlite3_stmt *st = db_prep(t->db,
+    sqlite3_stmt *st = db_prep(SQ(t),
         "INSERT INTO messages(conversation_id, channel, account_id, direction, channel_message_id,"
         " sender, recipient, text, payload, status, created_at, sent_at)"
         " VALUES(?,?,?,?,?,?,?,?,?,?,?,?)");
@@ -93,7 +93,7 @@ msg_insert(struct tx *t, struct req *r, const char *conversation, const char *ch
 
     if (!st) {
         free(p);
-        return db_fail(r, t->db);
+        return sq_fail(t);
     }
     sqlite3_bind_text(st, 1, conversation, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, channel, -1, SQLITE_TRANSIENT);
@@ -112,28 +112,28 @@ msg_insert(struct tx *t, struct req *r, const char *conversation, const char *ch
     sqlite3_reset(st);
     free(p);
     if (rc != SQLITE_DONE)
-        return db_fail(r, t->db);
-    *id_out = sqlite3_last_insert_rowid(t->db);
+        return sq_fail(t);
+    *id_out = sqlite3_last_insert_rowid(SQ(t));
     notify_conversation(t, conversation);
     return 0;
 }
 
 static int
-msg_set_job(struct tx *t, struct req *r, int64_t msg, json_t *job)
+msg_set_job(struct tx *t, int64_t msg, json_t *job)
 {
-    sqlite3_stmt *st = db_prep(t->db, "UPDATE messages SET job_id = ? WHERE id = ?");
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE messages SET job_id = ? WHERE id = ?");
     const char *jid = json_string_value(json_object_get(job, "id"));
     int64_t j;
 
     if (!st)
-        return db_fail(r, t->db);
+        return sq_fail(t);
     if (!jid || parse_int64(jid, &j) < 0)
-        return req_fail(r, "internal", NULL, "job without an id");
+        return tx_fail(t, "internal", NULL, "job without an id");
     sqlite3_bind_int64(st, 1, j);
     sqlite3_bind_int64(st, 2, msg);
     if (sqlite3_step(st) != SQLITE_DONE) {
         sqlite3_reset(st);
-        return db_fail(r, t->db);
+        return sq_fail(t);
     }
     sqlite3_reset(st);
     return 0;
@@ -145,7 +145,7 @@ msg_set_job(struct tx *t, struct req *r, int64_t msg, json_t *job)
  * queue, inside the caller's write. Sets *dup when it had been seen;
  * fills msg_id/job (new reference) otherwise. */
 int
-inbound_apply(struct tx *t, struct req *r, const struct inbound *in, bool *dup, int64_t *msg_id,
+inbound_apply(struct tx *t, const struct inbound *in, bool *dup, int64_t *msg_id,
               json_t **job_out)
 {
     int64_t first_seen, mid;
@@ -160,9 +160,9 @@ inbound_apply(struct tx *t, struct req *r, const struct inbound *in, bool *dup, 
     if (strcmp(in->account, "default")) {
         char key[2 * MAX_ID + 2];
         snprintf(key, sizeof key, "%s|%s", in->account, in->channel_message_id);
-        if (dedupe_register(t, r, in->channel, key, cfg.dedupe_ttl_ms, dup, &first_seen) < 0)
+        if (dedupe_register(t, in->channel, key, cfg.dedupe_ttl_ms, dup, &first_seen) < 0)
             return -1;
-    } else if (dedupe_register(t, r, in->channel, in->channel_message_id, cfg.dedupe_ttl_ms, dup,
+    } else if (dedupe_register(t, in->channel, in->channel_message_id, cfg.dedupe_ttl_ms, dup,
                                &first_seen) < 0)
         return -1;
     if (*dup) {
@@ -174,7 +174,7 @@ inbound_apply(struct tx *t, struct req *r, const struct inbound *in, bool *dup, 
                              (json_int_t)first_seen));
         return 0;
     }
-    if (msg_insert(t, r, in->conversation, in->channel, in->account, "in", in->channel_message_id,
+    if (msg_insert(t, in->conversation, in->channel, in->account, "in", in->channel_message_id,
                    in->from, NULL, in->text, in->payload, "received", &mid) < 0)
         return -1;
     snprintf(idbuf, sizeof idbuf, "%lld", (long long)mid);
@@ -182,12 +182,12 @@ inbound_apply(struct tx *t, struct req *r, const struct inbound *in, bool *dup, 
                         in->conversation, "channel", in->channel, "accountId", in->account, "from",
                         in->from, "text", in->text ? in->text : "", "channelMessageId",
                         in->channel_message_id);
-    if (jobs_insert(t, r, "agent", payload, 0, 0, 5, NULL, in->conversation, idbuf, &job, NULL) < 0) {
+    if (jobs_insert(t, "agent", payload, 0, 0, 5, NULL, in->conversation, idbuf, &job, NULL) < 0) {
         json_decref(payload);
         return -1;
     }
     json_decref(payload);
-    if (msg_set_job(t, r, mid, job) < 0) {
+    if (msg_set_job(t, mid, job) < 0) {
         json_decref(job);
         return -1;
     }
@@ -216,7 +216,7 @@ inbound_tx(struct tx *t, struct req *r)
     json_t *job;
     char idbuf[24];
 
-    if (inbound_apply(t, r, in, &dup, &mid, &job) < 0)
+    if (inbound_apply(t, in, &dup, &mid, &job) < 0)
         return -1;
     if (dup)
         return req_ok(r, 200, json_pack("{s:b}", "duplicate", 1));
@@ -268,7 +268,7 @@ messages_inbound(struct req *r)
     spec[6].out = &in->payload;
     if (req_fields(r, spec) < 0 || inbound_check(r, in) < 0)
         return -1;
-    return db_submit(r, inbound_tx);
+    return req_submit(r, inbound_tx);
 }
 
 /* ---- web chat ------------------------------------------------------------- */
@@ -325,7 +325,7 @@ messages_web_post(struct req *r)
     if (!w->generated)
         return req_fail(r, "unavailable", NULL, "out of memory");
     w->in.channel_message_id = w->generated;
-    return db_submit(r, inbound_tx);
+    return req_submit(r, inbound_tx);
 }
 
 struct listing {
@@ -401,18 +401,18 @@ static int
 listing_wait_tx(struct tx *t, struct req *r)
 {
     struct listing *l = r->ctx;
-    json_t *msgs = list_after(t->db, l);
+    json_t *msgs = list_after(SQ(t), l);
     char topic[MAX_ID + 8], rev[96];
 
-    if (!msgs || conversation_rev(t->db, l->conversation, rev, sizeof rev) < 0) {
+    if (!msgs || conversation_rev(SQ(t), l->conversation, rev, sizeof rev) < 0) {
         json_decref(msgs);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     if (listing_ready(l, msgs, rev) || t->now >= l->deadline)
         return answer_listing(r, msgs, rev);
     answer_listing(r, msgs, rev);   /* the answer if nothing comes */
     snprintf(topic, sizeof topic, "conv:%s", l->conversation);
-    tx_park(t, r, topic, l->deadline, 0);
+    req_park(t, r, topic, l->deadline, 0);
     return 0;
 }
 
@@ -452,7 +452,7 @@ messages_list(struct req *r)
         return answer_listing(r, msgs, rev);
     json_decref(msgs);
     l->deadline = now_ms() + wait;
-    return db_submit(r, listing_wait_tx);
+    return req_submit(r, listing_wait_tx);
 }
 
 /* GET /v1/conversations?channel=&limit=: the most recently active
@@ -511,7 +511,7 @@ id_of(json_t *v)
 
 /* Queue an outbound message and its job; web messages are final at once. */
 static int
-queue_outbound(struct tx *t, struct req *r, const char *channel, const char *account, const char *to,
+queue_outbound(struct tx *t, const char *channel, const char *account, const char *to,
                const char *text, json_t *payload, const char *conversation, json_t **result)
 {
     bool web = !strcmp(channel, "web");
@@ -519,7 +519,7 @@ queue_outbound(struct tx *t, struct req *r, const char *channel, const char *acc
     char idbuf[24], queue[256];
     json_t *job = NULL, *jp;
 
-    if (msg_insert(t, r, conversation, channel, account, "out", NULL, NULL, to, text, payload,
+    if (msg_insert(t, conversation, channel, account, "out", NULL, NULL, to, text, payload,
                    web ? "sent" : "queued", &mid) < 0)
         return -1;
     snprintf(idbuf, sizeof idbuf, "%lld", (long long)mid);
@@ -534,12 +534,12 @@ queue_outbound(struct tx *t, struct req *r, const char *channel, const char *acc
     snprintf(queue, sizeof queue, "outbound.%s.%s", channel, account);
     jp = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:s}", "messageId", idbuf, "channel", channel, "accountId",
                    account, "to", to, "text", text, "conversationId", conversation);
-    if (jobs_insert(t, r, queue, jp, 0, 0, 5, NULL, conversation, idbuf, &job, NULL) < 0) {
+    if (jobs_insert(t, queue, jp, 0, 0, 5, NULL, conversation, idbuf, &job, NULL) < 0) {
         json_decref(jp);
         return -1;
     }
     json_decref(jp);
-    if (msg_set_job(t, r, mid, job) < 0) {
+    if (msg_set_job(t, mid, job) < 0) {
         json_decref(job);
         return -1;
     }
@@ -580,10 +580,10 @@ is_outbound_queue(const char *queue, char *channel, size_t n)
 }
 
 static int
-set_status(struct tx *t, struct req *r, int64_t mid, const char *status, const char *channel_id,
+set_status(struct tx *t, int64_t mid, const char *status, const char *channel_id,
            const char *error)
 {
-    sqlite3_stmt *st = db_prep(t->db,
+    sqlite3_stmt *st = db_prep(SQ(t),
         "UPDATE messages SET status = ?1, channel_message_id = coalesce(?2, channel_message_id),"
         " error = ?3, sent_at = CASE WHEN ?1 = 'sent' THEN ?4 ELSE sent_at END,"
         " delivery = CASE WHEN ?1 = 'sent' THEN coalesce(delivery, 'sent') ELSE ?1 END"
@@ -591,7 +591,7 @@ set_status(struct tx *t, struct req *r, int64_t mid, const char *status, const c
     int rc;
 
     if (!st)
-        return db_fail(r, t->db);
+        return sq_fail(t);
     sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, channel_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 3, error, -1, SQLITE_TRANSIENT);
@@ -606,11 +606,11 @@ set_status(struct tx *t, struct req *r, int64_t mid, const char *status, const c
         return 0;
     }
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : db_fail(r, t->db);
+    return rc == SQLITE_DONE ? 0 : sq_fail(t);
 }
 
 static int
-messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result, json_t *reply)
+messages_job_completed(struct tx *t, json_t *job, json_t *result, json_t *reply)
 {
     const char *queue = json_string_value(json_object_get(job, "queue"));
     json_t *payload = json_object_get(job, "payload");
@@ -625,7 +625,7 @@ messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result,
 
         if (!mid)
             return 0;       /* an outbound job nobody tracks as a message */
-        if (set_status(t, r, mid, "sent", sent_id, NULL) < 0)
+        if (set_status(t, mid, "sent", sent_id, NULL) < 0)
             return -1;
         snprintf(name, sizeof name, "%s.outbound.sent", channel);
         event_emit(t, "info", name,
@@ -645,13 +645,13 @@ messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result,
         int rc;
 
         if (!text)
-            return req_fail(r, "bad_request", NULL, "field 'reply.text' must be a string");
+            return tx_fail(t, "bad_request", NULL, "field 'reply.text' must be a string");
         if (!mid)
-            return req_fail(r, "bad_request", NULL,
+            return tx_fail(t, "bad_request", NULL,
                             "a reply needs a job created from a message (this job has no messageId)");
-        if (!(in = msg_get(t->db, mid)))
-            return req_fail(r, "conflict", NULL, "the message this job answers no longer exists");
-        rc = queue_outbound(t, r, json_string_value(json_object_get(in, "channel")),
+        if (!(in = msg_get(SQ(t), mid)))
+            return tx_fail(t, "conflict", NULL, "the message this job answers no longer exists");
+        rc = queue_outbound(t, json_string_value(json_object_get(in, "channel")),
                             json_string_value(json_object_get(in, "accountId")),
                             json_string_value(json_object_get(in, "from")), text,
                             json_object_get(reply, "payload"),
@@ -662,7 +662,7 @@ messages_job_completed(struct tx *t, struct req *r, json_t *job, json_t *result,
 }
 
 static int
-messages_job_failed(struct tx *t, struct req *r, json_t *job)
+messages_job_failed(struct tx *t, json_t *job)
 {
     const char *queue = json_string_value(json_object_get(job, "queue"));
     json_t *payload = json_object_get(job, "payload");
@@ -680,7 +680,7 @@ messages_job_failed(struct tx *t, struct req *r, json_t *job)
     }
     if (!(mid = id_of(json_object_get(payload, "messageId"))))
         return 0;
-    if (set_status(t, r, mid, "failed", NULL, json_string_value(json_object_get(job, "errorReason"))) < 0)
+    if (set_status(t, mid, "failed", NULL, json_string_value(json_object_get(job, "errorReason"))) < 0)
         return -1;
     snprintf(name, sizeof name, "%s.send.failed", channel);
     event_emit(t, "warn", name,
@@ -693,15 +693,15 @@ messages_job_failed(struct tx *t, struct req *r, json_t *job)
 }
 
 static int
-messages_job_progress(struct tx *t, struct req *r, int64_t job_id, const char *token, const char *text)
+messages_job_progress(struct tx *t, int64_t job_id, const char *token, const char *text)
 {
-    sqlite3_stmt *st = db_prep(t->db,
+    sqlite3_stmt *st = db_prep(SQ(t),
         "UPDATE messages SET partial = ?1, partial_token = ?2, partial_rev = partial_rev + 1"
         " WHERE job_id = ?3 AND direction = 'in' RETURNING conversation_id");
     int rc;
 
     if (!st)
-        return db_fail(r, t->db);
+        return sq_fail(t);
     sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, token, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, job_id);
@@ -711,15 +711,15 @@ messages_job_progress(struct tx *t, struct req *r, int64_t job_id, const char *t
         notify_conversation(t, conv);
     }
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : db_fail(r, t->db);
+    return rc == SQLITE_DONE ? 0 : sq_fail(t);
 }
 
 /* Delivery reports from a channel webhook (WhatsApp statuses[]). */
 int
-messages_delivery(struct tx *t, struct req *r, const char *channel, const char *channel_message_id,
+messages_delivery(struct tx *t, const char *channel, const char *channel_message_id,
                   const char *delivery, const char *error)
 {
-    sqlite3_stmt *st = db_prep(t->db,
+    sqlite3_stmt *st = db_prep(SQ(t),
         "UPDATE messages SET delivery = ?1,"
         " status = CASE WHEN ?1 = 'failed' THEN 'failed' WHEN status = 'queued' THEN 'sent' ELSE status END,"
         " error = CASE WHEN ?1 = 'failed' THEN ?2 ELSE error END,"
@@ -729,7 +729,7 @@ messages_delivery(struct tx *t, struct req *r, const char *channel, const char *
     bool found = false;
 
     if (!st)
-        return db_fail(r, t->db);
+        return sq_fail(t);
     sqlite3_bind_text(st, 1, delivery, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, error, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, t->now);
@@ -776,7 +776,7 @@ outbound_tx(struct tx *t, struct req *r)
     struct outbound *o = r->ctx;
     json_t *res = NULL;
 
-    if (queue_outbound(t, r, o->channel, o->account, o->to, o->text, NULL, o->conversation, &res) < 0)
+    if (queue_outbound(t, o->channel, o->account, o->to, o->text, NULL, o->conversation, &res) < 0)
         return -1;
     return req_ok(r, 201, res);
 }
@@ -816,7 +816,7 @@ messages_outbound(struct req *r)
         snprintf(o->conv_buf, n, "%s:%s:%s", o->channel, o->account, o->to);
         o->conversation = o->conv_buf;
     }
-    return db_submit(r, outbound_tx);
+    return req_submit(r, outbound_tx);
 }
 
 /* GET /v1/messages/{id} */

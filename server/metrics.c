@@ -28,7 +28,7 @@ static struct series *http;
 static size_t nhttp, caphttp;
 static json_t *event_counts;    /* {name: count} */
 
-/* group commit (db.c calls metrics_commit after every transaction) */
+/* group commit (the writer calls metrics_commit after every transaction) */
 static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 #define NBATCH (sizeof batch_buckets / sizeof *batch_buckets)
 static const double commit_buckets[] = {0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000};
@@ -372,7 +372,7 @@ metrics_get(struct req *r)
     help(&o, "baton_wal_bytes", "gauge", "Size of the write-ahead log.");
     file_size(&o, "baton_wal_bytes", cfg.db_path, "-wal");
     help(&o, "baton_parked_requests", "gauge", "Long-poll requests waiting (claims, conversation reads).");
-    out_printf(&o, "baton_parked_requests %zu\n", wait_count());
+    out_printf(&o, "baton_parked_requests %zu\n", writer_parked());
     help(&o, "baton_rate_limited_total", "counter",
          "Requests refused (429) or slowed by each limit since start.");
     ratelimit_foreach(render_limit, &o);

@@ -510,9 +510,9 @@ add_delete(struct req *r, struct write_ctx *c, const char *key)
 
 /* The lease fence, in the write's transaction. */
 static int
-fence(struct tx *t, struct req *r, struct write_ctx *c)
+fence(struct tx *t, struct write_ctx *c)
 {
-    return c->has_token ? lease_fence(t, r, c->channel, c->account, c->token) : 0;
+    return c->has_token ? lease_fence(t, c->channel, c->account, c->token) : 0;
 }
 
 /* Apply c's operations; counts what was written and what was deleted. */
@@ -525,13 +525,13 @@ apply(struct tx *t, struct req *r, struct write_ctx *c, int64_t *nset, int64_t *
         sqlite3_stmt *st;
 
         if (o->data) {
-            st = db_prep(t->db, "INSERT INTO sessions(channel, account_id, key, enc, value, updated_at)"
+            st = db_prep(SQ(t), "INSERT INTO sessions(channel, account_id, key, enc, value, updated_at)"
                                 " VALUES(?, ?, ?, ?, ?, ?)"
                                 " ON CONFLICT(channel, account_id, key) DO UPDATE"
                                 " SET enc = excluded.enc, value = excluded.value,"
                                 " updated_at = excluded.updated_at");
             if (!st)
-                return db_fail(r, t->db);
+                return db_fail(r, SQ(t));
             sqlite3_bind_int(st, 4, o->enc);
             if (o->enc)
                 sqlite3_bind_blob(st, 5, o->data, (int)o->len, SQLITE_STATIC);
@@ -539,22 +539,22 @@ apply(struct tx *t, struct req *r, struct write_ctx *c, int64_t *nset, int64_t *
                 sqlite3_bind_text(st, 5, (const char *)o->data, (int)o->len, SQLITE_STATIC);
             sqlite3_bind_int64(st, 6, t->now);
         } else {
-            st = db_prep(t->db, "DELETE FROM sessions WHERE channel = ? AND account_id = ? AND key = ?");
+            st = db_prep(SQ(t), "DELETE FROM sessions WHERE channel = ? AND account_id = ? AND key = ?");
             if (!st)
-                return db_fail(r, t->db);
+                return db_fail(r, SQ(t));
         }
         sqlite3_bind_text(st, 1, c->channel, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, c->account, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, o->key, -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE) {
             sqlite3_reset(st);
-            return db_fail(r, t->db);
+            return db_fail(r, SQ(t));
         }
         sqlite3_reset(st);
         if (o->data)
             (*nset)++;
         else
-            *ndel += sqlite3_changes(t->db);
+            *ndel += sqlite3_changes(SQ(t));
     }
     return 0;
 }
@@ -580,7 +580,7 @@ put_tx(struct tx *t, struct req *r)
     struct write_ctx *c = r->ctx;
     int64_t nset, ndel;
 
-    if (fence(t, r, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
+    if (fence(t, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
         return -1;
     emit(t, c, "updated", json_pack("{s:s}", "key", c->ops[0].key));
     return req_ok(r, 200, json_pack("{s:s, s:I}", "key", c->ops[0].key, "updatedAt", (json_int_t)t->now));
@@ -594,7 +594,7 @@ sessions_put(struct req *r)
 
     if (!c || add_set(r, c, req_param(r, 2), value) < 0)
         return -1;
-    return db_submit(r, put_tx);
+    return req_submit(r, put_tx);
 }
 
 /* DELETE /v1/sessions/{channel}/{accountId}/keys/{key} {leaseToken?} */
@@ -605,7 +605,7 @@ delete_tx(struct tx *t, struct req *r)
     struct write_ctx *c = r->ctx;
     int64_t nset, ndel;
 
-    if (fence(t, r, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
+    if (fence(t, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
         return -1;
     if (ndel)
         emit(t, c, "deleted", json_pack("{s:s}", "key", c->ops[0].key));
@@ -619,7 +619,7 @@ sessions_delete(struct req *r)
 
     if (!c || add_delete(r, c, req_param(r, 2)) < 0)
         return -1;
-    return db_submit(r, delete_tx);
+    return req_submit(r, delete_tx);
 }
 
 /* POST /v1/sessions/{channel}/{accountId}/batch {set?, delete?, leaseToken?} */
@@ -631,7 +631,7 @@ batch_tx(struct tx *t, struct req *r)
     int64_t nset, ndel;
     json_t *names;
 
-    if (fence(t, r, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
+    if (fence(t, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
         return -1;
     if (c->nops) {
         names = json_array();
@@ -668,7 +668,7 @@ sessions_batch(struct req *r)
     json_object_foreach(set, key, v)
         if (add_set(r, c, key, v) < 0)
             return -1;
-    return db_submit(r, batch_tx);
+    return req_submit(r, batch_tx);
 }
 
 /* DELETE /v1/sessions/{channel}/{accountId} {leaseToken?} -- clearAll */
@@ -680,19 +680,19 @@ clear_tx(struct tx *t, struct req *r)
     sqlite3_stmt *st;
     int64_t n;
 
-    if (fence(t, r, c) < 0)
+    if (fence(t, c) < 0)
         return -1;
-    st = db_prep(t->db, "DELETE FROM sessions WHERE channel = ? AND account_id = ?");
+    st = db_prep(SQ(t), "DELETE FROM sessions WHERE channel = ? AND account_id = ?");
     if (!st)
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     sqlite3_bind_text(st, 1, c->channel, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, c->account, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) {
         sqlite3_reset(st);
-        return db_fail(r, t->db);
+        return db_fail(r, SQ(t));
     }
     sqlite3_reset(st);
-    n = sqlite3_changes(t->db);
+    n = sqlite3_changes(SQ(t));
     emit(t, c, "cleared", json_pack("{s:I}", "deleted", (json_int_t)n));
     return req_ok(r, 200, json_pack("{s:I}", "deleted", (json_int_t)n));
 }
@@ -702,5 +702,5 @@ sessions_clear(struct req *r)
 {
     struct write_ctx *c = write_begin(r, 0, NULL, NULL, NULL);
 
-    return c ? db_submit(r, clear_tx) : -1;
+    return c ? req_submit(r, clear_tx) : -1;
 }

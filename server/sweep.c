@@ -1,5 +1,5 @@
 /* sweep.c -- periodic maintenance, run by the writer every
- * BATON_SWEEP_INTERVAL_MS as one more write in a batch. Each module's sweep
+ * BATON_SWEEP_INTERVAL_MS as one more write in a batch (its maintain hook). Each module's sweep
  * runs in this transaction; a failing one fails the sweep, which is retried
  * at the next interval. Every part is bounded, so a backlog (a mass lock
  * expiry, a week of events) is worked off in chunks with other writes in
@@ -8,12 +8,10 @@
 
 #define EVENTS_PRUNE_BATCH 10000
 
-static bool again;          /* writer thread only */
-
 static int
 events_prune(struct tx *t, bool *more)
 {
-    sqlite3_stmt *st = db_prep(t->db, "DELETE FROM events WHERE id IN"
+    sqlite3_stmt *st = db_prep(SQ(t), "DELETE FROM events WHERE id IN"
                                       " (SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)");
 
     if (!st)
@@ -22,30 +20,22 @@ events_prune(struct tx *t, bool *more)
     sqlite3_bind_int(st, 2, EVENTS_PRUNE_BATCH);
     if (sqlite3_step(st) != SQLITE_DONE)
         return -1;
-    *more = sqlite3_changes(t->db) == EVENTS_PRUNE_BATCH;
+    *more = sqlite3_changes(SQ(t)) == EVENTS_PRUNE_BATCH;
     return 0;
 }
 
-bool
-sweep_again(void)
-{
-    return again;
-}
-
 int
-sweep_run(struct tx *t, struct req *r)
+sweep_run(struct tx *t, bool *again)
 {
     bool more_events = false, more_jobs = false;
 
-    again = false;
+    *again = false;
     if (events_prune(t, &more_events) < 0)
-        return db_fail(r, t->db);
-    /* jobs */
+        return sq_fail(t);
     if (jobs_sweep(t, NULL, NULL, &more_jobs) < 0)
-        return db_fail(r, t->db);
-    /* dedupe */
+        return sq_fail(t);
     if (dedupe_prune(t) < 0)
-        return db_fail(r, t->db);
-    again = more_events || more_jobs;
-    return req_ok(r, 200, NULL);
+        return sq_fail(t);
+    *again = more_events || more_jobs;
+    return 0;
 }

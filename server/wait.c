@@ -1,4 +1,4 @@
-/* wait.c -- long-poll waiters. Only the writer thread touches this list,
+/* wait.c -- parked writes (long-poll waiters). Only the writer thread touches this list,
  * so parking, waking and committing are ordered without locks: a request
  * that found nothing is parked after the commit of the batch that looked,
  * and any later commit that makes something available wakes it. */
@@ -6,20 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batond.h"
+#include "core.h"
 
-static struct req *parked;          /* singly linked through r->next */
+static struct wreq *parked;          /* singly linked through r->next */
 static _Atomic size_t nparked;    /* read by /metrics from other threads */
 
 static void
-push(struct req **list, struct req *r)
+push(struct wreq **list, struct wreq *r)
 {
     r->next = *list;
     *list = r;
 }
 
 void
-wait_add(struct req *r)
+wait_add(struct wreq *r)
 {
     r->parked = true;
     push(&parked, r);
@@ -28,12 +28,12 @@ wait_add(struct req *r)
 
 /* Unlink every parked request for which pick() says so onto *out. */
 static void
-take(struct req **out, bool (*pick)(struct req *, const void *), const void *arg)
+take(struct wreq **out, bool (*pick)(struct wreq *, const void *), const void *arg)
 {
-    struct req **pp = &parked;
+    struct wreq **pp = &parked;
 
     while (*pp) {
-        struct req *r = *pp;
+        struct wreq *r = *pp;
         if (pick(r, arg)) {
             *pp = r->next;
             r->parked = false;
@@ -45,13 +45,13 @@ take(struct req **out, bool (*pick)(struct req *, const void *), const void *arg
 }
 
 static bool
-on_topic(struct req *r, const void *topic)
+on_topic(struct wreq *r, const void *topic)
 {
     return !strcmp(r->topic, topic);
 }
 
 void
-wait_wake(const char *topic, struct req **retry)
+wait_wake(const char *topic, struct wreq **retry)
 {
     take(retry, on_topic, topic);
 }
@@ -59,7 +59,7 @@ wait_wake(const char *topic, struct req **retry)
 void
 wait_note_due(const char *topic, int64_t at)
 {
-    for (struct req *r = parked; r; r = r->next)
+    for (struct wreq *r = parked; r; r = r->next)
         if (!strcmp(r->topic, topic) && (!r->due || at < r->due))
             r->due = at;
 }
@@ -69,7 +69,7 @@ wait_next(void)
 {
     int64_t next = 0;
 
-    for (struct req *r = parked; r; r = r->next) {
+    for (struct wreq *r = parked; r; r = r->next) {
         if (!next || r->deadline < next)
             next = r->deadline;
         if (r->due && r->due < next)
@@ -79,33 +79,33 @@ wait_next(void)
 }
 
 static bool
-is_due(struct req *r, const void *now)
+is_due(struct wreq *r, const void *now)
 {
     return r->due && r->due <= *(const int64_t *)now && r->due < r->deadline;
 }
 
 static bool
-is_expired(struct req *r, const void *now)
+is_expired(struct wreq *r, const void *now)
 {
     return r->deadline <= *(const int64_t *)now;
 }
 
 void
-wait_expire(int64_t now, struct req **resume, struct req **retry)
+wait_expire(int64_t now, struct wreq **resume, struct wreq **retry)
 {
     take(retry, is_due, &now);
     take(resume, is_expired, &now);
 }
 
 static bool
-any(struct req *r, const void *arg)
+any(struct wreq *r, const void *arg)
 {
     (void)r, (void)arg;
     return true;
 }
 
 void
-wait_drain(struct req **resume)
+wait_drain(struct wreq **resume)
 {
     take(resume, any, NULL);
 }
@@ -114,33 +114,4 @@ size_t
 wait_count(void)
 {
     return nparked;
-}
-
-/* ---- called from write functions: recorded in the tx, applied by the
- * writer only if that write commits ---------------------------------- */
-
-void
-tx_park(struct tx *t, struct req *r, const char *topic, int64_t deadline, int64_t due)
-{
-    (void)t;
-    free(r->topic);
-    r->topic = strdup(topic);
-    r->deadline = deadline;
-    r->due = due;
-    r->parked = true;       /* the writer files it after the commit */
-}
-
-void
-tx_notify(struct tx *t, const char *topic)
-{
-    json_array_append_new(t->notify, json_string(topic));
-}
-
-void
-tx_due(struct tx *t, const char *topic, int64_t at)
-{
-    json_t *cur = json_object_get(t->due, topic);
-
-    if (!cur || at < json_integer_value(cur))
-        json_object_set_new(t->due, topic, json_integer(at));
 }

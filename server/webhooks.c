@@ -135,7 +135,7 @@ telegram_tx(struct tx *t, struct req *r)
                             json_object_get(chat, "type") ? json_object_get(chat, "type") : json_null(),
                             "date", json_object_get(msg, "date") ? json_object_get(msg, "date") : json_null());
         in = (struct inbound){"telegram", account, cmid, conv, chat_id, text, payload};
-        if (inbound_apply(t, r, &in, &dup, &mid, &job) < 0) {
+        if (inbound_apply(t, &in, &dup, &mid, &job) < 0) {
             json_decref(payload);
             return -1;
         }
@@ -167,7 +167,7 @@ webhooks_telegram(struct req *r)
         return -1;
     if (!r->json)
         return req_fail(r, "bad_request", NULL, "request body must be a Telegram Update object");
-    return db_submit(r, telegram_tx);
+    return req_submit(r, telegram_tx);
 }
 
 /* ---- WhatsApp Cloud ------------------------------------------------------------ */
@@ -284,7 +284,7 @@ whatsapp_tx(struct tx *t, struct req *r)
                                                     ? json_object_get(json_object_get(value, "metadata"), "phone_number_id")
                                                     : json_null());
                     in = (struct inbound){"whatsapp", account, wamid, conv, from, text, payload};
-                    if (inbound_apply(t, r, &in, &dup, &mid, NULL) < 0) {
+                    if (inbound_apply(t, &in, &dup, &mid, NULL) < 0) {
                         json_decref(payload);
                         return -1;
                     }
@@ -307,7 +307,7 @@ whatsapp_tx(struct tx *t, struct req *r)
                              json_string_value(json_object_get(err0, "title"))
                                  ? json_string_value(json_object_get(err0, "title")) : "");
                 utf8_sanitize(reason);
-                if (messages_delivery(t, r, "whatsapp", id, st, *reason ? reason : NULL) < 0)
+                if (messages_delivery(t, "whatsapp", id, st, *reason ? reason : NULL) < 0)
                     return -1;
                 statuses++;
             }
@@ -331,5 +331,5 @@ webhooks_whatsapp(struct req *r)
         return -1;
     if (!r->json || !json_is_array(json_object_get(r->json, "entry")))
         return req_fail(r, "bad_request", NULL, "field 'entry' must be an array");
-    return db_submit(r, whatsapp_tx);
+    return req_submit(r, whatsapp_tx);
 }

@@ -6,10 +6,41 @@
 #include <unistd.h>
 
 #include "batond.h"
+#include "store_sqlite.h"
 #include "harness.h"
 
 static char dir[64];
 static char why_buf[512];
+
+/* The layers below the API as batond runs them: the store, the in-process
+ * notifier delivering wake-ups to the writer, and the writer. */
+static void
+deliver(const char *topic, int64_t due)
+{
+    if (strcmp(topic, TOPIC_EVENTS))
+        writer_wake(topic, due);
+}
+
+static int
+core_start(void)
+{
+    char why[256];
+
+    if (store->open(why, sizeof why) < 0 || notifier->start(deliver, why, sizeof why) < 0 ||
+        writer_start(why, sizeof why) < 0) {
+        fprintf(stderr, "core_start: %s\n", why);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+core_stop(void)
+{
+    writer_stop();
+    notifier->stop();
+    store->close();
+}
 
 static void
 setup(void)
@@ -269,16 +300,16 @@ START_TEST(write_commits_and_failure_rolls_back)
 {
     struct req *r = req_new_internal();
 
-    ck_assert_int_eq(db_start(), 0);
-    ck_assert_int_eq(db_write(r, emit_ok), 0);
+    ck_assert_int_eq(core_start(), 0);
+    ck_assert_int_eq(req_write(r, emit_ok), 0);
     ck_assert_int_eq(r->status, 200);
-    ck_assert_int_eq(db_write(r, emit_then_fail), -1);
+    ck_assert_int_eq(req_write(r, emit_then_fail), -1);
     ck_assert_int_eq(r->status, 409);
     ck_assert_str_eq(r->err_code, "conflict");
     ck_assert_int_eq(count_events("test.ok"), 1);
     ck_assert_int_eq(count_events("test.fail"), 0);
     req_free(r);
-    db_stop();
+    core_stop();
 }
 END_TEST
 
@@ -289,7 +320,7 @@ writer_client(void *arg)
 
     for (int i = 0; i < 50; i++) {
         struct req *r = req_new_internal();
-        int rc = db_write(r, (i + id) % 5 == 0 ? emit_then_fail : emit_ok);
+        int rc = req_write(r, (i + id) % 5 == 0 ? emit_then_fail : emit_ok);
         ck_assert_int_eq(rc, (i + id) % 5 == 0 ? -1 : 0);
         req_free(r);
     }
@@ -301,14 +332,14 @@ START_TEST(concurrent_writes_fail_alone)
 {
     pthread_t th[8];
 
-    ck_assert_int_eq(db_start(), 0);
+    ck_assert_int_eq(core_start(), 0);
     for (intptr_t i = 0; i < 8; i++)
         pthread_create(&th[i], NULL, writer_client, (void *)i);
     for (int i = 0; i < 8; i++)
         pthread_join(th[i], NULL);
     ck_assert_int_eq(count_events("test.ok"), 8 * 40);
     ck_assert_int_eq(count_events("test.fail"), 0);
-    db_stop();
+    core_stop();
 }
 END_TEST
 
@@ -319,7 +350,7 @@ static int64_t wait_ms, due_ms;
 static int
 take_or_park(struct tx *t, struct req *r)
 {
-    sqlite3_stmt *st = db_prep(t->db, "DELETE FROM events WHERE id = "
+    sqlite3_stmt *st = db_prep(SQ(t), "DELETE FROM events WHERE id = "
                                       "(SELECT min(id) FROM events WHERE event = 'test.item') RETURNING id");
     bool got = sqlite3_step(st) == SQLITE_ROW;
 
@@ -327,7 +358,7 @@ take_or_park(struct tx *t, struct req *r)
     if (got)
         return req_ok(r, 200, NULL);
     req_ok(r, 204, NULL);
-    tx_park(t, r, "items", t->now + wait_ms, due_ms ? t->now + due_ms : 0);
+    req_park(t, r, "items", t->now + wait_ms, due_ms ? t->now + due_ms : 0);
     return 0;
 }
 
@@ -343,7 +374,7 @@ static void *
 taker(void *arg)
 {
     struct req *r = arg;
-    db_write(r, take_or_park);
+    req_write(r, take_or_park);
     return NULL;
 }
 
@@ -355,18 +386,18 @@ START_TEST(parked_write_woken_by_notify)
 
     wait_ms = 30000;
     due_ms = 0;
-    ck_assert_int_eq(db_start(), 0);
+    ck_assert_int_eq(core_start(), 0);
     pthread_create(&th, NULL, taker, r);
     usleep(200 * 1000);
     ck_assert_int_eq(r->status, 204);   /* parked with its timeout answer */
-    ck_assert_int_eq(db_write(w, put_item), 0);
+    ck_assert_int_eq(req_write(w, put_item), 0);
     pthread_join(th, NULL);
     ck_assert_int_eq(r->status, 200);   /* woken at once, took the item */
     ck_assert_int_lt(now_ms() - t0, 10000);
     ck_assert_int_eq(count_events("test.item"), 0);
     req_free(r);
     req_free(w);
-    db_stop();
+    core_stop();
 }
 END_TEST
 
@@ -377,12 +408,12 @@ START_TEST(parked_write_times_out)
 
     wait_ms = 300;
     due_ms = 0;
-    ck_assert_int_eq(db_start(), 0);
-    ck_assert_int_eq(db_write(r, take_or_park), 0);
+    ck_assert_int_eq(core_start(), 0);
+    ck_assert_int_eq(req_write(r, take_or_park), 0);
     ck_assert_int_eq(r->status, 204);
     ck_assert_int_ge(now_ms() - t0, 290);
     req_free(r);
-    db_stop();
+    core_stop();
 }
 END_TEST
 
@@ -400,15 +431,15 @@ START_TEST(parked_write_rerun_when_due)
 
     wait_ms = 30000;
     due_ms = 500;
-    ck_assert_int_eq(db_start(), 0);
+    ck_assert_int_eq(core_start(), 0);
     pthread_create(&th, NULL, taker, r);
     usleep(100 * 1000);
-    ck_assert_int_eq(db_write(w, put_item_silently), 0);
+    ck_assert_int_eq(req_write(w, put_item_silently), 0);
     pthread_join(th, NULL);
     ck_assert_int_eq(r->status, 200);
     req_free(r);
     req_free(w);
-    db_stop();
+    core_stop();
 }
 END_TEST
 
@@ -419,10 +450,10 @@ START_TEST(shutdown_answers_parked)
 
     wait_ms = 60000;
     due_ms = 0;
-    ck_assert_int_eq(db_start(), 0);
+    ck_assert_int_eq(core_start(), 0);
     pthread_create(&th, NULL, taker, r);
     usleep(100 * 1000);
-    db_stop();
+    core_stop();
     pthread_join(th, NULL);
     ck_assert_int_eq(r->status, 204);
     req_free(r);
@@ -441,7 +472,7 @@ static void *
 run_write(void *arg)
 {
     struct req *r = arg;
-    db_write(r, r->ctx ? (int (*)(struct tx *, struct req *))r->ctx : emit_ok);
+    req_write(r, r->ctx ? (int (*)(struct tx *, struct req *))r->ctx : emit_ok);
     return NULL;
 }
 
@@ -455,7 +486,7 @@ START_TEST(batch_with_parked_answers_the_rest)
 
     wait_ms = 30000;
     due_ms = 0;
-    ck_assert_int_eq(db_start(), 0);
+    ck_assert_int_eq(core_start(), 0);
     slow->ctx = (void *)slow_ok;
     parker->ctx = (void *)take_or_park;
     plain->ctx = NULL;
@@ -466,7 +497,7 @@ START_TEST(batch_with_parked_answers_the_rest)
     pthread_join(t1, NULL);
     pthread_join(t3, NULL);             /* hangs here if the batch was cut short */
     ck_assert_int_eq(plain->status, 200);
-    ck_assert_int_eq(db_write(w, put_item), 0);     /* and the parked one still wakes */
+    ck_assert_int_eq(req_write(w, put_item), 0);     /* and the parked one still wakes */
     pthread_join(t2, NULL);
     ck_assert_int_eq(parker->status, 200);
     slow->ctx = parker->ctx = NULL;
@@ -474,7 +505,7 @@ START_TEST(batch_with_parked_answers_the_rest)
     req_free(parker);
     req_free(plain);
     req_free(w);
-    db_stop();
+    core_stop();
 }
 END_TEST
 

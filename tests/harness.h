@@ -84,6 +84,7 @@ Suite *suite_client(void);      /* libbaton (client/) */
 Suite *suite_cli(void);         /* the baton CLI */
 Suite *suite_fields(void);
 Suite *suite_db(void);
+Suite *suite_store(void);
 Suite *suite_http(void);
 /* jobs */
 Suite *suite_jobs(void);

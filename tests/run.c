@@ -18,6 +18,7 @@ main(void)
     srunner_add_suite(sr, suite_cli());     /* the baton CLI */
     srunner_add_suite(sr, suite_fields());
     srunner_add_suite(sr, suite_db());
+    srunner_add_suite(sr, suite_store()); /* the storage interface, per backend */
     srunner_add_suite(sr, suite_http());
     srunner_add_suite(sr, suite_hardening());
     /* jobs */

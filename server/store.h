@@ -1,0 +1,171 @@
+/* store.h -- the storage interface of batond.
+ *
+ * DESIGN
+ * Everything batond keeps goes through one table of operations, struct
+ * store_ops: one function per operation over typed structs (a job, a lease,
+ * a dedupe result, a session entry), the way a driver interface works. A
+ * backend owns its SQL, its connections and its clock; nothing above this
+ * header knows which database it runs on. The SQLite backend is
+ * store_sqlite*.c; a second backend provides another struct store_ops and
+ * is chosen at start (store_select).
+ *
+ * Connections: the writer owns one write connection (connect) and runs
+ * every write of a batch inside one transaction (begin .. commit), each
+ * write in its own savepoint. Readers use the calling thread's read
+ * connection (reader). Every operation takes a struct tx: the connection,
+ * the store's clock at the start of the write (`now`: what decides
+ * ownership and due times comes from here, never from another clock) and
+ * the fault of the last failure.
+ *
+ * Errors: an operation returns -1 (or another negative documented value)
+ * after setting t->err with tx_fail: "unavailable" when the database cannot
+ * be used (busy, full, I/O), "internal" otherwise. Results that are not
+ * errors (no such row, a token that does not match) are return values or
+ * out-parameters, never faults.
+ *
+ * This header is the bottom of the layers: it includes only base.h.
+ */
+#ifndef BATON_STORE_H
+#define BATON_STORE_H
+
+#include "base.h"
+
+struct sconn;                       /* a backend connection (opaque) */
+
+/* The failure of a write or a read, in the words of SPEC section 2: code
+ * is a static snake_case error code ("not_found", "lease_not_held",
+ * "unavailable"...), msg a sentence, details (owned, may be NULL) extra
+ * members of the error object. The API layer turns it into an answer. */
+struct fault {
+    const char *code;               /* NULL while nothing failed */
+    char msg[512];
+    json_t *details;
+};
+
+/* One write (inside the writer's batch) or one read. */
+struct tx {
+    struct sconn *c;                /* the connection it runs on */
+    int64_t now;                    /* the store's clock, epoch ms */
+    json_t *events;                 /* event lines to print after commit (writes) */
+    json_t *notify;                 /* topics to wake after commit (writes) */
+    json_t *due;                    /* {topic: ms} due times (writes) */
+    struct fault err;
+};
+
+/* Record a failure in t (details stolen). Returns -1. */
+int tx_fail(struct tx *t, const char *code, json_t *details, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Forget t's failure (after a caller handled it). */
+void tx_clear_fault(struct tx *t);
+/* Move t's failure into f (f's old details are dropped). */
+void fault_move(struct fault *f, struct tx *t);
+
+/* A read: t gets the calling thread's read connection and the store's
+ * clock. -1 with t->err set when no connection could be opened. Call
+ * tx_read_end when done (it releases the snapshot and the fault). */
+int tx_read(struct tx *t);
+void tx_read_end(struct tx *t);
+
+/* ---- migrations: each backend's schema/<backend>/NNN_*.sql ------------- */
+
+struct migration {
+    const char *name;               /* "001_core.sql" */
+    const char *sql;
+};
+
+/* ---- resource operations: typed rows ------------------------------------
+ * Each resource's operations are a table of their own, filled by the
+ * backend; the sections below are in the order of the layers above them. */
+
+/* ---- jobs ---------------------------------------------------------------- */
+
+struct store_jobs;
+
+/* ---- end of jobs ---- */
+
+/* ---- leases ---------------------------------------------------------------- */
+
+struct store_leases;
+
+/* ---- end of leases ---- */
+
+/* ---- dedupe ---------------------------------------------------------------- */
+
+struct store_dedupe;
+
+/* ---- end of dedupe ---- */
+
+/* ---- sessions ---------------------------------------------------------------- */
+
+struct store_sessions;
+
+/* ---- end of sessions ---- */
+
+/* ---- messages ---------------------------------------------------------------- */
+
+struct store_messages;
+
+/* ---- end of messages ---- */
+
+/* ---- events ---------------------------------------------------------------- */
+
+struct store_events;
+
+/* ---- end of events ---- */
+
+
+/* ---- the backend --------------------------------------------------------- */
+
+struct store_ops {
+    const char *name;               /* "sqlite" */
+
+    /* Open the database named by cfg.db_path (creating it), lock it for
+     * this process and apply the missing migrations. 0; -1 on error, -2
+     * when another batond holds it, -3 when it is newer than this binary.
+     * why gets a one-line reason. */
+    int (*open)(char *why, size_t n);
+    /* After the last connection is gone: checkpoint, unlock, close. */
+    void (*close)(void);
+
+    /* A write connection (the writer's; tests open several). */
+    int (*connect)(struct sconn **c, char *why, size_t n);
+    void (*disconnect)(struct sconn *c);
+    /* The calling thread's read connection, opened on first use, closed
+     * when the thread ends; NULL when it cannot be opened. */
+    struct sconn *(*reader)(void);
+    /* A read on c is over: release what it holds (statements, snapshot). */
+    void (*read_done)(struct sconn *c);
+
+    /* The clock every write uses (epoch ms). */
+    int64_t (*now)(struct sconn *c);
+
+    /* The writer's transaction: begin, one savepoint per write (release
+     * keeps it, rollback_to undoes it), commit or rollback. aborted says
+     * whether the backend rolled the whole transaction back by itself
+     * (disk full, I/O error, a lost connection): nothing of the batch
+     * is kept and no more of it may run. begin and commit set f on
+     * failure. */
+    int (*begin)(struct sconn *c, struct fault *f);
+    int (*savepoint)(struct sconn *c);
+    int (*release)(struct sconn *c);
+    int (*rollback_to)(struct sconn *c);
+    bool (*aborted)(struct sconn *c);
+    int (*commit)(struct sconn *c, struct fault *f);
+    void (*rollback)(struct sconn *c);
+
+    const struct store_jobs *jobs;
+    const struct store_leases *leases;
+    const struct store_dedupe *dedupe;
+    const struct store_sessions *sessions;
+    const struct store_messages *messages;
+    const struct store_events *events;
+};
+
+/* The backend in use (set by store_select before anything else). */
+extern const struct store_ops *store;
+extern const struct store_ops store_sqlite;
+/* Choose the backend for cfg.db_path: SQLite for a path. -1 with a reason
+ * when the path names a backend this build does not have. */
+int store_select(char *why, size_t n);
+
+#endif

@@ -1,0 +1,512 @@
+/* writer.c -- the one writer thread and group commit, over any store.
+ *
+ * DESIGN
+ * One writer thread owns the only write connection. Writes are queued
+ * (writer_submit); the writer takes every write waiting (group commit),
+ * opens one transaction, runs each write in its own savepoint so a failing
+ * one rolls back alone, commits once -- one fsync for the whole batch --
+ * and only then prints the batch's events, publishes its wake-ups and
+ * finishes each write through its done callback. A lone write is
+ * committed at once: batching only happens when writes are already queued
+ * behind one in progress. Readers never wait for the writer.
+ *
+ * When the store rolls the whole transaction back by itself (disk full,
+ * I/O error), every write of the batch fails with "unavailable" -- none of
+ * them is on disk -- and the rest of the batch is not run, so nothing is
+ * committed piecemeal.
+ *
+ * TEST-ONLY HOOK (environment, read once at start; a warning is logged when
+ * it is set; see docs/performance.md for why it stays in the binary):
+ *   BATON_TEST_COMMIT_DELAY_MS=n  sleep n ms inside every transaction just
+ *       before COMMIT, so that concurrent writes pile up and share commits.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+#define MAX_BATCH 256
+
+static struct sconn *wconn;
+static pthread_t writer;
+static pthread_mutex_t wq_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wq_cond = PTHREAD_COND_INITIALIZER;
+static struct wreq *wq_head, *wq_tail;
+static bool running, stopping;
+static _Atomic bool draining;       /* shutting down: park nothing, answer waiters */
+static struct writer_hooks hooks;
+static int64_t test_commit_delay_ms;
+
+/* wake-ups delivered by the notifier: applied on the writer thread */
+struct wake {
+    char *topic;
+    int64_t due;
+    struct wake *next;
+};
+static struct wake *wakes;          /* under wq_lock */
+static struct wreq *woken;          /* writer thread: to run again */
+
+struct sync_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+};
+
+void
+writer_set_hooks(const struct writer_hooks *h)
+{
+    hooks = *h;
+}
+
+static void
+finish(struct wreq *w)
+{
+    if (w->sync) {
+        struct sync_wait *s = w->sync;
+        pthread_mutex_lock(&s->lock);
+        s->done = true;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+    } else if (w->done)
+        w->done(w);
+}
+
+static void
+finish_list(struct wreq *list)
+{
+    while (list) {
+        struct wreq *next = list->next;
+        list->next = NULL;
+        finish(list);
+        list = next;
+    }
+}
+
+static void
+enqueue_locked(struct wreq *w)
+{
+    w->next = NULL;
+    if (wq_tail)
+        wq_tail->next = w;
+    else
+        wq_head = w;
+    wq_tail = w;
+}
+
+/* Woken writes run again -- unless whoever waits has gone, in which case
+ * they must not take anything: they are finished (answered to nobody). */
+static void
+requeue_woken(void)
+{
+    struct wreq *list = woken;
+
+    woken = NULL;
+    while (list) {
+        struct wreq *next = list->next;
+        list->next = NULL;
+        if (draining || (list->alive && !list->alive(list)))
+            finish(list);
+        else {
+            pthread_mutex_lock(&wq_lock);
+            enqueue_locked(list);
+            pthread_mutex_unlock(&wq_lock);
+        }
+        list = next;
+    }
+}
+
+void
+writer_wake(const char *topic, int64_t due)
+{
+    struct wake *k;
+
+    if (running && pthread_equal(pthread_self(), writer)) {
+        if (due)
+            wait_note_due(topic, due);
+        else
+            wait_wake(topic, &woken);
+        return;
+    }
+    if (!(k = calloc(1, sizeof *k)) || !(k->topic = strdup(topic))) {
+        free(k);
+        return;     /* the parked writes still wake at their deadline */
+    }
+    k->due = due;
+    pthread_mutex_lock(&wq_lock);
+    k->next = wakes;
+    wakes = k;
+    pthread_cond_signal(&wq_cond);
+    pthread_mutex_unlock(&wq_lock);
+}
+
+/* Apply the wake-ups other threads delivered (writer thread). */
+static void
+apply_wakes(struct wake *list)
+{
+    while (list) {
+        struct wake *next = list->next;
+        if (list->due)
+            wait_note_due(list->topic, list->due);
+        else
+            wait_wake(list->topic, &woken);
+        free(list->topic);
+        free(list);
+        list = next;
+    }
+}
+
+size_t
+writer_parked(void)
+{
+    return wait_count();
+}
+
+static void
+tx_begin(struct tx *t)
+{
+    memset(t, 0, sizeof *t);
+    t->c = wconn;
+    t->now = store->now(wconn);
+    t->events = json_array();
+    t->notify = json_array();
+    t->due = json_object();
+}
+
+static void
+tx_end(struct tx *t)
+{
+    json_decref(t->events);
+    json_decref(t->notify);
+    json_decref(t->due);
+    tx_clear_fault(t);
+}
+
+static void
+fail_all(struct wreq *batch, const struct fault *f)
+{
+    for (struct wreq *w = batch; w; w = w->next) {
+        w->failed = true;
+        w->parked = false;
+        json_decref(w->err.details);
+        w->err.details = NULL;
+        w->err.code = f->code ? f->code : "unavailable";
+        snprintf(w->err.msg, sizeof w->err.msg, "%s", f->msg);
+    }
+}
+
+static void
+run_batch(struct wreq *batch)
+{
+    json_t *events = json_array(), *notify = json_array(), *due = json_object();
+    struct wreq *w, *park = NULL, *done = NULL;
+    struct fault f = {0};
+    bool committed, aborted = false;
+    size_t writes = 0;
+    double t0 = mono_ms();
+
+    for (w = batch; w; w = w->next) {
+        writes++;
+        w->failed = false;
+    }
+    if (store->begin(wconn, &f) < 0) {
+        fail_all(batch, &f);
+        committed = false;
+        goto answer;
+    }
+    for (w = batch; w; w = w->next) {
+        struct tx t;
+
+        tx_begin(&t);
+        w->parked = false;
+        store->savepoint(wconn);
+        w->rc = w->fn(&t, w);
+        if (store->aborted(wconn)) {
+            /* the store rolled the whole transaction back (full, I/O
+             * error): what the batch did so far is gone. Fail all of it
+             * and run nothing more outside a transaction. */
+            tx_end(&t);
+            aborted = true;
+            break;
+        }
+        if (w->rc == 0) {
+            store->release(wconn);
+            json_array_extend(events, t.events);
+            json_array_extend(notify, t.notify);
+            json_object_update(due, t.due);
+        } else {
+            store->rollback_to(wconn);
+            store->release(wconn);
+            w->parked = false;
+        }
+        tx_end(&t);
+    }
+    if (aborted) {
+        f.code = "unavailable";
+        snprintf(f.msg, sizeof f.msg, "database unavailable: the transaction was rolled back");
+        fail_all(batch, &f);
+        committed = false;
+        goto answer;
+    }
+    if (test_commit_delay_ms > 0)
+        sleep_ms(test_commit_delay_ms);
+    committed = store->commit(wconn, &f) == 0;
+    if (!committed) {
+        fail_all(batch, &f);
+        store->rollback(wconn);
+    }
+
+answer:
+    json_decref(f.details);
+    if (hooks.committed)
+        hooks.committed(writes, committed, mono_ms() - t0);
+    /* Split the batch first: filing a write as parked (and waking it)
+     * relinks w->next into the waiters' lists, so the batch must not be
+     * walked through w->next after that. */
+    for (w = batch; w;) {
+        struct wreq *next = w->next;
+        w->next = NULL;
+        if (committed && w->parked && !draining) {
+            w->next = park;
+            park = w;
+        } else {
+            w->parked = false;
+            w->next = done;
+            done = w;
+        }
+        w = next;
+    }
+    if (committed) {
+        const char *topic;
+        json_t *v;
+        size_t i;
+
+        events_flush(events);
+        /* file the parked before waking, so a wake in this batch finds them
+         * (they then run again instead of being answered) */
+        while (park) {
+            w = park;
+            park = w->next;
+            w->next = NULL;
+            wait_add(w);
+        }
+        json_object_foreach(due, topic, v)
+            notifier->publish(topic, json_integer_value(v));
+        json_array_foreach(notify, i, v)
+            notifier->publish(json_string_value(v), 0);
+        if (json_array_size(events)) {
+            if (hooks.events)
+                hooks.events(events);
+            notifier->publish(TOPIC_EVENTS, 0);
+        }
+    }
+    finish_list(done);
+    requeue_woken();
+    json_decref(events);
+    json_decref(notify);
+    json_decref(due);
+}
+
+/* The periodic maintenance, as one more write of a batch. */
+static bool maintain_again;
+
+static int
+maintain_fn(struct tx *t, struct wreq *w)
+{
+    (void)w;
+    maintain_again = false;
+    return hooks.maintain ? hooks.maintain(t, &maintain_again) : 0;
+}
+
+static struct wreq maintainer = {.fn = maintain_fn};
+
+static void *
+writer_main(void *arg)
+{
+    int64_t next_sweep = now_ms() + cfg.sweep_interval_ms;
+
+    (void)arg;
+    for (;;) {
+        struct wreq *batch = NULL, **tail = &batch, *resume = NULL;
+        struct wake *delivered;
+        int64_t now;
+        int count = 0;
+        bool sweeping = false;
+
+        pthread_mutex_lock(&wq_lock);
+        while (!wq_head && !wakes && !stopping) {
+            int64_t next = wait_next(), t = now_ms();
+            struct timespec ts;
+
+            if (!next || next > next_sweep)
+                next = next_sweep;
+            if (next <= t)
+                break;
+            ts = ms_timespec(next);
+            if (pthread_cond_timedwait(&wq_cond, &wq_lock, &ts) == ETIMEDOUT)
+                break;
+        }
+        if (stopping && !wq_head) {
+            pthread_mutex_unlock(&wq_lock);
+            break;
+        }
+        delivered = wakes;
+        wakes = NULL;
+        while (wq_head && count < MAX_BATCH) {
+            struct wreq *w = wq_head;
+            wq_head = w->next;
+            if (!wq_head)
+                wq_tail = NULL;
+            w->next = NULL;
+            *tail = w;
+            tail = &w->next;
+            count++;
+        }
+        pthread_mutex_unlock(&wq_lock);
+
+        apply_wakes(delivered);
+        now = now_ms();
+        if (draining)
+            wait_drain(&resume);
+        else
+            wait_expire(now, &resume, &woken);
+        finish_list(resume);
+        requeue_woken();
+        if (now >= next_sweep && !draining) {
+            sweeping = true;
+            *tail = &maintainer;
+            tail = &maintainer.next;
+            next_sweep = now + cfg.sweep_interval_ms;
+        }
+        if (batch) {
+            run_batch(batch);
+            if (sweeping && maintain_again)
+                next_sweep = now;   /* a backlog: next chunk right away */
+        }
+    }
+    return NULL;
+}
+
+int
+writer_submit(struct wreq *w)
+{
+    pthread_mutex_lock(&wq_lock);
+    if (!running || stopping) {
+        pthread_mutex_unlock(&wq_lock);
+        return -1;
+    }
+    if (w->queued)
+        w->queued(w);
+    enqueue_locked(w);
+    pthread_cond_signal(&wq_cond);
+    pthread_mutex_unlock(&wq_lock);
+    return 0;
+}
+
+int
+writer_run(struct wreq *w)
+{
+    struct sync_wait s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+
+    w->sync = &s;
+    if (writer_submit(w) < 0) {
+        w->sync = NULL;
+        w->failed = true;
+        w->err.code = "unavailable";
+        snprintf(w->err.msg, sizeof w->err.msg, "server is shutting down");
+        return -1;
+    }
+    pthread_mutex_lock(&s.lock);
+    while (!s.done)
+        pthread_cond_wait(&s.cond, &s.lock);
+    pthread_mutex_unlock(&s.lock);
+    w->sync = NULL;
+    return w->failed || w->rc < 0 ? -1 : 0;
+}
+
+int
+writer_start(char *why, size_t n)
+{
+    const char *d = getenv("BATON_TEST_COMMIT_DELAY_MS");
+
+    if (store->connect(&wconn, why, n) < 0)
+        return -1;
+    test_commit_delay_ms = d && *d ? atoll(d) : 0;
+    if (test_commit_delay_ms > 0)
+        log_event("warn", "db.test_hooks_enabled",
+                  json_pack("{s:I}", "commitDelayMs", (json_int_t)test_commit_delay_ms));
+    running = true;
+    stopping = false;
+    draining = false;
+    if (pthread_create(&writer, NULL, writer_main, NULL)) {
+        running = false;
+        store->disconnect(wconn);
+        wconn = NULL;
+        snprintf(why, n, "cannot start the writer thread");
+        return -1;
+    }
+    return 0;
+}
+
+void
+writer_release_waiters(void)
+{
+    pthread_mutex_lock(&wq_lock);
+    draining = true;
+    pthread_cond_signal(&wq_cond);
+    pthread_mutex_unlock(&wq_lock);
+}
+
+void
+writer_stop(void)
+{
+    struct wreq *rest = NULL;
+
+    if (!running)
+        return;
+    pthread_mutex_lock(&wq_lock);
+    draining = stopping = true;
+    pthread_cond_signal(&wq_cond);
+    pthread_mutex_unlock(&wq_lock);
+    pthread_join(writer, NULL);
+    running = false;
+    wait_drain(&rest);
+    finish_list(rest);
+    while (wakes) {             /* nobody is parked any more */
+        struct wake *next = wakes->next;
+        free(wakes->topic);
+        free(wakes);
+        wakes = next;
+    }
+    store->disconnect(wconn);
+    wconn = NULL;
+}
+
+/* ---- recorded in the tx, applied by the writer if the write commits ---- */
+
+void
+tx_park(struct tx *t, struct wreq *w, const char *topic, int64_t deadline, int64_t due)
+{
+    (void)t;
+    free(w->topic);
+    w->topic = strdup(topic);
+    w->deadline = deadline;
+    w->due = due;
+    w->parked = true;       /* the writer files it after the commit */
+}
+
+void
+tx_notify(struct tx *t, const char *topic)
+{
+    json_array_append_new(t->notify, json_string(topic));
+}
+
+void
+tx_due(struct tx *t, const char *topic, int64_t at)
+{
+    json_t *cur = json_object_get(t->due, topic);
+
+    if (!cur || at < json_integer_value(cur))
+        json_object_set_new(t->due, topic, json_integer(at));
+}

@@ -1,0 +1,34 @@
+/* check_store.h -- the store conformance suite: tests written against the
+ * storage interface (store.h) only, run once per backend. Each resource's
+ * cases are in tests/check_store_<resource>.c. */
+#ifndef CHECK_STORE_H
+#define CHECK_STORE_H
+
+#include <check.h>
+
+#include "core.h"
+
+/* The fixture (checked, per test): a fresh database in a temp directory,
+ * opened with store->open; st_conn is a write connection. */
+extern struct sconn *st_conn;
+/* Another write connection (for concurrent tests; caller disconnects). */
+struct sconn *st_connect(void);
+/* A write transaction on c: begin, with t->now from the store. Asserts. */
+void st_begin(struct sconn *c, struct tx *t);
+/* Commit (0) or roll back t's transaction and free what t holds. */
+int st_commit(struct tx *t);
+void st_rollback(struct tx *t);
+/* A read on the calling thread's read connection (tx_read). Asserts. */
+void st_read(struct tx *t);
+/* Close the store and open it again (a restart). */
+void st_reopen(void);
+
+/* Each resource adds its cases. */
+void store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void));
+void store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void));
+void store_cases_dedupe(Suite *s, void (*setup)(void), void (*teardown)(void));
+void store_cases_sessions(Suite *s, void (*setup)(void), void (*teardown)(void));
+void store_cases_messages(Suite *s, void (*setup)(void), void (*teardown)(void));
+void store_cases_events(Suite *s, void (*setup)(void), void (*teardown)(void));
+
+#endif
