@@ -401,6 +401,57 @@ START_TEST(parked_write_woken_by_notify)
 }
 END_TEST
 
+static int
+put_item_silently(struct tx *t, struct req *r)
+{
+    event_emit(t, "info", "test.item", NULL);   /* no notify: only `due` can wake */
+    return req_ok(r, 201, NULL);
+}
+
+/* A wake-up delivered from another thread -- as a notifier carrying
+ * publications between processes delivers them -- reaches the parked
+ * write: the item is put without any in-process notify, so only the
+ * delivered wake-up (or the 30 s deadline) can run the write again. */
+START_TEST(parked_write_woken_from_another_thread)
+{
+    struct req *r = req_new_internal(), *w = req_new_internal();
+    pthread_t th;
+    int64_t t0 = now_ms();
+
+    wait_ms = 30000;
+    due_ms = 0;
+    ck_assert_int_eq(core_start(), 0);
+    pthread_create(&th, NULL, taker, r);
+    usleep(200 * 1000);
+    ck_assert_int_eq(r->status, 204);
+    ck_assert_int_eq(req_write(w, put_item_silently), 0);
+    usleep(200 * 1000);
+    ck_assert_int_eq(r->status, 204);   /* nothing woke it yet */
+    writer_wake("items", 0);            /* this thread is not the writer */
+    pthread_join(th, NULL);
+    ck_assert_int_eq(r->status, 200);
+    ck_assert_int_lt(now_ms() - t0, 10000);
+    req_free(r);
+
+    /* a due time delivered the same way: the write runs again then */
+    r = req_new_internal();
+    t0 = now_ms();
+    pthread_create(&th, NULL, taker, r);
+    usleep(200 * 1000);
+    ck_assert_int_eq(r->status, 204);
+    ck_assert_int_eq(req_write(w, put_item_silently), 0);
+    writer_wake("items", now_ms() + 300);
+    usleep(100 * 1000);
+    ck_assert_int_eq(r->status, 204);   /* not before its due time */
+    pthread_join(th, NULL);
+    ck_assert_int_eq(r->status, 200);
+    ck_assert_int_lt(now_ms() - t0, 10000);
+    req_free(r);
+    req_free(w);
+    core_stop();
+}
+END_TEST
+
 START_TEST(parked_write_times_out)
 {
     struct req *r = req_new_internal();
@@ -417,12 +468,6 @@ START_TEST(parked_write_times_out)
 }
 END_TEST
 
-static int
-put_item_silently(struct tx *t, struct req *r)
-{
-    event_emit(t, "info", "test.item", NULL);   /* no notify: only `due` can wake */
-    return req_ok(r, 201, NULL);
-}
 
 START_TEST(parked_write_rerun_when_due)
 {
@@ -555,6 +600,7 @@ suite_db(void)
     tcase_add_test(tc, write_commits_and_failure_rolls_back);
     tcase_add_test(tc, concurrent_writes_fail_alone);
     tcase_add_test(tc, parked_write_woken_by_notify);
+    tcase_add_test(tc, parked_write_woken_from_another_thread);
     tcase_add_test(tc, parked_write_times_out);
     tcase_add_test(tc, parked_write_rerun_when_due);
     tcase_add_test(tc, shutdown_answers_parked);
