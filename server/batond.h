@@ -113,6 +113,7 @@ int req_fail(struct req *r, const char *code, json_t *details,
 const char *req_param(struct req *r, int i);
 const char *req_query(struct req *r, const char *name);
 const char *req_header(struct req *r, const char *name);
+const char *req_cookie(struct req *r, const char *name);   /* NULL when absent */
 /* Every query argument as a new object of strings (caller decrefs). */
 json_t *req_query_all(struct req *r);
 /* Parse r->body into r->json (an object; empty body -> NULL). Routes with

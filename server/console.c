@@ -20,7 +20,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <microhttpd.h>
 #include <sodium.h>
 
 #include "batond.h"
@@ -104,7 +103,7 @@ hash_token(const char *tok, unsigned char out[HASH_LEN])
 static bool
 session_find(struct req *r, struct session *out)
 {
-    const char *c = r->conn ? MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, COOKIE) : NULL;
+    const char *c = req_cookie(r, COOKIE);
     unsigned char h[HASH_LEN];
     int64_t now = now_ms();
     bool found = false;
@@ -132,7 +131,7 @@ web_authorized(struct req *r)
     const char *csrf;
 
     if (r->route->auth == AUTH_VISITOR) {
-        const char *h = req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+        const char *h = req_header(r, "Authorization");
         if (!cfg.webchat)
             return true;            /* the handler answers 404 */
         return h && !strncasecmp(h, "Bearer ", 7) && webchat_token_ok(req_param(r, 0), h + 7);
@@ -219,7 +218,7 @@ console_login(struct req *r)
 int
 console_logout(struct req *r)
 {
-    const char *c = r->conn ? MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, COOKIE) : NULL;
+    const char *c = req_cookie(r, COOKIE);
     unsigned char h[HASH_LEN];
 
     if (c) {
