@@ -247,6 +247,16 @@ unsigned long stream_seq(void);
 bool stream_park(struct req *r, unsigned long seen, int64_t deadline);
 int events_list(struct req *r);     /* GET /v1/events */
 
+/* ---- serve.c: the layers below HTTP, wired ------------------------------ */
+
+/* Select and open the store (migrating it), start the notifier and the
+ * writer. 0; -1 on error, -2 when another batond holds the database, -3
+ * when the database is newer than this binary or BATON_DB names a backend
+ * this build lacks. why gets a one-line reason. */
+int serve_start(char *why, size_t n);
+void serve_release_waiters(void);   /* shutdown: answer every long-poll now */
+void serve_stop(void);              /* drain and stop the writer, close the store */
+
 /* ---- modules.c: start-up checks of the resource modules ---------------- */
 
 /* Validate and prepare module settings (session key, channel lists). */

@@ -42,23 +42,6 @@ server_event(const char *level, const char *name, json_t *fields)
     json_decref(e.fields);
 }
 
-/* A publication of the notifier: the event stream's signal or a topic's
- * wake-up for the writer's parked long-polls. */
-static void
-deliver(const char *topic, int64_t due)
-{
-    if (!strcmp(topic, TOPIC_EVENTS))
-        stream_wake();
-    else
-        writer_wake(topic, due);
-}
-
-static const struct writer_hooks hooks = {
-    .committed = metrics_commit,
-    .events = metrics_events,
-    .maintain = sweep_run,
-};
-
 int
 main(int argc, char **argv)
 {
@@ -90,24 +73,12 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (store_select(why, sizeof why) < 0) {
-        fprintf(stderr, "batond: %s\n", why);
-        return EX_CONFIG;
-    }
-    if ((rc = store->open(why, sizeof why)) < 0) {
+    if ((rc = serve_start(why, sizeof why)) < 0) {
         fprintf(stderr, "batond: %s\n", why);
         return rc == -2 ? EX_INUSE : rc == -3 ? EX_CONFIG : 1;
     }
-    writer_set_hooks(&hooks);
-    if (notifier->start(deliver, why, sizeof why) < 0 || writer_start(why, sizeof why) < 0) {
-        fprintf(stderr, "batond: %s\n", why);
-        store->close();
-        return 1;
-    }
     if ((rc = http_start()) < 0) {
-        writer_stop();
-        notifier->stop();
-        store->close();
+        serve_stop();
         return rc == -2 ? EX_INUSE : 1;
     }
     if (!cfg.secret)
@@ -125,7 +96,7 @@ main(int argc, char **argv)
 
     http_quiesce();
     http_shutting_down();
-    writer_release_waiters();
+    serve_release_waiters();
     stream_close();
     until = now_ms() + cfg.shutdown_grace_ms;
     while (http_active() > 0 && now_ms() < until)
@@ -133,9 +104,7 @@ main(int argc, char **argv)
     /* recorded while the writer still runs: every request has been
      * answered, only the checkpoint is left */
     server_event("info", "server.stopped", NULL);
-    writer_stop();
-    notifier->stop();
-    store->close();
+    serve_stop();
     http_stop();
     modules_free();
     config_free(&cfg);

@@ -99,7 +99,7 @@ fuzz_server_start(void)
         fprintf(stderr, "fuzz: modules: %s\n", why);
         abort();
     }
-    if (db_start() < 0 || http_start() < 0) {
+    if (serve_start(why, sizeof why) < 0 || http_start() < 0) {
         fprintf(stderr, "fuzz: batond did not start\n");
         abort();
     }

@@ -15,7 +15,7 @@
 
 /* Start batond the way server/main.c does (config_load with a temp-dir
  * database and --listen 127.0.0.1:0, every secret set, modules_init,
- * db_start, http_start). Aborts when it cannot. Call from
+ * serve_start, http_start). Aborts when it cannot. Call from
  * LLVMFuzzerInitialize. */
 void fuzz_server_start(void);
 
