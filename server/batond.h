@@ -362,12 +362,8 @@ int dedupe_check(struct req *r);    /* POST /v1/dedupe */
 /* Sweep: delete expired entries (a bounded number per call). 0 or -1. */
 int dedupe_prune(struct tx *t);
 
-/* Decode BATON_SESSION_KEY (when set) into locked memory and wipe the text
- * of cfg.session_key (the pointer stays set). -1 with a one-line reason in
- * why when it is not 32 bytes in hex or base64. */
-int sessions_init(char *why, size_t n);
-void sessions_free(void);           /* wipe the key */
-/* Routes of SPEC section 6; params 0 = channel, 1 = accountId, 2 = key. */
+/* Routes of SPEC section 6 (sessions_api.c; the rules are in core.h);
+ * params 0 = channel, 1 = accountId, 2 = key. */
 int sessions_get_all(struct req *r);   /* GET    /v1/sessions/{c}/{a} */
 int sessions_keys(struct req *r);      /* GET    /v1/sessions/{c}/{a}/keys */
 int sessions_get(struct req *r);       /* GET    /v1/sessions/{c}/{a}/keys/{key} */

@@ -130,6 +130,72 @@ void events_flush(json_t *lines);
 
 /* ---- sessions rules (sessions.c) --------------------------------------------- */
 
+/* Decode BATON_SESSION_KEY (when set) into locked memory and wipe the text
+ * of cfg.session_key (the pointer stays set). -1 with a one-line reason in
+ * why when it is not 32 bytes in hex or base64. */
+int sessions_init(char *why, size_t n);
+void sessions_free(void);           /* wipe the key */
+
+/* NULL when s is an acceptable channel / accountId / entry name (valid
+ * UTF-8 without control characters, of bounded length; no '/' in a channel
+ * or accountId, no '.' in a channel), else why not ("must not be empty"). */
+const char *session_bad_channel(const char *s);
+const char *session_bad_account(const char *s);
+const char *session_bad_key(const char *s);
+
+/* One change of a write: set key to a value as encoded by session_encode,
+ * or delete key (data NULL). */
+struct session_op {
+    const char *key;                /* borrowed */
+    unsigned char *data;            /* the stored bytes (owned: free); NULL: delete */
+    size_t len;
+    int enc;
+};
+
+/* A write to one account's entries: its changes, applied in order, and the
+ * lease token when one was given (has_token). */
+struct session_write {
+    const char *channel, *account;  /* borrowed */
+    bool has_token;
+    int64_t token;
+    struct session_op *ops;
+    size_t nops;
+};
+
+/* Encode value (borrowed) as entry key of (channel, account) is stored into
+ * op (a set of key): its compact JSON text, sealed with a fresh nonce when
+ * BATON_SESSION_KEY is set. 0; -1 with *why a static reason ("is larger
+ * than 1 MiB") and op untouched. */
+int session_encode(const char *channel, const char *account, const char *key, json_t *value,
+                   struct session_op *op, const char **why);
+
+/* Reads (t from tx_read). The value of one entry (new reference): 0; -1
+ * with t->err not_found, undecryptable (stored encrypted without the key
+ * that sealed it, or tampered with), or the store's fault. */
+int session_get(struct tx *t, const char *channel, const char *account, const char *key,
+                json_t **value);
+/* Every entry of (channel, account) as {key: value} (new object): 0; -1
+ * with t->err undecryptable listing every such entry in
+ * details.undecryptable, or the store's fault. */
+int session_get_all(struct tx *t, const char *channel, const char *account, json_t **entries);
+/* The size of an entry's value as JSON text (a listed entry's len less
+ * the nonce and tag of a sealed one). */
+int64_t session_size(const struct session_entry *e);
+
+/* Writes, inside one savepoint: each first checks the lease token when
+ * given (lease_fence: 409 lease_not_held changes nothing), then applies
+ * w's changes and records its event (names and counts, never values).
+ * 0; -1 with t->err. put: one set (ops[0]); remove: one delete, *deleted
+ * when the entry existed; batch: every op, counting sets and deletions
+ * that found an entry; clear: every entry of the account (w->ops unused). */
+int session_put(struct tx *t, const struct session_write *w);
+int session_remove(struct tx *t, const struct session_write *w, bool *deleted);
+int session_batch(struct tx *t, const struct session_write *w, int64_t *nset, int64_t *ndel);
+int session_clear(struct tx *t, const struct session_write *w, int64_t *deleted);
+/* transitional: the lease fence (leases.c), until the leases rules are
+ * declared in their own section above; the same declaration as there */
+int lease_fence(struct tx *t, const char *channel, const char *account, int64_t token);
+
 /* ---- messages rules (messages.c) --------------------------------------------- */
 
 /* ---- maintenance (sweep.c) --------------------------------------------------- */

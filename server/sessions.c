@@ -1,13 +1,15 @@
-/* sessions.c -- sessions (SPEC section 6): per (channel, accountId) a
- * key/value store of JSON values, the Baileys auth state, optionally
- * encrypted at rest and fenced by the account's lease.
+/* sessions.c -- the rules of sessions (SPEC section 6): per (channel,
+ * accountId) a key/value store of JSON values, the Baileys auth state,
+ * optionally encrypted at rest and fenced by the account's lease.
  *
  * DESIGN
- * Each entry is one row holding the compact JSON text of its value. Values
- * are encoded (and encrypted) on the HTTP thread before the write is
- * queued, so the writer only binds bytes; reads decode on the reader
- * thread. A batch is validated whole before anything is queued, and its
- * writes run in one savepoint: all or nothing.
+ * Each entry is stored (store->sessions) as the compact JSON text of its
+ * value or its ciphertext: the store never sees a readable value when a key
+ * is set. Values are encoded (and encrypted) by the API layer on the HTTP
+ * thread before the write is queued (session_encode), so the writer only
+ * hands bytes to the store; reads decode on the reader thread. A batch is
+ * validated whole before anything is queued, and its writes run in one
+ * savepoint: all or nothing.
  *
  * Encryption at rest. With BATON_SESSION_KEY (32 bytes, 64 hex characters
  * or standard base64 with or without padding) every write stores
@@ -46,7 +48,7 @@
 
 #include <sodium.h>
 
-#include "batond.h"
+#include "core.h"
 
 #define SESSION_KEY_MAX 512             /* bytes of an entry name */
 #define SESSION_VALUE_MAX (1 << 20)     /* bytes of a value's compact JSON text */
@@ -124,12 +126,9 @@ assoc(const char *channel, const char *account, const char *key, size_t *len)
     return ad;
 }
 
-/* Encode value as stored: compact JSON text, sealed when a key is set.
- * On success *out (caller frees), *len and *enc are set and 0 returned;
- * -1 with *why a static reason. */
-static int
-encode(const char *channel, const char *account, const char *key, json_t *value,
-       unsigned char **out, size_t *len, int *enc, const char **why)
+int
+session_encode(const char *channel, const char *account, const char *key, json_t *value,
+               struct session_op *op, const char **why)
 {
     char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
     size_t tlen, adlen;
@@ -148,9 +147,7 @@ encode(const char *channel, const char *account, const char *key, json_t *value,
         return -1;
     }
     if (!have_key) {
-        *out = (unsigned char *)text;
-        *len = tlen;
-        *enc = 0;
+        *op = (struct session_op){key, (unsigned char *)text, tlen, 0};
         return 0;
     }
     box = malloc(NONCE_LEN + tlen + TAG_LEN);
@@ -166,33 +163,29 @@ encode(const char *channel, const char *account, const char *key, json_t *value,
     sodium_memzero(text, tlen);
     free(text);
     free(ad);
-    *out = box;
-    *len = NONCE_LEN + (size_t)clen;
-    *enc = 1;
+    *op = (struct session_op){key, box, NONCE_LEN + (size_t)clen, 1};
     return 0;
 }
 
-/* Decode the value of a row (columns enc, value at i, i+1). Returns the
- * value (caller owns) or NULL with *why saying why it cannot be served. */
+/* Decode the value of a stored entry. Returns the value (caller owns) or
+ * NULL with *why saying why it cannot be served. */
 static json_t *
-decode(sqlite3_stmt *st, int i, const char *channel, const char *account, const char *key,
-       const char **why)
+decode(const struct session_entry *e, const char **why)
 {
-    int enc = sqlite3_column_int(st, i);
-    const unsigned char *b = sqlite3_column_blob(st, i + 1);
-    size_t blen = (size_t)sqlite3_column_bytes(st, i + 1), adlen, tlen;
+    const unsigned char *b = e->value;
+    size_t blen = e->len, adlen, tlen;
     unsigned long long plen;
     unsigned char *text;
     char *ad;
     json_t *v;
 
-    if (enc == 0) {
+    if (e->enc == 0) {
         v = b ? json_loadb((const char *)b, blen, JSON_DECODE_ANY, NULL) : NULL;
         if (!v)
             *why = "stored value is not valid JSON";
         return v;
     }
-    if (enc != 1) {
+    if (e->enc != 1) {
         *why = "stored in an unknown format";
         return NULL;
     }
@@ -206,7 +199,7 @@ decode(sqlite3_stmt *st, int i, const char *channel, const char *account, const 
     }
     tlen = blen - NONCE_LEN - TAG_LEN;
     text = malloc(tlen + 1);
-    ad = assoc(channel, account, key, &adlen);
+    ad = assoc(e->channel, e->account, e->key, &adlen);
     if (!text || !ad) {
         free(text), free(ad);
         *why = "out of memory";
@@ -227,7 +220,7 @@ decode(sqlite3_stmt *st, int i, const char *channel, const char *account, const 
     return v;
 }
 
-/* ---- validation ------------------------------------------------------------ */
+/* ---- names -------------------------------------------------------------------- */
 
 /* NULL when s is an acceptable name of 1..max bytes: valid UTF-8, no control
  * characters, and none of the bytes in `banned`; else the reason. */
@@ -253,454 +246,190 @@ bad_name(const char *s, size_t max, const char *banned)
     return NULL;
 }
 
-/* Check the {channel}/{accountId} of the path. 0 or -1 (answered 400). */
-static int
-scope(struct req *r, const char **channel, const char **account)
+/* channel and accountId cannot hold '/': the associated data
+ * "channel/accountId/key" is then unambiguous */
+const char *
+session_bad_channel(const char *s)
 {
-    const char *why;
+    return bad_name(s, SESSION_CHANNEL_MAX, "./");
+}
 
-    *channel = req_param(r, 0);
-    *account = req_param(r, 1);
-    if ((why = bad_name(*channel, SESSION_CHANNEL_MAX, "./")))
-        return req_fail(r, "bad_request", NULL, "channel %s", why);
-    if ((why = bad_name(*account, SESSION_ACCOUNT_MAX, "/")))
-        return req_fail(r, "bad_request", NULL, "accountId %s", why);
+const char *
+session_bad_account(const char *s)
+{
+    return bad_name(s, SESSION_ACCOUNT_MAX, "/");
+}
+
+const char *
+session_bad_key(const char *s)
+{
+    return bad_name(s, SESSION_KEY_MAX, "");
+}
+
+/* ---- reads ---------------------------------------------------------------------- */
+
+int
+session_get(struct tx *t, const char *channel, const char *account, const char *key, json_t **value)
+{
+    struct session_entry e;
+    const char *why = NULL;
+    int rc = store->sessions->get(t, channel, account, key, &e);
+
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        return tx_fail(t, "not_found", json_pack("{s:s}", "key", key),
+                       "no session entry '%s' for %s/%s", key, channel, account);
+    *value = decode(&e, &why);
+    free((void *)e.value);
+    if (!*value)
+        return tx_fail(t, "undecryptable", json_pack("{s:s, s:s, s:s}", "channel", channel,
+                                                     "accountId", account, "key", key),
+                       "session entry '%s' of %s/%s is %s", key, channel, account, why);
     return 0;
 }
 
-static int
-check_key(struct req *r, const char *key)
-{
-    const char *why = bad_name(key, SESSION_KEY_MAX, "");
-
-    if (why)
-        return req_fail(r, "bad_request", json_pack("{s:s}", "field", "key"), "session key %s", why);
-    return 0;
-}
-
-/* ---- reads ------------------------------------------------------------------ */
-
-static sqlite3 *
-reader(struct req *r)
-{
-    sqlite3 *db = db_reader();
-
-    if (!db)
-        req_fail(r, "unavailable", NULL, "database cannot be read");
-    return db;
-}
-
-int
-sessions_get_all(struct req *r)
-{
-    const char *channel, *account;
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    json_t *entries, *bad;
-    int rc;
-
-    if (scope(r, &channel, &account) < 0 || !(db = reader(r)))
-        return -1;
-    st = db_prep(db, "SELECT key, enc, value FROM sessions WHERE channel = ? AND account_id = ?"
-                     " ORDER BY key");
-    if (!st)
-        return db_fail(r, db);
-    sqlite3_bind_text(st, 1, channel, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, account, -1, SQLITE_TRANSIENT);
-    entries = json_object();
-    bad = json_array();
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *key = (const char *)sqlite3_column_text(st, 0), *why = NULL;
-        json_t *v = decode(st, 1, channel, account, key, &why);
-        if (v)
-            json_object_set_new(entries, key, v);
-        else
-            json_array_append_new(bad, json_string(key));
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(entries), json_decref(bad);
-        return db_fail(r, db);
-    }
-    if (json_array_size(bad)) {
-        size_t n = json_array_size(bad);
-        json_decref(entries);
-        return req_fail(r, "undecryptable",
-                        json_pack("{s:s, s:s, s:o}", "channel", channel, "accountId", account,
-                                  "undecryptable", bad),
-                        "%zu session entr%s of %s/%s cannot be read: %s", n, n == 1 ? "y" : "ies",
-                        channel, account, have_key ? "wrong BATON_SESSION_KEY, or tampered with"
-                                                   : "encrypted and BATON_SESSION_KEY is not set");
-    }
-    json_decref(bad);
-    return req_ok(r, 200, json_pack("{s:o}", "entries", entries));
-}
-
-int
-sessions_keys(struct req *r)
-{
-    const char *channel, *account;
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    json_t *keys, *entries;
-    int rc;
-
-    if (scope(r, &channel, &account) < 0 || !(db = reader(r)))
-        return -1;
-    /* sizes are of the JSON text: an encrypted value less nonce and tag */
-    st = db_prep(db, "SELECT key, length(CAST(value AS BLOB)) - CASE enc WHEN 1 THEN 40 ELSE 0 END,"
-                     " updated_at FROM sessions WHERE channel = ? AND account_id = ? ORDER BY key");
-    if (!st)
-        return db_fail(r, db);
-    sqlite3_bind_text(st, 1, channel, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, account, -1, SQLITE_TRANSIENT);
-    keys = json_array();
-    entries = json_array();
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_array_append_new(keys, col_text(st, 0));
-        json_array_append_new(entries, json_pack("{s:o, s:I, s:o}", "key", col_text(st, 0), "size",
-                                                 (json_int_t)sqlite3_column_int64(st, 1), "updatedAt",
-                                                 col_int(st, 2)));
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(keys);
-        json_decref(entries);
-        return db_fail(r, db);
-    }
-    return req_ok(r, 200, json_pack("{s:o, s:o}", "keys", keys, "entries", entries));
-}
-
-int
-sessions_get(struct req *r)
-{
-    const char *channel, *account, *key = req_param(r, 2), *why = NULL;
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    json_t *v;
-    int rc;
-
-    if (scope(r, &channel, &account) < 0 || check_key(r, key) < 0 || !(db = reader(r)))
-        return -1;
-    st = db_prep(db, "SELECT enc, value FROM sessions WHERE channel = ? AND account_id = ? AND key = ?");
-    if (!st)
-        return db_fail(r, db);
-    sqlite3_bind_text(st, 1, channel, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, account, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, key, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE)
-            return db_fail(r, db);
-        return req_fail(r, "not_found", json_pack("{s:s}", "key", key),
-                        "no session entry '%s' for %s/%s", key, channel, account);
-    }
-    v = decode(st, 0, channel, account, key, &why);
-    sqlite3_reset(st);
-    if (!v)
-        return req_fail(r, "undecryptable", json_pack("{s:s, s:s, s:s}", "channel", channel,
-                                                      "accountId", account, "key", key),
-                        "session entry '%s' of %s/%s is %s", key, channel, account, why);
-    return req_ok(r, 200, json_pack("{s:s, s:o}", "key", key, "value", v));
-}
-
-/* ---- writes ------------------------------------------------------------------ */
-
-/* One entry to write or delete. */
-struct op {
-    const char *key;            /* borrowed from r->json or r->params */
-    unsigned char *data;        /* the stored bytes (owned); NULL: delete */
-    size_t len;
-    int enc;
+struct all {
+    json_t *entries;                /* {key: value} */
+    json_t *bad;                    /* [key] that cannot be served */
 };
 
-struct write_ctx {
-    const char *channel, *account;  /* borrowed from r->params */
-    int64_t token;
-    bool has_token;
-    struct op *ops;
-    size_t nops;
-};
-
-static void
-write_ctx_free(void *p)
-{
-    struct write_ctx *c = p;
-
-    if (!c)
-        return;
-    for (size_t i = 0; i < c->nops; i++)
-        free(c->ops[i].data);
-    free(c->ops);
-    free(c);
-}
-
-/* Common start of every write: path scope, the optional (or required)
- * leaseToken, the route's own fields (value, set, delete: each parsed when
- * its out pointer is given, borrowed from r->json) and room for nops
- * operations plus one per set/delete item. Returns the ctx (owned by r) or
- * NULL (answered). */
-static struct write_ctx *
-write_begin(struct req *r, size_t nops_max, json_t **value, json_t **set, json_t **del)
-{
-    struct write_ctx *c = calloc(1, sizeof *c);
-    struct field spec[5];
-    int i = 0;
-
-    if (!c) {
-        req_fail(r, "unavailable", NULL, "out of memory");
-        return NULL;
-    }
-    r->ctx = c;
-    r->ctx_free = write_ctx_free;
-    if (scope(r, &c->channel, &c->account) < 0)
-        return NULL;
-    spec[i++] = (struct field){"leaseToken", F_INT, 0, &c->token, 0, INT64_MAX, &c->has_token};
-    if (value)
-        spec[i++] = (struct field)FIELD_ANY("value", value, F_REQUIRED);
-    if (set)
-        spec[i++] = (struct field)FIELD_OBJECT("set", set, 0);
-    if (del)
-        spec[i++] = (struct field)FIELD_ARRAY("delete", del, 0);
-    spec[i] = (struct field)FIELD_END;
-    if (req_fields(r, spec) < 0)
-        return NULL;
-    if (cfg.session_require_lease && !c->has_token) {
-        req_fail(r, "bad_request", json_pack("{s:s}", "field", "leaseToken"),
-                 "field 'leaseToken' is required: BATON_SESSION_REQUIRE_LEASE is on");
-        return NULL;
-    }
-    if (set)
-        nops_max += json_object_size(*set);
-    if (del)
-        nops_max += json_array_size(*del);
-    if (nops_max && !(c->ops = calloc(nops_max, sizeof *c->ops))) {
-        req_fail(r, "unavailable", NULL, "out of memory");
-        return NULL;
-    }
-    return c;
-}
-
-/* Add a set of key to value to c. 0 or -1 (answered 400). */
 static int
-add_set(struct req *r, struct write_ctx *c, const char *key, json_t *value)
+all_visit(const struct session_entry *e, void *arg)
 {
-    struct op *o = &c->ops[c->nops];
-    const char *why;
+    struct all *a = arg;
+    const char *why = NULL;
+    json_t *v = decode(e, &why);
 
-    if (check_key(r, key) < 0)
-        return -1;
-    if (encode(c->channel, c->account, key, value, &o->data, &o->len, &o->enc, &why) < 0)
-        return req_fail(r, "bad_request", json_pack("{s:s, s:s}", "field", "value", "key", key),
-                        "value of session entry '%s' %s", key, why);
-    o->key = key;
-    c->nops++;
+    if (v)
+        json_object_set_new(a->entries, e->key, v);
+    else
+        json_array_append_new(a->bad, json_string(e->key));
     return 0;
 }
 
-static int
-add_delete(struct req *r, struct write_ctx *c, const char *key)
+int
+session_get_all(struct tx *t, const char *channel, const char *account, json_t **entries)
 {
-    if (check_key(r, key) < 0)
+    struct all a = {json_object(), json_array()};
+    size_t n;
+
+    if (store->sessions->list(t, channel, account, true, all_visit, &a) != 0) {
+        json_decref(a.entries), json_decref(a.bad);
         return -1;
-    c->ops[c->nops++].key = key;
+    }
+    if ((n = json_array_size(a.bad))) {
+        json_decref(a.entries);
+        return tx_fail(t, "undecryptable",
+                       json_pack("{s:s, s:s, s:o}", "channel", channel, "accountId", account,
+                                 "undecryptable", a.bad),
+                       "%zu session entr%s of %s/%s cannot be read: %s", n, n == 1 ? "y" : "ies",
+                       channel, account, have_key ? "wrong BATON_SESSION_KEY, or tampered with"
+                                                  : "encrypted and BATON_SESSION_KEY is not set");
+    }
+    json_decref(a.bad);
+    *entries = a.entries;
     return 0;
 }
+
+int64_t
+session_size(const struct session_entry *e)
+{
+    return (int64_t)e->len - (e->enc == 1 ? NONCE_LEN + TAG_LEN : 0);
+}
+
+/* ---- writes ----------------------------------------------------------------------- */
 
 /* The lease fence, in the write's transaction. */
 static int
-fence(struct tx *t, struct write_ctx *c)
+fence(struct tx *t, const struct session_write *w)
 {
-    return c->has_token ? lease_fence(t, c->channel, c->account, c->token) : 0;
+    return w->has_token ? lease_fence(t, w->channel, w->account, w->token) : 0;
 }
 
-/* Apply c's operations; counts what was written and what was deleted. */
+/* Apply w's changes; counts what was written and what was deleted. */
 static int
-apply(struct tx *t, struct req *r, struct write_ctx *c, int64_t *nset, int64_t *ndel)
+apply(struct tx *t, const struct session_write *w, int64_t *nset, int64_t *ndel)
 {
     *nset = *ndel = 0;
-    for (size_t i = 0; i < c->nops; i++) {
-        struct op *o = &c->ops[i];
-        sqlite3_stmt *st;
+    for (size_t i = 0; i < w->nops; i++) {
+        const struct session_op *o = &w->ops[i];
+        int rc;
 
         if (o->data) {
-            st = db_prep(SQ(t), "INSERT INTO sessions(channel, account_id, key, enc, value, updated_at)"
-                                " VALUES(?, ?, ?, ?, ?, ?)"
-                                " ON CONFLICT(channel, account_id, key) DO UPDATE"
-                                " SET enc = excluded.enc, value = excluded.value,"
-                                " updated_at = excluded.updated_at");
-            if (!st)
-                return db_fail(r, SQ(t));
-            sqlite3_bind_int(st, 4, o->enc);
-            if (o->enc)
-                sqlite3_bind_blob(st, 5, o->data, (int)o->len, SQLITE_STATIC);
-            else
-                sqlite3_bind_text(st, 5, (const char *)o->data, (int)o->len, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 6, t->now);
-        } else {
-            st = db_prep(SQ(t), "DELETE FROM sessions WHERE channel = ? AND account_id = ? AND key = ?");
-            if (!st)
-                return db_fail(r, SQ(t));
-        }
-        sqlite3_bind_text(st, 1, c->channel, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, c->account, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, o->key, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) != SQLITE_DONE) {
-            sqlite3_reset(st);
-            return db_fail(r, SQ(t));
-        }
-        sqlite3_reset(st);
-        if (o->data)
+            struct session_entry e = {w->channel, w->account, o->key, o->enc, o->data, o->len, t->now};
+            if (store->sessions->put(t, &e) < 0)
+                return -1;
             (*nset)++;
-        else
-            *ndel += sqlite3_changes(SQ(t));
+        } else {
+            if ((rc = store->sessions->del(t, w->channel, w->account, o->key)) < 0)
+                return -1;
+            *ndel += rc;
+        }
     }
     return 0;
 }
 
 static void
-emit(struct tx *t, struct write_ctx *c, const char *what, json_t *fields)
+emit(struct tx *t, const struct session_write *w, const char *what, json_t *fields)
 {
     char name[SESSION_CHANNEL_MAX + 32];
 
-    json_t *all = json_pack("{s:s, s:s}", "channel", c->channel, "accountId", c->account);
+    json_t *all = json_pack("{s:s, s:s}", "channel", w->channel, "accountId", w->account);
 
-    snprintf(name, sizeof name, "%s.session.%s", c->channel, what);
+    snprintf(name, sizeof name, "%s.session.%s", w->channel, what);
     json_object_update(all, fields);
     json_decref(fields);
     event_emit(t, "info", name, all);
 }
 
-/* PUT /v1/sessions/{channel}/{accountId}/keys/{key} {value, leaseToken?} */
-
-static int
-put_tx(struct tx *t, struct req *r)
+int
+session_put(struct tx *t, const struct session_write *w)
 {
-    struct write_ctx *c = r->ctx;
     int64_t nset, ndel;
 
-    if (fence(t, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
+    if (fence(t, w) < 0 || apply(t, w, &nset, &ndel) < 0)
         return -1;
-    emit(t, c, "updated", json_pack("{s:s}", "key", c->ops[0].key));
-    return req_ok(r, 200, json_pack("{s:s, s:I}", "key", c->ops[0].key, "updatedAt", (json_int_t)t->now));
+    emit(t, w, "updated", json_pack("{s:s}", "key", w->ops[0].key));
+    return 0;
 }
 
 int
-sessions_put(struct req *r)
+session_remove(struct tx *t, const struct session_write *w, bool *deleted)
 {
-    json_t *value = NULL;
-    struct write_ctx *c = write_begin(r, 1, &value, NULL, NULL);
-
-    if (!c || add_set(r, c, req_param(r, 2), value) < 0)
-        return -1;
-    return req_submit(r, put_tx);
-}
-
-/* DELETE /v1/sessions/{channel}/{accountId}/keys/{key} {leaseToken?} */
-
-static int
-delete_tx(struct tx *t, struct req *r)
-{
-    struct write_ctx *c = r->ctx;
     int64_t nset, ndel;
 
-    if (fence(t, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
+    if (fence(t, w) < 0 || apply(t, w, &nset, &ndel) < 0)
         return -1;
     if (ndel)
-        emit(t, c, "deleted", json_pack("{s:s}", "key", c->ops[0].key));
-    return req_ok(r, 200, json_pack("{s:b}", "deleted", ndel > 0));
+        emit(t, w, "deleted", json_pack("{s:s}", "key", w->ops[0].key));
+    *deleted = ndel > 0;
+    return 0;
 }
 
 int
-sessions_delete(struct req *r)
+session_batch(struct tx *t, const struct session_write *w, int64_t *nset, int64_t *ndel)
 {
-    struct write_ctx *c = write_begin(r, 1, NULL, NULL, NULL);
-
-    if (!c || add_delete(r, c, req_param(r, 2)) < 0)
-        return -1;
-    return req_submit(r, delete_tx);
-}
-
-/* POST /v1/sessions/{channel}/{accountId}/batch {set?, delete?, leaseToken?} */
-
-static int
-batch_tx(struct tx *t, struct req *r)
-{
-    struct write_ctx *c = r->ctx;
-    int64_t nset, ndel;
     json_t *names;
 
-    if (fence(t, c) < 0 || apply(t, r, c, &nset, &ndel) < 0)
+    if (fence(t, w) < 0 || apply(t, w, nset, ndel) < 0)
         return -1;
-    if (c->nops) {
+    if (w->nops) {
         names = json_array();
-        for (size_t i = 0; i < c->nops && i < EVENT_KEYS_MAX; i++)
-            json_array_append_new(names, json_string(c->ops[i].key));
-        emit(t, c, "updated", json_pack("{s:I, s:I, s:o, s:b}", "set", (json_int_t)nset,
-                                        "deleted", (json_int_t)ndel, "keys", names,
-                                        "keysTruncated", c->nops > EVENT_KEYS_MAX));
+        for (size_t i = 0; i < w->nops && i < EVENT_KEYS_MAX; i++)
+            json_array_append_new(names, json_string(w->ops[i].key));
+        emit(t, w, "updated", json_pack("{s:I, s:I, s:o, s:b}", "set", (json_int_t)*nset,
+                                        "deleted", (json_int_t)*ndel, "keys", names,
+                                        "keysTruncated", w->nops > EVENT_KEYS_MAX));
     }
-    return req_ok(r, 200, json_pack("{s:I, s:I}", "set", (json_int_t)nset, "deleted", (json_int_t)ndel));
+    return 0;
 }
 
 int
-sessions_batch(struct req *r)
+session_clear(struct tx *t, const struct session_write *w, int64_t *deleted)
 {
-    json_t *set = NULL, *del = NULL, *v;
-    struct write_ctx *c = write_begin(r, 0, NULL, &set, &del);
-    const char *key;
-    size_t i;
-
-    if (!c)
+    if (fence(t, w) < 0 || store->sessions->clear(t, w->channel, w->account, deleted) < 0)
         return -1;
-    json_array_foreach(del, i, v) {
-        key = json_string_value(v);
-        if (!key)
-            return req_fail(r, "bad_request", json_pack("{s:s}", "field", "delete"),
-                            "field 'delete' must be an array of strings (item %zu is not)", i);
-        if (json_object_get(set, key))
-            return req_fail(r, "bad_request", json_pack("{s:s, s:s}", "field", "delete", "key", key),
-                            "session entry '%s' is both in 'set' and in 'delete'", key);
-        if (add_delete(r, c, key) < 0)
-            return -1;
-    }
-    json_object_foreach(set, key, v)
-        if (add_set(r, c, key, v) < 0)
-            return -1;
-    return req_submit(r, batch_tx);
-}
-
-/* DELETE /v1/sessions/{channel}/{accountId} {leaseToken?} -- clearAll */
-
-static int
-clear_tx(struct tx *t, struct req *r)
-{
-    struct write_ctx *c = r->ctx;
-    sqlite3_stmt *st;
-    int64_t n;
-
-    if (fence(t, c) < 0)
-        return -1;
-    st = db_prep(SQ(t), "DELETE FROM sessions WHERE channel = ? AND account_id = ?");
-    if (!st)
-        return db_fail(r, SQ(t));
-    sqlite3_bind_text(st, 1, c->channel, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, c->account, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        sqlite3_reset(st);
-        return db_fail(r, SQ(t));
-    }
-    sqlite3_reset(st);
-    n = sqlite3_changes(SQ(t));
-    emit(t, c, "cleared", json_pack("{s:I}", "deleted", (json_int_t)n));
-    return req_ok(r, 200, json_pack("{s:I}", "deleted", (json_int_t)n));
-}
-
-int
-sessions_clear(struct req *r)
-{
-    struct write_ctx *c = write_begin(r, 0, NULL, NULL, NULL);
-
-    return c ? req_submit(r, clear_tx) : -1;
+    emit(t, w, "cleared", json_pack("{s:I}", "deleted", (json_int_t)*deleted));
+    return 0;
 }

@@ -97,7 +97,49 @@ struct store_dedupe;
 
 /* ---- sessions ---------------------------------------------------------------- */
 
-struct store_sessions;
+/* One entry of an account's session store (SPEC section 6) as it is kept:
+ * the store sees only bytes -- the compact JSON text of the value, or its
+ * ciphertext -- and their format; encoding and encryption are the rules'
+ * (sessions.c). Entry names are not secret and are kept in clear. */
+struct session_entry {
+    const char *channel;            /* "whatsapp" */
+    const char *account;            /* the accountId */
+    const char *key;                /* the entry name */
+    int enc;                        /* format of value: 0 = JSON text in clear,
+                                     * 1 = nonce || AEAD ciphertext of it */
+    const unsigned char *value;     /* the stored bytes (may hold NULs);
+                                     * NULL in a listing without values */
+    size_t len;                     /* bytes of value as stored */
+    int64_t updated_at;             /* ms, the last write of this entry */
+};
+
+/* Called for each entry of a listing, in key order. e and its strings and
+ * bytes are the store's, valid only during the call. A non-zero result
+ * stops the listing, which returns it. */
+typedef int (*session_visit)(const struct session_entry *e, void *arg);
+
+/* The operations; channel, account and key are names of 1..512 bytes of
+ * valid UTF-8 (checked by the rules). */
+struct store_sessions {
+    /* The entry (channel, account, key) into *e: 1 when found (e->value is
+     * a new allocation, caller frees; e's names point at the arguments),
+     * 0 when there is none, -1 on error. */
+    int (*get)(struct tx *t, const char *channel, const char *account, const char *key,
+               struct session_entry *e);
+    /* Every entry of (channel, account) in key order to fn, with its bytes
+     * when values, else with value NULL and len the stored size. 0 when
+     * all were visited, fn's non-zero result, or -1 on error. */
+    int (*list)(struct tx *t, const char *channel, const char *account, bool values,
+                session_visit fn, void *arg);
+    /* Insert the entry, or replace the one with the same names (enc,
+     * value and updated_at as given). 0 or -1. */
+    int (*put)(struct tx *t, const struct session_entry *e);
+    /* Delete one entry: 1 when it existed, 0 when not, -1 on error. */
+    int (*del)(struct tx *t, const char *channel, const char *account, const char *key);
+    /* Delete every entry of (channel, account); *deleted gets how many.
+     * Other accounts are untouched. 0 or -1. */
+    int (*clear)(struct tx *t, const char *channel, const char *account, int64_t *deleted);
+};
 
 /* ---- end of sessions ---- */
 
