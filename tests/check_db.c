@@ -210,7 +210,8 @@ lines_with(const char *path, const char *needle)
 /* A database made before schema_migrations existed (a count in
  * user_version) is upgraded in place: the counted versions are adopted once,
  * the rest applied; a second run adopts nothing. For k = all (today's
- * databases) and k = all but one (a database one migration behind). */
+ * databases) and k = all but one (a database one migration behind). The
+ * file and its row are made with SQL: that old file is the point. */
 START_TEST(counted_database_adopted_once)
 {
     int n = db_known_count();
