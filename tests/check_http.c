@@ -12,7 +12,6 @@
 #include <sys/time.h>
 
 #include <curl/curl.h>
-#include <sqlite3.h>
 
 #include "batond.h"
 #include "harness.h"
@@ -202,7 +201,8 @@ START_TEST(migrations_once_across_restarts)
     ck_assert_str_eq(got, want);
     ck_assert_int_eq(server_log_count(&srv, "db.migrations_adopted"), 0);
     ck_assert_int_eq(db_int(path, "PRAGMA user_version"), n);
-    /* mark the rows: a restart must not write them again */
+    /* mark the rows: a restart must not write them again (SQL: the test is
+     * about schema_migrations itself, which no route writes) */
     ck_assert_int_eq(server_stop(&srv), 0);
     db_exec(path, "UPDATE schema_migrations SET applied_at = 1");
     server_start(&srv, NULL);
@@ -220,7 +220,9 @@ END_TEST
  * the first k migrations applied and counted in user_version, as batond
  * did, holding a job, a lease at token 5 and a session entry. batond
  * starts on it, keeps every row, records every migration (adopting 1..k
- * once) and a second start adopts nothing. */
+ * once) and a second start adopts nothing. The rows are written with SQL on
+ * purpose: they must be in the old file before any batond of today opened
+ * it, so no route can put them there. */
 static void
 upgrade_counted(int k)
 {
@@ -313,7 +315,8 @@ err_lines(void)
 
 /* A database with a migration newer than this batond (a newer batond ran
  * on it): refused at start with exit 78 and one line naming it, and left
- * unchanged; the same for a count beyond ours from before the table. */
+ * unchanged; the same for a count beyond ours from before the table. (The
+ * newer migration row is SQL: that is what a newer batond leaves behind.) */
 START_TEST(newer_schema_refused_78)
 {
     char path[300], sql[200], err[512];

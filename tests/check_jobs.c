@@ -9,8 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "harness.h"
 
 static int64_t
@@ -793,6 +791,104 @@ START_TEST(claim_takes_expired_lock_without_sweep)
 }
 END_TEST
 
+/* A mass lock expiry for the backlog test, made through the routes: BACKLOG
+ * jobs enqueued, claimed and then heartbeaten with lockMs=1 by LOADERS
+ * threads (the writer commits their requests in groups, which makes this
+ * several times faster than one client). */
+#define BACKLOG 1300
+#define LOADERS 10
+
+struct loader {
+    struct server *s;
+    int phase;                      /* 0 enqueue, 1 claim, 2 expire the locks */
+    int todo;                       /* jobs to enqueue */
+    int n, errors;
+    int64_t *ids;                   /* the jobs this loader claimed... */
+    char (*tokens)[48];             /* ...and their claim tokens */
+};
+
+static void *
+loader_main(void *arg)
+{
+    struct loader *l = arg;
+    char body[256];
+    struct resp r;
+
+    if (l->phase == 0) {
+        for (int i = 0; i < l->todo; i++) {
+            static const char job[] = "{\"queue\":\"mass\",\"payload\":1}";
+            if (http_req(l->s, "POST", "/v1/jobs", job, strlen(job), NULL, NULL, &r) < 0 || r.status != 201)
+                l->errors++;
+            resp_free(&r);
+        }
+    } else if (l->phase == 1) {
+        snprintf(body, sizeof body, "{\"workerId\":\"gone-%p\",\"queue\":\"mass\",\"lockMs\":600000}", (void *)l);
+        for (;;) {
+            json_t *job;
+            if (http_req(l->s, "POST", "/v1/jobs/claim", body, strlen(body), NULL, NULL, &r) < 0) {
+                l->errors++;
+                break;
+            }
+            if (r.status != 200 || l->n >= BACKLOG) {
+                l->errors += r.status != 204;
+                resp_free(&r);
+                break;
+            }
+            job = json_object_get(r.json, "job");
+            l->ids[l->n] = atoll(sget(job, "id"));
+            snprintf(l->tokens[l->n++], sizeof *l->tokens, "%s", sget(job, "claimToken"));
+            resp_free(&r);
+        }
+    } else {
+        for (int i = 0; i < l->n; i++) {
+            char path[64];
+            snprintf(path, sizeof path, "/v1/jobs/%lld/heartbeat", (long long)l->ids[i]);
+            snprintf(body, sizeof body, "{\"workerId\":\"gone-%p\",\"claimToken\":\"%s\",\"lockMs\":1}",
+                     (void *)l, l->tokens[i]);
+            if (http_req(l->s, "POST", path, body, strlen(body), NULL, NULL, &r) < 0 || r.status != 200)
+                l->errors++;
+            resp_free(&r);
+        }
+    }
+    return NULL;
+}
+
+/* Run phase in every loader at once; the total of their counts. */
+static int
+loaders_run(struct loader *ls, int phase)
+{
+    pthread_t th[LOADERS];
+    int total = 0;
+
+    for (int i = 0; i < LOADERS; i++) {
+        ls[i].phase = phase;
+        pthread_create(&th[i], NULL, loader_main, &ls[i]);
+    }
+    for (int i = 0; i < LOADERS; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(ls[i].errors, 0);
+        total += ls[i].n;
+    }
+    return total;
+}
+
+/* The counts of queue in GET /v1/queues: pending into *pending, processing
+ * into *processing. */
+static void
+queue_counts(struct server *s, const char *queue, int64_t *pending, int64_t *processing)
+{
+    json_t *q = CALL(s, "GET", "/v1/queues", NULL, 200), *s_q;
+    size_t i;
+
+    *pending = *processing = 0;
+    json_array_foreach(json_object_get(q, "queues"), i, s_q)
+        if (!strcmp(sget(s_q, "queue"), queue)) {
+            *pending = iget(json_object_get(s_q, "counts"), "pending");
+            *processing = iget(json_object_get(s_q, "counts"), "processing");
+        }
+    json_decref(q);
+}
+
 /* A mass lock expiry larger than one sweep chunk (500) is worked off by the
  * periodic sweep chunk by chunk: every job requeued once, none lost. */
 START_TEST(sweep_works_off_a_backlog_in_chunks)
@@ -800,34 +896,34 @@ START_TEST(sweep_works_off_a_backlog_in_chunks)
     static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
     static const char *const fast[] = {"BATON_SWEEP_INTERVAL_MS=300", NULL};
     struct server s = {0};
-    char path[300];
-    sqlite3 *db;
-    json_t *q, *s_q;
-    int64_t pending = 0;
-    size_t i;
+    struct loader ls[LOADERS];
+    int64_t pending = 0, processing = 0;
 
+    memset(ls, 0, sizeof ls);
     server_start(&s, env);
-    ck_assert_int_eq(server_stop(&s), 0);
-    snprintf(path, sizeof path, "%s/baton.db", s.dir);
-    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_exec(db,
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1300)"
-        " INSERT INTO jobs(queue, status, payload, run_at, attempts, max_attempts, locked_by,"
-        " locked_until, claim_token, created_at, updated_at)"
-        " SELECT 'mass', 'processing', '1', 0, 1, 5, 'gone', 1, 'c_x' || i, 0, 0 FROM n",
-        NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
-    server_start(&s, fast);
-    for (int waited = 0; waited < 30000 && pending < 1300; waited += 200) {
-        msleep(200);
-        q = CALL(&s, "GET", "/v1/queues", NULL, 200);
-        json_array_foreach(json_object_get(q, "queues"), i, s_q)
-            if (!strcmp(sget(s_q, "queue"), "mass"))
-                pending = json_integer_value(json_object_get(json_object_get(s_q, "counts"), "pending"));
-        json_decref(q);
+    for (int i = 0; i < LOADERS; i++) {
+        ls[i].s = &s;
+        ls[i].todo = BACKLOG / LOADERS + (i < BACKLOG % LOADERS);
+        ls[i].tokens = calloc(BACKLOG, sizeof *ls[i].tokens);
+        ls[i].ids = calloc(BACKLOG, sizeof *ls[i].ids);
     }
-    ck_assert_int_eq(pending, 1300);
-    ck_assert_int_eq(server_log_count(&s, "\"event\":\"mass.job.requeued\""), 1300);
+    loaders_run(ls, 0);
+    ck_assert_int_eq(loaders_run(ls, 1), BACKLOG);     /* every job processing, locked by a gone worker */
+    loaders_run(ls, 2);                                 /* ...whose locks have all expired */
+    queue_counts(&s, "mass", &pending, &processing);
+    ck_assert_int_eq(pending, 0);
+    ck_assert_int_eq(processing, BACKLOG);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"mass.job.requeued\""), 0);
+    ck_assert_int_eq(server_stop(&s), 0);
+    server_start(&s, fast);
+    for (int waited = 0; waited < 30000 && pending < BACKLOG; waited += 200) {
+        msleep(200);
+        queue_counts(&s, "mass", &pending, &processing);
+    }
+    ck_assert_int_eq(pending, BACKLOG);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"mass.job.requeued\""), BACKLOG);
+    for (int i = 0; i < LOADERS; i++)
+        free(ls[i].tokens), free(ls[i].ids);
     server_cleanup(&s);
 }
 END_TEST
@@ -1121,30 +1217,51 @@ END_TEST
 
 /* ---- outbound queues and leases --------------------------------------------- */
 
-static void
-put_lease(struct server *s, const char *channel, const char *account, const char *owner,
-          int64_t token, int64_t expires)
+/* POST /v1/leases/{channel}/{accountId}/{verb} with body: the answer. */
+static json_t *
+lease_call(struct server *s, const char *channel, const char *account, const char *verb, json_t *body,
+           long expect)
 {
     char path[300];
-    sqlite3 *db;
-    sqlite3_stmt *st;
 
-    snprintf(path, sizeof path, "%s/baton.db", s->dir);
-    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    ck_assert_int_eq(sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO leases(channel, account_id, owner_id,"
-                                            " token, acquired_at, renewed_at, expires_at, ttl_ms, transitions)"
-                                            " VALUES(?, ?, ?, ?, ?, ?, ?, 60000, 1)", -1, &st, NULL), SQLITE_OK);
-    sqlite3_bind_text(st, 1, channel, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, account, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, token);
-    sqlite3_bind_int64(st, 5, now_ms());
-    sqlite3_bind_int64(st, 6, now_ms());
-    sqlite3_bind_int64(st, 7, expires);
-    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    snprintf(path, sizeof path, "/v1/leases/%s/%s/%s", channel, account, verb);
+    return CALL(s, "POST", path, body, expect);
+}
+
+/* owner acquires the lease on channel/account through the route: its token. */
+static int64_t
+acquire_lease(struct server *s, const char *channel, const char *account, const char *owner)
+{
+    json_t *j = lease_call(s, channel, account, "acquire",
+                           json_pack("{s:s, s:i}", "ownerId", owner, "ttlMs", 60000), 200);
+    int64_t token = iget(json_object_get(j, "lease"), "token");
+
+    ck_assert_int_gt(token, 0);
+    json_decref(j);
+    return token;
+}
+
+/* owner gives up the lease it holds with token, through the route. */
+static void
+release_lease(struct server *s, const char *channel, const char *account, const char *owner, int64_t token)
+{
+    json_decref(lease_call(s, channel, account, "release",
+                           json_pack("{s:s, s:I}", "ownerId", owner, "token", (json_int_t)token), 200));
+}
+
+/* Lines of batond's log holding both a and b. */
+static int
+log_lines_with_both(struct server *s, const char *a, const char *b)
+{
+    FILE *f = fopen(s->log, "r");
+    char line[8192];
+    int n = 0;
+
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, a) && strstr(line, b);
+    fclose(f);
+    return n;
 }
 
 static json_t *
@@ -1162,6 +1279,7 @@ START_TEST(outbound_leased_queue_requires_lease_token)
     const char *q = "outbound.whatsapp.acc1";
     struct server s = {0};
     json_t *job, *answer, *c, *tg;
+    int64_t old, cur, next;
 
     server_start(&s, NULL);
     job = enqueue(&s, json_pack("{s:s, s:{s:s}}", "queue", q, "payload", "text", "hello"));
@@ -1169,28 +1287,35 @@ START_TEST(outbound_leased_queue_requires_lease_token)
     ck_assert_str_eq(err_code(answer), "lease_not_held");
     json_decref(answer);
     json_decref(claim_leased(&s, q, json_integer(7), 409));    /* no lease at all yet */
-    put_lease(&s, "whatsapp", "acc1", "wa-1", 7, now_ms() + 60000);
-    answer = claim_leased(&s, q, json_integer(6), 409);
+    /* wa-1 holds the lease with cur; old is the token of its previous grant */
+    old = acquire_lease(&s, "whatsapp", "acc1", "wa-1");
+    release_lease(&s, "whatsapp", "acc1", "wa-1", old);
+    cur = acquire_lease(&s, "whatsapp", "acc1", "wa-1");
+    ck_assert_int_gt(cur, old);
+    answer = claim_leased(&s, q, json_integer(old), 409);
     ck_assert_str_eq(err_code(answer), "lease_not_held");
     json_decref(answer);
-    c = job_of(claim_leased(&s, q, json_integer(7), 200));
+    c = job_of(claim_leased(&s, q, json_integer(cur), 200));
     ck_assert_str_eq(sget(c, "id"), sget(job, "id"));
     /* heartbeat and complete need it too */
     answer = worker_call(&s, c, "heartbeat", NULL, 409);
     ck_assert_str_eq(err_code(answer), "lease_not_held");
     json_decref(answer);
-    answer = worker_call(&s, c, "complete", json_pack("{s:i}", "leaseToken", 6), 409);
+    answer = worker_call(&s, c, "complete", json_pack("{s:I}", "leaseToken", (json_int_t)old), 409);
     ck_assert_str_eq(err_code(answer), "lease_not_held");
     json_decref(answer);
     /* the lease passes to a new holder: the old token cannot finish the send */
-    put_lease(&s, "whatsapp", "acc1", "wa-2", 8, now_ms() + 60000);
-    json_decref(worker_call(&s, c, "complete", json_pack("{s:i}", "leaseToken", 7), 409));
+    release_lease(&s, "whatsapp", "acc1", "wa-1", cur);
+    next = acquire_lease(&s, "whatsapp", "acc1", "wa-2");
+    ck_assert_int_gt(next, cur);
+    json_decref(worker_call(&s, c, "complete", json_pack("{s:I}", "leaseToken", (json_int_t)cur), 409));
     json_decref(worker_call(&s, c, "complete",
-                            json_pack("{s:i, s:{s:s}}", "leaseToken", 8, "result", "channelMessageId", "wamid.1"), 200));
+                            json_pack("{s:I, s:{s:s}}", "leaseToken", (json_int_t)next, "result", "channelMessageId",
+                                      "wamid.1"), 200));
     ck_assert_int_eq(server_log_count(&s, "\"event\":\"whatsapp.outbound.enqueued\""), 1);
     ck_assert_int_eq(server_log_count(&s, "\"event\":\"whatsapp.outbound.claimed\""), 1);
     ck_assert_int_eq(server_log_count(&s, "\"event\":\"whatsapp.outbound.completed\""), 1);
-    ck_assert_int_ge(server_log_count(&s, "\"accountId\":\"acc1\""), 3);
+    ck_assert_int_ge(log_lines_with_both(&s, "\"accountId\":\"acc1\"", "whatsapp.outbound."), 3);
     /* a channel that is not leased needs no token */
     json_decref(enqueue(&s, json_pack("{s:s, s:s}", "queue", "outbound.telegram.bot1", "payload", "x")));
     tg = job_of(claim_leased(&s, "outbound.telegram.bot1", NULL, 200));

@@ -7,7 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <sodium.h>
@@ -241,7 +241,13 @@ file_size(const char *dir, const char *name)
 
 /* Run one SQL statement on the database file beside the running server
  * (WAL: allowed while it serves). Returns the first column of the first
- * row as an integer, or -1 when there is none. */
+ * row as an integer, or -1 when there is none.
+ *
+ * Every other state of these tests is made through the routes. The SQL is
+ * kept where it is the point of the test: reading how a value is stored at
+ * rest (enc, no plaintext), and the tamper tests, which move or damage raw
+ * ciphertext rows in ways no route can (a route only stores what it
+ * encrypted itself). */
 static long long
 sql(const char *fmt, ...)
 {
@@ -269,7 +275,8 @@ sql(const char *fmt, ...)
     return v;
 }
 
-/* Flip one bit of a stored value, in place, beside the running server. */
+/* Flip one bit of a stored value, in place, beside the running server (a
+ * tamper test: raw ciphertext, which no route can write). */
 static void
 flip_bit(const char *account, const char *key, int offset)
 {
@@ -304,25 +311,33 @@ flip_bit(const char *account, const char *key, int offset)
     free(b);
 }
 
-static long long
-wall_ms(void)
+/* POST /v1/leases/whatsapp/{account}/{verb} with body: the answer. */
+static json_t *
+lease_call(const char *account, const char *verb, json_t *body, long expect)
 {
-    struct timeval tv;
+    char path[300];
 
-    gettimeofday(&tv, NULL);
-    return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    snprintf(path, sizeof path, "/v1/leases/whatsapp/%s/%s", account, verb);
+    return CALL(&srv, "POST", path, body, expect);
 }
 
-/* A lease on whatsapp/account held by wa-1 with token, valid for ttl ms
- * (negative: expired). The lease routes are not needed for this. */
-static void
-lease_row(const char *account, long long token, long long ttl)
+/* wa-1 acquires the lease on whatsapp/account through the route: its token. */
+static long long
+lease_acquire(const char *account)
 {
-    long long now = wall_ms();
+    json_t *j = lease_call(account, "acquire", json_pack("{s:s, s:i}", "ownerId", "wa-1", "ttlMs", 60000), 200);
+    long long token = json_integer_value(json_object_get(json_object_get(j, "lease"), "token"));
 
-    sql("INSERT OR REPLACE INTO leases(channel, account_id, owner_id, token, acquired_at, renewed_at,"
-        " expires_at, ttl_ms, transitions) VALUES('whatsapp', %Q, 'wa-1', %lld, %lld, %lld, %lld, 60000, 1)",
-        account, token, now, now, now + ttl);
+    ck_assert_int_gt(token, 0);
+    json_decref(j);
+    return token;
+}
+
+static void
+lease_release(const char *account, long long token)
+{
+    json_decref(lease_call(account, "release", json_pack("{s:s, s:I}", "ownerId", "wa-1", "token",
+                                                         (json_int_t)token), 200));
 }
 
 /* ---- tests ------------------------------------------------------------------- */
@@ -436,7 +451,8 @@ START_TEST(ciphertext_is_bound_to_its_row)
     json_decref(j);
     j = batch("other", json_pack("{s:{s:s}}", "set", "pre-key-1", "other-one"), 200);
     json_decref(j);
-    /* move a ciphertext to another entry, and to another account */
+    /* move a ciphertext to another entry, and to another account (SQL: an
+     * attacker with the file, which no route can imitate) */
     sql("UPDATE sessions SET value = (SELECT value FROM sessions WHERE account_id = 'default' AND"
         " key = 'pre-key-1') WHERE account_id = 'default' AND key = 'pre-key-2'");
     sql("UPDATE sessions SET value = (SELECT value FROM sessions WHERE account_id = 'default' AND"
@@ -520,41 +536,60 @@ END_TEST
 START_TEST(stale_lease_token_changes_nothing)
 {
     json_t *state = json_pack("{s:{s:i}, s:s}", "creds", "registrationId", 1, "pre-key-1", "kp"), *j;
+    long long old, cur;
 
     server_start(&srv, with_key_a);
     write_state("default", state);
-    lease_row("default", 8, 60000);
+    /* wa-1 holds the lease with cur; old is the token of its previous grant */
+    old = lease_acquire("default");
+    lease_release("default", old);
+    cur = lease_acquire("default");
+    ck_assert_int_gt(cur, old);
 
     /* the current token writes */
-    j = put_one("default", "pre-key-2", json_pack("{s:s, s:i}", "value", "kp2", "leaseToken", 8), 200);
+    j = put_one("default", "pre-key-2", json_pack("{s:s, s:I}", "value", "kp2", "leaseToken", (json_int_t)cur), 200);
     json_decref(j);
     json_object_set_new(state, "pre-key-2", json_string("kp2"));
 
     /* an older token does not: put, delete, batch, clearAll */
-    j = put_one("default", "creds", json_pack("{s:{s:i}, s:i}", "value", "registrationId", 666,
-                                              "leaseToken", 7), 409);
+    j = put_one("default", "creds", json_pack("{s:{s:i}, s:I}", "value", "registrationId", 666,
+                                              "leaseToken", (json_int_t)old), 409);
     ck_assert_str_eq(err_code(j), "lease_not_held");
     json_decref(j);
     {
         char *p = key_path("default", "pre-key-1");
-        j = CALL(&srv, "DELETE", p, json_pack("{s:i}", "leaseToken", 7), 409);
+        j = CALL(&srv, "DELETE", p, json_pack("{s:I}", "leaseToken", (json_int_t)old), 409);
         json_decref(j);
         free(p);
     }
-    j = batch("default", json_pack("{s:{s:i}, s:[s], s:i}", "set", "creds", 666, "delete", "pre-key-1",
-                                   "leaseToken", 7), 409);
+    j = batch("default", json_pack("{s:{s:i}, s:[s], s:I}", "set", "creds", 666, "delete", "pre-key-1",
+                                   "leaseToken", (json_int_t)old), 409);
     ck_assert_str_eq(err_code(j), "lease_not_held");
     json_decref(j);
-    j = CALL(&srv, "DELETE", "/v1/sessions/whatsapp/default", json_pack("{s:i}", "leaseToken", 7), 409);
+    j = CALL(&srv, "DELETE", "/v1/sessions/whatsapp/default", json_pack("{s:I}", "leaseToken", (json_int_t)old),
+             409);
     json_decref(j);
     /* nor a token for an account that has no lease */
-    j = put_one("nolease", "creds", json_pack("{s:i, s:i}", "value", 1, "leaseToken", 8), 409);
+    j = put_one("nolease", "creds", json_pack("{s:i, s:I}", "value", 1, "leaseToken", (json_int_t)cur), 409);
     json_decref(j);
     check_state("default", state);
 
-    /* the current token once the lease has expired: refused as well */
-    lease_row("default", 8, -1000);
-    j = put_one("default", "creds", json_pack("{s:i, s:i}", "value", 666, "leaseToken", 8), 409);
+    /* the current token once the lease has expired: refused as well (a
+     * heartbeat shortens it to the shortest ttl; nobody takes it after) */
+    json_decref(lease_call("default", "heartbeat", json_pack("{s:s, s:I, s:i}", "ownerId", "wa-1", "token",
+                                                             (json_int_t)cur, "ttlMs", 1000), 200));
+    for (int waited = 0;; waited += 50) {
+        bool held;
+        j = CALL(&srv, "GET", "/v1/leases/whatsapp/default", NULL, 200);
+        held = json_is_true(json_object_get(j, "held"));
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "token")), cur);
+        json_decref(j);
+        if (!held)
+            break;
+        ck_assert_msg(waited < 15000, "the lease did not expire");
+        usleep(50 * 1000);
+    }
+    j = put_one("default", "creds", json_pack("{s:i, s:I}", "value", 666, "leaseToken", (json_int_t)cur), 409);
     json_decref(j);
     check_state("default", state);
     ck_assert_int_eq(server_log_count(&srv, "whatsapp.session.cleared"), 0);
@@ -567,9 +602,10 @@ START_TEST(required_lease_token)
     static const char *const env[] = {"BATON_SESSION_REQUIRE_LEASE=1", NULL};
     struct resp r;
     json_t *j;
+    long long token;
 
     server_start(&srv, env);
-    lease_row("default", 3, 60000);
+    token = lease_acquire("default");
     ck_assert_int_eq(http_req(&srv, "PUT", "/v1/sessions/whatsapp/default/keys/creds", "{\"value\":1}", 11,
                               NULL, NULL, &r), 0);
     ck_assert_int_eq(r.status, 400);
@@ -582,7 +618,7 @@ START_TEST(required_lease_token)
     j = get_all("default", 200);
     ck_assert_int_eq(json_object_size(json_object_get(j, "entries")), 0);
     json_decref(j);
-    j = put_one("default", "creds", json_pack("{s:i, s:i}", "value", 1, "leaseToken", 3), 200);
+    j = put_one("default", "creds", json_pack("{s:i, s:I}", "value", 1, "leaseToken", (json_int_t)token), 200);
     json_decref(j);
     j = get_one("default", "creds", 200);      /* reads need no token */
     json_decref(j);

@@ -57,7 +57,11 @@ json_t *call(struct server *s, const char *method, const char *path, json_t *bod
              long expect_status);
 #define CALL(s, m, p, b, st) call((s), (m), (p), (b), (st))
 
-/* Databases for the migration tests (schema/sqlite, server/db.c). */
+/* Databases for the migration tests (schema/sqlite, server/db.c). These
+ * write the database file with SQL because the migration tests need files
+ * no route can make: older schemas, rows in them from before an upgrade, a
+ * schema_migrations table from a newer batond. Every other test makes its
+ * state through the routes (reading the file to check a result is fine). */
 /* Make the database at path the way batond made it before the
  * schema_migrations table existed: the first k embedded migrations, each in
  * its own transaction, counted in PRAGMA user_version. Fails the test on
@@ -71,7 +75,8 @@ void db_known(int k, char *buf, size_t n);
 int db_known_count(void);               /* how many migrations are embedded */
 /* One integer answer of sql on the database at path (-1 when no row). */
 long long db_int(const char *path, const char *sql);
-/* Run sql on the database at path; fails the test on error. */
+/* Run sql on the database at path; fails the test on error. For the
+ * migration tests only (see above). */
 void db_exec(const char *path, const char *sql);
 
 /* Path of a program built beside batond (BATOND's directory, so the

@@ -941,6 +941,11 @@ print_table(void)
 
 /* ---- scale ------------------------------------------------------------------- */
 
+/* Bulk-load count jobs of one status into the stopped server's database
+ * with SQL. The one place outside the migration tests that writes the file
+ * directly, on purpose: the scale runs need 10^5..10^6 rows, which the
+ * routes would take minutes to make, and what is measured is batond on
+ * those rows, not the loading. */
 static int
 sql_fill(const char *dir, const char *status, int64_t count, int64_t locked_until, int64_t completed_at)
 {
