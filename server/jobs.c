@@ -286,7 +286,7 @@ fail_final(struct tx *t, const struct job *j, const char *token, const char *rea
 {
     struct job done;
     json_t *job;
-    int rc = JOBS->fail(t, j->id, token, reason, message, &done);
+    int rc = JOBS->fail_final(t, j->id, token, reason, message, &done);
 
     if (rc <= 0) {
         json_decref(extra);

@@ -183,8 +183,9 @@ struct store_jobs {
     int (*unclaim)(struct tx *t, int64_t id, const char *token, struct job *out);
     /* Terminally failed (token NULL: whatever its state, else only the
      * claim holding token): the lock and token cleared, the error set. */
-    int (*fail)(struct tx *t, int64_t id, const char *token, const char *reason, const char *message,
-                struct job *out);
+    int (*fail_final)(struct tx *t, int64_t id, const char *token, const char *reason,
+                      const char *message,
+                      struct job *out);
     /* A processing job whose lock has expired back to pending, run_at
      * unchanged, lock, worker and token cleared, error lock_expired. */
     int (*requeue_expired)(struct tx *t, int64_t id, struct job *out);
