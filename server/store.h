@@ -184,8 +184,7 @@ struct store_jobs {
     /* Terminally failed (token NULL: whatever its state, else only the
      * claim holding token): the lock and token cleared, the error set. */
     int (*fail_final)(struct tx *t, int64_t id, const char *token, const char *reason,
-                      const char *message,
-                      struct job *out);
+                      const char *message, struct job *out);
     /* A processing job whose lock has expired back to pending, run_at
      * unchanged, lock, worker and token cleared, error lock_expired. */
     int (*requeue_expired)(struct tx *t, int64_t id, struct job *out);
