@@ -296,27 +296,8 @@ int accounts_get(struct req *r);
 int accounts_list(struct req *r);         /* channel?, enabled? */
 int accounts_delete(struct req *r);
 
-/* ---- jobs.c ---------------------------------------------------------------- */
+/* ---- jobs_api.c: the routes of jobs (rules in core.h) ----------------------- */
 
-/* Insert a job into queue (or find the not-completed job holding
- * dedupe_key there, then *duplicate = true), emit the enqueued event and
- * wake or schedule the queue's parked claimers. payload is borrowed;
- * dedupe_key, conversation_id and message_id may be NULL. *job_out (may be
- * NULL) receives a new reference to the job's JSON, which the caller
- * decrefs. Returns 0, or -1 with r answered (req_fail/db_fail). */
-int jobs_insert(struct tx *t, const char *queue, json_t *payload,
-                int64_t priority, int64_t delay_ms, int64_t max_attempts,
-                const char *dedupe_key, const char *conversation_id, const char *message_id,
-                json_t **job_out, bool *duplicate);
-/* The job as GET /v1/jobs/{id} shows it (new reference), NULL if absent. */
-json_t *jobs_get_json(sqlite3 *db, int64_t id);
-/* The stale sweep and retention: requeue processing jobs whose lock has
- * expired (or fail them with lock_expired when attempts are exhausted) and
- * delete completed jobs older than BATON_RETENTION_MS. The ids (strings)
- * are appended to requeued / failed when those are not NULL. With more
- * NULL every expired lock is handled; otherwise one chunk, and *more says
- * whether another may remain. 0 or -1. */
-int jobs_sweep(struct tx *t, json_t *requeued, json_t *failed, bool *more);
 int jobs_enqueue(struct req *r);        /* POST /v1/jobs */
 int jobs_claim(struct req *r);          /* POST /v1/jobs/claim */
 int jobs_requeue_stale(struct req *r);  /* POST /v1/jobs/requeue-stale */
@@ -331,22 +312,6 @@ int jobs_get(struct req *r);            /* GET /v1/jobs/{id} */
 int jobs_list(struct req *r);           /* GET /v1/jobs */
 int jobs_pending(struct req *r);        /* GET /v1/jobs/pending */
 int jobs_queues(struct req *r);         /* GET /v1/queues */
-
-/* What another module does inside a job's own transaction, so that jobs.c
- * calls nothing above it: the messages module registers these at start
- * (messages_init). completed: after a job was marked completed (result and
- * reply may be NULL; reply is an object when given); failed: after a job
- * became terminally failed; progress: a progress report of the claim
- * `token` of job `job_id` (text borrowed). job is the job's JSON as GET
- * shows it (borrowed). Each returns 0, or -1 with r answered to roll the
- * whole write back. A NULL member does nothing. */
-struct jobs_hooks {
-    int (*completed)(struct tx *t, json_t *job, json_t *result, json_t *reply);
-    int (*failed)(struct tx *t, json_t *job);
-    int (*progress)(struct tx *t, int64_t job_id, const char *token, const char *text);
-};
-/* Set the hooks (h is kept, not copied; static storage). Before any request. */
-void jobs_set_hooks(const struct jobs_hooks *h);
 
 /* ---- dedupe.c / sessions.c ------------------------------------------------- */
 

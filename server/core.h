@@ -124,6 +124,110 @@ void events_flush(json_t *lines);
 
 /* ---- jobs rules (jobs.c) ----------------------------------------------------- */
 
+#define JOBS_QUEUE_MAX      200
+#define JOBS_NAME_MAX       200             /* workerId, dedupeKey, conversation/message ids */
+#define JOBS_TOKEN_MAX      64
+#define JOBS_BAD_QUEUE "field 'queue' must be 1-200 characters of letters, digits, '.', '_', ':' or '-'" \
+                       " (outbound queues: outbound.<channel>.<accountId>)"
+
+/* 1-200 chars of [A-Za-z0-9._:-]; "outbound.*" must name channel and account. */
+bool jobs_queue_valid(const char *queue);
+/* The job as GET /v1/jobs/{id} shows it (new reference; NULL when out of
+ * memory). */
+json_t *job_json(const struct job *j);
+
+/* Insert a job into queue (or find the not-completed job holding
+ * dedupe_key there, then *duplicate = true), emit the enqueued event and
+ * wake or schedule the queue's parked claimers. payload is borrowed;
+ * dedupe_key, conversation_id and message_id may be NULL. *job_out (may be
+ * NULL) receives a new reference to the job's JSON, which the caller
+ * decrefs. Returns 0, or -1 with t->err set (tx_fail). */
+int jobs_insert(struct tx *t, const char *queue, json_t *payload,
+                int64_t priority, int64_t delay_ms, int64_t max_attempts,
+                const char *dedupe_key, const char *conversation_id, const char *message_id,
+                json_t **job_out, bool *duplicate);
+
+/* A claim (strings borrowed). */
+struct job_claim {
+    const char *queue, *worker;
+    int64_t lock_ms;
+    bool has_lease;                 /* leaseToken given (outbound queues of leased channels) */
+    int64_t lease_token;
+    int64_t deadline;               /* wait until then when nothing is there; 0 = no wait */
+    /* out: the job handed out and its claim token */
+    int64_t claimed;
+    char token[JOBS_TOKEN_MAX + 1];
+};
+/* Hand the best available job of c->queue to c->worker: a due pending job,
+ * or one whose lock has expired (taken back first: requeued, or failed when
+ * no attempt is left and the next one looked for). Returns 1 with *job_out
+ * (new reference) and c->claimed / c->token; 0 when there is none -- then
+ * w is parked on the queue until c->deadline (when set and not passed),
+ * woken by a job that becomes available or due; also 0, with nothing
+ * claimed, when whoever waits for w has gone (w->alive). -1 with t->err. */
+int job_claim(struct tx *t, struct wreq *w, struct job_claim *c, json_t **job_out);
+/* A claim whose answer never reached its client: give the job back,
+ * unless something changed it since. 0 (also when nothing was undone), -1. */
+int job_unclaim(struct tx *t, int64_t id, const char *token);
+
+/* A worker's call on the job it claimed (strings borrowed): the job must
+ * still be processing under worker's claim token (else "not_found" or
+ * "claim_lost"), and for an outbound queue of a leased channel the lease
+ * token must be current (lease_fence). */
+struct job_work {
+    int64_t id;
+    const char *worker, *token;
+    bool has_lease;
+    int64_t lease_token;
+};
+/* Extend the lock to now + lock_ms. 0 with *job_out, -1. */
+int job_heartbeat(struct tx *t, const struct job_work *w, int64_t lock_ms, json_t **job_out);
+/* Completed with result (borrowed; NULL = none) and run the completed hook
+ * with reply (borrowed, may be NULL). A repeated completion of the same
+ * claim answers the job again. 0 with *job_out, -1. */
+int job_complete(struct tx *t, const struct job_work *w, json_t *result, json_t *reply,
+                 json_t **job_out);
+/* A failure: retried after a backoff (at least retry_after_ms) when
+ * retryable and attempts are left, else final. message may be NULL.
+ * 0 with *job_out, -1. */
+int job_fail(struct tx *t, const struct job_work *w, const char *reason, const char *message,
+             bool retryable, int64_t retry_after_ms, json_t **job_out);
+/* A progress report: fenced like a heartbeat, handed to the progress hook. */
+int job_progress(struct tx *t, const struct job_work *w, const char *text);
+/* The operator's calls. retry: a failed or processing job pending again
+ * now ("conflict" otherwise); fail_now: any job not yet completed or
+ * failed, failed with reason / message ("conflict" otherwise; cancel is
+ * fail_now with reason "cancelled"). 0 with *job_out, -1. */
+int job_retry(struct tx *t, int64_t id, json_t **job_out);
+int job_fail_now(struct tx *t, int64_t id, const char *reason, const char *message, json_t **job_out);
+
+/* Requeue processing jobs whose lock has expired (or fail them with
+ * lock_expired when attempts are exhausted), appending their ids (strings)
+ * to requeued / failed when those are not NULL. With more NULL every
+ * expired lock is handled; otherwise one chunk, and *more says whether
+ * another remains. 0 or -1 (t->err set). */
+int jobs_expire_locks(struct tx *t, json_t *requeued, json_t *failed, bool *more);
+/* The stale sweep and retention: jobs_expire_locks, then delete completed
+ * jobs older than BATON_RETENTION_MS (a chunk; *more, when not NULL, also
+ * says whether more of them remain). 0 or -1 (t->err set). */
+int jobs_sweep(struct tx *t, json_t *requeued, json_t *failed, bool *more);
+
+/* What another module does inside a job's own transaction, so that jobs.c
+ * calls nothing above it: the messages module registers these at start
+ * (messages_init). completed: after a job was marked completed (result and
+ * reply may be NULL; reply is an object when given); failed: after a job
+ * became terminally failed; progress: a progress report of the claim
+ * `token` of job `job_id` (text borrowed). job is the job's JSON as GET
+ * shows it (borrowed). Each returns 0, or -1 with t->err set (tx_fail) to
+ * roll the whole write back. A NULL member does nothing. */
+struct jobs_hooks {
+    int (*completed)(struct tx *t, json_t *job, json_t *result, json_t *reply);
+    int (*failed)(struct tx *t, json_t *job);
+    int (*progress)(struct tx *t, int64_t job_id, const char *token, const char *text);
+};
+/* Set the hooks (h is kept, not copied; static storage). Before any request. */
+void jobs_set_hooks(const struct jobs_hooks *h);
+
 /* ---- leases rules (leases.c) ------------------------------------------------- */
 
 /* ---- dedupe rules (dedupe.c) ------------------------------------------------- */

@@ -79,7 +79,135 @@ struct migration {
 
 /* ---- jobs ---------------------------------------------------------------- */
 
-struct store_jobs;
+#include <stdlib.h>
+
+/* A job's state; as text "pending", "processing", "completed", "failed". */
+enum job_status { JOB_PENDING, JOB_PROCESSING, JOB_COMPLETED, JOB_FAILED };
+
+static inline const char *
+job_status_name(enum job_status s)
+{
+    static const char *const names[] = {"pending", "processing", "completed", "failed"};
+
+    return names[s];
+}
+
+#define JOB_NONE INT64_MIN          /* an absent time (locked_until, started_at...) */
+
+/* One row of jobs. Strings are NULL when absent; payload and result are
+ * JSON text. The strings live in mem (malloc'ed by the store, freed with
+ * job_free) -- except for the rows a listing hands to its callback, whose
+ * strings are only valid during the call (mem NULL). */
+struct job {
+    int64_t id;
+    const char *queue;
+    enum job_status status;
+    const char *payload;
+    int64_t priority, run_at, attempts, max_attempts;
+    const char *locked_by;          /* the worker of the latest claim */
+    int64_t locked_until;           /* JOB_NONE unless processing */
+    const char *claim_token;        /* the current (or, once completed, last) claim's */
+    int64_t started_at, completed_at;
+    const char *error_reason, *error_message;
+    const char *result;
+    int64_t created_at, updated_at;
+    const char *dedupe_key, *conversation_id, *message_id;
+    void *mem;
+};
+
+static inline void
+job_free(struct job *j)
+{
+    free(j->mem);
+    j->mem = NULL;
+}
+
+/* What an insert needs (strings borrowed; the optional ones may be NULL). */
+struct job_new {
+    const char *queue, *payload;    /* payload: JSON text */
+    int64_t priority, run_at, max_attempts;
+    const char *dedupe_key, *conversation_id, *message_id;
+};
+
+/* The figures of one queue for /v1/queues. */
+struct job_queue_stats {
+    const char *queue;
+    int64_t counts[4];              /* by enum job_status */
+    int64_t oldest_due;             /* min run_at of due pending jobs, JOB_NONE when none */
+    int64_t stale;                  /* processing jobs whose lock has expired */
+};
+
+/* Filters of a listing: NULL / -1 for "any". */
+struct job_filter {
+    const char *queue;
+    int status;                     /* an enum job_status or -1 */
+    int64_t before_id;              /* only ids below this (a cursor) */
+    int64_t limit;
+};
+
+/* Every jobs operation. "Due", "expired" and every time written come from
+ * t->now. Operations that fill a struct job *out (may be NULL) fill it
+ * with the row as it is after the operation; the caller job_free()s it.
+ * Counts returned as 1/0: 1 done (a row matched), 0 no row matched. */
+struct store_jobs {
+    /* A new pending job (created_at = updated_at = now). 0 and *id; -1. */
+    int (*insert)(struct tx *t, const struct job_new *n, int64_t *id, struct job *out);
+    /* The job id: 1 found, 0 none, -1. */
+    int (*get)(struct tx *t, int64_t id, struct job *out);
+    /* The newest not-completed job of queue holding dedupe key: 1 with *id, 0 none, -1. */
+    int (*find_dedupe)(struct tx *t, const char *queue, const char *key, int64_t *id);
+    /* The next job of queue in claim order (priority DESC, run_at, id) among
+     * the due pending ones and the processing ones whose lock has expired.
+     * A pending one is claimed at once: processing, locked_by = worker,
+     * locked_until = lock_until, claim_token = token, attempts + 1,
+     * started_at = now; returns 1 with *out. An expired one is not touched:
+     * returns 2 with *out, for the caller to take back (requeue_expired or
+     * fail) before it claims again. 0 when none, -1. */
+    int (*claim)(struct tx *t, const char *queue, const char *worker, int64_t lock_until,
+                 const char *token, struct job *out);
+    /* The earliest time after now something of queue becomes claimable: a
+     * pending run_at > now or an expiry of a lock (locked_until + 1). 0 and
+     * *due (0 = none); -1. */
+    int (*next_due)(struct tx *t, const char *queue, int64_t *due);
+    /* Transitions of the claim holding token (processing, claim_token =
+     * token); 1 done, 0 no such claim, -1. heartbeat: locked_until. complete:
+     * completed, completed_at = now, the lock cleared, result (JSON text or
+     * NULL), the claim token kept. fail_retry: back to pending at run_at, the
+     * lock, worker and token cleared, the error recorded. unclaim: the claim
+     * undone (pending, attempts - 1, started_at, lock, worker, token
+     * cleared). */
+    int (*heartbeat)(struct tx *t, int64_t id, const char *token, int64_t lock_until, struct job *out);
+    int (*complete)(struct tx *t, int64_t id, const char *token, const char *result, struct job *out);
+    int (*fail_retry)(struct tx *t, int64_t id, const char *token, int64_t run_at, const char *reason,
+                    const char *message, struct job *out);
+    int (*unclaim)(struct tx *t, int64_t id, const char *token, struct job *out);
+    /* Terminally failed (token NULL: whatever its state, else only the
+     * claim holding token): the lock and token cleared, the error set. */
+    int (*fail_final)(struct tx *t, int64_t id, const char *token, const char *reason,
+                      const char *message, struct job *out);
+    /* A processing job whose lock has expired back to pending, run_at
+     * unchanged, lock, worker and token cleared, error lock_expired. */
+    int (*requeue_expired)(struct tx *t, int64_t id, struct job *out);
+    /* The operator's retry: pending now, lock, worker and token cleared,
+     * max_attempts raised to attempts + 1 when needed. */
+    int (*retry)(struct tx *t, int64_t id, struct job *out);
+    /* Up to max ids of processing jobs whose lock has expired, the oldest
+     * expiry first; *more when others remain. 0 or -1. */
+    int (*expired)(struct tx *t, int64_t *ids, size_t max, size_t *n, bool *more);
+    /* Delete up to max completed jobs with completed_at < before; *n
+     * deleted, *more when others remain. 0 or -1. */
+    int (*prune)(struct tx *t, int64_t before, size_t max, size_t *n, bool *more);
+    /* Listings: each(row, arg) per job (the row's strings borrowed for the
+     * call; a non-zero return stops, and is returned). list: newest first,
+     * filtered; pending: pending and processing jobs of queue (NULL: every
+     * queue), oldest first, at most limit. 0, -1, or each's result. */
+    int (*list)(struct tx *t, const struct job_filter *f, int (*each)(const struct job *j, void *arg),
+                void *arg);
+    int (*pending)(struct tx *t, const char *queue, int64_t limit,
+                   int (*each)(const struct job *j, void *arg), void *arg);
+    /* Every queue with jobs, by name, to each (borrowed for the call). */
+    int (*queues)(struct tx *t, int (*each)(const struct job_queue_stats *q, void *arg), void *arg);
+};
 
 /* ---- end of jobs ---- */
 

@@ -657,5 +657,6 @@ const struct store_ops store_sqlite = {
     .aborted = sq_aborted,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .jobs = &sqlite_jobs_ops,
     .sessions = &sqlite_sessions_ops,
 };

@@ -1,9 +1,346 @@
 /* check_store_jobs.c -- store conformance cases of the jobs operations
- * (see check_store.h). */
+ * (see check_store.h): written against store->jobs only. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "check_store.h"
+
+#define OPS (store->jobs)
+
+/* Insert a pending job into queue q in its own transaction; its id. */
+static int64_t
+put(const char *q, int64_t priority, int64_t run_offset_ms)
+{
+    struct tx t;
+    struct job_new n = {.queue = q, .payload = "{\"n\":1}", .priority = priority, .max_attempts = 5};
+    int64_t id = 0;
+
+    st_begin(st_conn, &t);
+    n.run_at = t.now + run_offset_ms;
+    ck_assert_int_eq(OPS->insert(&t, &n, &id, NULL), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_gt(id, 0);
+    return id;
+}
+
+/* One claim of queue q in its own transaction on c: 1 (id, token), 0, 2. */
+static int
+claim_one(struct sconn *c, const char *q, int64_t lock_ms, int64_t *id, char *token, size_t n)
+{
+    struct tx t;
+    struct job j;
+    char *tok = new_id("c_");
+    int rc;
+
+    st_begin(c, &t);
+    rc = OPS->claim(&t, q, "w1", t.now + lock_ms, tok, &j);
+    if (rc > 0) {
+        *id = j.id;
+        job_free(&j);
+    }
+    if (token)
+        snprintf(token, n, "%s", tok);
+    free(tok);
+    if (st_commit(&t) < 0)
+        return -1;
+    return rc;
+}
+
+/* An insert answers the row as stored; get finds it; find_dedupe finds a
+ * live job by its key, in its own queue only. */
+START_TEST(insert_get_round_trip)
+{
+    struct tx t;
+    struct job_new n = {.queue = "mail", .payload = "[1,\"x\"]", .priority = 7, .max_attempts = 3,
+                        .dedupe_key = "k1", .conversation_id = "conv", .message_id = "m9"};
+    struct job j, g;
+    int64_t id, found = 0;
+
+    st_begin(st_conn, &t);
+    n.run_at = t.now + 5;
+    ck_assert_int_eq(OPS->insert(&t, &n, &id, &j), 0);
+    ck_assert_int_eq(j.id, id);
+    ck_assert_str_eq(j.queue, "mail");
+    ck_assert_int_eq(j.status, JOB_PENDING);
+    ck_assert_str_eq(j.payload, "[1,\"x\"]");
+    ck_assert_int_eq(j.priority, 7);
+    ck_assert_int_eq(j.run_at, t.now + 5);
+    ck_assert_int_eq(j.attempts, 0);
+    ck_assert_int_eq(j.max_attempts, 3);
+    ck_assert_ptr_null(j.locked_by);
+    ck_assert(j.locked_until == JOB_NONE && j.started_at == JOB_NONE && j.completed_at == JOB_NONE);
+    ck_assert_ptr_null(j.claim_token);
+    ck_assert_ptr_null(j.result);
+    ck_assert_int_eq(j.created_at, t.now);
+    ck_assert_str_eq(j.dedupe_key, "k1");
+    ck_assert_str_eq(j.conversation_id, "conv");
+    ck_assert_str_eq(j.message_id, "m9");
+    job_free(&j);
+    ck_assert_int_eq(OPS->get(&t, id, &g), 1);
+    ck_assert_str_eq(g.payload, "[1,\"x\"]");
+    ck_assert_str_eq(g.message_id, "m9");
+    job_free(&g);
+    ck_assert_int_eq(OPS->get(&t, id + 1000, &g), 0);
+    ck_assert_int_eq(OPS->find_dedupe(&t, "mail", "k1", &found), 1);
+    ck_assert_int_eq(found, id);
+    ck_assert_int_eq(OPS->find_dedupe(&t, "other", "k1", &found), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+END_TEST
+
+/* Claims come in priority (high first), then runAt, then id order; a job
+ * not yet due is not claimable, and next_due names when it becomes so. */
+START_TEST(claim_order_and_delay)
+{
+    int64_t a = put("q", 0, -100), c = put("q", 5, -50), d = put("q", 5, -50), b = put("q", 5, 0);
+    int64_t later = put("q", 100, 60000), id, due;
+    int64_t want[] = {c, d, b, a};
+    struct tx t;
+    struct job j;
+
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(claim_one(st_conn, "q", 60000, &id, NULL, 0), 1);
+        ck_assert_msg(id == want[i], "claim %d: job %lld, expected %lld", i, (long long)id,
+                      (long long)want[i]);
+    }
+    ck_assert_int_eq(claim_one(st_conn, "q", 60000, &id, NULL, 0), 0);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->next_due(&t, "q", &due), 0);
+    ck_assert_int_eq(OPS->get(&t, later, &j), 1);
+    ck_assert_int_eq(j.status, JOB_PENDING);
+    ck_assert_int_eq(due, j.run_at);
+    job_free(&j);
+    ck_assert_int_eq(OPS->claim(&t, "other", "w1", t.now + 1000, "c_x", NULL), 0);
+    st_rollback(&t);
+}
+END_TEST
+
+/* A delayed job becomes claimable once its runAt has passed. */
+START_TEST(delayed_job_becomes_claimable)
+{
+    int64_t id = put("q", 0, 300), got = 0;
+
+    ck_assert_int_eq(claim_one(st_conn, "q", 60000, &got, NULL, 0), 0);
+    sleep_ms(400);
+    ck_assert_int_eq(claim_one(st_conn, "q", 60000, &got, NULL, 0), 1);
+    ck_assert_int_eq(got, id);
+}
+END_TEST
+
+/* A claimed job whose lock expired is found by the sweep op, offered to a
+ * claim as expired (2, untouched), and after requeue_expired claimable
+ * again with its attempts counted; a stale token can then change nothing. */
+START_TEST(expired_lock_reclaim_and_stale_token)
+{
+    int64_t id = put("q", 0, 0), got, ids[4];
+    char old[80], cur[80];
+    struct tx t;
+    struct job j;
+    size_t n;
+    bool more;
+
+    ck_assert_int_eq(claim_one(st_conn, "q", -1000, &got, old, sizeof old), 1);  /* lock already over */
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->expired(&t, ids, 4, &n, &more), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(ids[0], id);
+    ck_assert(!more);
+    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_new", &j), 2);
+    ck_assert_int_eq(j.id, id);
+    ck_assert_int_eq(j.status, JOB_PROCESSING);
+    ck_assert_str_eq(j.claim_token, old);
+    job_free(&j);
+    ck_assert_int_eq(OPS->requeue_expired(&t, id, &j), 1);
+    ck_assert_int_eq(j.status, JOB_PENDING);
+    ck_assert_int_eq(j.attempts, 1);
+    ck_assert_ptr_null(j.claim_token);
+    ck_assert_ptr_null(j.locked_by);
+    ck_assert_str_eq(j.error_reason, "lock_expired");
+    job_free(&j);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    ck_assert_int_eq(claim_one(st_conn, "q", 60000, &got, cur, sizeof cur), 1);
+    ck_assert_int_eq(got, id);
+    ck_assert_str_ne(cur, old);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->get(&t, id, &j), 1);
+    ck_assert_int_eq(j.attempts, 2);
+    job_free(&j);
+    /* nothing expired now; the old claim's token changes nothing */
+    ck_assert_int_eq(OPS->expired(&t, ids, 4, &n, &more), 0);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(OPS->requeue_expired(&t, id, NULL), 0);
+    ck_assert_int_eq(OPS->complete(&t, id, old, "1", NULL), 0);
+    ck_assert_int_eq(OPS->heartbeat(&t, id, old, t.now + 1, NULL), 0);
+    ck_assert_int_eq(OPS->fail_retry(&t, id, old, t.now, "x", NULL, NULL), 0);
+    ck_assert_int_eq(OPS->fail_final(&t, id, old, "x", NULL, NULL), 0);
+    ck_assert_int_eq(OPS->unclaim(&t, id, old, NULL), 0);
+    ck_assert_int_eq(OPS->get(&t, id, &j), 1);
+    ck_assert_int_eq(j.status, JOB_PROCESSING);
+    ck_assert_str_eq(j.claim_token, cur);
+    job_free(&j);
+    /* the current one completes it, and keeps its token */
+    ck_assert_int_eq(OPS->complete(&t, id, cur, "{\"ok\":true}", &j), 1);
+    ck_assert_int_eq(j.status, JOB_COMPLETED);
+    ck_assert_str_eq(j.result, "{\"ok\":true}");
+    ck_assert_str_eq(j.claim_token, cur);
+    ck_assert(j.completed_at == t.now && j.locked_until == JOB_NONE);
+    job_free(&j);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+END_TEST
+
+/* The expired-lock sweep and the retention prune work in chunks: asked
+ * for N, at most N, with `more` while others remain; together every
+ * one. */
+START_TEST(sweep_and_prune_in_chunks)
+{
+    enum { JOBS_N = 25, PRUNE_N = 20 };
+    int64_t ids[JOBS_N], chunk[10], got;
+    int seen[JOBS_N] = {0};
+    char tokens[PRUNE_N][80];
+    struct tx t;
+    size_t n, total = 0;
+    bool more = true;
+    int64_t keep = put("other", 0, 0);
+
+    for (int i = 0; i < JOBS_N; i++) {
+        /* each new job ranks above the expired ones, so it is the one claimed */
+        ids[i] = put("q", i, 0);
+        ck_assert_int_eq(claim_one(st_conn, "q", -1000, &got, NULL, 0), 1);
+    }
+    for (int round = 0; more; round++) {
+        ck_assert_int_lt(round, 3);
+        st_begin(st_conn, &t);
+        ck_assert_int_eq(OPS->expired(&t, chunk, 10, &n, &more), 0);
+        ck_assert_int_le(n, 10);
+        ck_assert_int_eq(n, round < 2 ? 10 : 5);
+        ck_assert(more == (round < 2));
+        for (size_t i = 0; i < n; i++) {
+            ck_assert_int_eq(OPS->requeue_expired(&t, chunk[i], NULL), 1);
+            seen[chunk[i] - ids[0]]++;
+        }
+        total += n;
+        ck_assert_int_eq(st_commit(&t), 0);
+    }
+    ck_assert_int_eq(total, JOBS_N);
+    for (int i = 0; i < JOBS_N; i++)
+        ck_assert_int_eq(seen[i], 1);
+
+    /* complete PRUNE_N of them; the others stay */
+    for (int i = 0; i < PRUNE_N; i++) {
+        ck_assert_int_eq(claim_one(st_conn, "q", 60000, &got, tokens[i], sizeof tokens[i]), 1);
+        st_begin(st_conn, &t);
+        ck_assert_int_eq(OPS->complete(&t, got, tokens[i], NULL, NULL), 1);
+        ck_assert_int_eq(st_commit(&t), 0);
+    }
+    total = 0;
+    more = true;
+    for (int round = 0; more; round++) {
+        ck_assert_int_lt(round, 2);
+        st_begin(st_conn, &t);
+        ck_assert_int_eq(OPS->prune(&t, t.now + 1000, 10, &n, &more), 0);
+        ck_assert_int_eq(n, 10);
+        ck_assert(more == (round == 0));
+        total += n;
+        ck_assert_int_eq(st_commit(&t), 0);
+    }
+    ck_assert_int_eq(total, PRUNE_N);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->prune(&t, t.now + 1000, 10, &n, &more), 0);
+    ck_assert_int_eq(n, 0);
+    ck_assert(!more);
+    n = 0;
+    for (int i = 0; i < JOBS_N; i++)
+        n += (size_t)OPS->get(&t, ids[i], NULL);
+    ck_assert_int_eq(n, JOBS_N - PRUNE_N);
+    ck_assert_int_eq(OPS->get(&t, keep, NULL), 1);
+    st_rollback(&t);
+}
+END_TEST
+
+/* ---- 8 concurrent claimers ------------------------------------------------- */
+
+#define CLAIM_JOBS 400
+#define CLAIMERS 8
+
+static int64_t first_id;
+static int claimed[CLAIM_JOBS];
+static int claim_errors, claims_total;
+static pthread_mutex_t claim_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *
+claimer(void *arg)
+{
+    struct sconn *c = arg;
+    int64_t id;
+    int rc;
+
+    for (;;) {
+        rc = claim_one(c, "q", 60000, &id, NULL, 0);
+        pthread_mutex_lock(&claim_lock);
+        if (rc < 0 || rc == 2 || (rc == 1 && (id < first_id || id >= first_id + CLAIM_JOBS)))
+            claim_errors++;
+        else if (rc == 1)
+            claimed[id - first_id]++;
+        /* a store that hands jobs out twice would never empty the queue */
+        if (rc == 1 && ++claims_total > 2 * CLAIM_JOBS)
+            rc = 0;
+        pthread_mutex_unlock(&claim_lock);
+        if (rc != 1)
+            break;
+    }
+    return NULL;
+}
+
+/* 8 threads, each on its own connection, claim until the queue is empty:
+ * every job is claimed exactly once. */
+START_TEST(claims_exactly_once_concurrently)
+{
+    struct sconn *conns[CLAIMERS];
+    pthread_t th[CLAIMERS];
+    struct tx t;
+    struct job_new n = {.queue = "q", .payload = "{}", .max_attempts = 5};
+    int64_t id;
+
+    st_begin(st_conn, &t);
+    n.run_at = t.now;
+    for (int i = 0; i < CLAIM_JOBS; i++) {
+        ck_assert_int_eq(OPS->insert(&t, &n, &id, NULL), 0);
+        if (!i)
+            first_id = id;
+        ck_assert_int_eq(id, first_id + i);
+    }
+    ck_assert_int_eq(st_commit(&t), 0);
+    memset(claimed, 0, sizeof claimed);
+    claim_errors = claims_total = 0;
+    for (int i = 0; i < CLAIMERS; i++) {
+        conns[i] = st_connect();
+        ck_assert_int_eq(pthread_create(&th[i], NULL, claimer, conns[i]), 0);
+    }
+    for (int i = 0; i < CLAIMERS; i++) {
+        pthread_join(th[i], NULL);
+        store->disconnect(conns[i]);
+    }
+    ck_assert_int_eq(claim_errors, 0);
+    for (int i = 0; i < CLAIM_JOBS; i++)
+        ck_assert_msg(claimed[i] == 1, "job %lld claimed %d times", (long long)(first_id + i), claimed[i]);
+}
+END_TEST
 
 void
 store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
-    (void)s, (void)setup, (void)teardown;
+    TCase *tc = tcase_create("jobs");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, insert_get_round_trip);
+    tcase_add_test(tc, claim_order_and_delay);
+    tcase_add_test(tc, delayed_job_becomes_claimable);
+    tcase_add_test(tc, expired_lock_reclaim_and_stale_token);
+    tcase_add_test(tc, sweep_and_prune_in_chunks);
+    tcase_add_test(tc, claims_exactly_once_concurrently);
+    suite_add_tcase(s, tc);
 }

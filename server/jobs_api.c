@@ -1,0 +1,663 @@
+/* jobs_api.c -- the routes of jobs (SPEC section 3): each checks its JSON
+ * body or query, hands typed values to the rules of jobs.c in a write
+ * (req_submit) or reads through store->jobs, and shapes the answer.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "batond.h"
+
+#define JOBS_REASON_MAX     200
+#define JOBS_MESSAGE_MAX    10000
+#define JOBS_LOCK_MS_MAX    (7 * 86400000LL)
+#define JOBS_DELAY_MS_MAX   (10 * 365 * 86400000LL)
+#define JOBS_WAIT_MS_MAX    60000
+#define JOBS_PRIORITY_MAX   1000000000LL
+#define JOBS_ATTEMPTS_MAX   1000000
+
+static int
+bad_queue(struct req *r)
+{
+    return req_fail(r, "bad_request", NULL, JOBS_BAD_QUEUE);
+}
+
+/* {id} of the route: a positive integer; anything else is a malformed
+ * path parameter (400 naming it), while a well-formed id that names no job
+ * is the rules' 404. */
+static int
+path_id(struct req *r, int64_t *id)
+{
+    const char *p = req_param(r, 0);
+
+    if (parse_int64(p, id) < 0 || *id <= 0)
+        return req_fail(r, "bad_request", NULL, "path parameter id must be a positive integer (a job id), not '%.64s'",
+                        p ? p : "");
+    return 0;
+}
+
+static json_t *
+id_json(int64_t id)
+{
+    char b[24];
+
+    snprintf(b, sizeof b, "%lld", (long long)id);
+    return json_string(b);
+}
+
+/* Answer {job} (stolen). */
+static int
+job_answer(struct req *r, int status, json_t *job)
+{
+    return req_ok(r, status, json_pack("{s:o}", "job", job));
+}
+
+/* ---- enqueue ---------------------------------------------------------------- */
+
+struct enqueue {
+    const char *queue, *dedupe_key, *conversation_id, *message_id;
+    json_t *payload;
+    int64_t priority, delay_ms, max_attempts;
+};
+
+static int
+enqueue_tx(struct tx *t, struct req *r)
+{
+    struct enqueue *e = r->ctx;
+    json_t *job;
+    bool dup;
+
+    if (jobs_insert(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
+                    e->dedupe_key, e->conversation_id, e->message_id, &job, &dup) < 0)
+        return -1;
+    return req_ok(r, dup ? 200 : 201, json_pack("{s:o, s:b}", "job", job, "duplicate", dup));
+}
+
+int
+jobs_enqueue(struct req *r)
+{
+    struct enqueue *e = calloc(1, sizeof *e);
+    struct field spec[] = {
+        {"queue", F_STR, 0, NULL, 0, JOBS_QUEUE_MAX, NULL},
+        FIELD_ANY("payload", NULL, F_REQUIRED),
+        FIELD_INT("priority", NULL, 0, -JOBS_PRIORITY_MAX, JOBS_PRIORITY_MAX),
+        FIELD_INT("delayMs", NULL, 0, 0, JOBS_DELAY_MS_MAX),
+        FIELD_INT("maxAttempts", NULL, 0, 1, JOBS_ATTEMPTS_MAX),
+        {"dedupeKey", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
+        {"conversationId", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
+        {"messageId", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
+        FIELD_END,
+    };
+
+    if (!e)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    r->ctx = e;
+    r->ctx_free = free;
+    e->queue = "agent";
+    e->max_attempts = 5;
+    spec[0].out = &e->queue;
+    spec[1].out = &e->payload;
+    spec[2].out = &e->priority;
+    spec[3].out = &e->delay_ms;
+    spec[4].out = &e->max_attempts;
+    spec[5].out = &e->dedupe_key;
+    spec[6].out = &e->conversation_id;
+    spec[7].out = &e->message_id;
+    if (req_fields(r, spec) < 0)
+        return -1;
+    if (!jobs_queue_valid(e->queue))
+        return bad_queue(r);
+    return req_submit(r, enqueue_tx);
+}
+
+/* ---- claim ----------------------------------------------------------------- */
+
+struct undo {
+    int64_t id;
+    char token[JOBS_TOKEN_MAX + 1];
+};
+
+/* The claim's answer never reached its client: give the job back. */
+static int
+undo_tx(struct tx *t, struct req *r)
+{
+    struct undo *u = r->ctx;
+
+    if (job_unclaim(t, u->id, u->token) < 0)
+        return -1;
+    return req_ok(r, 200, NULL);
+}
+
+static void
+claim_lost(struct req *r)
+{
+    struct job_claim *c = r->ctx;
+    struct req *w;
+    struct undo *u;
+
+    if (!c || !c->claimed)
+        return;
+    if (!(w = req_new_internal()))
+        return;
+    if (!(u = calloc(1, sizeof *u))) {
+        req_free(w);
+        return;
+    }
+    u->id = c->claimed;
+    memcpy(u->token, c->token, sizeof u->token);
+    w->ctx = u;
+    w->ctx_free = free;
+    if (req_submit(w, undo_tx) < 0)
+        req_free(w);    /* shutting down: the lock expires and the sweep requeues it */
+}
+
+static int
+claim_tx(struct tx *t, struct req *r)
+{
+    struct job_claim *c = r->ctx;
+    json_t *job;
+    int rc = job_claim(t, &r->w, c, &job);
+
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        return req_ok(r, 204, NULL);    /* sent when the wait (if parked) ends */
+    r->lost = claim_lost;
+    return job_answer(r, 200, job);
+}
+
+int
+jobs_claim(struct req *r)
+{
+    struct job_claim *c = calloc(1, sizeof *c);
+    int64_t wait_ms = 0;
+    struct field spec[] = {
+        {"workerId", F_STR, F_REQUIRED, NULL, 0, JOBS_NAME_MAX, NULL},
+        {"queue", F_STR, 0, NULL, 0, JOBS_QUEUE_MAX, NULL},
+        FIELD_INT("lockMs", NULL, 0, 1, JOBS_LOCK_MS_MAX),
+        FIELD_INT("waitMs", NULL, 0, 0, JOBS_WAIT_MS_MAX),
+        {"leaseToken", F_INT, 0, NULL, 0, INT64_MAX, NULL},
+        FIELD_END,
+    };
+
+    if (!c)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    r->ctx = c;
+    r->ctx_free = free;
+    c->queue = "agent";
+    c->lock_ms = cfg.job_lock_ms;
+    spec[0].out = &c->worker;
+    spec[1].out = &c->queue;
+    spec[2].out = &c->lock_ms;
+    spec[3].out = &wait_ms;
+    spec[4].out = &c->lease_token;
+    spec[4].present = &c->has_lease;
+    if (req_fields(r, spec) < 0)
+        return -1;
+    if (!jobs_queue_valid(c->queue))
+        return bad_queue(r);
+    /* fixed at arrival, not per re-run */
+    c->deadline = wait_ms > 0 ? r->started + wait_ms : 0;
+    return req_submit(r, claim_tx);
+}
+
+/* ---- the worker's calls: heartbeat, complete, fail, progress ------------- */
+
+struct work {
+    struct job_work w;              /* strings borrowed from r->json */
+    const char *reason, *message;
+    int64_t lock_ms, retry_after_ms;
+    bool retryable;
+    json_t *result, *reply;         /* borrowed, may be NULL */
+    bool has_result;
+};
+
+static int
+heartbeat_tx(struct tx *t, struct req *r)
+{
+    struct work *w = r->ctx;
+    json_t *job;
+
+    if (job_heartbeat(t, &w->w, w->lock_ms, &job) < 0)
+        return -1;
+    return job_answer(r, 200, job);
+}
+
+static int
+complete_tx(struct tx *t, struct req *r)
+{
+    struct work *w = r->ctx;
+    json_t *job;
+
+    if (job_complete(t, &w->w, w->has_result ? w->result : NULL, w->reply, &job) < 0)
+        return -1;
+    return job_answer(r, 200, job);
+}
+
+static int
+fail_tx(struct tx *t, struct req *r)
+{
+    struct work *w = r->ctx;
+    json_t *job;
+
+    if (job_fail(t, &w->w, w->reason, w->message, w->retryable, w->retry_after_ms, &job) < 0)
+        return -1;
+    return job_answer(r, 200, job);
+}
+
+static int
+progress_tx(struct tx *t, struct req *r)
+{
+    struct work *w = r->ctx;
+
+    if (job_progress(t, &w->w, w->message) < 0)
+        return -1;
+    return req_ok(r, 200, json_pack("{s:b, s:I}", "accepted", 1, "length",
+                                    (json_int_t)strlen(w->message)));
+}
+
+/* Parse a worker call: {workerId, claimToken, leaseToken?} plus extra. */
+static int
+work_parse(struct req *r, struct field *extra, void (*bind)(struct work *, struct field *),
+           int (*fn)(struct tx *, struct req *))
+{
+    struct work *w = calloc(1, sizeof *w);
+    struct field base[] = {
+        {"workerId", F_STR, F_REQUIRED, NULL, 0, JOBS_NAME_MAX, NULL},
+        {"claimToken", F_STR, F_REQUIRED, NULL, 0, JOBS_TOKEN_MAX, NULL},
+        {"leaseToken", F_INT, 0, NULL, 0, INT64_MAX, NULL},
+        FIELD_END,
+    };
+
+    if (!w)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    r->ctx = w;
+    r->ctx_free = free;
+    w->lock_ms = cfg.job_lock_ms;
+    w->retryable = true;
+    if (path_id(r, &w->w.id) < 0)
+        return -1;
+    base[0].out = &w->w.worker;
+    base[1].out = &w->w.token;
+    base[2].out = &w->w.lease_token;
+    base[2].present = &w->w.has_lease;
+    if (req_fields(r, base) < 0)
+        return -1;
+    if (extra) {
+        bind(w, extra);
+        if (req_fields(r, extra) < 0)
+            return -1;
+    }
+    return req_submit(r, fn);
+}
+
+static void
+bind_heartbeat(struct work *w, struct field *f)
+{
+    f[0].out = &w->lock_ms;
+}
+
+int
+jobs_heartbeat(struct req *r)
+{
+    struct field f[] = {
+        FIELD_INT("lockMs", NULL, 0, 1, JOBS_LOCK_MS_MAX),
+        FIELD_END,
+    };
+
+    return work_parse(r, f, bind_heartbeat, heartbeat_tx);
+}
+
+static void
+bind_complete(struct work *w, struct field *f)
+{
+    f[0].out = &w->result;
+    f[0].present = &w->has_result;
+    f[1].out = &w->reply;
+}
+
+int
+jobs_complete(struct req *r)
+{
+    struct field f[] = {
+        FIELD_ANY("result", NULL, 0),
+        FIELD_OBJECT("reply", NULL, 0),
+        FIELD_END,
+    };
+
+    return work_parse(r, f, bind_complete, complete_tx);
+}
+
+static void
+bind_fail(struct work *w, struct field *f)
+{
+    f[0].out = &w->reason;
+    f[1].out = &w->message;
+    f[2].out = &w->retryable;
+    f[3].out = &w->retry_after_ms;
+}
+
+int
+jobs_fail(struct req *r)
+{
+    struct field f[] = {
+        {"errorReason", F_STR, F_REQUIRED, NULL, 0, JOBS_REASON_MAX, NULL},
+        {"errorMessage", F_STR, F_EMPTY_OK, NULL, 0, JOBS_MESSAGE_MAX, NULL},
+        FIELD_BOOL("retryable", NULL, 0),
+        FIELD_INT("retryAfterMs", NULL, 0, 0, JOBS_DELAY_MS_MAX),
+        FIELD_END,
+    };
+
+    return work_parse(r, f, bind_fail, fail_tx);
+}
+
+#define JOBS_PROGRESS_MAX   65536           /* bytes of partial reply text */
+#define JOBS_PROGRESS_RATE  10.0            /* reports per second per job ... */
+#define JOBS_PROGRESS_BURST 20.0            /* ... with this burst */
+
+static struct ratelimit progress_limit;
+static pthread_once_t progress_once = PTHREAD_ONCE_INIT;
+
+static void
+progress_limit_init(void)
+{
+    ratelimit_init(&progress_limit, "job_progress", JOBS_PROGRESS_RATE, JOBS_PROGRESS_BURST);
+}
+
+static void
+bind_progress(struct work *w, struct field *f)
+{
+    f[0].out = &w->message;
+}
+
+/* POST /v1/jobs/{id}/progress {workerId, claimToken, text}: the reply text
+ * so far, fenced like heartbeat; at most JOBS_PROGRESS_RATE a second per
+ * job (429 above). */
+int
+jobs_progress(struct req *r)
+{
+    struct field f[] = {
+        {"text", F_STR, F_REQUIRED | F_EMPTY_OK, NULL, 0, JOBS_PROGRESS_MAX, NULL},
+        FIELD_END,
+    };
+    const char *id = req_param(r, 0);
+    int64_t wait;
+
+    pthread_once(&progress_once, progress_limit_init);
+    if ((wait = ratelimit_take(&progress_limit, id ? id : "", now_ms())) > 0)
+        return req_limited(r, wait, "progress reports for this job");
+    return work_parse(r, f, bind_progress, progress_tx);
+}
+
+/* ---- the operator's calls: retry, fail-now, cancel ----------------------- */
+
+struct oper {
+    int64_t id;
+    const char *reason, *message;   /* borrowed from r->json or static */
+};
+
+static int
+retry_tx(struct tx *t, struct req *r)
+{
+    struct oper *o = r->ctx;
+    json_t *job;
+
+    if (job_retry(t, o->id, &job) < 0)
+        return -1;
+    return job_answer(r, 200, job);
+}
+
+static int
+fail_now_tx(struct tx *t, struct req *r)
+{
+    struct oper *o = r->ctx;
+    json_t *job;
+
+    if (job_fail_now(t, o->id, o->reason, o->message, &job) < 0)
+        return -1;
+    return job_answer(r, 200, job);
+}
+
+enum oper_kind { OPER_RETRY, OPER_FAIL_NOW, OPER_CANCEL };
+
+static int
+oper_parse(struct req *r, enum oper_kind kind)
+{
+    struct oper *o = calloc(1, sizeof *o);
+    struct field spec[] = {
+        {"errorReason", F_STR, F_REQUIRED, NULL, 0, JOBS_REASON_MAX, NULL},
+        {"errorMessage", F_STR, F_EMPTY_OK, NULL, 0, JOBS_MESSAGE_MAX, NULL},
+        FIELD_END,
+    };
+
+    if (!o)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    r->ctx = o;
+    r->ctx_free = free;
+    if (path_id(r, &o->id) < 0)
+        return -1;
+    switch (kind) {
+    case OPER_RETRY:
+        return req_submit(r, retry_tx);
+    case OPER_FAIL_NOW:
+        spec[0].out = &o->reason;
+        spec[1].out = &o->message;
+        if (req_fields(r, spec) < 0)
+            return -1;
+        break;
+    case OPER_CANCEL:
+        o->reason = "cancelled";
+        o->message = "cancelled by an operator";
+        break;
+    }
+    return req_submit(r, fail_now_tx);
+}
+
+int
+jobs_retry(struct req *r)
+{
+    return oper_parse(r, OPER_RETRY);
+}
+
+int
+jobs_fail_now(struct req *r)
+{
+    return oper_parse(r, OPER_FAIL_NOW);
+}
+
+int
+jobs_cancel(struct req *r)
+{
+    return oper_parse(r, OPER_CANCEL);
+}
+
+/* ---- the stale sweep on request ------------------------------------------- */
+
+static int
+requeue_stale_tx(struct tx *t, struct req *r)
+{
+    json_t *requeued = json_array(), *failed = json_array();
+
+    if (jobs_expire_locks(t, requeued, failed, NULL) < 0) {
+        json_decref(requeued);
+        json_decref(failed);
+        return -1;
+    }
+    return req_ok(r, 200, json_pack("{s:o, s:o}", "requeued", requeued, "failed", failed));
+}
+
+int
+jobs_requeue_stale(struct req *r)
+{
+    return req_submit(r, requeue_stale_tx);
+}
+
+/* ---- reads ------------------------------------------------------------------ */
+
+int
+jobs_get(struct req *r)
+{
+    struct tx t;
+    struct job j;
+    json_t *job;
+    int64_t id;
+    int rc;
+
+    if (path_id(r, &id) < 0)
+        return -1;
+    if (tx_read(&t) < 0)
+        return req_fail_tx(r, &t);
+    rc = store->jobs->get(&t, id, &j);
+    if (rc <= 0) {
+        if (!rc)
+            req_fail(r, "not_found", NULL, "no job %lld", (long long)id);
+        else
+            req_fail_tx(r, &t);
+        tx_read_end(&t);
+        return -1;
+    }
+    tx_read_end(&t);
+    job = job_json(&j);
+    job_free(&j);
+    if (!job)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    return job_answer(r, 200, job);
+}
+
+struct listing {
+    json_t *jobs;
+    int64_t n, last, limit, now;
+    bool stale;                     /* add stale:true|false (pending) */
+};
+
+static int
+list_row(const struct job *j, void *arg)
+{
+    struct listing *l = arg;
+    json_t *o;
+
+    if (l->stale && l->n == l->limit) {
+        l->n++;                     /* one row more than asked: there are more */
+        return 1;
+    }
+    if (!(o = job_json(j)))
+        return 0;
+    if (l->stale)
+        json_object_set_new(o, "stale", json_boolean(j->status == JOB_PROCESSING &&
+                                                     j->locked_until != JOB_NONE &&
+                                                     j->locked_until < l->now));
+    json_array_append_new(l->jobs, o);
+    l->last = j->id;
+    l->n++;
+    return 0;
+}
+
+static int
+status_parse(const char *s)
+{
+    for (int i = JOB_PENDING; i <= JOB_FAILED; i++)
+        if (!strcmp(s, job_status_name((enum job_status)i)))
+            return i;
+    return -1;
+}
+
+/* GET /v1/jobs?queue=&status=&limit=&cursor=: newest first; nextCursor is
+ * the id to pass as cursor for the next page, null on the last one. */
+int
+jobs_list(struct req *r)
+{
+    const char *queue = req_query(r, "queue"), *status = req_query(r, "status");
+    const char *cur = req_query(r, "cursor");
+    struct job_filter f = {.status = -1, .before_id = INT64_MAX};
+    struct listing l = {0};
+    struct tx t;
+    int rc;
+
+    if (req_query_int(r, "limit", 50, 1, 1000, &f.limit) < 0)
+        return -1;
+    if (queue && *queue)
+        f.queue = queue;
+    if (status && *status && (f.status = status_parse(status)) < 0)
+        return req_fail(r, "bad_request", NULL,
+                        "query parameter 'status' must be pending, processing, completed or failed");
+    if (cur && *cur && (parse_int64(cur, &f.before_id) < 0 || f.before_id <= 0))
+        return req_fail(r, "bad_request", NULL, "query parameter 'cursor' must be a nextCursor value");
+    if (tx_read(&t) < 0)
+        return req_fail_tx(r, &t);
+    l.jobs = json_array();
+    rc = store->jobs->list(&t, &f, list_row, &l);
+    if (rc < 0) {
+        json_decref(l.jobs);
+        req_fail_tx(r, &t);
+        tx_read_end(&t);
+        return -1;
+    }
+    tx_read_end(&t);
+    return req_ok(r, 200, json_pack("{s:o, s:o}", "jobs", l.jobs, "nextCursor",
+                                    l.n == f.limit ? id_json(l.last) : json_null()));
+}
+
+/* GET /v1/jobs/pending?queue=: every pending and processing job, oldest
+ * first, with stale:true where the lock has expired. */
+int
+jobs_pending(struct req *r)
+{
+    const char *queue = req_query(r, "queue");
+    struct listing l = {.stale = true};
+    struct tx t;
+    int rc;
+
+    if (req_query_int(r, "limit", 10000, 1, 100000, &l.limit) < 0)
+        return -1;
+    if (queue && !*queue)
+        queue = NULL;
+    if (tx_read(&t) < 0)
+        return req_fail_tx(r, &t);
+    l.now = t.now;
+    l.jobs = json_array();
+    rc = store->jobs->pending(&t, queue, l.limit + 1, list_row, &l);
+    if (rc < 0) {
+        json_decref(l.jobs);
+        req_fail_tx(r, &t);
+        tx_read_end(&t);
+        return -1;
+    }
+    tx_read_end(&t);
+    return req_ok(r, 200, json_pack("{s:o, s:b}", "jobs", l.jobs, "truncated", l.n > l.limit));
+}
+
+static int
+queue_row(const struct job_queue_stats *q, void *arg)
+{
+    struct listing *l = arg;
+    json_t *counts = json_object();
+
+    for (int i = JOB_PENDING; i <= JOB_FAILED; i++)
+        json_object_set_new(counts, job_status_name((enum job_status)i), json_integer(q->counts[i]));
+    json_array_append_new(l->jobs, json_pack("{s:s, s:o, s:o, s:I}", "queue", q->queue, "counts", counts,
+                                             "oldestPendingAgeMs", q->oldest_due == JOB_NONE
+                                             ? json_null() : json_integer(l->now - q->oldest_due),
+                                             "stale", (json_int_t)q->stale));
+    return 0;
+}
+
+/* GET /v1/queues: per queue, counts by status, how long the oldest due
+ * pending job has waited (null when none is due) and the stale count. */
+int
+jobs_queues(struct req *r)
+{
+    struct listing l = {0};
+    struct tx t;
+
+    if (tx_read(&t) < 0)
+        return req_fail_tx(r, &t);
+    l.now = t.now;
+    l.jobs = json_array();
+    if (store->jobs->queues(&t, queue_row, &l) < 0) {
+        json_decref(l.jobs);
+        req_fail_tx(r, &t);
+        tx_read_end(&t);
+        return -1;
+    }
+    tx_read_end(&t);
+    return req_ok(r, 200, json_pack("{s:o}", "queues", l.jobs));
+}

@@ -1,0 +1,626 @@
+/* store_sqlite_jobs.c -- the jobs operations of the SQLite store (struct
+ * store_jobs): all SQL of the jobs table.
+ *
+ * DESIGN
+ * One cached statement per operation (two for the claim: pick, then take),
+ * so the hot paths cost what they did with the SQL inline: an insert or a
+ * transition answers the row it leaves with RETURNING instead of reading
+ * it back. A row becomes a struct job with one allocation holding all its
+ * strings; the listings hand rows to their callback straight from the
+ * statement, without copying. The partial indexes of 002_jobs.sql are named
+ * with INDEXED BY where the planner, without statistics, would pick another.
+ */
+#include <string.h>
+
+#include "store_sqlite.h"
+
+#define JOB_COLS                                                                              \
+    "id, queue, status, payload, priority, run_at, attempts, max_attempts, locked_by,"        \
+    " locked_until, claim_token, started_at, completed_at, error_reason, error_message,"      \
+    " result, created_at, updated_at, dedupe_key, conversation_id, message_id"
+
+static enum job_status
+status_of(const char *s)
+{
+    if (!s)
+        return JOB_FAILED;
+    if (s[0] == 'p')
+        return s[1] == 'e' ? JOB_PENDING : JOB_PROCESSING;
+    return s[0] == 'c' ? JOB_COMPLETED : JOB_FAILED;
+}
+
+static int64_t
+col_time(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? JOB_NONE : sqlite3_column_int64(st, i);
+}
+
+/* A row of SELECT JOB_COLS into *j. copy: the strings into one new block
+ * (j->mem); otherwise borrowed from st until its next step. -1 when out of
+ * memory. */
+static int
+job_fill(sqlite3_stmt *st, struct job *j, bool copy)
+{
+    static const int cols[] = {1, 3, 8, 10, 13, 14, 15, 18, 19, 20};
+    const char **dst[] = {&j->queue, &j->payload, &j->locked_by, &j->claim_token, &j->error_reason,
+                          &j->error_message, &j->result, &j->dedupe_key, &j->conversation_id,
+                          &j->message_id};
+    size_t need = 0;
+    char *p;
+
+    j->id = sqlite3_column_int64(st, 0);
+    j->status = status_of((const char *)sqlite3_column_text(st, 2));
+    j->priority = sqlite3_column_int64(st, 4);
+    j->run_at = sqlite3_column_int64(st, 5);
+    j->attempts = sqlite3_column_int64(st, 6);
+    j->max_attempts = sqlite3_column_int64(st, 7);
+    j->locked_until = col_time(st, 9);
+    j->started_at = col_time(st, 11);
+    j->completed_at = col_time(st, 12);
+    j->created_at = sqlite3_column_int64(st, 16);
+    j->updated_at = sqlite3_column_int64(st, 17);
+    j->mem = NULL;
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
+        *dst[i] = (const char *)sqlite3_column_text(st, cols[i]);
+        if (*dst[i])
+            need += (size_t)sqlite3_column_bytes(st, cols[i]) + 1;
+    }
+    if (!copy)
+        return 0;
+    if (!(p = j->mem = malloc(need ? need : 1)))
+        return -1;
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
+        size_t len;
+        if (!*dst[i])
+            continue;
+        len = (size_t)sqlite3_column_bytes(st, cols[i]);
+        memcpy(p, *dst[i], len);
+        p[len] = 0;
+        *dst[i] = p;
+        p += len + 1;
+    }
+    return 0;
+}
+
+/* Run st, which answers at most one row of JOB_COLS, into out (may be
+ * NULL). 1 a row, 0 none, -1 with t->err set. st is reset. */
+static int
+step_row(struct tx *t, sqlite3_stmt *st, struct job *out)
+{
+    int rc = sqlite3_step(st);
+
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (rc == SQLITE_ROW) {
+        if (out && job_fill(st, out, true) < 0) {
+            sqlite3_reset(st);
+            return tx_fail(t, "unavailable", NULL, "out of memory");
+        }
+        /* to the end: a RETURNING statement has then finished its change */
+        if ((rc = sqlite3_step(st)) == SQLITE_DONE) {
+            sqlite3_reset(st);
+            return 1;
+        }
+        if (out)
+            job_free(out);
+    } else if (rc == SQLITE_DONE) {
+        sqlite3_reset(st);
+        return 0;
+    }
+    sq_fail(t);
+    sqlite3_reset(st);
+    return -1;
+}
+
+static void
+bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+    /* every string outlives the statement's step */
+    sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* ---- insert and lookups --------------------------------------------------- */
+
+static int
+sq_insert(struct tx *t, const struct job_new *n, int64_t *id, struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "INSERT INTO jobs(queue, status, payload, priority, run_at,"
+                                      " max_attempts, created_at, updated_at, dedupe_key, conversation_id,"
+                                      " message_id) VALUES(?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"
+                                      " RETURNING " JOB_COLS);
+    struct job tmp;
+    int rc;
+
+    if (!st)
+        return sq_fail(t);
+    bind_text(st, 1, n->queue);
+    bind_text(st, 2, n->payload);
+    sqlite3_bind_int64(st, 3, n->priority);
+    sqlite3_bind_int64(st, 4, n->run_at);
+    sqlite3_bind_int64(st, 5, n->max_attempts);
+    sqlite3_bind_int64(st, 6, t->now);
+    bind_text(st, 7, n->dedupe_key);
+    bind_text(st, 8, n->conversation_id);
+    bind_text(st, 9, n->message_id);
+    if (!out) {
+        /* only the id: nothing to copy */
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            job_fill(st, &tmp, false);
+            *id = tmp.id;
+            rc = sqlite3_step(st);
+        }
+        if (rc != SQLITE_DONE) {
+            sq_fail(t);
+            sqlite3_reset(st);
+            return -1;
+        }
+        sqlite3_reset(st);
+        return 0;
+    }
+    if ((rc = step_row(t, st, out)) < 0)
+        return -1;
+    if (!rc)
+        return tx_fail(t, "internal", NULL, "database error: the insert answered no row");
+    *id = out->id;
+    return 0;
+}
+
+static int
+sq_get(struct tx *t, int64_t id, struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "SELECT " JOB_COLS " FROM jobs WHERE id = ?");
+
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, id);
+    return step_row(t, st, out);
+}
+
+static int
+sq_find_dedupe(struct tx *t, const char *queue, const char *key, int64_t *id)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "SELECT id FROM jobs WHERE queue = ? AND dedupe_key = ?"
+                                      " AND status != 'completed' ORDER BY id DESC LIMIT 1");
+    int rc;
+
+    if (!st)
+        return sq_fail(t);
+    bind_text(st, 1, queue);
+    bind_text(st, 2, key);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(st, 0);
+    else if (rc != SQLITE_DONE)
+        sq_fail(t);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* ---- claim ------------------------------------------------------------------- */
+
+/* The pick: the best due pending job and the best expired lock, the better
+ * of the two. INDEXED BY: without statistics the planner prefers jobs_due
+ * and sorts every due job; jobs_claim yields them already in claim order. */
+static int
+sq_claim(struct tx *t, const char *queue, const char *worker, int64_t lock_until, const char *token,
+         struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t),
+        "SELECT id, expired FROM ("
+        "  SELECT * FROM (SELECT id, priority, run_at, 0 AS expired FROM jobs INDEXED BY jobs_claim"
+        "    WHERE status = 'pending' AND queue = ?1 AND run_at <= ?2"
+        "    ORDER BY priority DESC, run_at, id LIMIT 1)"
+        "  UNION ALL"
+        "  SELECT * FROM (SELECT id, priority, run_at, 1 AS expired FROM jobs"
+        "    WHERE status = 'processing' AND queue = ?1 AND locked_until < ?2"
+        "    ORDER BY priority DESC, run_at, id LIMIT 1))"
+        " ORDER BY priority DESC, run_at, id LIMIT 1");
+    int64_t id;
+    bool expired;
+    int rc;
+
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!st)
+        return sq_fail(t);
+    bind_text(st, 1, queue);
+    sqlite3_bind_int64(st, 2, t->now);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        if (rc != SQLITE_DONE)
+            sq_fail(t);
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? 0 : -1;
+    }
+    id = sqlite3_column_int64(st, 0);
+    expired = sqlite3_column_int(st, 1);
+    sqlite3_reset(st);
+    if (expired)
+        return (rc = sq_get(t, id, out)) == 1 ? 2 : rc;
+    st = db_prep(SQ(t), "UPDATE jobs SET status = 'processing', locked_by = ?1, locked_until = ?2,"
+                        " claim_token = ?3, attempts = attempts + 1, started_at = ?4, updated_at = ?4"
+                        " WHERE id = ?5 RETURNING " JOB_COLS);
+    if (!st)
+        return sq_fail(t);
+    bind_text(st, 1, worker);
+    sqlite3_bind_int64(st, 2, lock_until);
+    bind_text(st, 3, token);
+    sqlite3_bind_int64(st, 4, t->now);
+    sqlite3_bind_int64(st, 5, id);
+    return step_row(t, st, out);
+}
+
+static int
+sq_next_due(struct tx *t, const char *queue, int64_t *due)
+{
+    sqlite3_stmt *st = db_prep(SQ(t),
+        "SELECT (SELECT min(run_at) FROM jobs WHERE status = 'pending' AND queue = ?1 AND run_at > ?2),"
+        "       (SELECT min(locked_until) FROM jobs WHERE status = 'processing' AND queue = ?1)");
+    int rc;
+
+    *due = 0;
+    if (!st)
+        return sq_fail(t);
+    bind_text(st, 1, queue);
+    sqlite3_bind_int64(st, 2, t->now);
+    if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+            *due = sqlite3_column_int64(st, 0);
+        if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
+            int64_t lock = sqlite3_column_int64(st, 1) + 1;  /* expired when < now */
+            if (!*due || lock < *due)
+                *due = lock;
+        }
+    } else
+        sq_fail(t);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+/* ---- transitions ------------------------------------------------------------ */
+
+static int
+sq_heartbeat(struct tx *t, int64_t id, const char *token, int64_t lock_until, struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET locked_until = ?1, updated_at = ?2"
+                                      " WHERE id = ?3 AND status = 'processing' AND claim_token = ?4"
+                                      " RETURNING " JOB_COLS);
+
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, lock_until);
+    sqlite3_bind_int64(st, 2, t->now);
+    sqlite3_bind_int64(st, 3, id);
+    bind_text(st, 4, token);
+    return step_row(t, st, out);
+}
+
+static int
+sq_complete(struct tx *t, int64_t id, const char *token, const char *result, struct job *out)
+{
+    /* the claim token stays, so that a repeated completion is recognised */
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'completed', completed_at = ?1,"
+                                      " locked_until = NULL, result = ?2, updated_at = ?1"
+                                      " WHERE id = ?3 AND status = 'processing' AND claim_token = ?4"
+                                      " RETURNING " JOB_COLS);
+
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, t->now);
+    bind_text(st, 2, result);
+    sqlite3_bind_int64(st, 3, id);
+    bind_text(st, 4, token);
+    return step_row(t, st, out);
+}
+
+static int
+sq_fail_retry(struct tx *t, int64_t id, const char *token, int64_t run_at, const char *reason,
+              const char *message, struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
+                                      " locked_until = NULL, claim_token = NULL, error_reason = ?2,"
+                                      " error_message = ?3, updated_at = ?4"
+                                      " WHERE id = ?5 AND status = 'processing' AND claim_token = ?6"
+                                      " RETURNING " JOB_COLS);
+
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, run_at);
+    bind_text(st, 2, reason);
+    bind_text(st, 3, message);
+    sqlite3_bind_int64(st, 4, t->now);
+    sqlite3_bind_int64(st, 5, id);
+    bind_text(st, 6, token);
+    return step_row(t, st, out);
+}
+
+static int
+sq_unclaim(struct tx *t, int64_t id, const char *token, struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', attempts = attempts - 1,"
+                                      " locked_by = NULL, locked_until = NULL, claim_token = NULL,"
+                                      " started_at = NULL, updated_at = ?1"
+                                      " WHERE id = ?2 AND claim_token = ?3 AND status = 'processing'"
+                                      " RETURNING " JOB_COLS);
+
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, t->now);
+    sqlite3_bind_int64(st, 2, id);
+    bind_text(st, 3, token);
+    return step_row(t, st, out);
+}
+
+static int
+sq_fail_job(struct tx *t, int64_t id, const char *token, const char *reason, const char *message,
+            struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'failed', locked_until = NULL,"
+                                      " claim_token = NULL, error_reason = ?1, error_message = ?2,"
+                                      " updated_at = ?3 WHERE id = ?4"
+                                      " AND (?5 IS NULL OR (status = 'processing' AND claim_token = ?5))"
+                                      " RETURNING " JOB_COLS);
+
+    if (!st)
+        return sq_fail(t);
+    bind_text(st, 1, reason);
+    bind_text(st, 2, message);
+    sqlite3_bind_int64(st, 3, t->now);
+    sqlite3_bind_int64(st, 4, id);
+    bind_text(st, 5, token);
+    return step_row(t, st, out);
+}
+
+static int
+sq_requeue_expired(struct tx *t, int64_t id, struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', locked_by = NULL,"
+                                      " locked_until = NULL, claim_token = NULL, error_reason = 'lock_expired',"
+                                      " error_message = 'the lock expired before the job finished',"
+                                      " updated_at = ?1 WHERE id = ?2 AND status = 'processing'"
+                                      " AND locked_until < ?1 RETURNING " JOB_COLS);
+
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, t->now);
+    sqlite3_bind_int64(st, 2, id);
+    return step_row(t, st, out);
+}
+
+static int
+sq_retry(struct tx *t, int64_t id, struct job *out)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
+                                      " locked_until = NULL, claim_token = NULL,"
+                                      " max_attempts = max(max_attempts, attempts + 1),"
+                                      " updated_at = ?1 WHERE id = ?2 RETURNING " JOB_COLS);
+
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, t->now);
+    sqlite3_bind_int64(st, 2, id);
+    return step_row(t, st, out);
+}
+
+/* ---- the sweep and retention ------------------------------------------------ */
+
+static int
+sq_expired(struct tx *t, int64_t *ids, size_t max, size_t *n, bool *more)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "SELECT id FROM jobs INDEXED BY jobs_expired"
+                                      " WHERE status = 'processing' AND locked_until < ?"
+                                      " ORDER BY locked_until LIMIT ?");
+    int rc;
+
+    *n = 0;
+    *more = false;
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, t->now);
+    sqlite3_bind_int64(st, 2, (int64_t)max + 1);     /* one more: are there others? */
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == max) {
+            *more = true;
+            rc = SQLITE_DONE;
+            break;
+        }
+        ids[(*n)++] = sqlite3_column_int64(st, 0);
+    }
+    if (rc != SQLITE_DONE)
+        sq_fail(t);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int
+sq_prune(struct tx *t, int64_t before, size_t max, size_t *n, bool *more)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+                                      " INDEXED BY jobs_completed"
+                                      " WHERE status = 'completed' AND completed_at < ? LIMIT ?)");
+    int rc;
+
+    *n = 0;
+    *more = false;
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int64(st, 2, (int64_t)max);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        sq_fail(t);
+        sqlite3_reset(st);
+        return -1;
+    }
+    sqlite3_reset(st);
+    *n = (size_t)sqlite3_changes(SQ(t));
+    if (*n < max)
+        return 0;
+    /* a full chunk: only then is it worth asking whether others remain */
+    st = db_prep(SQ(t), "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_completed"
+                        " WHERE status = 'completed' AND completed_at < ?)");
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, before);
+    if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        *more = sqlite3_column_int(st, 0) != 0;
+    else
+        sq_fail(t);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+/* ---- listings ----------------------------------------------------------------- */
+
+/* Hand every row of st to each; st is reset. */
+static int
+each_row(struct tx *t, sqlite3_stmt *st, int (*each)(const struct job *j, void *arg), void *arg)
+{
+    struct job j;
+    int rc, stop = 0;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        job_fill(st, &j, false);
+        if ((stop = each(&j, arg)))
+            break;
+    }
+    if (!stop && rc != SQLITE_DONE)
+        stop = sq_fail(t);
+    sqlite3_reset(st);
+    return stop;
+}
+
+static int
+sq_list(struct tx *t, const struct job_filter *f, int (*each)(const struct job *j, void *arg), void *arg)
+{
+    sqlite3_stmt *st;
+
+    /* one statement per filter so that each uses its own index */
+    if (f->queue && f->status >= 0)
+        st = db_prep(SQ(t), "SELECT " JOB_COLS " FROM jobs WHERE queue = ?1 AND status = ?2"
+                            " AND id < ?3 ORDER BY id DESC LIMIT ?4");
+    else if (f->queue)
+        st = db_prep(SQ(t), "SELECT " JOB_COLS " FROM jobs WHERE queue = ?1"
+                            " AND id < ?3 ORDER BY id DESC LIMIT ?4");
+    else if (f->status >= 0)
+        st = db_prep(SQ(t), "SELECT " JOB_COLS " FROM jobs WHERE status = ?2"
+                            " AND id < ?3 ORDER BY id DESC LIMIT ?4");
+    else
+        st = db_prep(SQ(t), "SELECT " JOB_COLS " FROM jobs WHERE id < ?3 ORDER BY id DESC LIMIT ?4");
+    if (!st)
+        return sq_fail(t);
+    if (f->queue)
+        bind_text(st, 1, f->queue);
+    if (f->status >= 0)
+        bind_text(st, 2, job_status_name((enum job_status)f->status));
+    sqlite3_bind_int64(st, 3, f->before_id);
+    sqlite3_bind_int64(st, 4, f->limit);
+    return each_row(t, st, each, arg);
+}
+
+static int
+sq_pending(struct tx *t, const char *queue, int64_t limit, int (*each)(const struct job *j, void *arg),
+           void *arg)
+{
+    sqlite3_stmt *st;
+
+    if (queue)
+        st = db_prep(SQ(t), "SELECT " JOB_COLS " FROM jobs WHERE queue = ?1"
+                            " AND status IN ('pending', 'processing') ORDER BY id LIMIT ?2");
+    else
+        st = db_prep(SQ(t), "SELECT " JOB_COLS " FROM jobs"
+                            " WHERE status IN ('pending', 'processing') ORDER BY id LIMIT ?2");
+    if (!st)
+        return sq_fail(t);
+    if (queue)
+        bind_text(st, 1, queue);
+    sqlite3_bind_int64(st, 2, limit);
+    return each_row(t, st, each, arg);
+}
+
+/* The oldest due pending job and the stale count of q->queue. */
+static int
+queue_extra(struct tx *t, struct job_queue_stats *q)
+{
+    sqlite3_stmt *st = db_prep(SQ(t),
+        "SELECT (SELECT min(run_at) FROM jobs WHERE status = 'pending' AND queue = ?1 AND run_at <= ?2),"
+        "       (SELECT count(*) FROM jobs WHERE status = 'processing' AND queue = ?1"
+        "          AND locked_until < ?2)");
+
+    if (!st)
+        return sq_fail(t);
+    bind_text(st, 1, q->queue);
+    sqlite3_bind_int64(st, 2, t->now);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sq_fail(t);
+        sqlite3_reset(st);
+        return -1;
+    }
+    q->oldest_due = col_time(st, 0);
+    q->stale = sqlite3_column_int64(st, 1);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int
+sq_queues(struct tx *t, int (*each)(const struct job_queue_stats *q, void *arg), void *arg)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "SELECT queue, status, count(*) FROM jobs"
+                                      " GROUP BY queue, status ORDER BY queue");
+    struct job_queue_stats q = {0};
+    char *cur = NULL;
+    int rc, stop = 0;
+
+    if (!st)
+        return sq_fail(t);
+    for (;;) {
+        const char *name = NULL;
+
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            name = (const char *)sqlite3_column_text(st, 0);
+        if (cur && (!name || strcmp(cur, name))) {
+            /* the previous queue is complete */
+            q.queue = cur;
+            if ((stop = queue_extra(t, &q)) || (stop = each(&q, arg)))
+                break;
+            free(cur);
+            cur = NULL;
+        }
+        if (rc != SQLITE_ROW)
+            break;
+        if (!cur) {
+            memset(&q, 0, sizeof q);
+            if (!(cur = strdup(name ? name : ""))) {
+                stop = tx_fail(t, "unavailable", NULL, "out of memory");
+                break;
+            }
+        }
+        q.counts[status_of((const char *)sqlite3_column_text(st, 1))] = sqlite3_column_int64(st, 2);
+    }
+    if (!stop && rc != SQLITE_DONE)
+        stop = sq_fail(t);
+    sqlite3_reset(st);
+    free(cur);
+    return stop;
+}
+
+const struct store_jobs sqlite_jobs_ops = {
+    .insert = sq_insert,
+    .get = sq_get,
+    .find_dedupe = sq_find_dedupe,
+    .claim = sq_claim,
+    .next_due = sq_next_due,
+    .heartbeat = sq_heartbeat,
+    .complete = sq_complete,
+    .fail_retry = sq_fail_retry,
+    .unclaim = sq_unclaim,
+    .fail_final = sq_fail_job,
+    .requeue_expired = sq_requeue_expired,
+    .retry = sq_retry,
+    .expired = sq_expired,
+    .prune = sq_prune,
+    .list = sq_list,
+    .pending = sq_pending,
+    .queues = sq_queues,
+};
