@@ -3,9 +3,10 @@
  * events table.
  *
  * DESIGN
- * A listing by id (the stream, `convex logs`) walks the rowid range and
- * never sorts; a listing by time (GET /v1/events with since/until or field
- * filters) uses events_by_time, as it always has. The shapes without field
+ * A listing without an upper time bound (the stream, `convex logs`, GET
+ * /v1/events without until) walks the rowid range in its order and stops
+ * at its limit: it never sorts. A listing up to a time uses events_by_time
+ * and sorts what the range holds. The shapes without field
  * filters are cached statements; field filters make the SQL text vary with
  * their number, so such a statement is prepared for the one listing, with
  * every key and value bound (nothing the client sends becomes SQL text).
@@ -18,13 +19,23 @@
 #define COLUMNS "SELECT id, time, level, event, fields FROM events"
 #define NAMES " AND (?3 IS NULL OR event = ?3) AND (?4 IS NULL OR (event >= ?4 AND event < ?5))"
 
-/* ?1 after, ?2 before, ?3 exact, ?4 lo, ?5 hi, ?6 limit */
-static const char by_id_asc[] = COLUMNS " WHERE id > ?1 AND id < ?2" NAMES " ORDER BY id LIMIT ?6";
-static const char by_id_desc[] = COLUMNS " WHERE id > ?1 AND id < ?2" NAMES " ORDER BY id DESC LIMIT ?6";
-/* + ?7 since, ?8 until; the id bounds (+id) leave the choice of index to
- * the time range; field filters ?9, ?10, ... go before the ORDER BY */
+/* ?1 after, ?2 before, ?3 exact, ?4 lo, ?5 hi, ?6 limit, ?7 since, ?8
+ * until; field filters ?9, ?10, ... go before the ORDER BY. A unary +
+ * keeps SQLite from using an index for that term: BY_ID walks the rowid
+ * range, BY_TIME the time range of events_by_time. */
+#define BY_ID COLUMNS " WHERE id > ?1 AND id < ?2 AND +time >= ?7 AND +time <= ?8" NAMES
 #define BY_TIME COLUMNS " WHERE time >= ?7 AND time <= ?8 AND +id > ?1 AND +id < ?2" NAMES
+static const char by_id_asc[] = BY_ID " ORDER BY id LIMIT ?6";
+static const char by_id_desc[] = BY_ID " ORDER BY id DESC LIMIT ?6";
 static const char by_time_desc[] = BY_TIME " ORDER BY id DESC LIMIT ?6";
+
+/* An upper time bound: the rows may lie far from the newest, where a walk
+ * by id would start. */
+static bool
+by_time(const struct event_query *q)
+{
+    return q->until != INT64_MAX;
+}
 
 static int
 ev_insert(struct tx *t, const struct event_row *e, int64_t *id)
@@ -58,11 +69,11 @@ list_stmt(sqlite3 *db, const struct event_query *q, bool *owned)
     size_t len;
 
     *owned = false;
-    if (!q->nfields && q->since <= 0 && q->until == INT64_MAX)
+    if (!q->nfields && !by_time(q))
         return db_prep(db, q->newest_first ? by_id_desc : by_id_asc);
     if (!q->nfields && q->newest_first)
         return db_prep(db, by_time_desc);
-    len = (size_t)snprintf(sql, sizeof sql, "%s", BY_TIME);
+    len = (size_t)snprintf(sql, sizeof sql, "%s", by_time(q) ? BY_TIME : BY_ID);
     for (size_t i = 0; i < q->nfields; i++)
         len += (size_t)snprintf(sql + len, sizeof sql - len,
                                 " AND CAST(json_extract(fields, ?%zu) AS TEXT) = ?%zu", 9 + 2 * i, 10 + 2 * i);
@@ -77,14 +88,13 @@ static int
 ev_list(struct tx *t, const struct event_query *q, event_visit fn, void *arg)
 {
     sqlite3_stmt *st;
-    bool owned, by_time;
+    bool owned;
     int rc;
 
     if (q->nfields > EVENT_MAX_FIELDS)
         return tx_fail(t, "internal", NULL, "at most %d field filters", EVENT_MAX_FIELDS);
     if (!(st = list_stmt(SQ(t), q, &owned)))
         return sq_fail(t);
-    by_time = sqlite3_bind_parameter_count(st) >= 8;
     sqlite3_bind_int64(st, 1, q->after);
     sqlite3_bind_int64(st, 2, q->before > 0 ? q->before : INT64_MAX);
     if (q->exact && q->exact[0])
@@ -94,10 +104,8 @@ ev_list(struct tx *t, const struct event_query *q, event_visit fn, void *arg)
         sqlite3_bind_text(st, 5, q->hi ? q->hi : "", -1, SQLITE_STATIC);
     }
     sqlite3_bind_int64(st, 6, q->limit);
-    if (by_time) {
-        sqlite3_bind_int64(st, 7, q->since);
-        sqlite3_bind_int64(st, 8, q->until);
-    }
+    sqlite3_bind_int64(st, 7, q->since);
+    sqlite3_bind_int64(st, 8, q->until);
     for (size_t i = 0; i < q->nfields; i++) {
         char path[80];
         snprintf(path, sizeof path, "$.\"%s\"", q->fields[i].key);

@@ -218,6 +218,13 @@ START_TEST(list_by_time_and_fields)
     ck_assert_int_eq(s.n, 2);
     ck_assert_int_eq(s.time[0], 300);
     ck_assert_int_eq(s.time[1], 200);
+    list((struct event_query){.since = 250, .newest_first = true}, &s);     /* no upper bound */
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.time[0], 400);
+    ck_assert_int_eq(s.time[1], 300);
+    list((struct event_query){.since = 100, .until = 200}, &s);             /* oldest first */
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.time[0], 100);
 
     f[0] = (struct event_field){"jobId", "7"};
     list((struct event_query){.fields = f, .nfields = 1, .newest_first = true}, &s);
