@@ -8,7 +8,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "batond.h"
 
@@ -182,16 +181,6 @@ label(struct out *o, const char *v)
 }
 
 static void
-file_size(struct out *o, const char *name, const char *path, const char *suffix)
-{
-    char p[1024];
-    struct stat st;
-
-    snprintf(p, sizeof p, "%s%s", path, suffix);
-    out_printf(o, "%s %lld\n", name, stat(p, &st) == 0 ? (long long)st.st_size : 0LL);
-}
-
-static void
 render_queue(const struct queue_count *q, void *arg)
 {
     struct out *o = arg;
@@ -238,7 +227,7 @@ render_lease(const struct lease_gauge *l, void *arg)
 /* The gauges of what the database holds, judged at the store's clock. A
  * gauge that cannot be read is left out (the scrape still answers). */
 static void
-render_state(struct out *o, struct tx *t)
+render_state(struct out *o, struct tx *t, int64_t *db_bytes, int64_t *wal_bytes)
 {
     const struct store_stats *ss = store->events->stats;
     int64_t n;
@@ -254,6 +243,8 @@ render_state(struct out *o, struct tx *t)
     help(o, "baton_dedupe_entries", "gauge", "Inbound message ids remembered.");
     if (ss->dedupe_entries(t, &n) == 0)
         out_printf(o, "baton_dedupe_entries %lld\n", (long long)n);
+    if (ss->sizes(t, db_bytes, wal_bytes) < 0)
+        *db_bytes = *wal_bytes = 0;
     tx_clear_fault(t);
 }
 
@@ -361,18 +352,19 @@ metrics_get(struct req *r)
 {
     struct out o = {0};
     struct tx t;
+    int64_t db_bytes, wal_bytes;
 
     if (tx_read(&t) < 0) {
         tx_read_end(&t);
         return req_fail(r, "unavailable", NULL, "database cannot be read");
     }
-    render_state(&o, &t);
+    render_state(&o, &t, &db_bytes, &wal_bytes);
     tx_read_end(&t);
     render_process(&o);
     help(&o, "baton_db_bytes", "gauge", "Size of the database file.");
-    file_size(&o, "baton_db_bytes", cfg.db_path, "");
+    out_printf(&o, "baton_db_bytes %lld\n", (long long)db_bytes);
     help(&o, "baton_wal_bytes", "gauge", "Size of the write-ahead log.");
-    file_size(&o, "baton_wal_bytes", cfg.db_path, "-wal");
+    out_printf(&o, "baton_wal_bytes %lld\n", (long long)wal_bytes);
     help(&o, "baton_parked_requests", "gauge", "Long-poll requests waiting (claims, conversation reads).");
     out_printf(&o, "baton_parked_requests %zu\n", writer_parked());
     help(&o, "baton_rate_limited_total", "counter",

@@ -171,6 +171,9 @@ struct store_stats {
     int (*lease_gauges)(struct tx *t, void (*fn)(const struct lease_gauge *l, void *arg), void *arg);
     /* inbound message ids remembered (expired or not); 0 or -1 */
     int (*dedupe_entries)(struct tx *t, int64_t *n);
+    /* bytes the database takes and its write-ahead log (0 when the
+     * backend has none); 0 or -1 */
+    int (*sizes)(struct tx *t, int64_t *db, int64_t *wal);
 };
 
 struct store_events {

@@ -13,6 +13,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store_sqlite.h"
 
@@ -279,12 +280,27 @@ st_dedupe_entries(struct tx *t, int64_t *n)
     return one_int(t, db_prep(SQ(t), "SELECT count(*) FROM dedupe"), n);
 }
 
+/* The sizes of the files at BATON_DB (0 for a file that is not there) */
+static int
+st_sizes(struct tx *t, int64_t *db, int64_t *wal)
+{
+    char p[4096];
+    struct stat st;
+
+    (void)t;
+    *db = stat(cfg.db_path, &st) == 0 ? (int64_t)st.st_size : 0;
+    snprintf(p, sizeof p, "%s-wal", cfg.db_path);
+    *wal = stat(p, &st) == 0 ? (int64_t)st.st_size : 0;
+    return 0;
+}
+
 static const struct store_stats sqlite_stats_ops = {
     .ping = st_ping,
     .queue_counts = st_queue_counts,
     .stale_counts = st_stale_counts,
     .lease_gauges = st_lease_gauges,
     .dedupe_entries = st_dedupe_entries,
+    .sizes = st_sizes,
 };
 
 const struct store_events sqlite_events_ops = {

@@ -291,17 +291,21 @@ START_TEST(prune_old_in_bounded_chunks)
 }
 END_TEST
 
-/* The health check answers on a read; an empty database has no gauges. */
+/* The health check answers on a read; an empty database remembers no
+ * message ids but takes room. */
 START_TEST(stats_on_empty_store)
 {
     struct tx t;
-    int64_t n = -1;
+    int64_t n = -1, db = -1, wal = -1;
 
     st_read(&t);
     ck_assert_int_eq(store->events->stats->ping(&t), 0);
     ck_assert_int_eq(store->events->stats->dedupe_entries(&t, &n), 0);
+    ck_assert_int_eq(store->events->stats->sizes(&t, &db, &wal), 0);
     tx_read_end(&t);
     ck_assert_int_eq(n, 0);
+    ck_assert_int_gt(db, 0);
+    ck_assert_int_ge(wal, 0);
 }
 END_TEST
 
