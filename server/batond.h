@@ -165,11 +165,21 @@ void http_shutting_down(void);     /* answer new requests 503 */
  * web_authorized); AUTH_VISITOR: a web chat visitor token. */
 enum auth { AUTH_NONE, AUTH_BEARER, AUTH_CONVEX, AUTH_OWN, AUTH_VISITOR };
 
+/* How a route is served. READ: answered on the HTTP thread, from a read
+ * connection when it reads the database; never waits for the writer.
+ * WRITE: submits a write to the writer and answers once it has committed.
+ * POLL: a long-poll -- may wait, parked, until a commit makes something
+ * available or its wait ends (claims, conversation reads, event polls, and
+ * the Convex routes that reach them). STREAM: keeps the connection (SSE,
+ * a WebSocket upgrade). */
+enum route_kind { ROUTE_NONE, ROUTE_READ, ROUTE_WRITE, ROUTE_POLL, ROUTE_STREAM };
+
 struct route {
     const char *method;             /* "GET", "POST", ... */
     const char *pattern;            /* "/v1/jobs/{id}/claim" */
     enum auth auth;                 /* AUTH_OWN: the handler checks its own */
     int (*handler)(struct req *r);  /* returns 0; answer set in r */
+    enum route_kind kind;
 };
 
 extern const struct route routes[];  /* ends with {NULL,...} */
@@ -216,23 +226,15 @@ db_fail(struct req *r, sqlite3 *db)
     return req_fail_tx(r, &t);
 }
 
-/* ---- events.c ---------------------------------------------------------- */
+/* ---- events_api.c, stream.c --------------------------------------------- */
 
-/* The SQL filter for an event query: "a.b" exact, "a.b.*" the key range
- * [lo, hi). Each buffer gets "" when unused. -1 when name is too long for
- * n or is not an event name or prefix: the caller answers 400. */
-int event_filter(const char *name, char *exact, char *lo, char *hi, size_t n);
 /* The filters of an events query (list or stream): ?event= into
- * exact/lo/hi, every other argument not in other (NULL-terminated, may be
- * NULL) into *filters {field: text} (new object, caller decrefs). A filter
- * that cannot be applied answers 400 and returns -1 (*filters NULL). */
+ * exact/lo/hi (see event_filter), every other argument not in other
+ * (NULL-terminated, may be NULL) into *filters {field: text} (new object,
+ * caller decrefs). A filter that cannot be applied answers 400 and returns
+ * -1 (*filters NULL). */
 int events_query(struct req *r, char *exact, char *lo, char *hi, size_t n, const char *const *other,
                  json_t **filters);
-/* true when every field filter matches the event (compared as text). */
-bool event_matches(json_t *event, json_t *filters);
-/* One row of SELECT id, time, level, event, fields FROM events as the
- * event's JSON (new reference). */
-json_t *event_row_json(sqlite3_stmt *st);
 int events_report(struct req *r);   /* POST /v1/events */
 int events_stream(struct req *r);   /* GET /v1/events/stream (stream.c) */
 void stream_wake(void);             /* after a commit that recorded events */
@@ -429,12 +431,5 @@ int webchat_open(struct req *r);        /* POST /chat/api/open */
 int webchat_list(struct req *r);        /* GET /chat/api/conversations/{id}/messages */
 int webchat_post(struct req *r);        /* POST /chat/api/conversations/{id}/messages */
 int webchat_preflight(struct req *r);   /* OPTIONS /chat/api/... */
-
-/* ---- sweep.c ------------------------------------------------------------ */
-
-/* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS, in
- * bounded chunks: after a run, sweep_again() says whether work remained, and
- * the writer then runs the next chunk at once (behind the queued writes). */
-int sweep_run(struct tx *t, bool *again);
 
 #endif

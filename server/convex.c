@@ -503,9 +503,9 @@ logs_fail(struct req *r, const char *code, const char *msg)
  * state change as a mutation (what a worker reported as an action), its
  * fields as the one log line. */
 static json_t *
-log_entry(sqlite3_stmt *st)
+log_entry(const struct event_row *row)
 {
-    json_t *e = event_row_json(st), *name = json_incref(json_object_get(e, "event")), *entry = NULL;
+    json_t *e = event_row_json(row), *name = json_incref(json_object_get(e, "event")), *entry = NULL;
     const char *level = json_string_value(json_object_get(e, "level"));
     bool reported = json_is_true(json_object_get(e, "reported"));
     char lv[16], rid[32], *fields, *line = NULL;
@@ -515,7 +515,7 @@ log_entry(sqlite3_stmt *st)
     for (i = 0; lv[i]; i++)
         if (lv[i] >= 'a' && lv[i] <= 'z')
             lv[i] = (char)(lv[i] - 'a' + 'A');
-    snprintf(rid, sizeof rid, "event-%lld", (long long)sqlite3_column_int64(st, 0));
+    snprintf(rid, sizeof rid, "event-%lld", (long long)row->id);
     json_object_del(e, "id");
     json_object_del(e, "time");
     json_object_del(e, "_time");
@@ -527,13 +527,30 @@ log_entry(sqlite3_stmt *st)
     if (line)
         entry = json_pack("{s:s, s:s, s:O, s:f, s:f, s:b, s:s, s:[s]}", "kind", "Completion", "udfType",
                           reported ? "Action" : "Mutation", "identifier", name ? name : json_null(),
-                          "timestamp", (double)sqlite3_column_int64(st, 1) / 1000.0, "executionTime", 0.0,
+                          "timestamp", (double)row->time / 1000.0, "executionTime", 0.0,
                           "cachedResult", 0, "requestId", rid, "logLines", line);
     free(line);
     free(fields);
     json_decref(name);
     json_decref(e);
     return entry;
+}
+
+struct entries {
+    json_t *list;
+    int64_t last;               /* the id of the last row visited */
+    bool oom;
+};
+
+static int
+entry_one(const struct event_row *row, void *arg)
+{
+    struct entries *en = arg;
+
+    if (json_array_append_new(en->list, log_entry(row)) < 0)
+        en->oom = true;
+    en->last = row->id;
+    return en->oom;
 }
 
 /* Read the events at lg->cursor into {entries, newCursor}; *n gets how many.
@@ -543,56 +560,43 @@ log_entry(sqlite3_stmt *st)
 static json_t *
 logs_read(struct logs *lg, size_t *n)
 {
-    static const char *const sql[2] = {
-        /* the history: the newest LOGS_BATCH, oldest first */
-        "SELECT * FROM (SELECT id, time, level, event, fields FROM events WHERE id <= ?6"
-        " AND (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
-        " ORDER BY id DESC LIMIT ?5) ORDER BY id",
-        /* what is new */
-        "SELECT id, time, level, event, fields FROM events WHERE id >= ?4 AND id <= ?6"
-        " AND (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
-        " ORDER BY id LIMIT ?5",
-    };
-    sqlite3 *db = db_reader();
-    sqlite3_stmt *st = db ? db_prep(db, "SELECT coalesce(max(id), 0) FROM events") : NULL;
-    json_t *entries = json_array();
-    int64_t top = -1, next, last = 0;
+    struct event_query q = {.exact = lg->exact, .lo = lg->lo, .hi = lg->hi, .until = INT64_MAX,
+                            .limit = LOGS_BATCH};
+    struct entries en = {json_array(), 0, false};
+    struct tx t;
+    int64_t top = 0, next;
     int rc;
 
     *n = 0;
-    if (st && sqlite3_step(st) == SQLITE_ROW)
-        top = sqlite3_column_int64(st, 0);
-    if (st)
-        sqlite3_reset(st);
-    st = top >= 0 ? db_prep(db, sql[lg->cursor > 0]) : NULL;
-    if (!st || !entries) {
-        json_decref(entries);
+    rc = tx_read(&t) < 0 || !en.list ? -1 : store->events->last_id(&t, &top);
+    if (rc == 0) {
+        q.before = top + 1;
+        if (lg->cursor > 0)
+            /* what is new; a cursor past the newest id (the table was
+             * emptied and ids start again) reads from the start of what
+             * is there */
+            q.after = (lg->cursor <= top + 1 ? lg->cursor : 1) - 1;
+        else
+            q.newest_first = true;  /* the history: the newest LOGS_BATCH */
+        rc = store->events->list(&t, &q, entry_one, &en);
+    }
+    tx_read_end(&t);
+    if (rc < 0 || en.oom) {
+        json_decref(en.list);
         return NULL;
     }
-    if (lg->exact[0])
-        sqlite3_bind_text(st, 1, lg->exact, -1, SQLITE_STATIC);
-    if (lg->lo[0]) {
-        sqlite3_bind_text(st, 2, lg->lo, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, lg->hi, -1, SQLITE_STATIC);
+    *n = json_array_size(en.list);
+    if (q.newest_first) {       /* shown oldest first */
+        for (size_t i = 0, j = *n; j > i + 1; i++, j--) {
+            json_t *x = json_incref(json_array_get(en.list, i));
+            json_array_set(en.list, i, json_array_get(en.list, j - 1));
+            json_array_set_new(en.list, j - 1, x);
+        }
+        en.last = 0;
     }
-    /* a cursor past the newest id (the table was emptied and ids start
-     * again) reads from the start of what is there */
-    sqlite3_bind_int64(st, 4, lg->cursor <= top + 1 ? lg->cursor : 1);
-    sqlite3_bind_int64(st, 5, LOGS_BATCH);
-    sqlite3_bind_int64(st, 6, top);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_array_append_new(entries, log_entry(st));
-        last = sqlite3_column_int64(st, 0);
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(entries);
-        return NULL;
-    }
-    *n = json_array_size(entries);
     /* a full batch of what is new may have more behind it */
-    next = lg->cursor > 0 && *n == LOGS_BATCH ? last + 1 : top + 1;
-    return json_pack("{s:o, s:I}", "entries", entries, "newCursor", (json_int_t)next);
+    next = lg->cursor > 0 && *n == LOGS_BATCH ? en.last + 1 : top + 1;
+    return json_pack("{s:o, s:I}", "entries", en.list, "newCursor", (json_int_t)next);
 }
 
 /* r->finish of a parked poll: read what is new now */

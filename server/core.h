@@ -121,6 +121,16 @@ extern const struct notifier notifier_local;
 void event_emit(struct tx *t, const char *level, const char *name, json_t *fields);
 /* Print the lines collected in a committed batch (the writer). */
 void events_flush(json_t *lines);
+/* The event as the API shows it (new reference): its fields with id (a
+ * string), time (ms), _time (RFC 3339), level and event. */
+json_t *event_row_json(const struct event_row *e);
+/* An event name filter: "a.b" is exact, "a.b.*" the name range [lo, hi).
+ * Each buffer gets "" when unused. -1 when name is too long for n or is
+ * not an event name or prefix. */
+int event_filter(const char *name, char *exact, char *lo, char *hi, size_t n);
+/* true when every field filter {field: text} matches the event's JSON,
+ * compared as text as the store compares them (see struct event_field). */
+bool event_matches(json_t *event, json_t *filters);
 
 /* ---- jobs rules (jobs.c) ----------------------------------------------------- */
 
@@ -303,5 +313,10 @@ int lease_fence(struct tx *t, const char *channel, const char *account, int64_t 
 /* ---- messages rules (messages.c) --------------------------------------------- */
 
 /* ---- maintenance (sweep.c) --------------------------------------------------- */
+
+/* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS (its
+ * maintain hook), in bounded chunks: *again says whether work remained, and
+ * the writer then runs the next chunk at once (behind the queued writes). */
+int sweep_run(struct tx *t, bool *again);
 
 #endif

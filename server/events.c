@@ -1,10 +1,13 @@
 /* events.c -- every state change as a row in `events` (inside the change's
- * own transaction) and as one JSON line on stdout once it has committed. */
+ * own transaction) and as one JSON line on stdout once it has committed;
+ * the scrubbing of secrets, the log, and what reading events shares: the
+ * row as JSON, name filters and field filters. The routes are in
+ * events_api.c, the SQL in store_sqlite_events.c. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "batond.h"
+#include "core.h"
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 FILE *log_stream;          /* NULL: stdout */
@@ -93,24 +96,28 @@ print_line(json_t *l)
 void
 event_emit(struct tx *t, const char *level, const char *name, json_t *fields)
 {
-    sqlite3_stmt *st;
+    struct event_row e = {.time = t->now, .level = level, .name = name};
+    struct fault kept;
     char *text;
+    bool had_fault = t->err.code != NULL;
 
     if (!fields)
         fields = json_object();
     scrub(fields);
     text = json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    st = db_prep(SQ(t), "INSERT INTO events(time, level, event, fields) VALUES(?,?,?,?)");
-    if (st && text) {
-        sqlite3_bind_int64(st, 1, t->now);
-        sqlite3_bind_text(st, 2, level, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
-        /* A failed insert must not fail the change it describes: the line
-         * below still reaches the log. */
-        sqlite3_step(st);
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
+    if (text) {
+        /* A failed insert must not fail the change it describes (the line
+         * below still reaches the log), nor replace a fault already set. */
+        if (had_fault)
+            kept = t->err;
+        e.fields = text;
+        if (store->events->insert(t, &e, NULL) < 0) {
+            if (had_fault) {
+                json_decref(t->err.details);
+                t->err = kept;
+            } else
+                tx_clear_fault(t);
+        }
     }
     free(text);
     json_array_append_new(t->events, line(t->now, level, name, fields));
@@ -145,63 +152,7 @@ events_flush(json_t *lines)
         print_line(l);
 }
 
-/* ---- routes: POST /v1/events, GET /v1/events ---------------------------- */
-
-struct report {
-    const char *event, *level;
-    json_t *fields;
-};
-
-static void
-report_free(void *p)
-{
-    struct report *rp = p;
-
-    json_decref(rp->fields);
-    free(rp);
-}
-
-static int
-report_tx(struct tx *t, struct req *r)
-{
-    struct report *rp = r->ctx;
-
-    event_emit(t, rp->level, rp->event, json_incref(rp->fields));
-    return req_ok(r, 201, json_pack("{s:s}", "event", rp->event));
-}
-
-/* POST /v1/events {event, level?, ...fields}: what workers alone see. */
-int
-events_report(struct req *r)
-{
-    struct report *rp = calloc(1, sizeof *rp);
-    struct field spec[] = {
-        FIELD_STR("event", NULL, F_REQUIRED),
-        FIELD_STR("level", NULL, 0),
-        FIELD_END,
-    };
-
-    if (!rp)
-        return req_fail(r, "unavailable", NULL, "out of memory");
-    r->ctx = rp;
-    r->ctx_free = report_free;
-    rp->level = "info";
-    spec[0].out = &rp->event;
-    spec[1].out = &rp->level;
-    if (req_fields(r, spec) < 0)
-        return -1;
-    if (!name_ok(rp->event, 128, "._-"))
-        return req_fail(r, "bad_request", NULL,
-                        "field 'event' must be 1-128 characters of letters, digits, '.', '_' or '-'");
-    if (strcmp(rp->level, "debug") && strcmp(rp->level, "info") && strcmp(rp->level, "warn") &&
-        strcmp(rp->level, "error"))
-        return req_fail(r, "bad_request", NULL, "field 'level' must be debug, info, warn or error");
-    rp->fields = json_deep_copy(r->json);
-    json_object_del(rp->fields, "event");
-    json_object_del(rp->fields, "level");
-    json_object_set_new(rp->fields, "reported", json_true());
-    return req_submit(r, report_tx);
-}
+/* ---- reading events ------------------------------------------------------ */
 
 int
 event_filter(const char *name, char *exact, char *lo, char *hi, size_t n)
@@ -223,44 +174,6 @@ event_filter(const char *name, char *exact, char *lo, char *hi, size_t n)
         return -1;
     else
         memcpy(exact, name, len + 1);
-    return 0;
-}
-
-#define MAX_FILTERS 8
-
-int
-events_query(struct req *r, char *exact, char *lo, char *hi, size_t n, const char *const *other,
-             json_t **filters)
-{
-    const char *k;
-    json_t *args, *v;
-    int nf = 0;
-
-    *filters = NULL;
-    if (event_filter(req_query(r, "event"), exact, lo, hi, n) < 0)
-        return req_fail(r, "bad_request", json_pack("{s:s}", "parameter", "event"),
-                        "query parameter 'event' must be an event name (letters, digits, '.', '_', '-') "
-                        "of at most %zu characters, or a prefix ending in '.*'", n - 1);
-    args = req_query_all(r);
-    *filters = json_object();
-    json_object_foreach(args, k, v) {
-        bool skip = !strcmp(k, "event");
-        for (const char *const *o = other; o && *o && !skip; o++)
-            skip = !strcmp(k, *o);
-        if (skip)
-            continue;
-        if (!name_ok(k, 64, "_") || ++nf > MAX_FILTERS) {
-            req_fail(r, "bad_request", NULL,
-                     "field filters are at most %d names of letters, digits and '_' (got '%.64s')",
-                     MAX_FILTERS, k);   /* k belongs to args: answer before freeing it */
-            json_decref(args);
-            json_decref(*filters);
-            *filters = NULL;
-            return -1;
-        }
-        json_object_set(*filters, k, v);
-    }
-    json_decref(args);
     return 0;
 }
 
@@ -298,108 +211,21 @@ event_matches(json_t *event, json_t *filters)
 }
 
 json_t *
-event_row_json(sqlite3_stmt *st)
+event_row_json(const struct event_row *e)
 {
-    char ts[40];
-    json_t *e = col_json(st, 4);
+    char ts[40], id[24];
+    json_t *o = e->fields ? json_loads(e->fields, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL) : NULL;
 
-    if (!json_is_object(e)) {
-        json_decref(e);
-        e = json_object();
+    if (!json_is_object(o)) {
+        json_decref(o);
+        o = json_object();
     }
-    fmt_time(sqlite3_column_int64(st, 1), ts, sizeof ts);
-    {
-        char id[24];        /* ids are strings everywhere (SPEC section 2) */
-        snprintf(id, sizeof id, "%lld", (long long)sqlite3_column_int64(st, 0));
-        json_object_set_new(e, "id", json_string(id));
-    }
-    json_object_set_new(e, "time", json_integer(sqlite3_column_int64(st, 1)));
-    json_object_set_new(e, "_time", json_string(ts));
-    json_object_set_new(e, "level", col_text(st, 2));
-    json_object_set_new(e, "event", col_text(st, 3));
-    return e;
-}
-
-/* GET /v1/events?event=<name|prefix.*>&since=&until=&limit=&<field>=<value>:
- * newest first. Field filters compare the event's field, as text, with the
- * value given (accountId=default, jobId=12, ownerId=wa-1). */
-int
-events_list(struct req *r)
-{
-    static const char base[] =
-        "SELECT id, time, level, event, fields FROM events"
-        " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
-        "   AND time >= ?4 AND time <= ?5";
-    static const char plain[] =
-        "SELECT id, time, level, event, fields FROM events"
-        " WHERE (?1 IS NULL OR event = ?1) AND (?2 IS NULL OR (event >= ?2 AND event < ?3))"
-        "   AND time >= ?4 AND time <= ?5 ORDER BY id DESC LIMIT ?6";
-    static const char *const paging[] = {"since", "until", "limit", NULL};
-    const char *k;
-    int64_t since, until, limit;
-    char exact[160], lo[160], hi[160], sql[sizeof base + MAX_FILTERS * 64 + 64];
-    json_t *v, *filters, *out;
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    int nf, rc;
-
-    if (req_query_int(r, "since", 0, 0, INT64_MAX, &since) < 0 ||
-        req_query_int(r, "until", INT64_MAX, 0, INT64_MAX, &until) < 0 ||
-        req_query_int(r, "limit", 100, 1, 1000, &limit) < 0 ||
-        events_query(r, exact, lo, hi, sizeof lo, paging, &filters) < 0)
-        return -1;
-    nf = (int)json_object_size(filters);
-    if (!(db = db_reader())) {
-        json_decref(filters);
-        return req_fail(r, "unavailable", NULL, "database cannot be read");
-    }
-    if (!nf) {
-        st = db_prep(db, plain);
-        if (!st) {
-            json_decref(filters);
-            return db_fail(r, db);
-        }
-    } else {
-        /* the JSON path is bound as a parameter too: nothing the client
-         * sends becomes SQL text */
-        size_t len = (size_t)snprintf(sql, sizeof sql, "%s", base);
-        for (int i = 0; i < nf; i++)
-            len += (size_t)snprintf(sql + len, sizeof sql - len,
-                                    " AND CAST(json_extract(fields, ?%d) AS TEXT) = ?%d", 7 + 2 * i, 8 + 2 * i);
-        snprintf(sql + len, sizeof sql - len, " ORDER BY id DESC LIMIT ?6");
-        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-            json_decref(filters);
-            return db_fail(r, db);
-        }
-        nf = 0;
-        json_object_foreach(filters, k, v) {
-            char path[80];
-            snprintf(path, sizeof path, "$.\"%s\"", k);
-            sqlite3_bind_text(st, 7 + 2 * nf, path, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(st, 8 + 2 * nf, json_string_value(v), -1, SQLITE_TRANSIENT);
-            nf++;
-        }
-    }
-    json_decref(filters);
-    if (exact[0])
-        sqlite3_bind_text(st, 1, exact, -1, SQLITE_TRANSIENT);
-    if (lo[0]) {
-        sqlite3_bind_text(st, 2, lo, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, hi, -1, SQLITE_TRANSIENT);
-    }
-    sqlite3_bind_int64(st, 4, since);
-    sqlite3_bind_int64(st, 5, until);
-    sqlite3_bind_int64(st, 6, limit);
-    out = json_array();
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        json_array_append_new(out, event_row_json(st));
-    if (nf)
-        sqlite3_finalize(st);
-    else
-        sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(out);
-        return req_fail(r, "unavailable", NULL, "cannot read events");
-    }
-    return req_ok(r, 200, json_pack("{s:o}", "events", out));
+    fmt_time(e->time, ts, sizeof ts);
+    snprintf(id, sizeof id, "%lld", (long long)e->id);  /* ids are strings everywhere (SPEC section 2) */
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(o, "time", json_integer(e->time));
+    json_object_set_new(o, "_time", json_string(ts));
+    json_object_set_new(o, "level", e->level ? json_string(e->level) : json_null());
+    json_object_set_new(o, "event", e->name ? json_string(e->name) : json_null());
+    return o;
 }

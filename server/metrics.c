@@ -8,7 +8,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "batond.h"
 
@@ -182,80 +181,71 @@ label(struct out *o, const char *v)
 }
 
 static void
-file_size(struct out *o, const char *name, const char *path, const char *suffix)
+render_queue(const struct queue_count *q, void *arg)
 {
-    char p[1024];
-    struct stat st;
+    struct out *o = arg;
 
-    snprintf(p, sizeof p, "%s%s", path, suffix);
-    out_printf(o, "%s %lld\n", name, stat(p, &st) == 0 ? (long long)st.st_size : 0LL);
+    out_printf(o, "baton_jobs{queue=\"");
+    label(o, q->queue);
+    out_printf(o, "\",status=\"%s\"} %lld\n", q->status, (long long)q->count);
 }
 
 static void
-render_state(struct out *o, sqlite3 *db)
+render_stale(const struct queue_count *q, void *arg)
 {
-    sqlite3_stmt *st;
-    int64_t now = now_ms();
+    struct out *o = arg;
+
+    out_printf(o, "baton_jobs_stale{queue=\"");
+    label(o, q->queue);
+    out_printf(o, "\"} %lld\n", (long long)q->count);
+}
+
+static void
+render_lease(const struct lease_gauge *l, void *arg)
+{
+    struct out *o = arg;
+
+    out_printf(o, "baton_lease_held{channel=\"");
+    label(o, l->channel);
+    out_printf(o, "\",account=\"");
+    label(o, l->account);
+    out_printf(o, "\",owner=\"");
+    label(o, l->owner);
+    out_printf(o, "\"} %d\n", l->held);
+    out_printf(o, "baton_lease_transitions_total{channel=\"");
+    label(o, l->channel);
+    out_printf(o, "\",account=\"");
+    label(o, l->account);
+    out_printf(o, "\"} %lld\n", (long long)l->transitions);
+    out_printf(o, "baton_lease_token{channel=\"");
+    label(o, l->channel);
+    out_printf(o, "\",account=\"");
+    label(o, l->account);
+    out_printf(o, "\"} %lld\n", (long long)l->token);
+}
+
+/* The gauges of what the database holds, judged at the store's clock. A
+ * gauge that cannot be read is left out (the scrape still answers). */
+static void
+render_state(struct out *o, struct tx *t, int64_t *db_bytes, int64_t *wal_bytes)
+{
+    const struct store_stats *ss = store->events->stats;
+    int64_t n;
 
     help(o, "baton_jobs", "gauge", "Jobs by queue and status.");
-    st = db_prep(db, "SELECT queue, status, count(*) FROM jobs GROUP BY queue, status");
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        out_printf(o, "baton_jobs{queue=\"");
-        label(o, (const char *)sqlite3_column_text(st, 0));
-        out_printf(o, "\",status=\"%s\"} %lld\n", sqlite3_column_text(st, 1), sqlite3_column_int64(st, 2));
-    }
-    if (st)
-        sqlite3_reset(st);
-
+    ss->queue_counts(t, render_queue, o);
     help(o, "baton_jobs_stale", "gauge", "Processing jobs whose lock has expired.");
-    st = db_prep(db, "SELECT queue, count(*) FROM jobs WHERE status = 'processing' AND locked_until < ?"
-                     " GROUP BY queue");
-    if (st)
-        sqlite3_bind_int64(st, 1, now);
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        out_printf(o, "baton_jobs_stale{queue=\"");
-        label(o, (const char *)sqlite3_column_text(st, 0));
-        out_printf(o, "\"} %lld\n", sqlite3_column_int64(st, 1));
-    }
-    if (st)
-        sqlite3_reset(st);
-
+    ss->stale_counts(t, render_stale, o);
     help(o, "baton_lease_held", "gauge", "1 while an owner holds the lease of an account.");
     help(o, "baton_lease_transitions_total", "counter", "Times the holder of an account's lease changed.");
     help(o, "baton_lease_token", "gauge", "The fencing token of an account's latest grant.");
-    st = db_prep(db, "SELECT channel, account_id, coalesce(owner_id, ''), owner_id IS NOT NULL AND expires_at > ?,"
-                     " transitions, token FROM leases");
-    if (st)
-        sqlite3_bind_int64(st, 1, now);
-    while (st && sqlite3_step(st) == SQLITE_ROW) {
-        const char *ch = (const char *)sqlite3_column_text(st, 0), *acct = (const char *)sqlite3_column_text(st, 1);
-        out_printf(o, "baton_lease_held{channel=\"");
-        label(o, ch);
-        out_printf(o, "\",account=\"");
-        label(o, acct);
-        out_printf(o, "\",owner=\"");
-        label(o, (const char *)sqlite3_column_text(st, 2));
-        out_printf(o, "\"} %d\n", sqlite3_column_int(st, 3));
-        out_printf(o, "baton_lease_transitions_total{channel=\"");
-        label(o, ch);
-        out_printf(o, "\",account=\"");
-        label(o, acct);
-        out_printf(o, "\"} %lld\n", sqlite3_column_int64(st, 4));
-        out_printf(o, "baton_lease_token{channel=\"");
-        label(o, ch);
-        out_printf(o, "\",account=\"");
-        label(o, acct);
-        out_printf(o, "\"} %lld\n", sqlite3_column_int64(st, 5));
-    }
-    if (st)
-        sqlite3_reset(st);
-
+    ss->lease_gauges(t, render_lease, o);
     help(o, "baton_dedupe_entries", "gauge", "Inbound message ids remembered.");
-    st = db_prep(db, "SELECT count(*) FROM dedupe");
-    if (st && sqlite3_step(st) == SQLITE_ROW)
-        out_printf(o, "baton_dedupe_entries %lld\n", sqlite3_column_int64(st, 0));
-    if (st)
-        sqlite3_reset(st);
+    if (ss->dedupe_entries(t, &n) == 0)
+        out_printf(o, "baton_dedupe_entries %lld\n", (long long)n);
+    if (ss->sizes(t, db_bytes, wal_bytes) < 0)
+        *db_bytes = *wal_bytes = 0;
+    tx_clear_fault(t);
 }
 
 static void
@@ -361,16 +351,20 @@ int
 metrics_get(struct req *r)
 {
     struct out o = {0};
-    sqlite3 *db = db_reader();
+    struct tx t;
+    int64_t db_bytes, wal_bytes;
 
-    if (!db)
+    if (tx_read(&t) < 0) {
+        tx_read_end(&t);
         return req_fail(r, "unavailable", NULL, "database cannot be read");
-    render_state(&o, db);
+    }
+    render_state(&o, &t, &db_bytes, &wal_bytes);
+    tx_read_end(&t);
     render_process(&o);
     help(&o, "baton_db_bytes", "gauge", "Size of the database file.");
-    file_size(&o, "baton_db_bytes", cfg.db_path, "");
+    out_printf(&o, "baton_db_bytes %lld\n", (long long)db_bytes);
     help(&o, "baton_wal_bytes", "gauge", "Size of the write-ahead log.");
-    file_size(&o, "baton_wal_bytes", cfg.db_path, "-wal");
+    out_printf(&o, "baton_wal_bytes %lld\n", (long long)wal_bytes);
     help(&o, "baton_parked_requests", "gauge", "Long-poll requests waiting (claims, conversation reads).");
     out_printf(&o, "baton_parked_requests %zu\n", writer_parked());
     help(&o, "baton_rate_limited_total", "counter",

@@ -1,6 +1,6 @@
-/* routes.c -- the route table: every endpoint, its method, pattern, auth
- * and handler, in one place. First match wins, so literal paths come
- * before patterns that would also match them. */
+/* routes.c -- the route table: every endpoint, its method, pattern, auth,
+ * handler and kind (enum route_kind), in one place. First match wins, so
+ * literal paths come before patterns that would also match them. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,13 +9,11 @@
 static int
 health(struct req *r)
 {
-    sqlite3 *db = db_reader();
-    sqlite3_stmt *st = db ? db_prep(db, "SELECT count(*) FROM sqlite_master") : NULL;
-    bool ok = st && sqlite3_step(st) == SQLITE_ROW;
+    struct tx t;
+    int rc = tx_read(&t) < 0 ? -1 : store->events->stats->ping(&t);
 
-    if (st)
-        sqlite3_reset(st);
-    if (!ok)
+    tx_read_end(&t);
+    if (rc < 0)
         return req_fail(r, "unavailable", json_pack("{s:s}", "db", "error"),
                         "database cannot be read");
     return req_ok(r, 200, json_pack("{s:s, s:s, s:s}", "status", "ok", "version", BATON_VERSION,
@@ -23,99 +21,99 @@ health(struct req *r)
 }
 
 const struct route routes[] = {
-    {"GET", "/health", AUTH_NONE, health},
-    {"GET", "/metrics", AUTH_BEARER, metrics_get},
+    {"GET", "/health", AUTH_NONE, health, ROUTE_READ},
+    {"GET", "/metrics", AUTH_BEARER, metrics_get, ROUTE_READ},
 
     /* events (events.c) */
-    {"POST", "/v1/events", AUTH_BEARER, events_report},
-    {"GET", "/v1/events", AUTH_BEARER, events_list},
-    {"GET", "/v1/events/stream", AUTH_BEARER, events_stream},
+    {"POST", "/v1/events", AUTH_BEARER, events_report, ROUTE_WRITE},
+    {"GET", "/v1/events", AUTH_BEARER, events_list, ROUTE_READ},
+    {"GET", "/v1/events/stream", AUTH_BEARER, events_stream, ROUTE_STREAM},
 
     /* jobs (jobs.c) */
-    {"POST", "/v1/jobs", AUTH_BEARER, jobs_enqueue},
-    {"GET", "/v1/jobs", AUTH_BEARER, jobs_list},
-    {"POST", "/v1/jobs/claim", AUTH_BEARER, jobs_claim},
-    {"POST", "/v1/jobs/requeue-stale", AUTH_BEARER, jobs_requeue_stale},
-    {"GET", "/v1/jobs/pending", AUTH_BEARER, jobs_pending},
-    {"GET", "/v1/jobs/{id}", AUTH_BEARER, jobs_get},
-    {"POST", "/v1/jobs/{id}/heartbeat", AUTH_BEARER, jobs_heartbeat},
-    {"POST", "/v1/jobs/{id}/progress", AUTH_BEARER, jobs_progress},
-    {"POST", "/v1/jobs/{id}/complete", AUTH_BEARER, jobs_complete},
-    {"POST", "/v1/jobs/{id}/fail", AUTH_BEARER, jobs_fail},
-    {"POST", "/v1/jobs/{id}/retry", AUTH_BEARER, jobs_retry},
-    {"POST", "/v1/jobs/{id}/fail-now", AUTH_BEARER, jobs_fail_now},
-    {"POST", "/v1/jobs/{id}/cancel", AUTH_BEARER, jobs_cancel},
-    {"GET", "/v1/queues", AUTH_BEARER, jobs_queues},
+    {"POST", "/v1/jobs", AUTH_BEARER, jobs_enqueue, ROUTE_WRITE},
+    {"GET", "/v1/jobs", AUTH_BEARER, jobs_list, ROUTE_READ},
+    {"POST", "/v1/jobs/claim", AUTH_BEARER, jobs_claim, ROUTE_POLL},
+    {"POST", "/v1/jobs/requeue-stale", AUTH_BEARER, jobs_requeue_stale, ROUTE_WRITE},
+    {"GET", "/v1/jobs/pending", AUTH_BEARER, jobs_pending, ROUTE_READ},
+    {"GET", "/v1/jobs/{id}", AUTH_BEARER, jobs_get, ROUTE_READ},
+    {"POST", "/v1/jobs/{id}/heartbeat", AUTH_BEARER, jobs_heartbeat, ROUTE_WRITE},
+    {"POST", "/v1/jobs/{id}/progress", AUTH_BEARER, jobs_progress, ROUTE_WRITE},
+    {"POST", "/v1/jobs/{id}/complete", AUTH_BEARER, jobs_complete, ROUTE_WRITE},
+    {"POST", "/v1/jobs/{id}/fail", AUTH_BEARER, jobs_fail, ROUTE_WRITE},
+    {"POST", "/v1/jobs/{id}/retry", AUTH_BEARER, jobs_retry, ROUTE_WRITE},
+    {"POST", "/v1/jobs/{id}/fail-now", AUTH_BEARER, jobs_fail_now, ROUTE_WRITE},
+    {"POST", "/v1/jobs/{id}/cancel", AUTH_BEARER, jobs_cancel, ROUTE_WRITE},
+    {"GET", "/v1/queues", AUTH_BEARER, jobs_queues, ROUTE_READ},
 
     /* leases and accounts (leases.c) */
-    {"POST", "/v1/leases/{channel}/{accountId}/acquire", AUTH_BEARER, leases_acquire},
-    {"POST", "/v1/leases/{channel}/{accountId}/heartbeat", AUTH_BEARER, leases_heartbeat},
-    {"POST", "/v1/leases/{channel}/{accountId}/release", AUTH_BEARER, leases_release},
-    {"POST", "/v1/leases/{channel}/{accountId}/force-release", AUTH_BEARER, leases_force_release},
-    {"GET", "/v1/leases/{channel}/{accountId}", AUTH_BEARER, leases_get},
-    {"GET", "/v1/leases", AUTH_BEARER, leases_list},
-    {"PUT", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_put},
-    {"GET", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_get},
-    {"DELETE", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_delete},
-    {"GET", "/v1/accounts", AUTH_BEARER, accounts_list},
+    {"POST", "/v1/leases/{channel}/{accountId}/acquire", AUTH_BEARER, leases_acquire, ROUTE_WRITE},
+    {"POST", "/v1/leases/{channel}/{accountId}/heartbeat", AUTH_BEARER, leases_heartbeat, ROUTE_WRITE},
+    {"POST", "/v1/leases/{channel}/{accountId}/release", AUTH_BEARER, leases_release, ROUTE_WRITE},
+    {"POST", "/v1/leases/{channel}/{accountId}/force-release", AUTH_BEARER, leases_force_release, ROUTE_WRITE},
+    {"GET", "/v1/leases/{channel}/{accountId}", AUTH_BEARER, leases_get, ROUTE_READ},
+    {"GET", "/v1/leases", AUTH_BEARER, leases_list, ROUTE_READ},
+    {"PUT", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_put, ROUTE_WRITE},
+    {"GET", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_get, ROUTE_READ},
+    {"DELETE", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_delete, ROUTE_WRITE},
+    {"GET", "/v1/accounts", AUTH_BEARER, accounts_list, ROUTE_READ},
 
     /* dedupe (dedupe.c) */
-    {"POST", "/v1/dedupe", AUTH_BEARER, dedupe_check},
+    {"POST", "/v1/dedupe", AUTH_BEARER, dedupe_check, ROUTE_WRITE},
 
     /* sessions (sessions.c) */
-    {"GET", "/v1/sessions/{channel}/{accountId}", AUTH_BEARER, sessions_get_all},
-    {"DELETE", "/v1/sessions/{channel}/{accountId}", AUTH_BEARER, sessions_clear},
-    {"GET", "/v1/sessions/{channel}/{accountId}/keys", AUTH_BEARER, sessions_keys},
-    {"POST", "/v1/sessions/{channel}/{accountId}/batch", AUTH_BEARER, sessions_batch},
-    {"GET", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_get},
-    {"PUT", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_put},
-    {"DELETE", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_delete},
+    {"GET", "/v1/sessions/{channel}/{accountId}", AUTH_BEARER, sessions_get_all, ROUTE_READ},
+    {"DELETE", "/v1/sessions/{channel}/{accountId}", AUTH_BEARER, sessions_clear, ROUTE_WRITE},
+    {"GET", "/v1/sessions/{channel}/{accountId}/keys", AUTH_BEARER, sessions_keys, ROUTE_READ},
+    {"POST", "/v1/sessions/{channel}/{accountId}/batch", AUTH_BEARER, sessions_batch, ROUTE_WRITE},
+    {"GET", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_get, ROUTE_READ},
+    {"PUT", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_put, ROUTE_WRITE},
+    {"DELETE", "/v1/sessions/{channel}/{accountId}/keys/{key}", AUTH_BEARER, sessions_delete, ROUTE_WRITE},
 
     /* messages, inbound, outbound (messages.c) */
-    {"POST", "/v1/inbound", AUTH_BEARER, messages_inbound},
-    {"POST", "/v1/outbound", AUTH_BEARER, messages_outbound},
-    {"GET", "/v1/messages/{id}", AUTH_BEARER, messages_get},
-    {"GET", "/v1/conversations", AUTH_BEARER, messages_conversations},
-    {"GET", "/v1/conversations/{id}/messages", AUTH_BEARER, messages_list},
-    {"POST", "/v1/conversations/{id}/messages", AUTH_BEARER, messages_web_post},
+    {"POST", "/v1/inbound", AUTH_BEARER, messages_inbound, ROUTE_WRITE},
+    {"POST", "/v1/outbound", AUTH_BEARER, messages_outbound, ROUTE_WRITE},
+    {"GET", "/v1/messages/{id}", AUTH_BEARER, messages_get, ROUTE_READ},
+    {"GET", "/v1/conversations", AUTH_BEARER, messages_conversations, ROUTE_READ},
+    {"GET", "/v1/conversations/{id}/messages", AUTH_BEARER, messages_list, ROUTE_POLL},
+    {"POST", "/v1/conversations/{id}/messages", AUTH_BEARER, messages_web_post, ROUTE_WRITE},
 
     /* webhooks (webhooks.c): their own secrets, checked by the handler */
-    {"POST", "/telegram/webhook", AUTH_OWN, webhooks_telegram},
-    {"POST", "/telegram/webhook/{accountId}", AUTH_OWN, webhooks_telegram},
-    {"GET", "/whatsapp/webhook", AUTH_OWN, webhooks_whatsapp_verify},
-    {"GET", "/whatsapp/webhook/{accountId}", AUTH_OWN, webhooks_whatsapp_verify},
-    {"POST", "/whatsapp/webhook", AUTH_OWN, webhooks_whatsapp},
-    {"POST", "/whatsapp/webhook/{accountId}", AUTH_OWN, webhooks_whatsapp},
+    {"POST", "/telegram/webhook", AUTH_OWN, webhooks_telegram, ROUTE_WRITE},
+    {"POST", "/telegram/webhook/{accountId}", AUTH_OWN, webhooks_telegram, ROUTE_WRITE},
+    {"GET", "/whatsapp/webhook", AUTH_OWN, webhooks_whatsapp_verify, ROUTE_READ},
+    {"GET", "/whatsapp/webhook/{accountId}", AUTH_OWN, webhooks_whatsapp_verify, ROUTE_READ},
+    {"POST", "/whatsapp/webhook", AUTH_OWN, webhooks_whatsapp, ROUTE_WRITE},
+    {"POST", "/whatsapp/webhook/{accountId}", AUTH_OWN, webhooks_whatsapp, ROUTE_WRITE},
 
     /* convex compatibility (convex.c): Bearer or "Convex <secret>" */
-    {"POST", "/api/query", AUTH_CONVEX, convex_function},
-    {"POST", "/api/mutation", AUTH_CONVEX, convex_function},
-    {"POST", "/api/action", AUTH_CONVEX, convex_function},
-    {"POST", "/api/function", AUTH_CONVEX, convex_function},
-    {"POST", "/api/run/{module}/{function}", AUTH_CONVEX, convex_run},
-    {"GET", "/api/stream_function_logs", AUTH_OWN, convex_logs},
-    {"GET", "/api/{version}/sync", AUTH_OWN, convex_sync},
+    {"POST", "/api/query", AUTH_CONVEX, convex_function, ROUTE_POLL},
+    {"POST", "/api/mutation", AUTH_CONVEX, convex_function, ROUTE_POLL},
+    {"POST", "/api/action", AUTH_CONVEX, convex_function, ROUTE_POLL},
+    {"POST", "/api/function", AUTH_CONVEX, convex_function, ROUTE_POLL},
+    {"POST", "/api/run/{module}/{function}", AUTH_CONVEX, convex_run, ROUTE_POLL},
+    {"GET", "/api/stream_function_logs", AUTH_OWN, convex_logs, ROUTE_POLL},
+    {"GET", "/api/{version}/sync", AUTH_OWN, convex_sync, ROUTE_STREAM},
 
     /* the operator console (console.c): pages, sign-in; its actions are
      * the /v1 routes above, called with the session cookie + CSRF token */
-    {"GET", "/", AUTH_NONE, console_root},
-    {"GET", "/console", AUTH_NONE, console_page},
-    {"GET", "/console/login", AUTH_NONE, console_login_page},
-    {"GET", "/console/console.js", AUTH_NONE, console_script},
-    {"GET", "/console/api/session", AUTH_NONE, console_session},
-    {"POST", "/console/api/login", AUTH_NONE, console_login},
-    {"POST", "/console/api/logout", AUTH_BEARER, console_logout},
-    {"GET", "/static/{name}", AUTH_NONE, console_static},
+    {"GET", "/", AUTH_NONE, console_root, ROUTE_READ},
+    {"GET", "/console", AUTH_NONE, console_page, ROUTE_READ},
+    {"GET", "/console/login", AUTH_NONE, console_login_page, ROUTE_READ},
+    {"GET", "/console/console.js", AUTH_NONE, console_script, ROUTE_READ},
+    {"GET", "/console/api/session", AUTH_NONE, console_session, ROUTE_READ},
+    {"POST", "/console/api/login", AUTH_NONE, console_login, ROUTE_READ},
+    {"POST", "/console/api/logout", AUTH_BEARER, console_logout, ROUTE_READ},
+    {"GET", "/static/{name}", AUTH_NONE, console_static, ROUTE_READ},
 
     /* the public web chat (webchat.c): visitor tokens, CORS */
-    {"GET", "/chat", AUTH_NONE, webchat_page},
-    {"POST", "/chat/api/open", AUTH_NONE, webchat_open},
-    {"OPTIONS", "/chat/api/open", AUTH_NONE, webchat_preflight},
-    {"GET", "/chat/api/conversations/{id}/messages", AUTH_VISITOR, webchat_list},
-    {"POST", "/chat/api/conversations/{id}/messages", AUTH_VISITOR, webchat_post},
-    {"OPTIONS", "/chat/api/conversations/{id}/messages", AUTH_NONE, webchat_preflight},
+    {"GET", "/chat", AUTH_NONE, webchat_page, ROUTE_READ},
+    {"POST", "/chat/api/open", AUTH_NONE, webchat_open, ROUTE_READ},
+    {"OPTIONS", "/chat/api/open", AUTH_NONE, webchat_preflight, ROUTE_READ},
+    {"GET", "/chat/api/conversations/{id}/messages", AUTH_VISITOR, webchat_list, ROUTE_POLL},
+    {"POST", "/chat/api/conversations/{id}/messages", AUTH_VISITOR, webchat_post, ROUTE_WRITE},
+    {"OPTIONS", "/chat/api/conversations/{id}/messages", AUTH_NONE, webchat_preflight, ROUTE_READ},
 
-    {NULL, NULL, AUTH_NONE, NULL},
+    {NULL, NULL, AUTH_NONE, NULL, ROUTE_NONE},
 };
 
 /* Match path[0..len) (still %-encoded) against one pattern; on success

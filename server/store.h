@@ -279,7 +279,89 @@ struct store_messages;
 
 /* ---- events ---------------------------------------------------------------- */
 
-struct store_events;
+/* One row of the events table. In a visit the strings are borrowed: they
+ * live until the visitor returns. */
+struct event_row {
+    int64_t id;                     /* increasing; the SSE event id */
+    int64_t time;                   /* epoch ms */
+    const char *level;              /* debug | info | warn | error */
+    const char *name;               /* dotted, e.g. agent.job.claimed */
+    const char *fields;             /* JSON object text, never secrets */
+};
+
+/* A field filter: the event's field `key`, as text, equals `value` (true
+ * is "1", false "0"; objects and arrays never match). */
+struct event_field {
+    const char *key, *value;
+};
+#define EVENT_MAX_FIELDS 8
+
+/* Which events a listing visits. Zero is "no bound" for every member but
+ * until (INT64_MAX: none) and limit (required). */
+struct event_query {
+    int64_t after;                  /* ids > after */
+    int64_t before;                 /* ids < before; 0 = no bound */
+    const char *exact;              /* name = exact, when non-empty */
+    const char *lo, *hi;            /* lo <= name < hi, when lo is non-empty */
+    int64_t since, until;           /* since <= time <= until */
+    const struct event_field *fields; /* all must match */
+    size_t nfields;                 /* at most EVENT_MAX_FIELDS */
+    int64_t limit;                  /* at most this many rows, > 0 */
+    bool newest_first;              /* id descending; else ascending */
+};
+
+/* Called for each row of a listing, in order: 0 goes on, anything else
+ * stops the listing (which still returns 0). */
+typedef int (*event_visit)(const struct event_row *e, void *arg);
+
+/* Gauges read at scrape time (GET /metrics) and the health check. They
+ * read what other resources own, so they are a table of their own. */
+struct queue_count {
+    const char *queue;
+    const char *status;             /* queued | processing | completed | failed ... */
+    int64_t count;
+};
+struct lease_gauge {
+    const char *channel, *account;
+    const char *owner;              /* "" when nobody holds it */
+    bool held;                      /* an owner holds it, unexpired at t->now */
+    int64_t transitions;            /* times the holder changed */
+    int64_t token;                  /* the fencing token of the latest grant */
+};
+
+struct store_stats {
+    /* 0 when the database answers a trivial read; -1 with t->err */
+    int (*ping)(struct tx *t);
+    /* jobs by queue and status: fn for each (strings borrowed); 0 or -1 */
+    int (*queue_counts)(struct tx *t, void (*fn)(const struct queue_count *q, void *arg), void *arg);
+    /* processing jobs whose lock expired before t->now, by queue (status
+     * is "processing"); 0 or -1 */
+    int (*stale_counts)(struct tx *t, void (*fn)(const struct queue_count *q, void *arg), void *arg);
+    /* every lease, held judged at t->now; 0 or -1 */
+    int (*lease_gauges)(struct tx *t, void (*fn)(const struct lease_gauge *l, void *arg), void *arg);
+    /* inbound message ids remembered (expired or not); 0 or -1 */
+    int (*dedupe_entries)(struct tx *t, int64_t *n);
+    /* bytes the database takes and its write-ahead log (0 when the
+     * backend has none); 0 or -1 */
+    int (*sizes)(struct tx *t, int64_t *db, int64_t *wal);
+};
+
+struct store_events {
+    /* Record e (its id is ignored) inside t's write; *id (may be NULL)
+     * gets the new row's id. 0 or -1. */
+    int (*insert)(struct tx *t, const struct event_row *e, int64_t *id);
+    /* Visit the events q selects, in id order (q->newest_first: newest
+     * first), at most q->limit. 0, or -1 with t->err (a query the backend
+     * cannot run -- too many field filters -- is "internal"). */
+    int (*list)(struct tx *t, const struct event_query *q, event_visit fn, void *arg);
+    /* The newest event's id, 0 when there is none. 0 or -1. */
+    int (*last_id)(struct tx *t, int64_t *id);
+    /* Delete at most max (> 0) of the events older than `before` (epoch
+     * ms), oldest first. *deleted gets how many went, *more whether older
+     * ones remain. 0 or -1. */
+    int (*prune)(struct tx *t, int64_t before, int64_t max, int64_t *deleted, bool *more);
+    const struct store_stats *stats;
+};
 
 /* ---- end of events ---- */
 

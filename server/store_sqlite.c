@@ -659,4 +659,5 @@ const struct store_ops store_sqlite = {
     .rollback = sq_rollback,
     .jobs = &sqlite_jobs_ops,
     .sessions = &sqlite_sessions_ops,
+    .events = &sqlite_events_ops,
 };

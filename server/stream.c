@@ -191,70 +191,73 @@ stream_park(struct req *r, unsigned long seen, int64_t deadline)
     return parked;
 }
 
-/* Append the events after s->last_id to s->pending. */
+struct fill {
+    struct sub *s;
+    size_t cap;
+    int rows;                             /* visited, matching or not */
+};
+
+/* One event for s->pending, unless its field filters leave it out. */
+static int
+fill_one(const struct event_row *row, void *arg)
+{
+    struct fill *f = arg;
+    struct sub *s = f->s;
+    json_t *e = event_row_json(row);
+    char *data, *p;
+    size_t need;
+
+    f->rows++;
+    if (!event_matches(e, s->filters)) {
+        s->last_id = row->id;
+        json_decref(e);
+        return 0;
+    }
+    json_object_del(e, "time");     /* the stream keeps the log line's shape */
+    data = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    if (!data)
+        return 1;
+    need = s->len + strlen(data) + 200;
+    if (need > f->cap) {
+        f->cap = need * 2;
+        p = realloc(s->pending, f->cap);
+        if (!p) {
+            free(data);
+            return 1;
+        }
+        s->pending = p;
+    }
+    s->len += (size_t)snprintf(s->pending + s->len, f->cap - s->len, "id: %lld\nevent: %s\ndata: %s\n\n",
+                               (long long)row->id, row->name, data);
+    s->last_id = row->id;
+    free(data);
+    return 0;
+}
+
+/* Append the events after s->last_id to s->pending. -1 when the database
+ * cannot be read at all; a listing that fails midway keeps what it read. */
 static int
 fill(struct sub *s)
 {
-    sqlite3 *db = db_reader();
-    sqlite3_stmt *st;
-    size_t cap = 0;
+    struct event_query q = {.exact = s->exact, .lo = s->lo, .hi = s->hi, .until = INT64_MAX, .limit = BATCH};
+    struct fill f = {.s = s};
+    struct tx t;
 
-    if (!db)
+    if (tx_read(&t) < 0) {
+        tx_read_end(&t);
         return -1;
-    st = db_prep(db, "SELECT id, time, level, event, fields FROM events WHERE id > ?1"
-                     " AND (?2 IS NULL OR event = ?2) AND (?3 IS NULL OR (event >= ?3 AND event < ?4))"
-                     " ORDER BY id LIMIT ?5");
-    if (!st)
-        return -1;
-    int rows;
-again:
-    rows = 0;
-    sqlite3_bind_int64(st, 1, s->last_id);
-    if (s->exact[0])
-        sqlite3_bind_text(st, 2, s->exact, -1, SQLITE_STATIC);
-    if (s->lo[0]) {
-        sqlite3_bind_text(st, 3, s->lo, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, s->hi, -1, SQLITE_STATIC);
     }
-    sqlite3_bind_int64(st, 5, BATCH);
-    free(s->pending);
-    s->pending = NULL;
-    s->len = s->off = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        char *data, *p;
-        json_t *e = event_row_json(st);
-        int64_t id = sqlite3_column_int64(st, 0);
-        size_t need;
-
-        rows++;
-        if (!event_matches(e, s->filters)) {
-            s->last_id = id;
-            json_decref(e);
-            continue;
-        }
-        json_object_del(e, "time");     /* the stream keeps the log line's shape */
-        data = json_dumps(e, JSON_COMPACT);
-        json_decref(e);
-        if (!data)
-            break;
-        need = s->len + strlen(data) + 200;
-        if (need > cap) {
-            cap = need * 2;
-            p = realloc(s->pending, cap);
-            if (!p) {
-                free(data);
-                break;
-            }
-            s->pending = p;
-        }
-        s->len += (size_t)snprintf(s->pending + s->len, cap - s->len, "id: %lld\nevent: %s\ndata: %s\n\n",
-                                   (long long)id, (const char *)sqlite3_column_text(st, 3), data);
-        s->last_id = id;
-        free(data);
-    }
-    sqlite3_reset(st);
-    if (!s->len && rows == BATCH)
-        goto again;     /* a whole batch filtered out: more may follow */
+    do {
+        free(s->pending);
+        s->pending = NULL;
+        s->len = s->off = 0;
+        f.cap = 0;
+        f.rows = 0;
+        q.after = s->last_id;
+        store->events->list(&t, &q, fill_one, &f);
+    } while (!s->len && f.rows == BATCH);  /* a whole batch filtered out: more may follow */
+    tx_read_end(&t);
     return 0;
 }
 
@@ -343,16 +346,14 @@ events_stream(struct req *r)
         s->last_id = id;
     else {
         /* a new tail starts at the newest event */
-        sqlite3 *db = db_reader();
-        sqlite3_stmt *st = db ? db_prep(db, "SELECT coalesce(max(id), 0) FROM events") : NULL;
-        if (!st) {
+        struct tx t;
+        int rc = tx_read(&t) < 0 ? -1 : store->events->last_id(&t, &s->last_id);
+        tx_read_end(&t);
+        if (rc < 0) {
             json_decref(s->filters);
             free(s);
             return req_fail(r, "unavailable", NULL, "database cannot be read");
         }
-        if (sqlite3_step(st) == SQLITE_ROW)
-            s->last_id = sqlite3_column_int64(st, 0);
-        sqlite3_reset(st);
     }
     s->conn = r->conn;
     s->last_write = 0;          /* first call sends a ping at once: headers go out */

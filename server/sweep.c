@@ -8,34 +8,21 @@
 
 #define EVENTS_PRUNE_BATCH 10000
 
-static int
-events_prune(struct tx *t, bool *more)
-{
-    sqlite3_stmt *st = db_prep(SQ(t), "DELETE FROM events WHERE id IN"
-                                      " (SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)");
-
-    if (!st)
-        return -1;
-    sqlite3_bind_int64(st, 1, t->now - cfg.event_retention_ms);
-    sqlite3_bind_int(st, 2, EVENTS_PRUNE_BATCH);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        return -1;
-    *more = sqlite3_changes(SQ(t)) == EVENTS_PRUNE_BATCH;
-    return 0;
-}
-
 int
 sweep_run(struct tx *t, bool *again)
 {
     bool more_events = false, more_jobs = false;
+    int64_t pruned;
 
     *again = false;
-    if (events_prune(t, &more_events) < 0)
-        return sq_fail(t);
+    /* each part sets t's fault when it fails */
+    if (store->events->prune(t, t->now - cfg.event_retention_ms, EVENTS_PRUNE_BATCH, &pruned,
+                             &more_events) < 0)
+        return -1;
     if (jobs_sweep(t, NULL, NULL, &more_jobs) < 0)
-        return sq_fail(t);
+        return -1;
     if (dedupe_prune(t) < 0)
-        return sq_fail(t);
+        return -1;
     *again = more_events || more_jobs;
     return 0;
 }

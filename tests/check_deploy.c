@@ -136,6 +136,56 @@ START_TEST(api_lists_every_route)
 }
 END_TEST
 
+/* Every route says how it is served, and the kind agrees with its section
+ * of docs/api.md: a route whose section says it waits (`waitMs`, "waits")
+ * is a long-poll (ROUTE_POLL), one that streams (Server-Sent Events, a
+ * WebSocket) is ROUTE_STREAM, and a route served by the writer or a read
+ * is neither. */
+START_TEST(every_route_has_its_documented_kind)
+{
+    char *doc = slurp("docs/api.md");
+    char fails[FAILS_MAX] = "", want[300];
+    int polls = 0, streams = 0;
+
+    for (const struct route *rt = routes; rt->method; rt++) {
+        char *sec, *end, saved;
+        bool waits, streaming;
+        if (rt->kind != ROUTE_READ && rt->kind != ROUTE_WRITE && rt->kind != ROUTE_POLL &&
+            rt->kind != ROUTE_STREAM) {
+            add_fail(fails, " %s %s has no kind;", rt->method, rt->pattern);
+            continue;
+        }
+        snprintf(want, sizeof want, "### `%s %s`", rt->method, rt->pattern);
+        if (!(sec = strstr(doc, want)))
+            continue;           /* api_lists_every_route names it */
+        sec += strlen(want);
+        end = strstr(sec, "\n#");
+        if (!end)
+            end = sec + strlen(sec);
+        saved = *end;
+        *end = 0;
+        waits = strstr(sec, "`waitMs`") || strstr(sec, " waits ");
+        streaming = strstr(sec, "Server-Sent Events") || strstr(sec, "WebSocket");
+        *end = saved;
+        if (waits && rt->kind != ROUTE_POLL)
+            add_fail(fails, " %s %s is a long-poll in the docs but not ROUTE_POLL;", rt->method, rt->pattern);
+        if (streaming && rt->kind != ROUTE_STREAM)
+            add_fail(fails, " %s %s streams in the docs but is not ROUTE_STREAM;", rt->method, rt->pattern);
+        if (!waits && !streaming && (rt->kind == ROUTE_STREAM))
+            add_fail(fails, " %s %s is ROUTE_STREAM but its docs do not say it streams;", rt->method,
+                     rt->pattern);
+        polls += waits;
+        streams += streaming;
+    }
+    ck_assert_msg(!fails[0], "server/routes.c:%s", fails);
+    /* the claim, both conversation reads and convex logs; the SSE tail and
+     * the sync socket */
+    ck_assert_int_ge(polls, 4);
+    ck_assert_int_ge(streams, 2);
+    free(doc);
+}
+END_TEST
+
 /* The functions[] table of server/convex.c is static, so it is read from
  * the source: every {"module:function", ...} line between "functions[] ="
  * and the table's end. */
@@ -936,6 +986,7 @@ suite_deploy(void)
 
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, api_lists_every_route);
+    tcase_add_test(tc, every_route_has_its_documented_kind);
     tcase_add_test(tc, api_lists_every_convex_function);
     tcase_add_test(tc, every_setting_is_documented);
     tcase_add_test(tc, man_pages_format_cleanly);

@@ -1,9 +1,327 @@
 /* check_store_events.c -- store conformance cases of the events operations
- * (see check_store.h). */
+ * (see check_store.h): inserting and listing events (by id, name, name
+ * range, time, fields, with a limit), the newest id, pruning in bounded
+ * chunks, and the gauges' health check. Store interface only. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "check_store.h"
+
+#define MAXROWS 64
+
+/* What a listing visited, copied out of the visit. */
+struct seen {
+    int n;
+    int stop_after;                 /* > 0: stop the listing after this many */
+    int64_t id[MAXROWS], time[MAXROWS];
+    char name[MAXROWS][64], level[MAXROWS][8], fields[MAXROWS][128];
+};
+
+static int
+collect(const struct event_row *e, void *arg)
+{
+    struct seen *s = arg;
+
+    ck_assert_int_lt(s->n, MAXROWS);
+    s->id[s->n] = e->id;
+    s->time[s->n] = e->time;
+    snprintf(s->name[s->n], sizeof s->name[0], "%s", e->name);
+    snprintf(s->level[s->n], sizeof s->level[0], "%s", e->level);
+    snprintf(s->fields[s->n], sizeof s->fields[0], "%s", e->fields);
+    s->n++;
+    return s->stop_after > 0 && s->n >= s->stop_after;
+}
+
+/* Insert one event at `time` in its own committed write; its id. */
+static int64_t
+put(int64_t time, const char *level, const char *name, const char *fields)
+{
+    struct event_row e = {.time = time, .level = level, .name = name, .fields = fields};
+    struct tx t;
+    int64_t id = -1;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->events->insert(&t, &e, &id), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_gt(id, 0);
+    return id;
+}
+
+/* List q on a read (limit 0 is 100 here, until 0 no bound); the rows
+ * visited. */
+static void
+list(struct event_query q, struct seen *s)
+{
+    struct tx t;
+    int stop = s->stop_after;
+
+    if (!q.limit)
+        q.limit = 100;
+    if (!q.until)
+        q.until = INT64_MAX;
+    memset(s, 0, sizeof *s);
+    s->stop_after = stop;
+    st_read(&t);
+    ck_assert_int_eq(store->events->list(&t, &q, collect, s), 0);
+    tx_read_end(&t);
+}
+
+/* Rows come back as inserted, in id order after an id, and newest first
+ * when asked; ids increase. */
+START_TEST(insert_then_list_in_id_order)
+{
+    int64_t id[4];
+    struct seen s = {0};
+
+    id[0] = put(1000, "info", "agent.job.enqueued", "{\"jobId\":\"1\"}");
+    id[1] = put(1001, "warn", "agent.job.failed", "{\"jobId\":\"1\",\"attempt\":2}");
+    id[2] = put(1002, "error", "whatsapp.lease.lost", "{}");
+    id[3] = put(1003, "debug", "server.started", "{\"port\":3210}");
+    for (int i = 1; i < 4; i++)
+        ck_assert_int_gt(id[i], id[i - 1]);
+
+    list((struct event_query){.after = 0}, &s);
+    ck_assert_int_eq(s.n, 4);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(s.id[i], id[i]);
+    ck_assert_str_eq(s.name[1], "agent.job.failed");
+    ck_assert_str_eq(s.level[1], "warn");
+    ck_assert_int_eq(s.time[1], 1001);
+    ck_assert_str_eq(s.fields[1], "{\"jobId\":\"1\",\"attempt\":2}");
+
+    list((struct event_query){.after = id[1]}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.id[0], id[2]);
+    ck_assert_int_eq(s.id[1], id[3]);
+
+    list((struct event_query){.before = id[2]}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.id[1], id[1]);
+
+    list((struct event_query){.newest_first = true}, &s);
+    ck_assert_int_eq(s.n, 4);
+    ck_assert_int_eq(s.id[0], id[3]);
+    ck_assert_int_eq(s.id[3], id[0]);
+}
+END_TEST
+
+/* An event inserted in a write that is rolled back is not listed, and
+ * the newest id is that of the newest committed event (0 with none). */
+START_TEST(last_id_and_rollback)
+{
+    struct event_row e = {.time = 5, .level = "info", .name = "gone.event", .fields = "{}"};
+    struct seen s = {0};
+    struct tx t;
+    int64_t id, last = -1;
+
+    st_read(&t);
+    ck_assert_int_eq(store->events->last_id(&t, &last), 0);
+    tx_read_end(&t);
+    ck_assert_int_eq(last, 0);
+
+    id = put(1, "info", "kept.event", "{}");
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->events->insert(&t, &e, NULL), 0);
+    st_rollback(&t);
+
+    list((struct event_query){.after = 0}, &s);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_str_eq(s.name[0], "kept.event");
+    st_read(&t);
+    ck_assert_int_eq(store->events->last_id(&t, &last), 0);
+    tx_read_end(&t);
+    ck_assert_int_eq(last, id);
+    id = put(2, "info", "kept.event", "{}");
+    st_read(&t);
+    ck_assert_int_eq(store->events->last_id(&t, &last), 0);
+    tx_read_end(&t);
+    ck_assert_int_eq(last, id);
+}
+END_TEST
+
+/* By exact name only that name; by the range of a prefix ("a.b." up to
+ * "a.b/") every name under it and nothing beside it. */
+START_TEST(list_by_name_and_prefix_range)
+{
+    struct seen s = {0};
+
+    put(1, "info", "whatsapp.lease.acquired", "{}");
+    put(2, "info", "whatsapp.lease", "{}");
+    put(3, "info", "whatsapp.leases.other", "{}");
+    put(4, "info", "whatsapp.session.saved", "{}");
+    put(5, "info", "whatsapp.lease.lost", "{}");
+    put(6, "info", "whatsapp.lease.acquired", "{}");
+
+    list((struct event_query){.exact = "whatsapp.lease.acquired"}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.time[0], 1);
+    ck_assert_int_eq(s.time[1], 6);
+
+    list((struct event_query){.exact = "whatsapp.lease"}, &s);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_int_eq(s.time[0], 2);
+
+    list((struct event_query){.lo = "whatsapp.lease.", .hi = "whatsapp.lease/"}, &s);
+    ck_assert_int_eq(s.n, 3);
+    ck_assert_str_eq(s.name[0], "whatsapp.lease.acquired");
+    ck_assert_str_eq(s.name[1], "whatsapp.lease.lost");
+    ck_assert_int_eq(s.time[2], 6);
+
+    list((struct event_query){.lo = "whatsapp.lease.", .hi = "whatsapp.lease/", .newest_first = true,
+                                  .limit = 2}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.time[0], 6);
+    ck_assert_int_eq(s.time[1], 5);
+}
+END_TEST
+
+/* At most limit rows: the first ones in id order, the newest ones newest
+ * first; a visitor that stops ends the listing. */
+START_TEST(list_limit_and_stop)
+{
+    struct seen s = {0};
+    int64_t id[5];
+
+    for (int i = 0; i < 5; i++)
+        id[i] = put(i, "info", "agent.job.claimed", "{}");
+    list((struct event_query){.limit = 2}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.id[0], id[0]);
+    ck_assert_int_eq(s.id[1], id[1]);
+    list((struct event_query){.after = id[1], .limit = 2}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.id[0], id[2]);
+    list((struct event_query){.limit = 3, .newest_first = true}, &s);
+    ck_assert_int_eq(s.n, 3);
+    ck_assert_int_eq(s.id[0], id[4]);
+    ck_assert_int_eq(s.id[2], id[2]);
+
+    s.stop_after = 1;
+    list((struct event_query){.after = 0}, &s);
+    ck_assert_int_eq(s.n, 1);
+}
+END_TEST
+
+/* A time range is inclusive at both ends; field filters compare the
+ * field as text (a number by its digits, true as "1") and all must match. */
+START_TEST(list_by_time_and_fields)
+{
+    struct seen s = {0};
+    struct event_field f[3];
+
+    put(100, "info", "agent.job.claimed", "{\"jobId\":\"7\",\"attempt\":1,\"final\":true}");
+    put(200, "info", "agent.job.claimed", "{\"jobId\":\"8\",\"attempt\":2,\"final\":false}");
+    put(300, "info", "agent.job.failed", "{\"jobId\":\"7\",\"attempt\":2,\"final\":true}");
+    put(400, "info", "agent.job.claimed", "{\"jobId\":\"9\"}");
+
+    list((struct event_query){.since = 200, .until = 300, .limit = 100, .newest_first = true}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.time[0], 300);
+    ck_assert_int_eq(s.time[1], 200);
+    list((struct event_query){.since = 250, .newest_first = true}, &s);     /* no upper bound */
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.time[0], 400);
+    ck_assert_int_eq(s.time[1], 300);
+    list((struct event_query){.since = 100, .until = 200}, &s);             /* oldest first */
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.time[0], 100);
+
+    f[0] = (struct event_field){"jobId", "7"};
+    list((struct event_query){.fields = f, .nfields = 1, .newest_first = true}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(s.time[0], 300);
+    ck_assert_int_eq(s.time[1], 100);
+
+    f[1] = (struct event_field){"attempt", "2"};
+    list((struct event_query){.fields = f, .nfields = 2, .newest_first = true}, &s);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_int_eq(s.time[0], 300);
+
+    f[0] = (struct event_field){"final", "1"};
+    f[1] = (struct event_field){"attempt", "1"};
+    list((struct event_query){.fields = f, .nfields = 2}, &s);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_int_eq(s.time[0], 100);
+
+    f[0] = (struct event_field){"jobId", "9"};
+    list((struct event_query){.exact = "agent.job.claimed", .since = 150, .until = INT64_MAX, .fields = f,
+                               .nfields = 1, .limit = 100}, &s);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_int_eq(s.time[0], 400);
+}
+END_TEST
+
+/* Prune deletes only events older than the bound, at most max per call,
+ * oldest first, and `more` says whether old ones remain. */
+START_TEST(prune_old_in_bounded_chunks)
+{
+    struct seen s = {0};
+    struct tx t;
+    int64_t deleted;
+    bool more;
+    int64_t want[][2] = {{2, true}, {2, true}, {1, false}, {0, false}};
+
+    for (int i = 0; i < 5; i++)
+        put(1000 + i, "info", "old.event", "{}");
+    put(5000, "info", "new.event", "{}");
+    put(5001, "info", "new.event", "{}");
+    for (int round = 0; round < 4; round++) {
+        st_begin(st_conn, &t);
+        ck_assert_int_eq(store->events->prune(&t, 5000, 2, &deleted, &more), 0);
+        ck_assert_int_eq(st_commit(&t), 0);
+        ck_assert_msg(deleted == want[round][0] && more == (bool)want[round][1],
+                      "round %d: deleted %lld more %d", round, (long long)deleted, more);
+        list((struct event_query){.exact = "old.event"}, &s);
+        ck_assert_int_eq(s.n, round < 2 ? 3 - 2 * round : 0);
+        if (s.n)            /* the oldest went first */
+            ck_assert_int_eq(s.time[0], 1000 + 2 * (round + 1));
+    }
+    list((struct event_query){.after = 0}, &s);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_str_eq(s.name[0], "new.event");
+
+    /* exactly max old ones: all go, and none remain */
+    put(10, "info", "old.event", "{}");
+    put(11, "info", "old.event", "{}");
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->events->prune(&t, 5000, 2, &deleted, &more), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(deleted, 2);
+    ck_assert(!more);
+}
+END_TEST
+
+/* The health check answers on a read; an empty database remembers no
+ * message ids but takes room. */
+START_TEST(stats_on_empty_store)
+{
+    struct tx t;
+    int64_t n = -1, db = -1, wal = -1;
+
+    st_read(&t);
+    ck_assert_int_eq(store->events->stats->ping(&t), 0);
+    ck_assert_int_eq(store->events->stats->dedupe_entries(&t, &n), 0);
+    ck_assert_int_eq(store->events->stats->sizes(&t, &db, &wal), 0);
+    tx_read_end(&t);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_gt(db, 0);
+    ck_assert_int_ge(wal, 0);
+}
+END_TEST
 
 void
 store_cases_events(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
-    (void)s, (void)setup, (void)teardown;
+    TCase *tc = tcase_create("events");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, insert_then_list_in_id_order);
+    tcase_add_test(tc, last_id_and_rollback);
+    tcase_add_test(tc, list_by_name_and_prefix_range);
+    tcase_add_test(tc, list_limit_and_stop);
+    tcase_add_test(tc, list_by_time_and_fields);
+    tcase_add_test(tc, prune_old_in_bounded_chunks);
+    tcase_add_test(tc, stats_on_empty_store);
+    suite_add_tcase(s, tc);
 }
