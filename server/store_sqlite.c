@@ -657,4 +657,5 @@ const struct store_ops store_sqlite = {
     .aborted = sq_aborted,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .messages = &sqlite_messages_ops,
 };

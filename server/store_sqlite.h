@@ -52,4 +52,7 @@ extern const char migrations_table[];
  * says which). */
 int db_migrate(sqlite3 *db, const struct migration *m, char *why, size_t n);
 
+/* The operations of each resource (store_sqlite_<resource>.c). */
+extern const struct store_messages sqlite_messages_ops;
+
 #endif
