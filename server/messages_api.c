@@ -355,8 +355,10 @@ outbound_tx(struct tx *t, struct req *r)
     if (messages_send(t, o->channel, o->account, o->to, o->text, NULL, o->conversation, &mid, &job) < 0)
         return -1;
     snprintf(idbuf, sizeof idbuf, "%lld", (long long)mid);
-    return req_ok(r, 201, json_pack("{s:s, s:o}", "messageId", idbuf, "jobId",
-                                    job ? json_incref(json_object_get(job, "id")) : json_null()));
+    req_ok(r, 201, json_pack("{s:s, s:O}", "messageId", idbuf, "jobId",
+                             job ? json_object_get(job, "id") : json_null()));
+    json_decref(job);
+    return 0;
 }
 
 /* POST /v1/outbound {channel, accountId, to, text, conversationId?} */
