@@ -358,33 +358,14 @@ int convex_logs(struct req *r);      /* GET /api/stream_function_logs (convex lo
 
 int convex_sync(struct req *r);      /* GET /api/{version}/sync: refused so the client stops */
 
-/* ---- messages.c ------------------------------------------------------------ */
+/* ---- messages_api.c (rules: messages.c, in core.h) ------------------------ */
 
-/* One inbound message as the channels deliver it (all strings borrowed). */
-struct inbound {
-    const char *channel, *account, *channel_message_id, *conversation, *from, *text;
-    json_t *payload;            /* channel details, may be NULL */
-};
-
-/* Dedupe + message + agent job inside the caller's write. *dup is set
- * when the message had been seen (nothing written but the event). */
-int inbound_apply(struct tx *t, const struct inbound *in, bool *dup,
-                  int64_t *msg_id, json_t **job_out);
-/* A delivery report (sent|delivered|read|failed) for an outbound message
- * the channel knows as channel_message_id. Returns 1 when one matched, 0
- * when none did, -1 on error (answered). */
-int messages_delivery(struct tx *t, const char *channel,
-                      const char *channel_message_id, const char *delivery, const char *error);
 int messages_inbound(struct req *r);     /* POST /v1/inbound */
 int messages_web_post(struct req *r);    /* POST /v1/conversations/{id}/messages */
 int messages_list(struct req *r);        /* GET /v1/conversations/{id}/messages */
 int messages_conversations(struct req *r); /* GET /v1/conversations */
 int messages_outbound(struct req *r);    /* POST /v1/outbound */
 int messages_get(struct req *r);         /* GET /v1/messages/{id} */
-/* Register the jobs hooks: a completion with a reply writes the outbound
- * message and its job, a final failure marks the message, progress keeps
- * the partial reply on the inbound message. Called by modules_init. */
-void messages_init(void);
 
 /* ---- webhooks.c ------------------------------------------------------------ */
 

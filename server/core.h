@@ -312,6 +312,35 @@ int lease_fence(struct tx *t, const char *channel, const char *account, int64_t 
 
 /* ---- messages rules (messages.c) --------------------------------------------- */
 
+/* One inbound message as the channels deliver it (all strings borrowed). */
+struct inbound {
+    const char *channel, *account, *channel_message_id, *conversation, *from, *text;
+    json_t *payload;            /* channel details, may be NULL */
+};
+
+/* Dedupe + message + agent job inside the caller's write. *dup is set
+ * when the message had been seen (nothing written but the event). */
+int inbound_apply(struct tx *t, const struct inbound *in, bool *dup,
+                  int64_t *msg_id, json_t **job_out);
+/* A delivery report (sent|delivered|read|failed) for an outbound message
+ * the channel knows as channel_message_id. Returns 1 when one matched, 0
+ * when none did, -1 on error (t->err set). */
+int messages_delivery(struct tx *t, const char *channel,
+                      const char *channel_message_id, const char *delivery, const char *error);
+/* An outbound message (strings borrowed) and, except on the web channel
+ * where it is final at once (sent), the job that sends it, inside the
+ * caller's write. *msg_id gets the message's id, *job_out (may be NULL) a
+ * new reference to the job's JSON, or NULL for a web message. 0 or -1. */
+int messages_send(struct tx *t, const char *channel, const char *account, const char *to,
+                  const char *text, json_t *payload, const char *conversation,
+                  int64_t *msg_id, json_t **job_out);
+/* The topic notified whenever anything shown of conversation changes. */
+void messages_topic(const char *conversation, char *buf, size_t n);
+/* Register the jobs hooks: a completion with a reply writes the outbound
+ * message and its job, a final failure marks the message, progress keeps
+ * the partial reply on the inbound message. Called by modules_init. */
+void messages_init(void);
+
 /* ---- maintenance (sweep.c) --------------------------------------------------- */
 
 /* Periodic maintenance run by the writer every BATON_SWEEP_INTERVAL_MS (its

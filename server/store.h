@@ -273,7 +273,100 @@ struct store_sessions {
 
 /* ---- messages ---------------------------------------------------------------- */
 
-struct store_messages;
+/* One message of a conversation. A row read from the store owns its
+ * strings and payload (store->messages->clear / free_rows releases them);
+ * a row given to insert only borrows them. */
+struct message {
+    int64_t id;                     /* > 0, in insertion order: orders a conversation */
+    const char *conversation;
+    const char *channel;            /* web | telegram | whatsapp | ... */
+    const char *account;
+    const char *direction;          /* "in" | "out" */
+    const char *channel_message_id; /* in: the dedupe key; out: the channel's id once sent; or NULL */
+    const char *sender;             /* "from", or NULL */
+    const char *recipient;          /* "to", or NULL */
+    const char *text;               /* never NULL in a row read ("" when none) */
+    json_t *payload;                /* channel details, or NULL */
+    const char *status;             /* received | queued | sent | failed */
+    const char *delivery;           /* the channel's last delivery report, or NULL */
+    const char *error;              /* why a send failed, or NULL */
+    int64_t job_id;                 /* in: the agent job answering it; out: its send job; 0 = none */
+    int64_t created_at;             /* ms, the store's clock */
+    int64_t sent_at;                /* ms; 0 = not sent */
+    /* get and list only, for an inbound message: the agent job answering
+     * it (all NULL when there is none any more, and for outbound ones) */
+    const char *reply_state;        /* the job's status */
+    const char *reply_partial;      /* the reply so far, only while the claim that
+                                     * reported it is the job's current claim */
+    const char *reply_error;        /* the job's errorReason */
+    void *mem;                      /* the backend's, for what the row owns */
+};
+
+/* A conversation as listed: its channel and account (of one of its
+ * messages), how many messages it has, its last message id and time. */
+struct conversation {
+    const char *id, *channel, *account;
+    int64_t messages, last_id, last_at;
+    void *mem;
+};
+
+/* What changes whenever anything shown of a conversation changes: its last
+ * message id, the count of progress reports on its messages and the last
+ * change (ms) of a job answering one of them. */
+struct conversation_rev {
+    int64_t last_id, progress, job_changed;
+};
+
+/* Every op returns -1 with t->err set on a store failure. The ops that
+ * change rows by a key other than the id give the rows they changed as
+ * *out / *n (a new array, free with free_rows; n may be 0), with only id,
+ * conversation, channel and account filled in. */
+struct store_messages {
+    /* Insert m: m->id and m->created_at are set (to t->now), and sent_at
+     * too when status is "sent". The strings are copied. 0 or -1. */
+    int (*insert)(struct tx *t, struct message *m);
+    /* Record the job of message id. 0 (also when there is no such
+     * message) or -1. */
+    int (*set_job)(struct tx *t, int64_t id, int64_t job_id);
+    /* The result of sending outbound message id: status "sent" (sent_at =
+     * t->now, channel_message_id replaces the recorded one when not NULL,
+     * delivery "sent" unless a report came first) or "failed" (delivery
+     * "failed"); error is recorded as given. 1 with *conversation (may be
+     * NULL; a new string, caller frees) of the message, 0 when there is no
+     * outbound message id, -1. */
+    int (*set_status)(struct tx *t, int64_t id, const char *status, const char *channel_message_id,
+                      const char *error, char **conversation);
+    /* A delivery report (sent | delivered | read | failed) for the
+     * outbound messages of channel that the channel knows as
+     * channel_message_id: delivery is set; "failed" also fails the message
+     * and records error; a queued message becomes sent; sent_at is set if
+     * it was not. Inbound messages and other channels are untouched. The
+     * changed rows go to *out / *n. 0 or -1. */
+    int (*set_delivery)(struct tx *t, const char *channel, const char *channel_message_id,
+                        const char *delivery, const char *error, struct message **out, size_t *n);
+    /* A progress report of claim token of job_id: the partial reply (text)
+     * of the inbound message(s) that job answers, counted in the
+     * conversation's revision. The changed rows go to *out / *n. 0 or -1. */
+    int (*set_partial)(struct tx *t, int64_t job_id, const char *token, const char *text,
+                       struct message **out, size_t *n);
+    /* Message id with its reply state into *out (clear it). 1, 0 when
+     * there is no such message, -1. */
+    int (*get)(struct tx *t, int64_t id, struct message *out);
+    /* At most limit messages of conversation with an id above after, in
+     * id order, with their reply state. 0 or -1. */
+    int (*list_after)(struct tx *t, const char *conversation, int64_t after, int64_t limit,
+                      struct message **out, size_t *n);
+    /* The revision of conversation (all 0 when it has no message). 0/-1. */
+    int (*rev)(struct tx *t, const char *conversation, struct conversation_rev *out);
+    /* At most limit conversations (of channel when not NULL), the one with
+     * the latest message first. 0 or -1. */
+    int (*conversations)(struct tx *t, const char *channel, int64_t limit,
+                         struct conversation **out, size_t *n);
+    /* Release what rows read by the ops own. */
+    void (*clear)(struct message *m);
+    void (*free_rows)(struct message *v, size_t n);         /* each row and v */
+    void (*free_conversations)(struct conversation *v, size_t n);
+};
 
 /* ---- end of messages ---- */
 

@@ -659,5 +659,6 @@ const struct store_ops store_sqlite = {
     .rollback = sq_rollback,
     .jobs = &sqlite_jobs_ops,
     .sessions = &sqlite_sessions_ops,
+    .messages = &sqlite_messages_ops,
     .events = &sqlite_events_ops,
 };
