@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batond.h"
+#include "base.h"
 
 struct config cfg;
 

@@ -18,7 +18,7 @@
 
 #include <sodium.h>
 
-#include "batond.h"
+#include "base.h"
 
 #define NSLOTS 4096
 #define WINDOW 8

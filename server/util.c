@@ -6,7 +6,7 @@
 
 #include <sodium.h>
 
-#include "batond.h"
+#include "base.h"
 
 int64_t
 now_ms(void)
