@@ -252,16 +252,7 @@ int events_list(struct req *r);     /* GET /v1/events */
 int modules_init(char *why, size_t n);
 void modules_free(void);
 
-/* ---- leases.c ------------------------------------------------------------ */
-
-/* The fencing check used by outbound job routes and session writes: 0 when
- * token is the token of a lease on (channel, accountId) that is held and
- * not expired at t->now; otherwise answers 409 lease_not_held (with
- * currentOwnerId/currentToken details where a lease exists) and returns -1. */
-int lease_fence(struct tx *t, const char *channel, const char *account,
-                int64_t token);
-/* true when channel is listed in BATON_LEASED_CHANNELS */
-bool channel_is_leased(const char *channel);
+/* ---- leases_api.c (rules: leases.c, in core.h) ---------------------------- */
 
 /* Route handlers of SPEC section 4, also called by the Convex layer. Path
  * params: req_param(r, 0) is the channel, 1 the accountId. Bodies are
@@ -337,19 +328,9 @@ struct jobs_hooks {
 /* Set the hooks (h is kept, not copied; static storage). Before any request. */
 void jobs_set_hooks(const struct jobs_hooks *h);
 
-/* ---- dedupe.c / sessions.c ------------------------------------------------- */
+/* ---- dedupe_api.c (rules: dedupe.c, in core.h) / sessions.c --------------- */
 
-/* Check-and-register an inbound message id inside t (SPEC section 5). An
- * entry whose expiry has passed counts as absent and is replaced. Returns 0
- * with *duplicate (false for the one first call under any concurrency) and
- * *first_seen_at (of the live entry: now when first); -1 after db_fail.
- * Emits no event: the caller names it (e.g. <channel>.inbound.dedupe_skipped). */
-int dedupe_register(struct tx *t, const char *channel,
-                    const char *channel_message_id, int64_t ttl_ms, bool *duplicate,
-                    int64_t *first_seen_at);
 int dedupe_check(struct req *r);    /* POST /v1/dedupe */
-/* Sweep: delete expired entries (a bounded number per call). 0 or -1. */
-int dedupe_prune(struct tx *t);
 
 /* Decode BATON_SESSION_KEY (when set) into locked memory and wipe the text
  * of cfg.session_key (the pointer stays set). -1 with a one-line reason in

@@ -657,4 +657,6 @@ const struct store_ops store_sqlite = {
     .aborted = sq_aborted,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .leases = &sqlite_leases_ops,
+    .dedupe = &sqlite_dedupe_ops,
 };

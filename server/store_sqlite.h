@@ -52,4 +52,7 @@ extern const char migrations_table[];
  * says which). */
 int db_migrate(sqlite3 *db, const struct migration *m, char *why, size_t n);
 
+extern const struct store_leases sqlite_leases_ops;    /* store_sqlite_leases.c */
+extern const struct store_dedupe sqlite_dedupe_ops;    /* store_sqlite_dedupe.c */
+
 #endif
