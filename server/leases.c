@@ -144,7 +144,7 @@ lease_acquire(struct tx *t, const char *channel, const char *account, const char
              * Renewals record no event; heartbeats are the usual way. */
             bool expired = !lease_held(l, t->now);
 
-            if ((rc = store->leases->renew(t, channel, account, owner, l->token, ttl_ms, l)) < 0)
+            if ((rc = store->leases->renew(t, channel, account, owner, l->token, ttl_ms, false, l)) < 0)
                 return -1;
             if (rc) {
                 *after_expiry = expired;
@@ -191,9 +191,14 @@ int
 lease_heartbeat(struct tx *t, const char *channel, const char *account, const char *owner,
                 int64_t token, int64_t ttl_ms, struct lease *l, bool *after_expiry)
 {
+    int rc;
+
+    /* the usual case in one statement: the holder renews in time */
     *after_expiry = false;
+    if ((rc = store->leases->renew(t, channel, account, owner, token, ttl_ms, true, l)) != 0)
+        return rc < 0 ? -1 : 0;
     for (int i = 0; i < LEASE_RETRIES; i++) {
-        int rc, found = store->leases->get(t, channel, account, l);
+        int found = store->leases->get(t, channel, account, l);
         bool expired;
 
         if (found < 0)
@@ -212,7 +217,7 @@ lease_heartbeat(struct tx *t, const char *channel, const char *account, const ch
         }
         /* the caller holds the latest grant; if it expired, nobody took it */
         expired = !lease_held(l, t->now);
-        if ((rc = store->leases->renew(t, channel, account, owner, token, ttl_ms, l)) < 0)
+        if ((rc = store->leases->renew(t, channel, account, owner, token, ttl_ms, false, l)) < 0)
             return -1;
         if (rc) {
             *after_expiry = expired;

@@ -141,12 +141,13 @@ struct store_leases {
      * they never go back, across releases and restarts. */
     int (*grant)(struct tx *t, const char *channel, const char *account, const char *owner,
                  int64_t ttl_ms, struct lease *l);
-    /* Renew the grant `token` of owner (held or expired, as long as it is
-     * still the latest grant and not released): renewed_at = t->now,
-     * expires_at = t->now + ttl, ttl_ms = ttl where ttl is ttl_ms, or the
-     * stored ttl_ms when ttl_ms is 0. */
+    /* Renew the grant `token` of owner as long as it is still the latest
+     * grant and not released -- and, when while_held, only if it has not
+     * expired at t->now: renewed_at = t->now, expires_at = t->now + ttl,
+     * ttl_ms = ttl where ttl is ttl_ms, or the stored ttl_ms when ttl_ms
+     * is 0. */
     int (*renew)(struct tx *t, const char *channel, const char *account, const char *owner,
-                 int64_t token, int64_t ttl_ms, struct lease *l);
+                 int64_t token, int64_t ttl_ms, bool while_held, struct lease *l);
     /* Release the grant `token` of owner: owner cleared, expires_at =
      * t->now; the token stays. */
     int (*release)(struct tx *t, const char *channel, const char *account, const char *owner,

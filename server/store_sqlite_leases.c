@@ -96,13 +96,14 @@ sq_lease_grant(struct tx *t, const char *channel, const char *account, const cha
 
 static int
 sq_lease_renew(struct tx *t, const char *channel, const char *account, const char *owner,
-               int64_t token, int64_t ttl_ms, struct lease *l)
+               int64_t token, int64_t ttl_ms, bool while_held, struct lease *l)
 {
     sqlite3_stmt *st = db_prep(SQ(t),
         "UPDATE leases SET renewed_at = ?5,"
         " expires_at = ?5 + CASE WHEN ?6 > 0 THEN ?6 ELSE ttl_ms END,"
         " ttl_ms = CASE WHEN ?6 > 0 THEN ?6 ELSE ttl_ms END"
         " WHERE channel = ?1 AND account_id = ?2 AND owner_id = ?3 AND token = ?4"
+        " AND (?7 = 0 OR expires_at > ?5)"
         " RETURNING " LEASE_COLS);
 
     if (!st)
@@ -112,6 +113,7 @@ sq_lease_renew(struct tx *t, const char *channel, const char *account, const cha
     sqlite3_bind_int64(st, 4, token);
     sqlite3_bind_int64(st, 5, t->now);
     sqlite3_bind_int64(st, 6, ttl_ms);
+    sqlite3_bind_int(st, 7, while_held);
     return lease_step(t, st, l);
 }
 

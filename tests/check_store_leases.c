@@ -192,7 +192,7 @@ START_TEST(expired_lease_taken_by_another)
 
     st_begin(st_conn, &t);
     t.now = a.expires_at + 1;
-    ck_assert_int_eq(store->leases->renew(&t, "telegram", "bot", "a", a.token, TTL, &l), 0);
+    ck_assert_int_eq(store->leases->renew(&t, "telegram", "bot", "a", a.token, TTL, false, &l), 0);
     ck_assert_int_eq(store->leases->release(&t, "telegram", "bot", "a", a.token, &l), 0);
     ck_assert_int_eq(st_commit(&t), 0);
     ck_assert_str_eq(lease_now("telegram", "bot").owner, "b");
@@ -228,9 +228,9 @@ START_TEST(stale_token_changes_nothing)
 
     st_begin(st_conn, &t);
     t.now += 5000;
-    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "a", cur.token - 1, TTL, &l), 0);
-    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token - 1, TTL, &l), 0);
-    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "a", cur.token, TTL, &l), 0);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "a", cur.token - 1, TTL, false, &l), 0);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token - 1, TTL, false, &l), 0);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "a", cur.token, TTL, false, &l), 0);
     ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p", "a", cur.token - 1, &l), 0);
     ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p", "b", cur.token - 1, &l), 0);
     ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p", "a", cur.token, &l), 0);
@@ -239,15 +239,29 @@ START_TEST(stale_token_changes_nothing)
     l = lease_now("whatsapp", "p");
     assert_same(&l, &cur);
 
-    /* the holder renews: ttl 0 keeps the stored one, even after expiry */
+    /* the holder renews while it holds the lease, or -- unless while_held
+     * -- after it expired as long as nobody took it; ttl 0 keeps the
+     * stored one */
     st_begin(st_conn, &t);
+    t.now = cur.expires_at - 1;
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, true, &l), 1);
+    ck_assert_int_eq(l.expires_at, t.now + TTL);
+    cur = l;
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    st_begin(st_conn, &t);
+    t.now = cur.expires_at;
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, true, &l), 0);
+    l = cur;
     t.now = cur.expires_at + 10;
-    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, &l), 1);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, true, &l), 0);
+    assert_same(&l, &cur);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, false, &l), 1);
     ck_assert_int_eq(l.token, cur.token);
     ck_assert_int_eq(l.transitions, cur.transitions);
     ck_assert_int_eq(l.renewed_at, t.now);
     ck_assert_int_eq(l.expires_at, t.now + TTL);
-    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 2000, &l), 1);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 2000, false, &l), 1);
     ck_assert_int_eq(l.ttl_ms, 2000);
     ck_assert_int_eq(l.expires_at, t.now + 2000);
     ck_assert_int_eq(st_commit(&t), 0);
