@@ -17,8 +17,6 @@
 #define BATOND_H
 
 #include "core.h"
-/* transitional: modules not yet moved onto the store interface */
-#include "store_sqlite.h"
 
 struct req;
 struct route;
@@ -209,22 +207,6 @@ void req_park(struct tx *t, struct req *r, const char *topic, int64_t deadline, 
 /* Answer r with t's fault (an error of the rules or the store). -1. */
 int req_fail_tx(struct req *r, struct tx *t);
 
-/* transitional: SQLite used directly by modules not yet on the store */
-static inline sqlite3 *
-db_reader(void)
-{
-    struct sconn *c = store->reader();
-    return c ? c->db : NULL;
-}
-static inline int
-db_fail(struct req *r, sqlite3 *db)
-{
-    struct tx t = {0};
-    struct sconn c = {db};
-    t.c = &c;
-    sq_fail(&t);
-    return req_fail_tx(r, &t);
-}
 
 /* ---- events_api.c, stream.c --------------------------------------------- */
 
@@ -265,16 +247,7 @@ void serve_stop(void);              /* drain and stop the writer, close the stor
 int modules_init(char *why, size_t n);
 void modules_free(void);
 
-/* ---- leases.c ------------------------------------------------------------ */
-
-/* The fencing check used by outbound job routes and session writes: 0 when
- * token is the token of a lease on (channel, accountId) that is held and
- * not expired at t->now; otherwise answers 409 lease_not_held (with
- * currentOwnerId/currentToken details where a lease exists) and returns -1. */
-int lease_fence(struct tx *t, const char *channel, const char *account,
-                int64_t token);
-/* true when channel is listed in BATON_LEASED_CHANNELS */
-bool channel_is_leased(const char *channel);
+/* ---- leases_api.c (rules: leases.c, in core.h) ---------------------------- */
 
 /* Route handlers of SPEC section 4, also called by the Convex layer. Path
  * params: req_param(r, 0) is the channel, 1 the accountId. Bodies are
@@ -315,19 +288,9 @@ int jobs_list(struct req *r);           /* GET /v1/jobs */
 int jobs_pending(struct req *r);        /* GET /v1/jobs/pending */
 int jobs_queues(struct req *r);         /* GET /v1/queues */
 
-/* ---- dedupe.c / sessions.c ------------------------------------------------- */
+/* ---- dedupe_api.c (rules: dedupe.c, in core.h) / sessions_api.c ----------- */
 
-/* Check-and-register an inbound message id inside t (SPEC section 5). An
- * entry whose expiry has passed counts as absent and is replaced. Returns 0
- * with *duplicate (false for the one first call under any concurrency) and
- * *first_seen_at (of the live entry: now when first); -1 after db_fail.
- * Emits no event: the caller names it (e.g. <channel>.inbound.dedupe_skipped). */
-int dedupe_register(struct tx *t, const char *channel,
-                    const char *channel_message_id, int64_t ttl_ms, bool *duplicate,
-                    int64_t *first_seen_at);
 int dedupe_check(struct req *r);    /* POST /v1/dedupe */
-/* Sweep: delete expired entries (a bounded number per call). 0 or -1. */
-int dedupe_prune(struct tx *t);
 
 /* Routes of SPEC section 6 (sessions_api.c; the rules are in core.h);
  * params 0 = channel, 1 = accountId, 2 = key. */

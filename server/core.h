@@ -240,7 +240,74 @@ void jobs_set_hooks(const struct jobs_hooks *h);
 
 /* ---- leases rules (leases.c) ------------------------------------------------- */
 
+/* true when channel is listed in BATON_LEASED_CHANNELS */
+bool channel_is_leased(const char *channel);
+/* The fencing check used by outbound job routes and session writes: 0 when
+ * token is the token of a lease on (channel, accountId) that is held and
+ * not expired at t->now; otherwise -1 with t->err lease_not_held (with
+ * currentOwnerId/currentToken details where a lease exists). */
+int lease_fence(struct tx *t, const char *channel, const char *account,
+                int64_t token);
+/* true when l has an owner and has not expired at now */
+bool lease_held(const struct lease *l, int64_t now);
+
+/* The transitions of SPEC section 4. Each returns 0 with *l, the lease
+ * after the change, or -1 with t->err set (a refusal in SPEC's words, or a
+ * store failure). Refusals that must stay on record return 1 instead of
+ * -1: t->err holds the refusal and its event has been recorded, so the
+ * caller keeps the write (nothing else was written) and answers from
+ * t->err. */
+
+/* Grant the lease to owner for ttl_ms: a new grant with the next token
+ * when it is free, released, force-released or expired under another
+ * owner (event <channel>.lease.acquire.success); a renewal with the same
+ * token when owner holds the latest grant (*after_expiry when that grant
+ * had expired and nobody took it since). 1 when another owner holds it:
+ * lease_held (currentOwnerId, expiresAt), event acquire.contended. */
+int lease_acquire(struct tx *t, const char *channel, const char *account, const char *owner,
+                  int64_t ttl_ms, struct lease *l, bool *after_expiry);
+/* Renew the grant `token` of owner for ttl_ms (0: the last ttl), even
+ * after expiry as long as nobody took it (*after_expiry then). 1 when it
+ * is not the latest grant of owner: lease_lost (currentOwnerId,
+ * currentToken), event heartbeat.lost. */
+int lease_heartbeat(struct tx *t, const char *channel, const char *account, const char *owner,
+                    int64_t token, int64_t ttl_ms, struct lease *l, bool *after_expiry);
+/* Free the grant `token` of owner (even an expired one nobody took):
+ * event <channel>.lease.released. -1 with lease_lost when it is not the
+ * latest grant of owner (nothing recorded). */
+int lease_release(struct tx *t, const char *channel, const char *account, const char *owner,
+                  int64_t token, struct lease *l);
+/* Free the lease whoever holds it (event force_released). 0 with *found
+ * (false for an account never leased: *l untouched) and *released
+ * (whether there was a holder, even an expired one, to free). */
+int lease_force_release(struct tx *t, const char *channel, const char *account, struct lease *l,
+                        bool *found, bool *released);
+
+/* Create or update an account (event account.updated, without config):
+ * 0 with *a (account_clear it) or -1. config as for store_leases. */
+int account_set(struct tx *t, const char *channel, const char *account, bool enabled,
+                json_t *config, struct account *a);
+/* Delete an account (event account.deleted); its lease is kept, so that
+ * its token is never reused. -1 with not_found when there is none. */
+int account_remove(struct tx *t, const char *channel, const char *account);
+
 /* ---- dedupe rules (dedupe.c) ------------------------------------------------- */
+
+/* Check-and-register an inbound message id inside t (SPEC section 5). An
+ * entry whose expiry has passed counts as absent and is replaced. Returns 0
+ * with *duplicate (false for the one first call under any concurrency) and
+ * *first_seen_at (of the live entry: now when first); -1 with t->err.
+ * Emits no event: the caller names it (e.g. <channel>.inbound.dedupe_skipped). */
+int dedupe_register(struct tx *t, const char *channel,
+                    const char *channel_message_id, int64_t ttl_ms, bool *duplicate,
+                    int64_t *first_seen_at);
+/* The same with the whole result, recording <channel>.inbound.dedupe_skipped
+ * for a duplicate (POST /v1/dedupe). */
+int dedupe_check_register(struct tx *t, const char *channel, const char *channel_message_id,
+                          int64_t ttl_ms, struct dedupe_result *res);
+/* Sweep: delete expired entries (a bounded number per call). 0, or -1
+ * with t->err. */
+int dedupe_prune(struct tx *t);
 
 /* ---- sessions rules (sessions.c) --------------------------------------------- */
 
@@ -306,9 +373,6 @@ int session_put(struct tx *t, const struct session_write *w);
 int session_remove(struct tx *t, const struct session_write *w, bool *deleted);
 int session_batch(struct tx *t, const struct session_write *w, int64_t *nset, int64_t *ndel);
 int session_clear(struct tx *t, const struct session_write *w, int64_t *deleted);
-/* transitional: the lease fence (leases.c), until the leases rules are
- * declared in their own section above; the same declaration as there */
-int lease_fence(struct tx *t, const char *channel, const char *account, int64_t token);
 
 /* ---- messages rules (messages.c) --------------------------------------------- */
 

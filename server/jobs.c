@@ -24,10 +24,6 @@
 
 #include "core.h"
 
-/* leases.c: the lease fencing of outbound queues (see batond.h) */
-int lease_fence(struct tx *t, const char *channel, const char *account, int64_t token);
-bool channel_is_leased(const char *channel);
-
 #define JOBS_BACKOFF_MS     1000            /* first retry after ~1 s */
 #define JOBS_BACKOFF_CAP_MS 600000          /* never more than 10 min */
 #define JOBS_SWEEP_BATCH    500

@@ -18,7 +18,7 @@
  * still declared in batond.h; this becomes "core.h" alone once they are in
  * core.h. Nothing of the API layer (struct req, SQLite) is used here. */
 #include "core.h"
-#include "batond.h"
+#include "core.h"
 
 #define MAX_ID 512
 

@@ -213,13 +213,117 @@ struct store_jobs {
 
 /* ---- leases ---------------------------------------------------------------- */
 
-struct store_leases;
+#define LEASE_KEY_MAX 100           /* channel and accountId (ID_MAX) */
+#define LEASE_OWNER_MAX 200         /* ownerId */
+
+/* A lease of (channel, account): created by the first grant, never
+ * deleted, so its token never goes back. Held while owner is set and
+ * now < expires_at; expiry is never written, it is judged with the
+ * store's clock. */
+struct lease {
+    char channel[LEASE_KEY_MAX + 1];
+    char account[LEASE_KEY_MAX + 1];
+    char owner[LEASE_OWNER_MAX + 1];    /* "" when released */
+    int64_t token;                      /* fencing token of the latest grant */
+    int64_t acquired_at;                /* ms, the latest grant */
+    int64_t renewed_at;                 /* ms, the last grant or renewal */
+    int64_t expires_at;                 /* ms; the release time once released */
+    int64_t ttl_ms;                     /* of the last grant or renewal */
+    int64_t transitions;                /* grants with a new token so far */
+};
+
+/* An entry of the accounts registry. */
+struct account {
+    char channel[LEASE_KEY_MAX + 1];
+    char account[LEASE_KEY_MAX + 1];
+    bool enabled;
+    json_t *config;                     /* an object, owned: account_clear */
+    int64_t created_at, updated_at;     /* ms, first and latest put */
+};
+
+/* Drop what a filled struct account owns. */
+static inline void
+account_clear(struct account *a)
+{
+    json_decref(a->config);
+    a->config = NULL;
+}
+
+/* Listings call each once per row, in order; a row is borrowed for the
+ * call. each returns 0 to go on, -1 to stop (the listing then returns -1
+ * with whatever each put in t->err). */
+typedef int (*lease_each_fn)(struct tx *t, const struct lease *l, void *arg);
+typedef int (*account_each_fn)(struct tx *t, const struct account *a, void *arg);
+
+/* Every operation that changes a lease is conditional, so that of
+ * concurrent callers on separate connections exactly one succeeds; they
+ * return 1 when they changed the lease (*l: the lease after), 0 when their
+ * condition did not hold (nothing changed, *l untouched), -1 on error. */
+struct store_leases {
+    /* The lease of (channel, account): 1 with *l, 0 when never granted. */
+    int (*get)(struct tx *t, const char *channel, const char *account, struct lease *l);
+    /* A new grant to owner for ttl_ms from t->now, with the next token
+     * (1 for the first grant) and transitions + 1 -- only when the lease
+     * is not held at t->now (never granted, released, force-released or
+     * expired). Tokens come from the lease row, which is never deleted:
+     * they never go back, across releases and restarts. */
+    int (*grant)(struct tx *t, const char *channel, const char *account, const char *owner,
+                 int64_t ttl_ms, struct lease *l);
+    /* Renew the grant `token` of owner as long as it is still the latest
+     * grant and not released -- and, when while_held, only if it has not
+     * expired at t->now: renewed_at = t->now, expires_at = t->now + ttl,
+     * ttl_ms = ttl where ttl is ttl_ms, or the stored ttl_ms when ttl_ms
+     * is 0. */
+    int (*renew)(struct tx *t, const char *channel, const char *account, const char *owner,
+                 int64_t token, int64_t ttl_ms, bool while_held, struct lease *l);
+    /* Release the grant `token` of owner: owner cleared, expires_at =
+     * t->now; the token stays. */
+    int (*release)(struct tx *t, const char *channel, const char *account, const char *owner,
+                   int64_t token, struct lease *l);
+    /* Release the lease whoever holds it (an owner is set, expired or
+     * not): as release. */
+    int (*force_release)(struct tx *t, const char *channel, const char *account, struct lease *l);
+    /* The leases held at t->now (owner set, not expired), by channel then
+     * account; owner and channel (NULL: any) narrow it. 0 or -1. */
+    int (*list_held)(struct tx *t, const char *owner, const char *channel, lease_each_fn each, void *arg);
+
+    /* The account: 1 with *a (account_clear it), 0 when absent. */
+    int (*account_get)(struct tx *t, const char *channel, const char *account, struct account *a);
+    /* Create or update the account at t->now: enabled, and config when not
+     * NULL (an object, borrowed; a new account without one gets {}).
+     * *created says whether it was new. 0 with *a (the account after;
+     * account_clear it) or -1. */
+    int (*account_put)(struct tx *t, const char *channel, const char *account, bool enabled,
+                       json_t *config, struct account *a, bool *created);
+    /* Accounts by channel then account id; channel NULL: every channel;
+     * enabled -1: both, 0 or 1: only those. 0 or -1. */
+    int (*account_list)(struct tx *t, const char *channel, int enabled, account_each_fn each, void *arg);
+    /* 1 deleted, 0 absent, -1 error. The account's lease is kept. */
+    int (*account_delete)(struct tx *t, const char *channel, const char *account);
+};
 
 /* ---- end of leases ---- */
 
 /* ---- dedupe ---------------------------------------------------------------- */
 
-struct store_dedupe;
+/* The live entry of a message id after a check-and-register. */
+struct dedupe_result {
+    bool duplicate;                     /* false for the call that registered it */
+    int64_t first_seen_at;              /* ms, when the live entry was registered */
+    int64_t expires_at;                 /* ms, when it is forgotten */
+};
+
+struct store_dedupe {
+    /* Check-and-register (channel, id) at t->now for ttl_ms: insert it, or
+     * replace an entry that has expired at t->now (it counts as absent),
+     * and leave a live entry alone. Of concurrent callers on separate
+     * connections exactly one sees duplicate false. 0 with *res, or -1. */
+    int (*check_register)(struct tx *t, const char *channel, const char *id, int64_t ttl_ms,
+                          struct dedupe_result *res);
+    /* Delete up to limit entries expired at t->now, oldest expiry first;
+     * *deleted says how many. 0 or -1. */
+    int (*prune)(struct tx *t, int64_t limit, int64_t *deleted);
+};
 
 /* ---- end of dedupe ---- */
 

@@ -56,6 +56,8 @@ int db_migrate(sqlite3 *db, const struct migration *m, char *why, size_t n);
 
 /* The operations of each resource (store_sqlite_<resource>.c). */
 extern const struct store_jobs sqlite_jobs_ops;
+extern const struct store_leases sqlite_leases_ops;
+extern const struct store_dedupe sqlite_dedupe_ops;
 extern const struct store_messages sqlite_messages_ops;
 extern const struct store_events sqlite_events_ops;
 

@@ -4,7 +4,7 @@
  * at the next interval. Every part is bounded, so a backlog (a mass lock
  * expiry, a week of events) is worked off in chunks with other writes in
  * between rather than in one transaction that holds the writer. */
-#include "batond.h"
+#include "core.h"
 
 #define EVENTS_PRUNE_BATCH 10000
 

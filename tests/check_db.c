@@ -167,7 +167,7 @@ END_TEST
 static int64_t
 count_events(const char *name)
 {
-    sqlite3 *db = db_reader();
+    sqlite3 *db = store->reader()->db;
     sqlite3_stmt *st = db_prep(db, "SELECT count(*) FROM events WHERE event = ?");
     int64_t n;
 

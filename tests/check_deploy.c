@@ -5,6 +5,7 @@
  * chat message and both channels, then stops cleanly. Tools that are not
  * installed (docker-compose, systemd-analyze, groff) and a baton-agent that
  * is not built skip their part with a message on stderr. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -118,6 +119,75 @@ build_dir(void)
 }
 
 /* ---- docs/api.md is complete ------------------------------------------- */
+
+/* The layers of docs/architecture.md hold in the source: only the SQLite
+ * store speaks SQLite; only the HTTP layer (http.c, the SSE stream, the
+ * WebSocket refusal) calls libmicrohttpd; nothing below the API layer
+ * (the files that include core.h or store headers but not batond.h) sees
+ * a struct req or answers HTTP; the lower headers include no upper one. */
+static bool
+ends_with(const char *s, const char *tail)
+{
+    size_t a = strlen(s), b = strlen(tail);
+    return a >= b && !strcmp(s + a - b, tail);
+}
+
+START_TEST(layers_call_one_way)
+{
+    static const char *const http_layer[] = {"http.c", "stream.c", "convex_sync.c", NULL};
+    static const char *const must_be_below[] = {"writer.c", "wait.c", "notify.c", "store.c",
+                                                "jobs.c", "leases.c", "dedupe.c", "sessions.c",
+                                                "messages.c", "events.c", "sweep.c", NULL};
+    static const char *const low_headers[] = {"server/base.h", "server/store.h", "server/core.h",
+                                              "server/store_sqlite.h", NULL};
+    DIR *d = opendir("server");
+    struct dirent *e;
+    int below = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d))) {
+        char path[300], *src;
+        bool store_file = !strncmp(e->d_name, "store_sqlite", 12), api, http = false;
+
+        if (!ends_with(e->d_name, ".c"))
+            continue;
+        snprintf(path, sizeof path, "server/%s", e->d_name);
+        src = slurp(path);
+        for (const char *const *h = http_layer; *h; h++)
+            http = http || !strcmp(e->d_name, *h);
+        api = strstr(src, "#include \"batond.h\"") != NULL;
+        ck_assert_msg(store_file || !strstr(src, "sqlite3"), "%s speaks SQLite outside the store", path);
+        ck_assert_msg(http || !strstr(src, "microhttpd.h"), "%s calls libmicrohttpd outside http", path);
+        if (!api) {
+            below++;
+            ck_assert_msg(!strstr(src, "struct req ") && !strstr(src, "struct req*") &&
+                          !strstr(src, "req_fail") && !strstr(src, "req_ok("),
+                          "%s is below the API layer but sees requests", path);
+        }
+        for (const char *const *b = must_be_below; *b; b++)
+            if (!strcmp(e->d_name, *b))
+                ck_assert_msg(!api, "%s is a rules or store file but includes batond.h", path);
+        free(src);
+    }
+    closedir(d);
+    ck_assert_int_ge(below, 11);
+    for (const char *const *h = low_headers; *h; h++) {
+        char *src = slurp(*h);
+        ck_assert_msg(!strstr(src, "#include \"batond.h\"") && !strstr(src, "struct req ") &&
+                      !strstr(src, "#include <microhttpd.h>"),
+                      "%s includes or uses the API layer", *h);
+        ck_assert_msg(!strcmp(*h, "server/store_sqlite.h") || !strstr(src, "#include <sqlite3.h>"),
+                      "%s includes SQLite", *h);
+        free(src);
+    }
+    {
+        char *api = slurp("server/batond.h");
+        ck_assert_msg(!strstr(api, "sqlite3") && !strstr(api, "#include \"store_sqlite.h\""),
+                      "batond.h includes SQLite");
+        free(api);
+    }
+}
+END_TEST
 
 START_TEST(api_lists_every_route)
 {
@@ -1000,6 +1070,7 @@ suite_deploy(void)
     tcase_add_test(tc, systemd_units_verify);
     tcase_add_test(tc, env_file_is_git_ignored);
     tcase_add_test(tc, dockerfile_copies_no_secrets);
+    tcase_add_test(tc, layers_call_one_way);
     tcase_add_test(tc, compose_restart_policy_matches_docs);
     suite_add_tcase(s, tc);
 

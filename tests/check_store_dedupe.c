@@ -1,9 +1,190 @@
 /* check_store_dedupe.c -- store conformance cases of the dedupe operations
- * (see check_store.h). */
+ * (see check_store.h): first wins under concurrency, a duplicate reports
+ * the first sighting, an expired entry is replaced, and the prune removes
+ * only expired entries, a bounded number at a time. Store interface only. */
+#include <pthread.h>
+#include <string.h>
+
 #include "check_store.h"
+
+/* One check-and-register in its own transaction at clock `at`. */
+static struct dedupe_result
+reg_at(const char *id, int64_t ttl, int64_t at)
+{
+    struct tx t;
+    struct dedupe_result res;
+
+    st_begin(st_conn, &t);
+    t.now = at;
+    ck_assert_int_eq(store->dedupe->check_register(&t, "telegram", id, ttl, &res), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    return res;
+}
+
+/* ---- 8 registrations on their own connections ----------------------------- */
+
+#define RACERS 8
+
+struct racer {
+    pthread_barrier_t *start;
+    int rc;                 /* the op's result; -2: could not run */
+    struct dedupe_result res;
+};
+
+static void *
+register_racer(void *arg)
+{
+    struct racer *rc = arg;
+    struct sconn *c = NULL;
+    struct fault f = {0};
+    struct tx t = {0};
+    char why[256];
+
+    rc->rc = -2;
+    if (store->connect(&c, why, sizeof why) < 0)
+        return NULL;
+    pthread_barrier_wait(rc->start);
+    if (store->begin(c, &f) == 0) {
+        t.c = c;
+        t.now = store->now(c);
+        rc->rc = store->dedupe->check_register(&t, "whatsapp", "wamid.1", 60000, &rc->res);
+        if (store->commit(c, &f) < 0) {
+            store->rollback(c);
+            rc->rc = -2;
+        }
+        tx_clear_fault(&t);
+    }
+    json_decref(f.details);
+    store->disconnect(c);
+    return NULL;
+}
+
+START_TEST(first_wins_among_eight)
+{
+    pthread_t th[RACERS];
+    struct racer r[RACERS];
+    pthread_barrier_t start;
+    int firsts = 0, first = -1;
+
+    pthread_barrier_init(&start, NULL, RACERS);
+    for (int i = 0; i < RACERS; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].start = &start;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, register_racer, &r[i]), 0);
+    }
+    for (int i = 0; i < RACERS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < RACERS; i++) {
+        ck_assert_msg(r[i].rc == 0, "racer %d: %d", i, r[i].rc);
+        if (!r[i].res.duplicate) {
+            firsts++;
+            first = i;
+        }
+    }
+    ck_assert_int_eq(firsts, 1);
+    for (int i = 0; i < RACERS; i++) {
+        ck_assert_int_eq(r[i].res.first_seen_at, r[first].res.first_seen_at);
+        ck_assert_int_eq(r[i].res.expires_at, r[first].res.expires_at);
+    }
+}
+END_TEST
+
+/* A duplicate reports the first registration, which it leaves alone; the
+ * same id on another channel is another entry. */
+START_TEST(duplicate_reports_first_seen)
+{
+    const int64_t T = 1700000000000;
+    struct dedupe_result res = reg_at("42:7", 5000, T);
+    struct tx t;
+
+    ck_assert(!res.duplicate);
+    ck_assert_int_eq(res.first_seen_at, T);
+    ck_assert_int_eq(res.expires_at, T + 5000);
+
+    res = reg_at("42:7", 9000, T + 4999);
+    ck_assert(res.duplicate);
+    ck_assert_int_eq(res.first_seen_at, T);
+    ck_assert_int_eq(res.expires_at, T + 5000);
+
+    st_begin(st_conn, &t);
+    t.now = T + 10;
+    ck_assert_int_eq(store->dedupe->check_register(&t, "whatsapp", "42:7", 5000, &res), 0);
+    ck_assert(!res.duplicate);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+END_TEST
+
+/* From its expiry on an entry counts as absent: the next registration is
+ * first again, with its own times. */
+START_TEST(expired_entry_replaced)
+{
+    const int64_t T = 1700000000000;
+    struct dedupe_result res = reg_at("m", 100, T);
+
+    ck_assert(!res.duplicate);
+    res = reg_at("m", 300, T + 100);
+    ck_assert(!res.duplicate);
+    ck_assert_int_eq(res.first_seen_at, T + 100);
+    ck_assert_int_eq(res.expires_at, T + 400);
+    res = reg_at("m", 300, T + 399);
+    ck_assert(res.duplicate);
+    ck_assert_int_eq(res.first_seen_at, T + 100);
+}
+END_TEST
+
+static int64_t
+prune_at(int64_t at, int64_t limit)
+{
+    struct tx t;
+    int64_t deleted = -1;
+
+    st_begin(st_conn, &t);
+    t.now = at;
+    ck_assert_int_eq(store->dedupe->prune(&t, limit, &deleted), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    return deleted;
+}
+
+/* The prune deletes entries expired at the clock (expiry <= now) and no
+ * more than its limit per call; live entries stay. */
+START_TEST(prune_expired_in_chunks)
+{
+    const int64_t T = 1700000000000;
+    char id[16];
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof id, "old%d", i);
+        reg_at(id, 10 + i, T);                  /* expire at T+10 .. T+14 */
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof id, "live%d", i);
+        reg_at(id, 1000, T);                    /* expire at T+1000 */
+    }
+    ck_assert_int_eq(prune_at(T + 9, 100), 0);
+    ck_assert_int_eq(prune_at(T + 10, 100), 1);  /* exactly at its expiry */
+    ck_assert_int_eq(prune_at(T + 999, 2), 2);
+    ck_assert_int_eq(prune_at(T + 999, 2), 2);
+    ck_assert_int_eq(prune_at(T + 999, 2), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof id, "live%d", i);
+        ck_assert(reg_at(id, 1000, T + 999).duplicate);
+    }
+    ck_assert_int_eq(prune_at(T + 1000, 2), 2);
+    ck_assert_int_eq(prune_at(T + 1000, 2), 1);
+}
+END_TEST
 
 void
 store_cases_dedupe(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
-    (void)s, (void)setup, (void)teardown;
+    TCase *tc = tcase_create("dedupe");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, first_wins_among_eight);
+    tcase_add_test(tc, duplicate_reports_first_seen);
+    tcase_add_test(tc, expired_entry_replaced);
+    tcase_add_test(tc, prune_expired_in_chunks);
+    suite_add_tcase(s, tc);
 }

@@ -1,9 +1,414 @@
-/* check_store_leases.c -- store conformance cases of the leases operations
- * (see check_store.h). */
+/* check_store_leases.c -- store conformance cases of the leases and
+ * accounts operations (see check_store.h): fencing tokens that never go
+ * back, one winner among concurrent acquirers, expiry judged with the
+ * transaction's clock, stale tokens that change nothing, the listing of
+ * held leases and the accounts registry. Store interface only. */
+#include <pthread.h>
+#include <string.h>
+
 #include "check_store.h"
+
+#define TTL 60000
+
+/* The lease of (ch, acc) read in its own transaction; asserts it exists. */
+static struct lease
+lease_now(const char *ch, const char *acc)
+{
+    struct tx t;
+    struct lease l;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->get(&t, ch, acc, &l), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    return l;
+}
+
+/* One grant in its own transaction at clock `at` (0: the store's).
+ * Returns the op's result; *l the lease after when granted. */
+static int
+grant_at(const char *ch, const char *acc, const char *owner, int64_t ttl, int64_t at, struct lease *l)
+{
+    struct tx t;
+    int rc;
+
+    st_begin(st_conn, &t);
+    if (at)
+        t.now = at;
+    rc = store->leases->grant(&t, ch, acc, owner, ttl, l);
+    ck_assert_int_ge(rc, 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    return rc;
+}
+
+/* The token strictly increases with every grant, across release,
+ * force-release and restarts, and only grants count as transitions. */
+START_TEST(token_never_goes_back)
+{
+    struct tx t;
+    struct lease l;
+    int64_t last;
+
+    ck_assert_int_eq(grant_at("whatsapp", "p1", "a", TTL, 0, &l), 1);
+    ck_assert_str_eq(l.owner, "a");
+    ck_assert_int_eq(l.token, 1);
+    ck_assert_int_eq(l.transitions, 1);
+    last = l.token;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p1", "a", last, &l), 1);
+    ck_assert_str_eq(l.owner, "");
+    ck_assert_int_eq(l.token, last);            /* a release keeps the token */
+    ck_assert_int_eq(l.expires_at, t.now);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    ck_assert_int_eq(grant_at("whatsapp", "p1", "b", TTL, 0, &l), 1);
+    ck_assert_int_gt(l.token, last);
+    last = l.token;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->force_release(&t, "whatsapp", "p1", &l), 1);
+    ck_assert_str_eq(l.owner, "");
+    ck_assert_int_eq(l.token, last);
+    /* nothing left to force */
+    ck_assert_int_eq(store->leases->force_release(&t, "whatsapp", "p1", &l), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    st_reopen();
+    ck_assert_int_eq(lease_now("whatsapp", "p1").token, last);
+    ck_assert_int_eq(grant_at("whatsapp", "p1", "a", TTL, 0, &l), 1);
+    ck_assert_int_gt(l.token, last);
+    last = l.token;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p1", "a", last, &l), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    st_reopen();
+    ck_assert_int_eq(grant_at("whatsapp", "p1", "c", TTL, 0, &l), 1);
+    ck_assert_int_gt(l.token, last);
+    ck_assert_int_eq(l.transitions, 4);
+
+    /* another account has its own lease */
+    ck_assert_int_eq(grant_at("whatsapp", "p2", "a", TTL, 0, &l), 1);
+    ck_assert_int_eq(l.token, 1);
+}
+END_TEST
+
+/* ---- 8 acquirers on their own connections ------------------------------------ */
+
+#define RACERS 8
+
+struct racer {
+    pthread_barrier_t *start;
+    char owner[16];
+    int rc;                 /* the op's result; -2: could not run */
+    struct lease l;
+};
+
+static void *
+grant_racer(void *arg)
+{
+    struct racer *rc = arg;
+    struct sconn *c = NULL;
+    struct fault f = {0};
+    struct tx t = {0};
+    char why[256];
+
+    rc->rc = -2;
+    if (store->connect(&c, why, sizeof why) < 0)
+        return NULL;
+    pthread_barrier_wait(rc->start);
+    if (store->begin(c, &f) == 0) {
+        t.c = c;
+        t.now = store->now(c);
+        rc->rc = store->leases->grant(&t, "whatsapp", "contended", rc->owner, TTL, &rc->l);
+        if (store->commit(c, &f) < 0) {
+            store->rollback(c);
+            rc->rc = -2;
+        }
+        tx_clear_fault(&t);
+    }
+    json_decref(f.details);
+    store->disconnect(c);
+    return NULL;
+}
+
+START_TEST(one_winner_among_eight)
+{
+    pthread_t th[RACERS];
+    struct racer r[RACERS];
+    pthread_barrier_t start;
+    int winners = 0, winner = -1;
+    struct lease l;
+
+    pthread_barrier_init(&start, NULL, RACERS);
+    for (int i = 0; i < RACERS; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].start = &start;
+        snprintf(r[i].owner, sizeof r[i].owner, "w%d", i);
+        ck_assert_int_eq(pthread_create(&th[i], NULL, grant_racer, &r[i]), 0);
+    }
+    for (int i = 0; i < RACERS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < RACERS; i++) {
+        ck_assert_msg(r[i].rc == 0 || r[i].rc == 1, "racer %d: %d", i, r[i].rc);
+        if (r[i].rc == 1) {
+            winners++;
+            winner = i;
+        }
+    }
+    ck_assert_int_eq(winners, 1);
+    l = lease_now("whatsapp", "contended");
+    ck_assert_str_eq(l.owner, r[winner].owner);
+    ck_assert_int_eq(l.token, 1);
+    ck_assert_int_eq(l.transitions, 1);
+}
+END_TEST
+
+/* Held until expires_at (exclusive) by the store's clock; from then on
+ * another owner gets it with a higher token, and the old holder's token
+ * renews and releases nothing. */
+START_TEST(expired_lease_taken_by_another)
+{
+    struct tx t;
+    struct lease a, l;
+
+    ck_assert_int_eq(grant_at("telegram", "bot", "a", 1000, 0, &a), 1);
+    ck_assert_int_eq(a.expires_at, a.acquired_at + 1000);
+    ck_assert_int_eq(a.ttl_ms, 1000);
+    /* still held a millisecond before expiry */
+    ck_assert_int_eq(grant_at("telegram", "bot", "b", TTL, a.expires_at - 1, &l), 0);
+    ck_assert_str_eq(lease_now("telegram", "bot").owner, "a");
+
+    st_begin(st_conn, &t);
+    t.now = a.expires_at;
+    ck_assert_int_eq(store->leases->grant(&t, "telegram", "bot", "b", TTL, &l), 1);
+    ck_assert_str_eq(l.owner, "b");
+    ck_assert_int_gt(l.token, a.token);
+    ck_assert_int_eq(l.acquired_at, t.now);
+    ck_assert_int_eq(l.expires_at, t.now + TTL);
+    ck_assert_int_eq(l.transitions, 2);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    st_begin(st_conn, &t);
+    t.now = a.expires_at + 1;
+    ck_assert_int_eq(store->leases->renew(&t, "telegram", "bot", "a", a.token, TTL, false, &l), 0);
+    ck_assert_int_eq(store->leases->release(&t, "telegram", "bot", "a", a.token, &l), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_str_eq(lease_now("telegram", "bot").owner, "b");
+}
+END_TEST
+
+static void
+assert_same(const struct lease *x, const struct lease *y)
+{
+    ck_assert_str_eq(x->owner, y->owner);
+    ck_assert_int_eq(x->token, y->token);
+    ck_assert_int_eq(x->acquired_at, y->acquired_at);
+    ck_assert_int_eq(x->renewed_at, y->renewed_at);
+    ck_assert_int_eq(x->expires_at, y->expires_at);
+    ck_assert_int_eq(x->ttl_ms, y->ttl_ms);
+    ck_assert_int_eq(x->transitions, y->transitions);
+}
+
+/* Heartbeat (renew) and release with a stale token, or by another owner
+ * with the current token, change nothing; the holder renews with its
+ * token, keeping or replacing its ttl, even after expiry. */
+START_TEST(stale_token_changes_nothing)
+{
+    struct tx t;
+    struct lease cur, l, before;
+
+    ck_assert_int_eq(grant_at("whatsapp", "p", "a", TTL, 0, &l), 1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p", "a", l.token, &l), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(grant_at("whatsapp", "p", "b", TTL, 0, &cur), 1);
+    before = lease_now("whatsapp", "p");
+
+    st_begin(st_conn, &t);
+    t.now += 5000;
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "a", cur.token - 1, TTL, false, &l), 0);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token - 1, TTL, false, &l), 0);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "a", cur.token, TTL, false, &l), 0);
+    ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p", "a", cur.token - 1, &l), 0);
+    ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p", "b", cur.token - 1, &l), 0);
+    ck_assert_int_eq(store->leases->release(&t, "whatsapp", "p", "a", cur.token, &l), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    assert_same(&before, &cur);
+    l = lease_now("whatsapp", "p");
+    assert_same(&l, &cur);
+
+    /* the holder renews while it holds the lease, or -- unless while_held
+     * -- after it expired as long as nobody took it; ttl 0 keeps the
+     * stored one */
+    st_begin(st_conn, &t);
+    t.now = cur.expires_at - 1;
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, true, &l), 1);
+    ck_assert_int_eq(l.expires_at, t.now + TTL);
+    cur = l;
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    st_begin(st_conn, &t);
+    t.now = cur.expires_at;
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, true, &l), 0);
+    l = cur;
+    t.now = cur.expires_at + 10;
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, true, &l), 0);
+    assert_same(&l, &cur);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 0, false, &l), 1);
+    ck_assert_int_eq(l.token, cur.token);
+    ck_assert_int_eq(l.transitions, cur.transitions);
+    ck_assert_int_eq(l.renewed_at, t.now);
+    ck_assert_int_eq(l.expires_at, t.now + TTL);
+    ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 2000, false, &l), 1);
+    ck_assert_int_eq(l.ttl_ms, 2000);
+    ck_assert_int_eq(l.expires_at, t.now + 2000);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+END_TEST
+
+/* ---- listings and accounts --------------------------------------------------- */
+
+static int
+collect_lease(struct tx *t, const struct lease *l, void *arg)
+{
+    char *buf = arg;
+
+    (void)t;
+    snprintf(buf + strlen(buf), 256 - strlen(buf), "%s/%s=%s ", l->channel, l->account, l->owner);
+    return 0;
+}
+
+static const char *
+held(int64_t skew, const char *owner, const char *channel, char *buf)
+{
+    struct tx t;
+
+    buf[0] = 0;
+    st_begin(st_conn, &t);
+    t.now += skew;
+    ck_assert_int_eq(store->leases->list_held(&t, owner, channel, collect_lease, buf), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    return buf;
+}
+
+/* Only leases held at the transaction's clock, by channel then account. */
+START_TEST(list_held_at_now)
+{
+    struct tx t;
+    struct lease l;
+    char buf[256];
+
+    ck_assert_int_eq(grant_at("whatsapp", "2", "a", TTL, 0, &l), 1);
+    ck_assert_int_eq(grant_at("whatsapp", "1", "b", 30000, 0, &l), 1);
+    ck_assert_int_eq(grant_at("telegram", "9", "a", TTL, 0, &l), 1);
+    ck_assert_int_eq(grant_at("telegram", "8", "a", TTL, 0, &l), 1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->release(&t, "telegram", "8", "a", l.token, &l), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    ck_assert_str_eq(held(0, NULL, NULL, buf), "telegram/9=a whatsapp/1=b whatsapp/2=a ");
+    ck_assert_str_eq(held(0, "a", NULL, buf), "telegram/9=a whatsapp/2=a ");
+    ck_assert_str_eq(held(0, NULL, "whatsapp", buf), "whatsapp/1=b whatsapp/2=a ");
+    ck_assert_str_eq(held(0, "a", "whatsapp", buf), "whatsapp/2=a ");
+    ck_assert_str_eq(held(45000, NULL, NULL, buf), "telegram/9=a whatsapp/2=a ");
+    ck_assert_str_eq(held(45000, "b", NULL, buf), "");
+    ck_assert_str_eq(held(45000, NULL, "whatsapp", buf), "whatsapp/2=a ");
+}
+END_TEST
+
+static int
+collect_account(struct tx *t, const struct account *a, void *arg)
+{
+    char *buf = arg;
+
+    (void)t;
+    snprintf(buf + strlen(buf), 256 - strlen(buf), "%s/%s=%d ", a->channel, a->account, a->enabled);
+    return 0;
+}
+
+static const char *
+accounts(const char *channel, int enabled, char *buf)
+{
+    struct tx t;
+
+    buf[0] = 0;
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->account_list(&t, channel, enabled, collect_account, buf), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    return buf;
+}
+
+/* put creates then updates (a put without config keeps it), get, list by
+ * channel and enabled, delete; deleting an account keeps its lease. */
+START_TEST(accounts_registry)
+{
+    struct tx t;
+    struct account a;
+    struct lease l;
+    bool created;
+    json_t *cfg1 = json_pack("{s:s}", "phone", "+1");
+    char buf[256];
+    int64_t t0;
+
+    st_begin(st_conn, &t);
+    t0 = t.now;
+    ck_assert_int_eq(store->leases->account_put(&t, "whatsapp", "p1", true, cfg1, &a, &created), 0);
+    ck_assert(created);
+    ck_assert(a.enabled);
+    ck_assert(json_equal(a.config, cfg1));
+    ck_assert_int_eq(a.created_at, t0);
+    account_clear(&a);
+    ck_assert_int_eq(store->leases->account_put(&t, "whatsapp", "p0", false, NULL, &a, &created), 0);
+    ck_assert(json_is_object(a.config) && json_object_size(a.config) == 0);
+    account_clear(&a);
+    ck_assert_int_eq(store->leases->account_put(&t, "telegram", "bot", true, NULL, &a, &created), 0);
+    account_clear(&a);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    st_begin(st_conn, &t);
+    t.now = t0 + 100;
+    ck_assert_int_eq(store->leases->account_put(&t, "whatsapp", "p1", false, NULL, &a, &created), 0);
+    ck_assert(!created);
+    ck_assert(!a.enabled);
+    ck_assert(json_equal(a.config, cfg1));
+    ck_assert_int_eq(a.created_at, t0);
+    ck_assert_int_eq(a.updated_at, t0 + 100);
+    account_clear(&a);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    ck_assert_str_eq(accounts(NULL, -1, buf), "telegram/bot=1 whatsapp/p0=0 whatsapp/p1=0 ");
+    ck_assert_str_eq(accounts(NULL, 1, buf), "telegram/bot=1 ");
+    ck_assert_str_eq(accounts("whatsapp", 0, buf), "whatsapp/p0=0 whatsapp/p1=0 ");
+    ck_assert_str_eq(accounts("whatsapp", -1, buf), "whatsapp/p0=0 whatsapp/p1=0 ");
+
+    ck_assert_int_eq(grant_at("whatsapp", "p1", "a", TTL, 0, &l), 1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->account_delete(&t, "whatsapp", "p1"), 1);
+    ck_assert_int_eq(store->leases->account_delete(&t, "whatsapp", "p1"), 0);
+    ck_assert_int_eq(store->leases->account_get(&t, "whatsapp", "p1", &a), 0);
+    ck_assert_int_eq(store->leases->account_get(&t, "whatsapp", "p0", &a), 1);
+    ck_assert_str_eq(a.account, "p0");
+    account_clear(&a);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(lease_now("whatsapp", "p1").token, l.token);
+    json_decref(cfg1);
+}
+END_TEST
 
 void
 store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
-    (void)s, (void)setup, (void)teardown;
+    TCase *tc = tcase_create("leases");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, token_never_goes_back);
+    tcase_add_test(tc, one_winner_among_eight);
+    tcase_add_test(tc, expired_lease_taken_by_another);
+    tcase_add_test(tc, stale_token_changes_nothing);
+    tcase_add_test(tc, list_held_at_now);
+    tcase_add_test(tc, accounts_registry);
+    suite_add_tcase(s, tc);
 }

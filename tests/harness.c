@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "batond.h"
+#include "store_sqlite.h"   /* the migration helpers build old database files */
 #include "harness.h"
 
 static const char *
