@@ -229,7 +229,7 @@ render_lease(const struct lease_gauge *l, void *arg)
 static void
 render_state(struct out *o, struct tx *t, int64_t *db_bytes, int64_t *wal_bytes)
 {
-    const struct store_stats *ss = store->events->stats;
+    const struct store_stats *ss = store->stats;
     int64_t n;
 
     help(o, "baton_jobs", "gauge", "Jobs by queue and status.");

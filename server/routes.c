@@ -10,7 +10,7 @@ static int
 health(struct req *r)
 {
     struct tx t;
-    int rc = tx_read(&t) < 0 ? -1 : store->events->stats->ping(&t);
+    int rc = tx_read(&t) < 0 ? -1 : store->stats->ping(&t);
 
     tx_read_end(&t);
     if (rc < 0)

@@ -28,6 +28,8 @@
 #ifndef BATON_STORE_H
 #define BATON_STORE_H
 
+#include <stdlib.h>
+
 #include "base.h"
 
 struct sconn;                       /* a backend connection (opaque) */
@@ -78,8 +80,6 @@ struct migration {
  * backend; the sections below are in the order of the layers above them. */
 
 /* ---- jobs ---------------------------------------------------------------- */
-
-#include <stdlib.h>
 
 /* A job's state; as text "pending", "processing", "completed", "failed". */
 enum job_status { JOB_PENDING, JOB_PROCESSING, JOB_COMPLETED, JOB_FAILED };
@@ -557,7 +557,6 @@ struct store_events {
      * ms), oldest first. *deleted gets how many went, *more whether older
      * ones remain. 0 or -1. */
     int (*prune)(struct tx *t, int64_t before, int64_t max, int64_t *deleted, bool *more);
-    const struct store_stats *stats;
 };
 
 /* ---- end of events ---- */
@@ -608,6 +607,7 @@ struct store_ops {
     const struct store_sessions *sessions;
     const struct store_messages *messages;
     const struct store_events *events;
+    const struct store_stats *stats;    /* gauges of /metrics, the health check */
 };
 
 /* The backend in use (set by store_select before anything else). */

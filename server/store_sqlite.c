@@ -663,4 +663,5 @@ const struct store_ops store_sqlite = {
     .sessions = &sqlite_sessions_ops,
     .messages = &sqlite_messages_ops,
     .events = &sqlite_events_ops,
+    .stats = &sqlite_stats_ops,
 };

@@ -294,7 +294,7 @@ st_sizes(struct tx *t, int64_t *db, int64_t *wal)
     return 0;
 }
 
-static const struct store_stats sqlite_stats_ops = {
+const struct store_stats sqlite_stats_ops = {
     .ping = st_ping,
     .queue_counts = st_queue_counts,
     .stale_counts = st_stale_counts,
@@ -308,5 +308,4 @@ const struct store_events sqlite_events_ops = {
     .list = ev_list,
     .last_id = ev_last_id,
     .prune = ev_prune,
-    .stats = &sqlite_stats_ops,
 };

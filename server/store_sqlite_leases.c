@@ -2,9 +2,11 @@
  * (struct store_leases).
  *
  * DESIGN
- * Each changing operation is one conditional statement with RETURNING:
- * the row comes back only when the condition held, so the caller learns
- * the outcome and the lease after in one step. The writer's transaction
+ * Each changing operation is one conditional statement; when its condition
+ * held (one row changed) the lease is read back by primary key. Not
+ * RETURNING: that gives every statement a statement journal, whose release
+ * costs in proportion to what the transaction changed before (see
+ * store_sqlite_jobs.c), measured as a slower heartbeat. The writer's transaction
  * is BEGIN IMMEDIATE, so concurrent connections are ordered anyway; the
  * conditions make each operation safe on its own.
  */
@@ -72,6 +74,24 @@ sq_lease_get(struct tx *t, const char *channel, const char *account, struct leas
     return lease_step(t, st, l);
 }
 
+/* Step st, a conditional change of the lease (channel, account): 1 with
+ * *l read back when it changed the row, 0 when the condition failed, -1
+ * with t->err. st is reset. */
+static int
+lease_change(struct tx *t, sqlite3_stmt *st, const char *channel, const char *account, struct lease *l)
+{
+    int rc = sqlite3_step(st);
+
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return sq_fail(t);
+    if (sqlite3_changes(SQ(t)) == 0)
+        return 0;
+    if ((rc = sq_lease_get(t, channel, account, l)) == 0)
+        return tx_fail(t, "internal", NULL, "database error: the lease %s/%s vanished", channel, account);
+    return rc;
+}
+
 static int
 sq_lease_grant(struct tx *t, const char *channel, const char *account, const char *owner,
                int64_t ttl_ms, struct lease *l)
@@ -82,8 +102,7 @@ sq_lease_grant(struct tx *t, const char *channel, const char *account, const cha
         " token = leases.token + 1, acquired_at = excluded.acquired_at,"
         " renewed_at = excluded.renewed_at, expires_at = excluded.expires_at,"
         " ttl_ms = excluded.ttl_ms, transitions = leases.transitions + 1"
-        " WHERE leases.owner_id IS NULL OR leases.expires_at <= excluded.acquired_at"
-        " RETURNING " LEASE_COLS);
+        " WHERE leases.owner_id IS NULL OR leases.expires_at <= excluded.acquired_at");
 
     if (!st)
         return sq_fail(t);
@@ -91,7 +110,7 @@ sq_lease_grant(struct tx *t, const char *channel, const char *account, const cha
     sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, t->now);
     sqlite3_bind_int64(st, 5, ttl_ms);
-    return lease_step(t, st, l);
+    return lease_change(t, st, channel, account, l);
 }
 
 static int
@@ -103,8 +122,7 @@ sq_lease_renew(struct tx *t, const char *channel, const char *account, const cha
         " expires_at = ?5 + CASE WHEN ?6 > 0 THEN ?6 ELSE ttl_ms END,"
         " ttl_ms = CASE WHEN ?6 > 0 THEN ?6 ELSE ttl_ms END"
         " WHERE channel = ?1 AND account_id = ?2 AND owner_id = ?3 AND token = ?4"
-        " AND (?7 = 0 OR expires_at > ?5)"
-        " RETURNING " LEASE_COLS);
+        " AND (?7 = 0 OR expires_at > ?5)");
 
     if (!st)
         return sq_fail(t);
@@ -114,7 +132,7 @@ sq_lease_renew(struct tx *t, const char *channel, const char *account, const cha
     sqlite3_bind_int64(st, 5, t->now);
     sqlite3_bind_int64(st, 6, ttl_ms);
     sqlite3_bind_int(st, 7, while_held);
-    return lease_step(t, st, l);
+    return lease_change(t, st, channel, account, l);
 }
 
 static int
@@ -123,8 +141,7 @@ sq_lease_release(struct tx *t, const char *channel, const char *account, const c
 {
     sqlite3_stmt *st = db_prep(SQ(t),
         "UPDATE leases SET owner_id = NULL, expires_at = ?5"
-        " WHERE channel = ?1 AND account_id = ?2 AND owner_id = ?3 AND token = ?4"
-        " RETURNING " LEASE_COLS);
+        " WHERE channel = ?1 AND account_id = ?2 AND owner_id = ?3 AND token = ?4");
 
     if (!st)
         return sq_fail(t);
@@ -132,7 +149,7 @@ sq_lease_release(struct tx *t, const char *channel, const char *account, const c
     sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, token);
     sqlite3_bind_int64(st, 5, t->now);
-    return lease_step(t, st, l);
+    return lease_change(t, st, channel, account, l);
 }
 
 static int
@@ -140,14 +157,13 @@ sq_lease_force_release(struct tx *t, const char *channel, const char *account, s
 {
     sqlite3_stmt *st = db_prep(SQ(t),
         "UPDATE leases SET owner_id = NULL, expires_at = ?3"
-        " WHERE channel = ?1 AND account_id = ?2 AND owner_id IS NOT NULL"
-        " RETURNING " LEASE_COLS);
+        " WHERE channel = ?1 AND account_id = ?2 AND owner_id IS NOT NULL");
 
     if (!st)
         return sq_fail(t);
     bind_key(st, channel, account);
     sqlite3_bind_int64(st, 3, t->now);
-    return lease_step(t, st, l);
+    return lease_change(t, st, channel, account, l);
 }
 
 static int

@@ -3,7 +3,7 @@
  * at once, kill -9 under mixed concurrent load loses no acknowledged write,
  * and a full disk answers 503 without damage and recovers. The test-only
  * hooks used here (BATON_TEST_COMMIT_DELAY_MS, BATON_TEST_FAULT_FILE) are
- * described in server/db.c. */
+ * described in docs/performance.md (server/writer.c, server/store_sqlite.c). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -22,6 +22,11 @@ void st_rollback(struct tx *t);
 void st_read(struct tx *t);
 /* Close the store and open it again (a restart). */
 void st_reopen(void);
+/* Race n threads (at most 64): each opens its own write connection, waits
+ * for the others, then runs op(t, i, arg) in a transaction of its own,
+ * committed when op returns >= 0 and rolled back otherwise. rcs[i] gets
+ * op's result, or -2 when thread i could not run or commit. */
+void st_race(int n, int (*op)(struct tx *t, int i, void *arg), void *arg, int *rcs);
 
 /* Each resource adds its cases. */
 void store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void));

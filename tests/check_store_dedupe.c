@@ -2,7 +2,6 @@
  * (see check_store.h): first wins under concurrency, a duplicate reports
  * the first sighting, an expired entry is replaced, and the prune removes
  * only expired entries, a bounded number at a time. Store interface only. */
-#include <pthread.h>
 #include <string.h>
 
 #include "check_store.h"
@@ -25,67 +24,32 @@ reg_at(const char *id, int64_t ttl, int64_t at)
 
 #define RACERS 8
 
-struct racer {
-    pthread_barrier_t *start;
-    int rc;                 /* the op's result; -2: could not run */
-    struct dedupe_result res;
-};
-
-static void *
-register_racer(void *arg)
+static int
+register_one(struct tx *t, int i, void *arg)
 {
-    struct racer *rc = arg;
-    struct sconn *c = NULL;
-    struct fault f = {0};
-    struct tx t = {0};
-    char why[256];
+    struct dedupe_result *res = arg;
 
-    rc->rc = -2;
-    if (store->connect(&c, why, sizeof why) < 0)
-        return NULL;
-    pthread_barrier_wait(rc->start);
-    if (store->begin(c, &f) == 0) {
-        t.c = c;
-        t.now = store->now(c);
-        rc->rc = store->dedupe->check_register(&t, "whatsapp", "wamid.1", 60000, &rc->res);
-        if (store->commit(c, &f) < 0) {
-            store->rollback(c);
-            rc->rc = -2;
-        }
-        tx_clear_fault(&t);
-    }
-    json_decref(f.details);
-    store->disconnect(c);
-    return NULL;
+    return store->dedupe->check_register(t, "whatsapp", "wamid.1", 60000, &res[i]);
 }
 
 START_TEST(first_wins_among_eight)
 {
-    pthread_t th[RACERS];
-    struct racer r[RACERS];
-    pthread_barrier_t start;
-    int firsts = 0, first = -1;
+    struct dedupe_result res[RACERS];
+    int rcs[RACERS], firsts = 0, first = -1;
 
-    pthread_barrier_init(&start, NULL, RACERS);
+    memset(res, 0, sizeof res);
+    st_race(RACERS, register_one, res, rcs);
     for (int i = 0; i < RACERS; i++) {
-        memset(&r[i], 0, sizeof r[i]);
-        r[i].start = &start;
-        ck_assert_int_eq(pthread_create(&th[i], NULL, register_racer, &r[i]), 0);
-    }
-    for (int i = 0; i < RACERS; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&start);
-    for (int i = 0; i < RACERS; i++) {
-        ck_assert_msg(r[i].rc == 0, "racer %d: %d", i, r[i].rc);
-        if (!r[i].res.duplicate) {
+        ck_assert_msg(rcs[i] == 0, "racer %d: %d", i, rcs[i]);
+        if (!res[i].duplicate) {
             firsts++;
             first = i;
         }
     }
     ck_assert_int_eq(firsts, 1);
     for (int i = 0; i < RACERS; i++) {
-        ck_assert_int_eq(r[i].res.first_seen_at, r[first].res.first_seen_at);
-        ck_assert_int_eq(r[i].res.expires_at, r[first].res.expires_at);
+        ck_assert_int_eq(res[i].first_seen_at, res[first].first_seen_at);
+        ck_assert_int_eq(res[i].expires_at, res[first].expires_at);
     }
 }
 END_TEST

@@ -299,9 +299,9 @@ START_TEST(stats_on_empty_store)
     int64_t n = -1, db = -1, wal = -1;
 
     st_read(&t);
-    ck_assert_int_eq(store->events->stats->ping(&t), 0);
-    ck_assert_int_eq(store->events->stats->dedupe_entries(&t, &n), 0);
-    ck_assert_int_eq(store->events->stats->sizes(&t, &db, &wal), 0);
+    ck_assert_int_eq(store->stats->ping(&t), 0);
+    ck_assert_int_eq(store->stats->dedupe_entries(&t, &n), 0);
+    ck_assert_int_eq(store->stats->sizes(&t, &db, &wal), 0);
     tx_read_end(&t);
     ck_assert_int_eq(n, 0);
     ck_assert_int_gt(db, 0);

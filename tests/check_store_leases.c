@@ -3,7 +3,6 @@
  * back, one winner among concurrent acquirers, expiry judged with the
  * transaction's clock, stale tokens that change nothing, the listing of
  * held leases and the accounts registry. Store interface only. */
-#include <pthread.h>
 #include <string.h>
 
 #include "check_store.h"
@@ -97,69 +96,36 @@ END_TEST
 
 #define RACERS 8
 
-struct racer {
-    pthread_barrier_t *start;
-    char owner[16];
-    int rc;                 /* the op's result; -2: could not run */
-    struct lease l;
-};
-
-static void *
-grant_racer(void *arg)
+static int
+grant_one(struct tx *t, int i, void *arg)
 {
-    struct racer *rc = arg;
-    struct sconn *c = NULL;
-    struct fault f = {0};
-    struct tx t = {0};
-    char why[256];
+    struct lease *l = arg;
+    char owner[16];
 
-    rc->rc = -2;
-    if (store->connect(&c, why, sizeof why) < 0)
-        return NULL;
-    pthread_barrier_wait(rc->start);
-    if (store->begin(c, &f) == 0) {
-        t.c = c;
-        t.now = store->now(c);
-        rc->rc = store->leases->grant(&t, "whatsapp", "contended", rc->owner, TTL, &rc->l);
-        if (store->commit(c, &f) < 0) {
-            store->rollback(c);
-            rc->rc = -2;
-        }
-        tx_clear_fault(&t);
-    }
-    json_decref(f.details);
-    store->disconnect(c);
-    return NULL;
+    snprintf(owner, sizeof owner, "w%d", i);
+    return store->leases->grant(t, "whatsapp", "contended", owner, TTL, &l[i]);
 }
 
 START_TEST(one_winner_among_eight)
 {
-    pthread_t th[RACERS];
-    struct racer r[RACERS];
-    pthread_barrier_t start;
-    int winners = 0, winner = -1;
+    struct lease got[RACERS];
+    int rcs[RACERS], winners = 0, winner = -1;
+    char owner[16];
     struct lease l;
 
-    pthread_barrier_init(&start, NULL, RACERS);
+    memset(got, 0, sizeof got);
+    st_race(RACERS, grant_one, got, rcs);
     for (int i = 0; i < RACERS; i++) {
-        memset(&r[i], 0, sizeof r[i]);
-        r[i].start = &start;
-        snprintf(r[i].owner, sizeof r[i].owner, "w%d", i);
-        ck_assert_int_eq(pthread_create(&th[i], NULL, grant_racer, &r[i]), 0);
-    }
-    for (int i = 0; i < RACERS; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&start);
-    for (int i = 0; i < RACERS; i++) {
-        ck_assert_msg(r[i].rc == 0 || r[i].rc == 1, "racer %d: %d", i, r[i].rc);
-        if (r[i].rc == 1) {
+        ck_assert_msg(rcs[i] == 0 || rcs[i] == 1, "racer %d: %d", i, rcs[i]);
+        if (rcs[i] == 1) {
             winners++;
             winner = i;
         }
     }
     ck_assert_int_eq(winners, 1);
+    snprintf(owner, sizeof owner, "w%d", winner);
     l = lease_now("whatsapp", "contended");
-    ck_assert_str_eq(l.owner, r[winner].owner);
+    ck_assert_str_eq(l.owner, owner);
     ck_assert_int_eq(l.token, 1);
     ck_assert_int_eq(l.transitions, 1);
 }

@@ -57,7 +57,7 @@ json_t *call(struct server *s, const char *method, const char *path, json_t *bod
              long expect_status);
 #define CALL(s, m, p, b, st) call((s), (m), (p), (b), (st))
 
-/* Databases for the migration tests (schema/sqlite, server/db.c). These
+/* Databases for the migration tests (schema/sqlite, server/store_sqlite.c). These
  * write the database file with SQL because the migration tests need files
  * no route can make: older schemas, rows in them from before an upgrade, a
  * schema_migrations table from a newer batond. Every other test makes its
