@@ -24,7 +24,7 @@ static const char main_usage[] =
     "\n"
     "commands:\n"
     "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue\n"
-    "  queues                       per-queue counts\n"
+    "  queues [pause|resume QUEUE]  per-queue counts; hold or release a queue's claims\n"
     "  leases get|list|force-release\n"
     "  accounts list|set|delete\n"
     "  dedupe check CHANNEL ID\n"
@@ -55,8 +55,13 @@ static const char jobs_usage[] =
 
 static const char queues_usage[] =
     "usage: baton queues\n"
+    "       baton queues pause QUEUE [--reason TEXT]\n"
+    "       baton queues resume QUEUE\n"
     "\n"
-    "Per queue: jobs by status, age of the oldest pending job, stale jobs.\n";
+    "Per queue: jobs by status, age of the oldest pending job, stale jobs and\n"
+    "whether it is paused. pause: the queue still takes jobs and lets running\n"
+    "ones finish, but hands out no claims until resume (waiting workers stay\n"
+    "parked). Pausing a paused queue changes nothing.\n";
 
 static const char leases_usage[] =
     "usage: baton leases <subcommand>\n"

@@ -37,6 +37,9 @@ int cli_jobs_cancel(int argc, char **argv);
 int cli_jobs_requeue_stale(int argc, char **argv);
 int cli_jobs_enqueue(int argc, char **argv);
 int cli_queues(int argc, char **argv);
+/* cli_queues.c: queues pause|resume (cli_queues hands them on) */
+int cli_queues_pause(int argc, char **argv);
+int cli_queues_resume(int argc, char **argv);
 /* cli_leases.c: leases, accounts */
 int cli_leases_get(int argc, char **argv);
 int cli_leases_list(int argc, char **argv);

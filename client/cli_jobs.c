@@ -191,13 +191,18 @@ int
 cli_queues(int argc, char **argv)
 {
     static const char *const cols[] = {"queue", "pending", "processing", "completed", "failed",
-                                       "stale", "oldestPendingAgeMs", NULL};
+                                       "stale", "oldestPendingAgeMs", "paused", NULL};
     char *pos[1];
-    int n = cli_args(argc, argv, NULL, pos, 0, 0);
+    int n;
     json_t *j, *rows, *src, *v;
     const char *k;
     size_t i;
 
+    if (argc > 0 && !strcmp(argv[0], "pause"))
+        return cli_queues_pause(argc - 1, argv + 1);
+    if (argc > 0 && !strcmp(argv[0], "resume"))
+        return cli_queues_resume(argc - 1, argv + 1);
+    n = cli_args(argc, argv, NULL, pos, 0, 0);
     CLI_ARGS_OR_EXIT(n);
     if (cli_call("GET", strdup("/v1/queues"), NULL, &j) < 0)
         return CLI_EXIT_ERR;

@@ -288,6 +288,15 @@ int jobs_list(struct req *r);           /* GET /v1/jobs */
 int jobs_pending(struct req *r);        /* GET /v1/jobs/pending */
 int jobs_queues(struct req *r);         /* GET /v1/queues */
 
+/* ---- queues_api.c: queue controls (rules: queues.c, in core.h) ------------ */
+
+int queues_pause(struct req *r);        /* POST /v1/queues/{queue}/pause {reason?} */
+int queues_resume(struct req *r);       /* POST /v1/queues/{queue}/resume {reason?} */
+/* GET /v1/queues: add paused, pausedReason and pausedAt to each row of the
+ * listing (objects with "queue", ordered by name), and a row with zero
+ * counts for each paused queue that has no jobs. 0 or -1 with t->err. */
+int queues_merge_settings(struct tx *t, json_t *rows);
+
 /* ---- dedupe_api.c (rules: dedupe.c, in core.h) / sessions_api.c ----------- */
 
 int dedupe_check(struct req *r);    /* POST /v1/dedupe */

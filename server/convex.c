@@ -50,6 +50,8 @@ static const struct function functions[] = {
     {"agent:failJobAttempt", "POST", "/v1/jobs/{jobId}/fail", "job", NULL},
     {"agent:getJob", "GET", "/v1/jobs/{jobId}", "job", NULL},
     {"agent:getQueues", "GET", "/v1/queues", "queues", NULL},
+    {"agent:pauseQueue", "POST", "/v1/queues/{queue}/pause", NULL, NULL},
+    {"agent:resumeQueue", "POST", "/v1/queues/{queue}/resume", NULL, NULL},
     {"whatsappLeases:getLease", "GET", "/v1/leases/{channel}/{accountId}", NULL, NULL},
     {"whatsappLeases:acquireLease", "POST", "/v1/leases/{channel}/{accountId}/acquire", "lease", NULL},
     {"whatsappLeases:heartbeat", "POST", "/v1/leases/{channel}/{accountId}/heartbeat", "lease", NULL},

@@ -238,6 +238,27 @@ struct jobs_hooks {
 /* Set the hooks (h is kept, not copied; static storage). Before any request. */
 void jobs_set_hooks(const struct jobs_hooks *h);
 
+/* ---- queue controls (queues.c) ----------------------------------------------- */
+
+/* 1 when queue is paused (it hands out no claims), 0 when not, -1 with
+ * t->err. One read by key; job_claim calls it first. */
+int queue_paused(struct tx *t, const char *queue);
+/* Pause / resume queue (a valid queue name; reason: at most
+ * QUEUE_REASON_MAX bytes, may be NULL; by: who asked, may be NULL). The
+ * pause is recorded with t->now, by and reason, and event
+ * <queue>.queue.paused {queue, by, reason?}; a resume clears it, records
+ * <queue>.queue.resumed {queue, by, reason?} and wakes the queue's parked
+ * claimers. Pausing a paused queue or resuming a running one changes
+ * nothing (*changed false, no event). 0 with *s, the settings after the
+ * call; -1 with t->err (bad_request for a bad name or reason). */
+int queue_pause(struct tx *t, const char *queue, const char *by, const char *reason,
+                struct queue_settings *s, bool *changed);
+int queue_resume(struct tx *t, const char *queue, const char *by, const char *reason,
+                 struct queue_settings *s, bool *changed);
+/* The settings as the API shows them (new reference): queue, paused,
+ * pausedAt, pausedBy, pausedReason (null when not paused). */
+json_t *queue_settings_json(const struct queue_settings *s);
+
 /* ---- leases rules (leases.c) ------------------------------------------------- */
 
 /* true when channel is listed in BATON_LEASED_CHANNELS */

@@ -409,6 +409,14 @@ job_claim(struct tx *t, struct wreq *w, struct job_claim *c, json_t **job_out)
      * then wait for its lock to expire */
     if (w && w->alive && !w->alive(w))
         return 0;
+    /* a paused queue hands out nothing: a waiting claim stays parked until
+     * the resume wakes the queue, or its deadline (queues.c) */
+    if ((rc = queue_paused(t, c->queue)) != 0) {
+        topic_of(c->queue, topic, sizeof topic);
+        if (rc > 0 && w && c->deadline && t->now < c->deadline)
+            tx_park(t, w, topic, c->deadline, 0);
+        return rc < 0 ? -1 : 0;
+    }
     if (!(token = new_id("c_")))
         return tx_fail(t, "unavailable", NULL, "out of memory");
     while ((rc = JOBS->claim(t, c->queue, c->worker, until, token, &j)) == 2) {

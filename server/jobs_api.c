@@ -641,7 +641,8 @@ queue_row(const struct job_queue_stats *q, void *arg)
 }
 
 /* GET /v1/queues: per queue, counts by status, how long the oldest due
- * pending job has waited (null when none is due) and the stale count. */
+ * pending job has waited (null when none is due), the stale count and
+ * whether it is paused (queues_api.c). */
 int
 jobs_queues(struct req *r)
 {
@@ -652,7 +653,7 @@ jobs_queues(struct req *r)
         return req_fail_tx(r, &t);
     l.now = t.now;
     l.jobs = json_array();
-    if (store->jobs->queues(&t, queue_row, &l) < 0) {
+    if (store->jobs->queues(&t, queue_row, &l) < 0 || queues_merge_settings(&t, l.jobs) < 0) {
         json_decref(l.jobs);
         req_fail_tx(r, &t);
         tx_read_end(&t);

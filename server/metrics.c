@@ -224,6 +224,17 @@ render_lease(const struct lease_gauge *l, void *arg)
     out_printf(o, "\"} %lld\n", (long long)l->token);
 }
 
+static int
+render_paused(const struct queue_settings *s, void *arg)
+{
+    struct out *o = arg;
+
+    out_printf(o, "baton_queue_paused{queue=\"");
+    label(o, s->queue);
+    out_printf(o, "\"} %d\n", s->paused);
+    return 0;
+}
+
 /* The gauges of what the database holds, judged at the store's clock. A
  * gauge that cannot be read is left out (the scrape still answers). */
 static void
@@ -236,6 +247,9 @@ render_state(struct out *o, struct tx *t, int64_t *db_bytes, int64_t *wal_bytes)
     ss->queue_counts(t, render_queue, o);
     help(o, "baton_jobs_stale", "gauge", "Processing jobs whose lock has expired.");
     ss->stale_counts(t, render_stale, o);
+    help(o, "baton_queue_paused", "gauge", "1 while a queue is paused (hands out no claims); "
+         "queues that were never paused are not listed.");
+    store->queues->list(t, render_paused, o);
     help(o, "baton_lease_held", "gauge", "1 while an owner holds the lease of an account.");
     help(o, "baton_lease_transitions_total", "counter", "Times the holder of an account's lease changed.");
     help(o, "baton_lease_token", "gauge", "The fencing token of an account's latest grant.");

@@ -44,6 +44,8 @@ const struct route routes[] = {
     {"POST", "/v1/jobs/{id}/fail-now", AUTH_BEARER, jobs_fail_now, ROUTE_WRITE},
     {"POST", "/v1/jobs/{id}/cancel", AUTH_BEARER, jobs_cancel, ROUTE_WRITE},
     {"GET", "/v1/queues", AUTH_BEARER, jobs_queues, ROUTE_READ},
+    {"POST", "/v1/queues/{queue}/pause", AUTH_BEARER, queues_pause, ROUTE_WRITE},
+    {"POST", "/v1/queues/{queue}/resume", AUTH_BEARER, queues_resume, ROUTE_WRITE},
 
     /* leases and accounts (leases.c) */
     {"POST", "/v1/leases/{channel}/{accountId}/acquire", AUTH_BEARER, leases_acquire, ROUTE_WRITE},

@@ -561,6 +561,44 @@ struct store_events {
 
 /* ---- end of events ---- */
 
+/* ---- queues: the operator's settings of a queue ---------------------------- */
+
+#define QUEUE_NAME_MAX   200        /* a queue name (JOBS_QUEUE_MAX) */
+#define QUEUE_BY_MAX     100        /* who changed it: a client address */
+#define QUEUE_REASON_MAX 500        /* bytes of the operator's reason */
+
+/* The settings of one queue. A queue without a row has the defaults
+ * (not paused). */
+struct queue_settings {
+    char queue[QUEUE_NAME_MAX + 1];
+    bool paused;                    /* no claims are handed out */
+    int64_t paused_at;              /* ms, the pause in force; 0 when not paused */
+    char paused_by[QUEUE_BY_MAX + 1];   /* "" when not paused */
+    char reason[QUEUE_REASON_MAX + 1];  /* "" when none or not paused */
+    int64_t updated_at;             /* ms, the last change of the row */
+};
+
+/* Every op returns -1 with t->err set on a store failure. */
+struct store_queues {
+    /* The settings of queue into *out: 1 when it has a row, 0 when not
+     * (*out is then the defaults, with its name), -1. One read by key:
+     * every claim makes it. */
+    int (*get)(struct tx *t, const char *queue, struct queue_settings *out);
+    /* Pause queue (by and reason may be NULL) or resume it (by and
+     * reason ignored). A pause of a paused queue and a resume of a queue
+     * that is not paused change nothing and return 0; otherwise the row is
+     * written (paused_at = updated_at = t->now on a pause; a resume clears
+     * paused_at, paused_by and reason) and 1 is returned. *out (may be
+     * NULL) gets the settings after the call. -1. */
+    int (*set_paused)(struct tx *t, const char *queue, bool paused, const char *by,
+                      const char *reason, struct queue_settings *out);
+    /* Every queue with a row, by name, to each (s borrowed for the call; a
+     * non-zero result stops the listing and is returned). 0 or -1. */
+    int (*list)(struct tx *t, int (*each)(const struct queue_settings *s, void *arg), void *arg);
+};
+
+/* ---- end of queues ---- */
+
 
 /* ---- the backend --------------------------------------------------------- */
 
@@ -607,6 +645,7 @@ struct store_ops {
     const struct store_sessions *sessions;
     const struct store_messages *messages;
     const struct store_events *events;
+    const struct store_queues *queues;
     const struct store_stats *stats;    /* gauges of /metrics, the health check */
 };
 

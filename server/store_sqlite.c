@@ -663,5 +663,6 @@ const struct store_ops store_sqlite = {
     .sessions = &sqlite_sessions_ops,
     .messages = &sqlite_messages_ops,
     .events = &sqlite_events_ops,
+    .queues = &sqlite_queues_ops,
     .stats = &sqlite_stats_ops,
 };

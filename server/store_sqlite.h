@@ -60,6 +60,7 @@ extern const struct store_leases sqlite_leases_ops;
 extern const struct store_dedupe sqlite_dedupe_ops;
 extern const struct store_messages sqlite_messages_ops;
 extern const struct store_events sqlite_events_ops;
+extern const struct store_queues sqlite_queues_ops;
 extern const struct store_stats sqlite_stats_ops;        /* store_sqlite_events.c */
 
 #endif

@@ -93,6 +93,8 @@ Suite *suite_store(void);
 Suite *suite_http(void);
 /* jobs */
 Suite *suite_jobs(void);
+/* queue controls (pause, resume) */
+Suite *suite_queues(void);
 /* leases */
 Suite *suite_leases(void);
 /* dedupe and sessions */

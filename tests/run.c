@@ -23,6 +23,7 @@ main(void)
     srunner_add_suite(sr, suite_hardening());
     /* jobs */
     srunner_add_suite(sr, suite_jobs());
+    srunner_add_suite(sr, suite_queues());  /* queue controls: pause, resume */
     /* leases */
     srunner_add_suite(sr, suite_leases());
     /* dedupe and sessions */
