@@ -557,6 +557,17 @@ baton_enqueue(baton_client *b, const char *queue, json_t *payload, json_t *optio
 }
 
 int
+baton_enqueue_batch(baton_client *b, json_t *jobs, json_t **results, baton_error *err)
+{
+    json_t *body = json_pack("{s:O}", "jobs", jobs ? jobs : json_null());
+    int rc = run(b, "POST", strdup("/v1/jobs/batch"), body, false, 0, results, err);
+
+    if (rc >= 0)
+        unwrap(results, "jobs");
+    return rc;
+}
+
+int
 baton_claim(baton_client *b, const char *queue, const char *worker_id, long lock_ms, long wait_ms,
             long long lease_token, json_t **job, baton_error *err)
 {

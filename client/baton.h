@@ -127,6 +127,18 @@ int baton_call_flags(baton_client *b, const char *method, const char *path, json
 int baton_enqueue(baton_client *b, const char *queue, json_t *payload, json_t *options,
                   json_t **job, baton_error *err);
 
+/* POST /v1/jobs/batch: 1 to 1000 jobs in one request, inserted all or
+ * none. jobs: an array (borrowed) of objects, each with the fields of a
+ * POST /v1/jobs body (queue -- "agent" when absent --, payload, priority,
+ * delayMs, maxAttempts, dedupeKey, ...). Returns 201 with *results (may
+ * be NULL) the answer's array, in the order of jobs: one {job, duplicate}
+ * per element, duplicate true when its dedupeKey matched a live job (also
+ * one earlier in the same batch; job is then that job). A malformed
+ * element: -1 with err 400 bad_request naming it (jobs[3].queue), the
+ * error object (with index and field) in *results, and nothing enqueued.
+ * Not retried. */
+int baton_enqueue_batch(baton_client *b, json_t *jobs, json_t **results, baton_error *err);
+
 /* POST /v1/jobs/claim. queue: NULL for "agent". lock_ms <= 0: the server's
  * default. wait_ms > 0 long-polls that long (max 60000) for a job to become
  * due. lease_token <= 0: none (needed on leased outbound queues). Returns

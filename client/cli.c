@@ -23,7 +23,7 @@ static const char main_usage[] =
     "usage: baton [--url URL] [--secret SECRET] [--json] <command> [args]\n"
     "\n"
     "commands:\n"
-    "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue\n"
+    "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue|enqueue-batch\n"
     "  queues [pause|resume QUEUE]  per-queue counts; hold or release a queue's claims\n"
     "  leases get|list|force-release\n"
     "  accounts list|set|delete\n"
@@ -51,7 +51,8 @@ static const char jobs_usage[] =
     "  cancel ID                                fail a job now with reason cancelled\n"
     "  requeue-stale                            run the stale sweep now\n"
     "  enqueue [--queue Q] [--priority N] [--delay MS] [--max-attempts N]\n"
-    "          [--dedupe-key K] [PAYLOAD-JSON]  add a job (queue agent by default)\n";
+    "          [--dedupe-key K] [PAYLOAD-JSON]  add a job (queue agent by default)\n"
+    "  enqueue-batch FILE|-                     add up to 1000 jobs, all or none\n";
 
 static const char queues_usage[] =
     "usage: baton queues\n"
@@ -173,6 +174,12 @@ static const char jobs_enqueue_usage[] =
     "Add a job (queue agent by default; payload {} when omitted). With a\n"
     "dedupe key already used by a job of the queue that is not completed, that\n"
     "job is shown instead.\n" G;
+static const char jobs_enqueue_batch_usage[] =
+    "usage: baton jobs enqueue-batch FILE|-\n\n"
+    "Add 1 to 1000 jobs in one request, all or none: FILE (- for standard\n"
+    "input) holds a JSON array of jobs, each with the fields of POST /v1/jobs\n"
+    "(queue, payload, priority, delayMs, maxAttempts, dedupeKey). Prints each\n"
+    "job's id in order, or the job a dedupe key matched.\n" G;
 static const char leases_get_usage[] =
     "usage: baton leases get CHANNEL ACCOUNT\n\n"
     "The lease of an account (\"no lease\" when there has never been one).\n" G;
@@ -226,6 +233,7 @@ static const struct cmd cmds[] = {
     {"jobs", "cancel", cli_jobs_cancel, jobs_usage, jobs_cancel_usage},
     {"jobs", "requeue-stale", cli_jobs_requeue_stale, jobs_usage, jobs_requeue_usage},
     {"jobs", "enqueue", cli_jobs_enqueue, jobs_usage, jobs_enqueue_usage},
+    {"jobs", "enqueue-batch", cli_jobs_enqueue_batch, jobs_usage, jobs_enqueue_batch_usage},
     {"queues", NULL, cli_queues, queues_usage, NULL},
     {"leases", "get", cli_leases_get, leases_usage, leases_get_usage},
     {"leases", "list", cli_leases_list, leases_usage, leases_list_usage},

@@ -36,6 +36,7 @@ int cli_jobs_fail(int argc, char **argv);
 int cli_jobs_cancel(int argc, char **argv);
 int cli_jobs_requeue_stale(int argc, char **argv);
 int cli_jobs_enqueue(int argc, char **argv);
+int cli_jobs_enqueue_batch(int argc, char **argv);
 int cli_queues(int argc, char **argv);
 /* cli_queues.c: queues pause|resume (cli_queues hands them on) */
 int cli_queues_pause(int argc, char **argv);

@@ -166,6 +166,50 @@ cli_jobs_enqueue(int argc, char **argv)
                           id ? id : "?");
 }
 
+/* baton jobs enqueue-batch FILE|-: a JSON array of POST /v1/jobs bodies
+ * (or {jobs: [...]}) in one POST /v1/jobs/batch. */
+int
+cli_jobs_enqueue_batch(int argc, char **argv)
+{
+    struct cli_opt o[] = {{0}};
+    char *pos[1];
+    int n = cli_args(argc, argv, o, pos, 1, 1);
+    json_error_t je;
+    json_t *in, *body, *j, *e;
+    size_t i, dups = 0;
+
+    CLI_ARGS_OR_EXIT(n);
+    in = !strcmp(pos[0], "-") ? json_loadf(stdin, 0, &je) : json_load_file(pos[0], 0, &je);
+    if (!in && je.line > 0)
+        return cli_usage_error("%s: not valid JSON: %s (line %d)", pos[0], je.text, je.line);
+    if (!in)
+        return cli_usage_error("%s: %s", pos[0], je.text);
+    if (json_is_array(in))
+        body = json_pack("{s:o}", "jobs", in);
+    else if (json_is_array(json_object_get(in, "jobs")))
+        body = in;
+    else {
+        json_decref(in);
+        return cli_usage_error("%s: expected a JSON array of jobs (or {\"jobs\": [...]})", pos[0]);
+    }
+    if (cli_call("POST", strdup("/v1/jobs/batch"), body, &j) < 0)
+        return CLI_EXIT_ERR;
+    if (cli_json_out) {
+        cli_print_json(j);
+        json_decref(j);
+        return CLI_EXIT_OK;
+    }
+    json_array_foreach(json_object_get(j, "jobs"), i, e) {
+        const char *id = json_string_value(json_object_get(json_object_get(e, "job"), "id"));
+        bool dup = json_is_true(json_object_get(e, "duplicate"));
+        dups += dup;
+        printf("%s %s\n", dup ? "duplicate of job" : "enqueued job", id ? id : "?");
+    }
+    return cli_print_done(j, "%zu jobs: %zu enqueued, %zu duplicates",
+                          json_array_size(json_object_get(j, "jobs")),
+                          json_array_size(json_object_get(j, "jobs")) - dups, dups);
+}
+
 /* ---- queues ---------------------------------------------------------------- */
 
 /* Flatten nested objects of a row one level ({counts:{pending:1}} -> pending);

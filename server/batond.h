@@ -274,6 +274,7 @@ int accounts_delete(struct req *r);
 /* ---- jobs_api.c: the routes of jobs (rules in core.h) ----------------------- */
 
 int jobs_enqueue(struct req *r);        /* POST /v1/jobs */
+int jobs_enqueue_batch(struct req *r);  /* POST /v1/jobs/batch */
 int jobs_claim(struct req *r);          /* POST /v1/jobs/claim */
 int jobs_requeue_stale(struct req *r);  /* POST /v1/jobs/requeue-stale */
 int jobs_heartbeat(struct req *r);      /* POST /v1/jobs/{id}/heartbeat */

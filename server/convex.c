@@ -44,6 +44,7 @@ static const struct function functions[] = {
     {"agent:cancelJob", "POST", "/v1/jobs/{jobId}/cancel", "job", NULL},
     {"agent:requeueStaleJobs", "POST", "/v1/jobs/requeue-stale", NULL, NULL},
     {"agent:enqueue", "POST", "/v1/jobs", "job", NULL},
+    {"agent:enqueueBatch", "POST", "/v1/jobs/batch", "jobs", NULL},
     {"agent:claimJob", "POST", "/v1/jobs/claim", "job", NULL},
     {"agent:heartbeatJob", "POST", "/v1/jobs/{jobId}/heartbeat", "job", NULL},
     {"agent:completeJob", "POST", "/v1/jobs/{jobId}/complete", "job", NULL},

@@ -53,29 +53,21 @@ job_answer(struct req *r, int status, json_t *job)
 
 /* ---- enqueue ---------------------------------------------------------------- */
 
+#define JOBS_BATCH_MAX      1000            /* jobs in one POST /v1/jobs/batch */
+
+/* The options of one job, as POST /v1/jobs takes them and as each element
+ * of a batch does (strings and payload borrowed from the request's JSON). */
 struct enqueue {
     const char *queue, *dedupe_key, *conversation_id, *message_id;
     json_t *payload;
     int64_t priority, delay_ms, max_attempts;
 };
 
+/* The one parser of a job's options: obj (an object, or NULL for {}) into
+ * *e with its defaults. -1 with a sentence naming the field in why. */
 static int
-enqueue_tx(struct tx *t, struct req *r)
+enqueue_parse(json_t *obj, struct enqueue *e, char *why, size_t n)
 {
-    struct enqueue *e = r->ctx;
-    json_t *job;
-    bool dup;
-
-    if (jobs_insert(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
-                    e->dedupe_key, e->conversation_id, e->message_id, &job, &dup) < 0)
-        return -1;
-    return req_ok(r, dup ? 200 : 201, json_pack("{s:o, s:b}", "job", job, "duplicate", dup));
-}
-
-int
-jobs_enqueue(struct req *r)
-{
-    struct enqueue *e = calloc(1, sizeof *e);
     struct field spec[] = {
         {"queue", F_STR, 0, NULL, 0, JOBS_QUEUE_MAX, NULL},
         FIELD_ANY("payload", NULL, F_REQUIRED),
@@ -88,10 +80,7 @@ jobs_enqueue(struct req *r)
         FIELD_END,
     };
 
-    if (!e)
-        return req_fail(r, "unavailable", NULL, "out of memory");
-    r->ctx = e;
-    r->ctx_free = free;
+    memset(e, 0, sizeof *e);
     e->queue = "agent";
     e->max_attempts = 5;
     spec[0].out = &e->queue;
@@ -102,11 +91,135 @@ jobs_enqueue(struct req *r)
     spec[5].out = &e->dedupe_key;
     spec[6].out = &e->conversation_id;
     spec[7].out = &e->message_id;
+    if (fields_parse(obj, spec, why, n) < 0)
+        return -1;
+    if (!jobs_queue_valid(e->queue)) {
+        snprintf(why, n, "%s", JOBS_BAD_QUEUE);
+        return -1;
+    }
+    return 0;
+}
+
+/* Insert (or find the duplicate of) one parsed job: {job, duplicate} as
+ * POST /v1/jobs answers it into *out, and *dup. 0, or -1 with t->err. */
+static int
+enqueue_one(struct tx *t, const struct enqueue *e, json_t **out, bool *dup)
+{
+    json_t *job;
+
+    if (jobs_insert(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
+                    e->dedupe_key, e->conversation_id, e->message_id, &job, dup) < 0)
+        return -1;
+    if (!(*out = json_pack("{s:o, s:b}", "job", job, "duplicate", *dup)))
+        return tx_fail(t, "unavailable", NULL, "out of memory");
+    return 0;
+}
+
+static int
+enqueue_tx(struct tx *t, struct req *r)
+{
+    json_t *out;
+    bool dup;
+
+    if (enqueue_one(t, r->ctx, &out, &dup) < 0)
+        return -1;
+    return req_ok(r, dup ? 200 : 201, out);
+}
+
+int
+jobs_enqueue(struct req *r)
+{
+    struct enqueue *e = calloc(1, sizeof *e);
+    char why[256];
+
+    if (!e)
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    r->ctx = e;
+    r->ctx_free = free;
+    if (enqueue_parse(r->json, e, why, sizeof why) < 0)
+        return req_fail(r, "bad_request", NULL, "%s", why);
+    return req_submit(r, enqueue_tx);
+}
+
+struct batch {
+    size_t n;
+    struct enqueue e[];
+};
+
+/* Every job of the batch in this one write: a failure of any rolls back
+ * all of them (the write's savepoint). */
+static int
+batch_tx(struct tx *t, struct req *r)
+{
+    struct batch *b = r->ctx;
+    json_t *jobs = json_array(), *one;
+    bool dup;
+
+    if (!jobs)
+        return tx_fail(t, "unavailable", NULL, "out of memory");
+    for (size_t i = 0; i < b->n; i++) {
+        if (enqueue_one(t, &b->e[i], &one, &dup) < 0) {
+            json_decref(jobs);
+            return -1;
+        }
+        json_array_append_new(jobs, one);
+    }
+    return req_ok(r, 201, json_pack("{s:o}", "jobs", jobs));
+}
+
+/* A malformed element i: its parser's sentence ("field 'x' ...") with the
+ * field renamed jobs[i].x, or why (" must be ...") said of jobs[i] itself;
+ * {index, field} in the details. */
+static int
+batch_element_fail(struct req *r, size_t i, const char *why)
+{
+    const char *name = "", *end = NULL;
+    char field[JOBS_NAME_MAX];
+    int len = 0;
+
+    if (!strncmp(why, "field '", 7) && (end = strchr(why + 7, '\''))) {
+        name = why + 7;
+        len = (int)(end - name);
+        why = end + 1;
+    }
+    snprintf(field, sizeof field, "jobs[%zu]%s%.*s", i, len ? "." : "", len, name);
+    return req_fail(r, "bad_request", json_pack("{s:I, s:s}", "index", (json_int_t)i, "field", field),
+                    "field '%s'%s", field, why);
+}
+
+/* POST /v1/jobs/batch {jobs: [...]}: 1..JOBS_BATCH_MAX jobs, each with the
+ * options of POST /v1/jobs, all inserted in one write or none. */
+int
+jobs_enqueue_batch(struct req *r)
+{
+    struct field spec[] = {
+        FIELD_ARRAY("jobs", NULL, F_REQUIRED),
+        FIELD_END,
+    };
+    json_t *jobs = NULL, *el;
+    struct batch *b;
+    char why[256];
+    size_t n, i;
+
+    spec[0].out = &jobs;
     if (req_fields(r, spec) < 0)
         return -1;
-    if (!jobs_queue_valid(e->queue))
-        return bad_queue(r);
-    return req_submit(r, enqueue_tx);
+    n = json_array_size(jobs);
+    if (n < 1 || n > JOBS_BATCH_MAX)
+        return req_fail(r, "bad_request", json_pack("{s:s}", "field", "jobs"),
+                        "field 'jobs' must hold 1 to %d jobs, not %zu", JOBS_BATCH_MAX, n);
+    if (!(b = calloc(1, sizeof *b + n * sizeof b->e[0])))
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    r->ctx = b;
+    r->ctx_free = free;
+    b->n = n;
+    json_array_foreach(jobs, i, el) {
+        if (!json_is_object(el))
+            return batch_element_fail(r, i, " must be an object");
+        if (enqueue_parse(el, &b->e[i], why, sizeof why) < 0)
+            return batch_element_fail(r, i, why);
+    }
+    return req_submit(r, batch_tx);
 }
 
 /* ---- claim ----------------------------------------------------------------- */

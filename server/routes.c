@@ -33,6 +33,7 @@ const struct route routes[] = {
     {"POST", "/v1/jobs", AUTH_BEARER, jobs_enqueue, ROUTE_WRITE},
     {"GET", "/v1/jobs", AUTH_BEARER, jobs_list, ROUTE_READ},
     {"POST", "/v1/jobs/claim", AUTH_BEARER, jobs_claim, ROUTE_POLL},
+    {"POST", "/v1/jobs/batch", AUTH_BEARER, jobs_enqueue_batch, ROUTE_WRITE},
     {"POST", "/v1/jobs/requeue-stale", AUTH_BEARER, jobs_requeue_stale, ROUTE_WRITE},
     {"GET", "/v1/jobs/pending", AUTH_BEARER, jobs_pending, ROUTE_READ},
     {"GET", "/v1/jobs/{id}", AUTH_BEARER, jobs_get, ROUTE_READ},

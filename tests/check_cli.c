@@ -623,6 +623,53 @@ enqueued_id(const char *out)
     return strndup(p + 13, strcspn(p + 13, "\n"));
 }
 
+/* jobs enqueue-batch FILE: one request, each id printed in order; a bad
+ * element exits 1 naming it, a file that is not a JSON array exits 2. */
+START_TEST(jobs_enqueue_batch_from_file)
+{
+    struct run r;
+    char path[300], bad[300], a[32], b[32], c[32];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/batch.json", srv.dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("[{\"queue\":\"clib\",\"payload\":{\"n\":1},\"dedupeKey\":\"x\"},"
+          " {\"queue\":\"clib\",\"payload\":{\"n\":2}},"
+          " {\"queue\":\"clib\",\"payload\":{\"n\":3},\"dedupeKey\":\"x\"}]", f);
+    fclose(f);
+    CLI(&r, "jobs", "enqueue-batch", path);
+    EXPECT(&r, 0);
+    ck_assert_int_eq(sscanf(r.out, "enqueued job %31s\nenqueued job %31s\nduplicate of job %31s", a, b, c), 3);
+    ck_assert_str_eq(c, a);                 /* the third is the duplicate of the first */
+    ck_assert_str_ne(b, a);
+    ck_assert_ptr_nonnull(strstr(r.out, "3 jobs: 2 enqueued, 1 duplicates"));
+    run_free(&r);
+
+    snprintf(bad, sizeof bad, "%s/bad.json", srv.dir);
+    f = fopen(bad, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("[{\"queue\":\"clib2\",\"payload\":1}, {\"queue\":\"clib2\",\"payload\":2,\"delayMs\":-5}]", f);
+    fclose(f);
+    CLI(&r, "jobs", "enqueue-batch", bad);
+    EXPECT(&r, 1);
+    ck_assert_ptr_nonnull(strstr(r.err, "jobs[1].delayMs"));
+    run_free(&r);
+    CLI(&r, "--json", "jobs", "list", "--queue", "clib2");
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "\"jobs\": []"));
+    run_free(&r);
+
+    f = fopen(bad, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"queue\":\"clib2\"}", f);
+    fclose(f);
+    CLI(&r, "jobs", "enqueue-batch", bad);
+    EXPECT(&r, 2);
+    run_free(&r);
+}
+END_TEST
+
 START_TEST(jobs_and_queues)
 {
     struct run r;
@@ -1003,6 +1050,7 @@ suite_cli(void)
     tcase_add_checked_fixture(tc, up, down);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, help_and_usage_errors);
+    tcase_add_test(tc, jobs_enqueue_batch_from_file);
     tcase_add_test(tc, auth_and_transport_errors);
     tcase_add_test(tc, events_and_logs);
     tcase_add_test(tc, backup_while_serving);

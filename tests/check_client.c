@@ -413,6 +413,46 @@ enqueue_later(void *arg)
     return NULL;
 }
 
+START_TEST(enqueue_batch_typed)
+{
+    baton_error err;
+    json_t *jobs = json_pack("[{s:s, s:i, s:i}, {s:s, s:i, s:i, s:s}, {s:s, s:i, s:s}]",
+                             "queue", "cb", "payload", 1, "priority", 1,
+                             "queue", "cb", "payload", 2, "priority", 9, "dedupeKey", "cb-k",
+                             "queue", "cb", "payload", 3, "dedupeKey", "cb-k");
+    json_t *res = NULL, *job = NULL, *bad;
+    const char *first;
+
+    ck_assert_int_eq(baton_enqueue_batch(b, jobs, &res, &err), 201);
+    json_decref(jobs);
+    ck_assert(json_is_array(res));
+    ck_assert_int_eq(json_array_size(res), 3);
+    ck_assert(json_is_false(json_object_get(json_array_get(res, 1), "duplicate")));
+    ck_assert(json_is_true(json_object_get(json_array_get(res, 2), "duplicate")));
+    first = json_string_value(json_object_get(json_object_get(json_array_get(res, 1), "job"), "id"));
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(json_array_get(res, 2), "job"), "id")),
+                     first);
+    /* the priority 9 job first */
+    ck_assert_int_eq(baton_claim(b, "cb", "w1", 0, 0, 0, &job, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(job, "id")), first);
+    json_decref(job);
+    json_decref(res);
+
+    /* a malformed element: 400 naming it, nothing enqueued */
+    bad = json_pack("[{s:s, s:i}, {s:s, s:i, s:s}]", "queue", "cb2", "payload", 1, "queue", "cb2",
+                    "payload", 2, "priority", "high");
+    ck_assert_int_eq(baton_enqueue_batch(b, bad, &res, &err), -1);
+    json_decref(bad);
+    ck_assert_int_eq(err.status, 400);
+    ck_assert_str_eq(err.code, "bad_request");
+    ck_assert_ptr_nonnull(strstr(err.message, "jobs[1].priority"));
+    ck_assert_str_eq(json_string_value(json_object_get(res, "field")), "jobs[1].priority");
+    json_decref(res);
+    ck_assert_int_eq(baton_claim(b, "cb2", "w1", 0, 0, 0, &job, &err), 204);
+    ck_assert_ptr_null(job);
+}
+END_TEST
+
 START_TEST(jobs_typed)
 {
     baton_error err;
@@ -847,6 +887,7 @@ suite_client(void)
     tcase_add_test(tc, session_batch_typed);
     tcase_add_test(tc, event_stream_follows_across_restart);
     tcase_add_test(tc, jobs_typed);
+    tcase_add_test(tc, enqueue_batch_typed);
     tcase_add_test(tc, leases_typed);
     tcase_add_test(tc, inbound_typed);
     suite_add_tcase(s, tc);

@@ -299,6 +299,30 @@ api(const char *path, const char *body, long expect)
 /* A $float that decodes to NaN or +-Infinity is refused with a message that
  * says so (JSON cannot hold it); before, decode() failed without writing its
  * reason and the answer carried uninitialised stack bytes. */
+/* agent:enqueueBatch runs POST /v1/jobs/batch: its value is the answer's
+ * jobs, in order; a bad element is the route's 400 as a function error. */
+START_TEST(enqueue_batch_function)
+{
+    json_t *v, *value;
+
+    v = api("/api/mutation", "{\"path\":\"agent:enqueueBatch\",\"args\":{\"jobs\":["
+                             "{\"queue\":\"cvb\",\"payload\":{\"n\":1}},"
+                             "{\"queue\":\"cvb\",\"payload\":{\"n\":2}}]},\"format\":\"json\"}", 200);
+    ck_assert_str_eq(str(v, "status"), "success");
+    value = json_object_get(v, "value");
+    ck_assert_int_eq(json_array_size(value), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(json_array_get(value, 1), "job"), "payload"), "n")), 2);
+    json_decref(v);
+    v = api("/api/mutation", "{\"path\":\"agent:enqueueBatch\",\"args\":{\"jobs\":["
+                             "{\"queue\":\"cvb\",\"payload\":1}, {\"queue\":\"c b\",\"payload\":2}]},"
+                             "\"format\":\"json\"}", 560);
+    ck_assert_str_eq(str(json_object_get(v, "errorData"), "code"), "bad_request");
+    ck_assert_ptr_nonnull(strstr(str(v, "errorMessage"), "jobs[1].queue"));
+    json_decref(v);
+}
+END_TEST
+
 START_TEST(encoded_nan_and_infinity_are_refused)
 {
     static const struct {
@@ -624,6 +648,7 @@ suite_convex(void)
     tcase_add_checked_fixture(tc, up, down);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, playbook_stuck_jobs);
+    tcase_add_test(tc, enqueue_batch_function);
     tcase_add_test(tc, playbook_lease_contention);
     tcase_add_test(tc, playbook_duplicates_and_auth_corruption);
     tcase_add_test(tc, unknown_function_and_bad_key);

@@ -1346,6 +1346,219 @@ START_TEST(jobs_survive_server_kill)
 }
 END_TEST
 
+/* ---- bulk enqueue: POST /v1/jobs/batch --------------------------------------- */
+
+static json_t *
+batch(struct server *s, json_t *jobs, long expect)
+{
+    return CALL(s, "POST", "/v1/jobs/batch", json_pack("{s:o}", "jobs", jobs), expect);
+}
+
+/* How many jobs queue holds (any status), through the listing. */
+static size_t
+queue_jobs(struct server *s, const char *queue)
+{
+    char path[256];
+    json_t *a;
+    size_t n;
+
+    snprintf(path, sizeof path, "/v1/jobs?queue=%s&limit=1000", queue);
+    a = CALL(s, "GET", path, NULL, 200);
+    n = json_array_size(json_object_get(a, "jobs"));
+    json_decref(a);
+    return n;
+}
+
+/* n jobs {queue, payload:{n:i, pad}} with a ~pad-byte payload each. */
+static json_t *
+numbered(const char *queue, int n, int pad)
+{
+    json_t *a = json_array();
+    char *text = malloc((size_t)pad + 1);
+
+    memset(text, 'x', (size_t)pad);
+    text[pad] = 0;
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_pack("{s:s, s:{s:i, s:s}}", "queue", queue, "payload", "n", i,
+                                           "pad", text));
+    free(text);
+    return a;
+}
+
+START_TEST(batch_1000_accepted_in_order_1001_refused)
+{
+    struct server s = {0};
+    json_t *a, *jobs;
+    int64_t last = 0;
+
+    server_start(&s, NULL);
+    /* 1000 jobs with 700-byte payloads fit the default BATON_MAX_BODY */
+    a = batch(&s, numbered("bulk", 1000, 700), 201);
+    jobs = json_object_get(a, "jobs");
+    ck_assert_int_eq(json_array_size(jobs), 1000);
+    for (size_t i = 0; i < 1000; i++) {
+        json_t *e = json_array_get(jobs, i), *job = json_object_get(e, "job");
+        int64_t id = strtoll(sget(job, "id"), NULL, 10);
+        ck_assert(json_is_false(json_object_get(e, "duplicate")));
+        ck_assert_int_eq(iget(json_object_get(job, "payload"), "n"), (int64_t)i);
+        ck_assert_str_eq(sget(job, "status"), "pending");
+        ck_assert_int_gt(id, last);             /* request order is insertion order */
+        last = id;
+    }
+    json_decref(a);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"bulk.job.enqueued\""), 1000);
+
+    a = batch(&s, numbered("bulk2", 1001, 10), 400);
+    ck_assert_str_eq(err_code(a), "bad_request");
+    ck_assert_ptr_nonnull(strstr(err_message(a), "'jobs'"));
+    ck_assert_ptr_nonnull(strstr(err_message(a), "1001"));
+    json_decref(a);
+    a = batch(&s, json_array(), 400);
+    ck_assert_ptr_nonnull(strstr(err_message(a), "'jobs'"));
+    json_decref(a);
+    json_decref(CALL(&s, "POST", "/v1/jobs/batch", json_object(), 400));
+    json_decref(CALL(&s, "POST", "/v1/jobs/batch", json_pack("{s:{}}", "jobs"), 400));
+    ck_assert_int_eq(queue_jobs(&s, "bulk2"), 0);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"bulk2.job.enqueued\""), 0);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(batch_is_all_or_nothing)
+{
+    static const struct {
+        const char *field, *bad;        /* the 500th element gets field: bad */
+    } cases[] = {
+        {"priority", "\"high\""},
+        {"delayMs", "-1"},
+        {"maxAttempts", "0"},
+        {"queue", "\"has space\""},
+        {"dedupeKey", "5"},
+        {"payload", NULL},              /* removed: required */
+        {"", "7"},                      /* the element itself is not an object */
+    };
+    struct server s = {0};
+
+    server_start(&s, NULL);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        json_t *jobs = numbered("aon", 1000, 10), *el = json_array_get(jobs, 499), *a, *err;
+        char want[64];
+
+        if (!*cases[c].field)
+            json_array_set_new(jobs, 499, json_integer(7));
+        else if (!cases[c].bad)
+            json_object_del(el, cases[c].field);
+        else
+            json_object_set_new(el, cases[c].field, json_loads(cases[c].bad, JSON_DECODE_ANY, NULL));
+        a = batch(&s, jobs, 400);
+        err = json_object_get(a, "error");
+        snprintf(want, sizeof want, "jobs[499]%s%s", *cases[c].field ? "." : "", cases[c].field);
+        ck_assert_str_eq(sget(err, "code"), "bad_request");
+        ck_assert_str_eq(sget(err, "field"), want);
+        ck_assert_int_eq(iget(err, "index"), 499);
+        ck_assert_msg(strstr(sget(err, "message"), want), "%s", sget(err, "message"));
+        json_decref(a);
+    }
+    ck_assert_int_eq(queue_jobs(&s, "aon"), 0);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"aon.job.enqueued\""), 0);
+    /* the same batch, corrected, goes in whole */
+    json_decref(batch(&s, numbered("aon", 1000, 10), 201));
+    ck_assert_int_eq(queue_jobs(&s, "aon"), 1000);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(batch_dedupe_within_and_across_batches)
+{
+    struct server s = {0};
+    json_t *a, *b, *j0, *j2, *one;
+
+    server_start(&s, NULL);
+    one = enqueue(&s, json_pack("{s:s, s:i, s:s}", "queue", "bd", "payload", 0, "dedupeKey", "old"));
+    a = batch(&s, json_pack("[{s:s, s:i, s:s}, {s:s, s:i}, {s:s, s:i, s:s}, {s:s, s:i, s:s}]",
+                            "queue", "bd", "payload", 1, "dedupeKey", "k1",
+                            "queue", "bd", "payload", 2,
+                            "queue", "bd", "payload", 3, "dedupeKey", "k1",
+                            "queue", "bd", "payload", 4, "dedupeKey", "old"), 201);
+    ck_assert_int_eq(json_array_size(json_object_get(a, "jobs")), 4);
+    j0 = json_object_get(json_array_get(json_object_get(a, "jobs"), 0), "job");
+    j2 = json_object_get(json_array_get(json_object_get(a, "jobs"), 2), "job");
+    ck_assert(json_is_false(json_object_get(json_array_get(json_object_get(a, "jobs"), 0), "duplicate")));
+    ck_assert(json_is_false(json_object_get(json_array_get(json_object_get(a, "jobs"), 1), "duplicate")));
+    /* the second k1 of the same batch is the duplicate of the first */
+    ck_assert(json_is_true(json_object_get(json_array_get(json_object_get(a, "jobs"), 2), "duplicate")));
+    ck_assert_str_eq(sget(j2, "id"), sget(j0, "id"));
+    ck_assert_int_eq(json_integer_value(json_object_get(j2, "payload")), 1);
+    /* a key enqueued before, singly */
+    ck_assert(json_is_true(json_object_get(json_array_get(json_object_get(a, "jobs"), 3), "duplicate")));
+    ck_assert_str_eq(sget(json_object_get(json_array_get(json_object_get(a, "jobs"), 3), "job"), "id"),
+                     sget(one, "id"));
+    /* across batches */
+    b = batch(&s, json_pack("[{s:s, s:i, s:s}, {s:s, s:i, s:s}]", "queue", "bd", "payload", 5,
+                            "dedupeKey", "k1", "queue", "bd", "payload", 6, "dedupeKey", "k2"), 201);
+    ck_assert(json_is_true(json_object_get(json_array_get(json_object_get(b, "jobs"), 0), "duplicate")));
+    ck_assert_str_eq(sget(json_object_get(json_array_get(json_object_get(b, "jobs"), 0), "job"), "id"),
+                     sget(j0, "id"));
+    ck_assert(json_is_false(json_object_get(json_array_get(json_object_get(b, "jobs"), 1), "duplicate")));
+    ck_assert_int_eq(queue_jobs(&s, "bd"), 4);      /* old, k1, the keyless one, k2 */
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"bd.job.enqueued\""), 4);
+    json_decref(a), json_decref(b), json_decref(one);
+    server_cleanup(&s);
+}
+END_TEST
+
+START_TEST(batch_jobs_claimable_with_their_options)
+{
+    struct server s = {0};
+    struct waiter w = {&s, "{\"workerId\":\"w\",\"queue\":\"bw\",\"waitMs\":30000}", {0}, 0, 0};
+    pthread_t th;
+    json_t *a, *c;
+    int64_t t0;
+
+    server_start(&s, NULL);
+    a = batch(&s, json_pack("[{s:s, s:s, s:i}, {s:s, s:s, s:i}, {s:s, s:s, s:i, s:i},"
+                            " {s:s, s:s, s:i, s:i}]",
+                            "queue", "bo", "payload", "p1", "priority", 1,
+                            "queue", "bo", "payload", "p5", "priority", 5,
+                            "queue", "bo", "payload", "p100-later", "priority", 100, "delayMs", 1500,
+                            "queue", "bo", "payload", "p2", "priority", 2, "maxAttempts", 1), 201);
+    json_decref(a);
+    c = claim(&s, "w", "bo", 200);
+    ck_assert_str_eq(json_string_value(json_object_get(c, "payload")), "p5");
+    json_decref(c);
+    c = claim(&s, "w", "bo", 200);
+    ck_assert_str_eq(json_string_value(json_object_get(c, "payload")), "p2");
+    ck_assert_int_eq(iget(c, "maxAttempts"), 1);
+    json_decref(c);
+    c = claim(&s, "w", "bo", 200);
+    ck_assert_str_eq(json_string_value(json_object_get(c, "payload")), "p1");
+    ck_assert_int_eq(iget(c, "maxAttempts"), 5);
+    json_decref(c);
+    ck_assert_ptr_null(claim(&s, "w", "bo", 204));  /* the delayed one is not due yet */
+    t0 = now_ms();
+    c = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                    json_pack("{s:s, s:s, s:i}", "workerId", "w", "queue", "bo", "waitMs", 30000), 200));
+    ck_assert_str_eq(json_string_value(json_object_get(c, "payload")), "p100-later");
+    ck_assert_int_lt(now_ms() - t0, 8000);
+    json_decref(c);
+
+    /* a parked claimer is woken by a batch as by a single enqueue */
+    pthread_create(&th, NULL, waiter_main, &w);
+    msleep(500);
+    t0 = now_ms();
+    json_decref(batch(&s, json_pack("[{s:s, s:s}, {s:s, s:s}]", "queue", "other", "payload", "x",
+                                    "queue", "bw", "payload", "woken"), 201));
+    pthread_join(th, NULL);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_int_eq(w.r.status, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(w.r.json, "job"), "payload")),
+                     "woken");
+    ck_assert_int_lt(w.done_at - t0, 5000);     /* long before the 30 s deadline */
+    resp_free(&w.r);
+    server_cleanup(&s);
+}
+END_TEST
+
 Suite *
 suite_jobs(void)
 {
@@ -1378,6 +1591,13 @@ suite_jobs(void)
     tcase_add_test(tc, requeued_job_clears_lock_owner);
     tcase_add_test(tc, outbound_leased_queue_requires_lease_token);
     tcase_add_test(tc, jobs_survive_server_kill);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("batch");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, batch_1000_accepted_in_order_1001_refused);
+    tcase_add_test(tc, batch_is_all_or_nothing);
+    tcase_add_test(tc, batch_dedupe_within_and_across_batches);
+    tcase_add_test(tc, batch_jobs_claimable_with_their_options);
     suite_add_tcase(s, tc);
     return s;
 }

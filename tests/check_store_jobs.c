@@ -329,6 +329,80 @@ START_TEST(claims_exactly_once_concurrently)
 }
 END_TEST
 
+/* Pending jobs of queue q, through the queues figures (read). */
+static int
+count_row(const struct job_queue_stats *qs, void *arg)
+{
+    int64_t *n = arg;
+
+    if (!strcmp(qs->queue, "bulk"))
+        *n += qs->counts[JOB_PENDING];
+    return 0;
+}
+
+static int64_t
+bulk_pending(void)
+{
+    struct tx t;
+    int64_t n = 0;
+
+    st_read(&t);
+    ck_assert_int_eq(OPS->queues(&t, count_row, &n), 0);
+    tx_read_end(&t);
+    return n;
+}
+
+/* n inserts of a bulk enqueue in one transaction, inside one savepoint
+ * (as the writer runs a batch): each looks for its dedupe key first and
+ * reads its row back, as POST /v1/jobs/batch does. Ids are consecutive. */
+static void
+bulk_insert(struct tx *t, int n)
+{
+    struct job_new jn = {.queue = "bulk", .payload = "{\"n\":1}", .max_attempts = 5};
+    char key[32];
+    int64_t id, first = 0, dup;
+    struct job j;
+
+    jn.run_at = t->now;
+    jn.dedupe_key = key;
+    ck_assert_int_eq(store->savepoint(st_conn), 0);
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        ck_assert_int_eq(OPS->find_dedupe(t, "bulk", key, &dup), 0);
+        ck_assert_int_eq(OPS->insert(t, &jn, &id, &j), 0);
+        ck_assert_str_eq(j.dedupe_key, key);
+        job_free(&j);
+        if (!i)
+            first = id;
+        ck_assert_int_eq(id, first + i);
+    }
+    ck_assert_int_eq(store->release(st_conn), 0);
+}
+
+/* A bulk enqueue is all or nothing with its transaction: 1000 inserts
+ * rolled back leave no job; 10^4 committed leave every one, and take time
+ * in proportion to n (no per-statement journal: see change_row). */
+START_TEST(bulk_insert_one_transaction)
+{
+    struct tx t;
+    double t0, ms;
+
+    st_begin(st_conn, &t);
+    bulk_insert(&t, 1000);
+    st_rollback(&t);
+    ck_assert_int_eq(bulk_pending(), 0);
+
+    st_begin(st_conn, &t);
+    t0 = mono_ms();
+    bulk_insert(&t, 10000);
+    ms = mono_ms() - t0;
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(bulk_pending(), 10000);
+    /* well under a second on a quiet machine; generous for a loaded one */
+    ck_assert_msg(ms < 5000, "10^4 inserts in one transaction took %.0f ms", ms);
+}
+END_TEST
+
 void
 store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
@@ -342,5 +416,6 @@ store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, expired_lock_reclaim_and_stale_token);
     tcase_add_test(tc, sweep_and_prune_in_chunks);
     tcase_add_test(tc, claims_exactly_once_concurrently);
+    tcase_add_test(tc, bulk_insert_one_transaction);
     suite_add_tcase(s, tc);
 }

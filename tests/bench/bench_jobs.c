@@ -1,6 +1,7 @@
 /* bench_jobs.c -- figures for the jobs path, not pass/fail: long-poll
  * wake-up latency (enqueue's 201 to the parked claimer's 200) and claim +
- * complete throughput with 8 workers, against a batond this program starts
+ * complete throughput with 8 workers, bulk enqueue (single requests against
+ * batches of 100 and 1000), against a batond this program starts
  * on a temporary database. `make bench`; BATOND names the binary. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -356,6 +357,54 @@ bench_throughput(const char *base)
            t2 - t1, done / ((t2 - t1) / 1000.0), errors || done != JOBS ? "  (ERRORS)" : "");
 }
 
+/* ---- 3. bulk enqueue: one client, single enqueues against batches ------------ */
+
+#define BATCH_JOBS  5000
+
+/* BATCH_JOBS jobs from one client in requests of `per` jobs (1: POST
+ * /v1/jobs, else POST /v1/jobs/batch); jobs/s. */
+static double
+enqueue_rate(const char *base, int per)
+{
+    struct client cl;
+    size_t cap = (size_t)per * 64 + 64, len;
+    char *body = malloc(cap);
+    double t0, ms;
+    int errors = 0;
+
+    client_init(&cl, base);
+    t0 = mono_ms();
+    for (int i = 0; i < BATCH_JOBS; i += per) {
+        if (per == 1) {
+            snprintf(body, cap, "{\"queue\":\"bulk1\",\"payload\":{\"n\":%d}}", i);
+            errors += post(&cl, "/v1/jobs", body) != 201;
+            continue;
+        }
+        len = (size_t)snprintf(body, cap, "{\"jobs\":[");
+        for (int k = 0; k < per; k++)
+            len += (size_t)snprintf(body + len, cap - len, "%s{\"queue\":\"bulk%d\",\"payload\":{\"n\":%d}}",
+                                    k ? "," : "", per, i + k);
+        snprintf(body + len, cap - len, "]}");
+        errors += post(&cl, "/v1/jobs/batch", body) != 201;
+    }
+    ms = mono_ms() - t0;
+    client_free(&cl);
+    free(body);
+    failures += errors;
+    return errors ? 0 : BATCH_JOBS / (ms / 1000.0);
+}
+
+static void
+bench_batch(const char *base)
+{
+    static const int per[] = {1, 100, 1000};
+
+    printf("  enqueue %d jobs from one client:", BATCH_JOBS);
+    for (size_t i = 0; i < sizeof per / sizeof per[0]; i++)
+        printf("%s %d per request %.0f jobs/s", i ? ";" : "", per[i], enqueue_rate(base, per[i]));
+    printf("\n");
+}
+
 int
 main(void)
 {
@@ -371,6 +420,7 @@ main(void)
         printf("batond BATON_SYNC=%s (%s)\n", syncs[i], b.base);
         bench_latency(b.base);
         bench_throughput(b.base);
+        bench_batch(b.base);
         stop(&b);
     }
     bench_compare();
