@@ -288,6 +288,15 @@ int jobs_list(struct req *r);           /* GET /v1/jobs */
 int jobs_pending(struct req *r);        /* GET /v1/jobs/pending */
 int jobs_queues(struct req *r);         /* GET /v1/queues */
 
+/* ---- schedules_api.c (rules: schedules.c, cron.c, in core.h) ------------- */
+
+int schedules_create(struct req *r);    /* POST /v1/schedules */
+int schedules_list(struct req *r);      /* GET /v1/schedules */
+int schedules_get(struct req *r);       /* GET /v1/schedules/{name} */
+int schedules_delete(struct req *r);    /* DELETE /v1/schedules/{name} */
+int schedules_pause(struct req *r);     /* POST /v1/schedules/{name}/pause */
+int schedules_resume(struct req *r);    /* POST /v1/schedules/{name}/resume */
+
 /* ---- dedupe_api.c (rules: dedupe.c, in core.h) / sessions_api.c ----------- */
 
 int dedupe_check(struct req *r);    /* POST /v1/dedupe */

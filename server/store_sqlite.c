@@ -664,4 +664,5 @@ const struct store_ops store_sqlite = {
     .messages = &sqlite_messages_ops,
     .events = &sqlite_events_ops,
     .stats = &sqlite_stats_ops,
+    .schedules = &sqlite_schedules_ops,
 };

@@ -246,5 +246,6 @@ suite_store(void)
     store_cases_sessions(s, setup, teardown);
     store_cases_messages(s, setup, teardown);
     store_cases_events(s, setup, teardown);
+    store_cases_schedules(s, setup, teardown);
     return s;
 }

@@ -25,6 +25,7 @@ main(void)
     srunner_add_suite(sr, suite_jobs());
     /* leases */
     srunner_add_suite(sr, suite_leases());
+    srunner_add_suite(sr, suite_schedules());
     /* dedupe and sessions */
     srunner_add_suite(sr, suite_dedupe());
     srunner_add_suite(sr, suite_sessions());
