@@ -25,6 +25,7 @@ static const char main_usage[] =
     "commands:\n"
     "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue\n"
     "  queues                       per-queue counts\n"
+    "  schedules list|add|rm|pause|resume\n"
     "  leases get|list|force-release\n"
     "  accounts list|set|delete\n"
     "  dedupe check CHANNEL ID\n"
@@ -222,6 +223,11 @@ static const struct cmd cmds[] = {
     {"jobs", "requeue-stale", cli_jobs_requeue_stale, jobs_usage, jobs_requeue_usage},
     {"jobs", "enqueue", cli_jobs_enqueue, jobs_usage, jobs_enqueue_usage},
     {"queues", NULL, cli_queues, queues_usage, NULL},
+    {"schedules", "list", cli_schedules_list, cli_schedules_usage, NULL},
+    {"schedules", "add", cli_schedules_add, cli_schedules_usage, cli_schedules_add_usage},
+    {"schedules", "rm", cli_schedules_rm, cli_schedules_usage, NULL},
+    {"schedules", "pause", cli_schedules_pause, cli_schedules_usage, NULL},
+    {"schedules", "resume", cli_schedules_resume, cli_schedules_usage, NULL},
     {"leases", "get", cli_leases_get, leases_usage, leases_get_usage},
     {"leases", "list", cli_leases_list, leases_usage, leases_list_usage},
     {"leases", "force-release", cli_leases_force_release, leases_usage, leases_force_usage},
