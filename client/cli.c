@@ -25,6 +25,7 @@ static const char main_usage[] =
     "commands:\n"
     "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue|enqueue-batch\n"
     "  queues [pause|resume QUEUE]  per-queue counts; hold or release a queue's claims\n"
+    "  schedules list|add|rm|pause|resume\n"
     "  leases get|list|force-release\n"
     "  accounts list|set|delete\n"
     "  dedupe check CHANNEL ID\n"
@@ -235,6 +236,11 @@ static const struct cmd cmds[] = {
     {"jobs", "enqueue", cli_jobs_enqueue, jobs_usage, jobs_enqueue_usage},
     {"jobs", "enqueue-batch", cli_jobs_enqueue_batch, jobs_usage, jobs_enqueue_batch_usage},
     {"queues", NULL, cli_queues, queues_usage, NULL},
+    {"schedules", "list", cli_schedules_list, cli_schedules_usage, NULL},
+    {"schedules", "add", cli_schedules_add, cli_schedules_usage, cli_schedules_add_usage},
+    {"schedules", "rm", cli_schedules_rm, cli_schedules_usage, NULL},
+    {"schedules", "pause", cli_schedules_pause, cli_schedules_usage, NULL},
+    {"schedules", "resume", cli_schedules_resume, cli_schedules_usage, NULL},
     {"leases", "get", cli_leases_get, leases_usage, leases_get_usage},
     {"leases", "list", cli_leases_list, leases_usage, leases_list_usage},
     {"leases", "force-release", cli_leases_force_release, leases_usage, leases_force_usage},

@@ -27,6 +27,14 @@ extern const char *cli_cur_usage;       /* the usage text of the running command
 
 /* ---- handlers (one per table row in cli.c) -------------------------------- */
 
+/* cli_schedules.c: schedules (and their help, for the command table) */
+extern const char cli_schedules_usage[], cli_schedules_add_usage[];
+int cli_schedules_list(int argc, char **argv);
+int cli_schedules_add(int argc, char **argv);
+int cli_schedules_rm(int argc, char **argv);
+int cli_schedules_pause(int argc, char **argv);
+int cli_schedules_resume(int argc, char **argv);
+
 /* cli_jobs.c: jobs, queues */
 int cli_jobs_list(int argc, char **argv);
 int cli_jobs_get(int argc, char **argv);

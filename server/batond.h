@@ -298,6 +298,15 @@ int queues_resume(struct req *r);       /* POST /v1/queues/{queue}/resume {reaso
  * counts for each paused queue that has no jobs. 0 or -1 with t->err. */
 int queues_merge_settings(struct tx *t, json_t *rows);
 
+/* ---- schedules_api.c (rules: schedules.c, cron.c, in core.h) ------------- */
+
+int schedules_create(struct req *r);    /* POST /v1/schedules */
+int schedules_list(struct req *r);      /* GET /v1/schedules */
+int schedules_get(struct req *r);       /* GET /v1/schedules/{name} */
+int schedules_delete(struct req *r);    /* DELETE /v1/schedules/{name} */
+int schedules_pause(struct req *r);     /* POST /v1/schedules/{name}/pause */
+int schedules_resume(struct req *r);    /* POST /v1/schedules/{name}/resume */
+
 /* ---- dedupe_api.c (rules: dedupe.c, in core.h) / sessions_api.c ----------- */
 
 int dedupe_check(struct req *r);    /* POST /v1/dedupe */

@@ -74,6 +74,10 @@ int writer_run(struct wreq *w);
  * topic run again now (due 0) or at due. */
 void writer_wake(const char *topic, int64_t due);
 size_t writer_parked(void);            /* parked long-polls, for /metrics */
+/* Writer thread only (inside a write): run the maintenance hook no later
+ * than at (ms), rather than at the next BATON_SWEEP_INTERVAL_MS -- a
+ * schedule's due time. */
+void writer_maintain_at(int64_t at);
 
 /* Inside a write: park w on topic. After the batch commits w is not done
  * but waits until a wake-up on topic, until `due` (ms, 0 = none), or until
@@ -425,6 +429,49 @@ void messages_topic(const char *conversation, char *buf, size_t n);
  * message and its job, a final failure marks the message, progress keeps
  * the partial reply on the inbound message. Called by modules_init. */
 void messages_init(void);
+
+/* ---- schedules rules (cron.c, schedules.c) ------------------------------------ */
+
+/* A parsed five-field cron expression: a bit per allowed value of minute,
+ * hour, day-of-month, month and day-of-week (0 and 7 Sunday). */
+struct cron {
+    uint64_t bits[5];
+    bool dom_star, dow_star;        /* day-of-month / day-of-week was '*' */
+};
+/* Parse expr. 0, or -1 with a reason in why that names the field
+ * ("cron minute field: '61' ..."), or says it has not five fields. */
+int cron_parse(const char *expr, struct cron *c, char *why, size_t n);
+/* The first time (ms, UTC, a whole minute) strictly after `after` that c
+ * matches; -1 when none within eight years. */
+int64_t cron_next(const struct cron *c, int64_t after);
+
+#define SCHEDULE_NAME_MAX   100
+#define SCHEDULE_EVERY_MIN  1000
+/* What a new schedule is (strings and payload borrowed). */
+struct schedule_new {
+    const char *name, *queue, *cron, *timezone;     /* cron NULL: every_ms */
+    json_t *payload;
+    int64_t every_ms;
+    bool paused;
+};
+/* The schedule as the API shows it (new reference). */
+json_t *schedule_json(const struct schedule *s);
+/* Create a schedule (event schedules.<name>.created). "bad_request" when a
+ * field is wrong (nothing written), "conflict" when the name is taken.
+ * 0 with *out (new reference), -1. */
+int schedule_create(struct tx *t, const struct schedule_new *n, json_t **out);
+/* Delete, pause, resume (events deleted, paused, resumed): "not_found"
+ * when there is none. Resume sets the next due time after now (missed due
+ * times are not made up). 0 with *out (may be NULL; the schedule after,
+ * null for a deletion), -1. */
+int schedule_remove(struct tx *t, const char *name);
+int schedule_pause(struct tx *t, const char *name, bool paused, json_t **out);
+/* The maintenance: fire the due schedules (a bounded number; *more when
+ * others remain), each one job with dedupe key schedule:<name>:<due ms>
+ * and its next due time after now -- so due times missed while batond was
+ * down give one job, not one each -- and ask the writer to run again at
+ * the earliest next due time. 0 or -1. */
+int schedules_run(struct tx *t, bool *more);
 
 /* ---- maintenance (sweep.c) --------------------------------------------------- */
 

@@ -235,6 +235,17 @@ render_paused(const struct queue_settings *s, void *arg)
     return 0;
 }
 
+static int
+render_schedule(const struct schedule *sc, void *arg)
+{
+    struct out *o = arg;
+
+    out_printf(o, "baton_schedule_runs_total{schedule=\"");
+    label(o, sc->name);
+    out_printf(o, "\"} %lld\n", (long long)sc->runs);
+    return 0;
+}
+
 /* The gauges of what the database holds, judged at the store's clock. A
  * gauge that cannot be read is left out (the scrape still answers). */
 static void
@@ -257,6 +268,8 @@ render_state(struct out *o, struct tx *t, int64_t *db_bytes, int64_t *wal_bytes)
     help(o, "baton_dedupe_entries", "gauge", "Inbound message ids remembered.");
     if (ss->dedupe_entries(t, &n) == 0)
         out_printf(o, "baton_dedupe_entries %lld\n", (long long)n);
+    help(o, "baton_schedule_runs_total", "counter", "Due times each schedule has fired (jobs enqueued).");
+    store->schedules->list(t, render_schedule, o);
     if (ss->sizes(t, db_bytes, wal_bytes) < 0)
         *db_bytes = *wal_bytes = 0;
     tx_clear_fault(t);

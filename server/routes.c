@@ -60,6 +60,14 @@ const struct route routes[] = {
     {"DELETE", "/v1/accounts/{channel}/{accountId}", AUTH_BEARER, accounts_delete, ROUTE_WRITE},
     {"GET", "/v1/accounts", AUTH_BEARER, accounts_list, ROUTE_READ},
 
+    /* schedules (schedules.c) */
+    {"POST", "/v1/schedules", AUTH_BEARER, schedules_create, ROUTE_WRITE},
+    {"GET", "/v1/schedules", AUTH_BEARER, schedules_list, ROUTE_READ},
+    {"GET", "/v1/schedules/{name}", AUTH_BEARER, schedules_get, ROUTE_READ},
+    {"DELETE", "/v1/schedules/{name}", AUTH_BEARER, schedules_delete, ROUTE_WRITE},
+    {"POST", "/v1/schedules/{name}/pause", AUTH_BEARER, schedules_pause, ROUTE_WRITE},
+    {"POST", "/v1/schedules/{name}/resume", AUTH_BEARER, schedules_resume, ROUTE_WRITE},
+
     /* dedupe (dedupe.c) */
     {"POST", "/v1/dedupe", AUTH_BEARER, dedupe_check, ROUTE_WRITE},
 

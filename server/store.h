@@ -600,6 +600,64 @@ struct store_queues {
 /* ---- end of queues ---- */
 
 
+/* ---- schedules ------------------------------------------------------------ */
+
+/* A schedule: a job of queue with payload enqueued at each due time, by a
+ * cron expression (UTC) or every every_ms. Strings as for struct job: in
+ * mem (schedule_free) for a row read, borrowed for an insert or in a
+ * listing's callback. */
+struct schedule {
+    const char *name, *queue;
+    const char *payload;            /* JSON text */
+    const char *cron;               /* NULL for an every_ms schedule */
+    const char *timezone;           /* "UTC" */
+    int64_t every_ms;               /* 0 for a cron schedule */
+    bool paused;
+    int64_t next_run;               /* ms: the next due time */
+    int64_t last_run;               /* ms: the due time last fired, JOB_NONE before any */
+    int64_t last_job_id;            /* the job it enqueued then, 0 before any */
+    int64_t runs;                   /* due times fired so far */
+    int64_t created_at, updated_at;
+    void *mem;
+};
+
+static inline void
+schedule_free(struct schedule *s)
+{
+    free(s->mem);
+    s->mem = NULL;
+}
+
+/* Every schedules operation; times written come from t->now. */
+struct store_schedules {
+    /* A new schedule (paused, next_run as given; runs 0, no last run,
+     * created_at = updated_at = now). 1 created, 0 the name is taken
+     * (nothing changed), -1. */
+    int (*insert)(struct tx *t, const struct schedule *s);
+    /* The schedule name: 1 with *out (schedule_free), 0 none, -1. */
+    int (*get)(struct tx *t, const char *name, struct schedule *out);
+    /* Every schedule by name to each (borrowed for the call; a non-zero
+     * return stops and is returned). 0, -1 or each's result. */
+    int (*list)(struct tx *t, int (*each)(const struct schedule *s, void *arg), void *arg);
+    /* Delete it: 1 done, 0 none, -1. */
+    int (*del)(struct tx *t, const char *name);
+    /* Pause or resume it, next_run set to next_run: 1, 0 none, -1. */
+    int (*set_paused)(struct tx *t, const char *name, bool paused, int64_t next_run);
+    /* The unpaused schedule with the earliest next_run <= now: 1 with *out
+     * (schedule_free), 0 none, -1. */
+    int (*due)(struct tx *t, struct schedule *out);
+    /* A due time fired: only while next_run is still `from` (so of two
+     * writers exactly one fires it) next_run = to, last_run = from,
+     * last_job_id = job_id, runs + 1. 1 done, 0 not (fired already,
+     * deleted), -1. */
+    int (*advance)(struct tx *t, const char *name, int64_t from, int64_t to, int64_t job_id);
+    /* The earliest next_run of an unpaused schedule: 0 with *at (0 when
+     * there is none), -1. */
+    int (*earliest)(struct tx *t, int64_t *at);
+};
+
+/* ---- end of schedules ---- */
+
 /* ---- the backend --------------------------------------------------------- */
 
 struct store_ops {
@@ -647,6 +705,7 @@ struct store_ops {
     const struct store_events *events;
     const struct store_queues *queues;
     const struct store_stats *stats;    /* gauges of /metrics, the health check */
+    const struct store_schedules *schedules;
 };
 
 /* The backend in use (set by store_select before anything else). */

@@ -665,4 +665,5 @@ const struct store_ops store_sqlite = {
     .events = &sqlite_events_ops,
     .queues = &sqlite_queues_ops,
     .stats = &sqlite_stats_ops,
+    .schedules = &sqlite_schedules_ops,
 };

@@ -62,5 +62,6 @@ extern const struct store_messages sqlite_messages_ops;
 extern const struct store_events sqlite_events_ops;
 extern const struct store_queues sqlite_queues_ops;
 extern const struct store_stats sqlite_stats_ops;        /* store_sqlite_events.c */
+extern const struct store_schedules sqlite_schedules_ops;
 
 #endif

@@ -11,7 +11,7 @@
 int
 sweep_run(struct tx *t, bool *again)
 {
-    bool more_events = false, more_jobs = false;
+    bool more_events = false, more_jobs = false, more_schedules = false;
     int64_t pruned;
 
     *again = false;
@@ -23,6 +23,8 @@ sweep_run(struct tx *t, bool *again)
         return -1;
     if (dedupe_prune(t) < 0)
         return -1;
-    *again = more_events || more_jobs;
+    if (schedules_run(t, &more_schedules) < 0)
+        return -1;
+    *again = more_events || more_jobs || more_schedules;
     return 0;
 }

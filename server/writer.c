@@ -320,13 +320,22 @@ maintain_fn(struct tx *t, struct wreq *w)
 }
 
 static struct wreq maintainer = {.fn = maintain_fn};
+static int64_t next_sweep;          /* writer thread only */
+
+void
+writer_maintain_at(int64_t at)
+{
+    if (at > 0 && at < next_sweep)
+        next_sweep = at;
+}
 
 static void *
 writer_main(void *arg)
 {
-    int64_t next_sweep = now_ms() + cfg.sweep_interval_ms;
-
     (void)arg;
+    /* the first maintenance at start: schedules missed while batond was
+     * down fire (once each) without waiting for the interval */
+    next_sweep = now_ms();
     for (;;) {
         struct wreq *batch = NULL, **tail = &batch, *resume = NULL;
         struct wake *delivered;

@@ -247,5 +247,6 @@ suite_store(void)
     store_cases_messages(s, setup, teardown);
     store_cases_events(s, setup, teardown);
     store_cases_queues(s, setup, teardown);
+    store_cases_schedules(s, setup, teardown);
     return s;
 }

@@ -36,5 +36,6 @@ void store_cases_sessions(Suite *s, void (*setup)(void), void (*teardown)(void))
 void store_cases_messages(Suite *s, void (*setup)(void), void (*teardown)(void));
 void store_cases_events(Suite *s, void (*setup)(void), void (*teardown)(void));
 void store_cases_queues(Suite *s, void (*setup)(void), void (*teardown)(void));
+void store_cases_schedules(Suite *s, void (*setup)(void), void (*teardown)(void));
 
 #endif

@@ -97,6 +97,8 @@ Suite *suite_jobs(void);
 Suite *suite_queues(void);
 /* leases */
 Suite *suite_leases(void);
+/* schedules and the cron parser */
+Suite *suite_schedules(void);
 /* dedupe and sessions */
 Suite *suite_dedupe(void);
 Suite *suite_sessions(void);

@@ -26,6 +26,7 @@ main(void)
     srunner_add_suite(sr, suite_queues());  /* queue controls: pause, resume */
     /* leases */
     srunner_add_suite(sr, suite_leases());
+    srunner_add_suite(sr, suite_schedules());
     /* dedupe and sessions */
     srunner_add_suite(sr, suite_dedupe());
     srunner_add_suite(sr, suite_sessions());
