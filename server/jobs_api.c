@@ -54,7 +54,7 @@ job_answer(struct req *r, int status, json_t *job)
 /* ---- enqueue ---------------------------------------------------------------- */
 
 struct enqueue {
-    const char *queue, *dedupe_key, *conversation_id, *message_id;
+    const char *queue, *dedupe_key, *conversation_id, *message_id, *order_key;
     json_t *payload;
     int64_t priority, delay_ms, max_attempts;
 };
@@ -66,8 +66,9 @@ enqueue_tx(struct tx *t, struct req *r)
     json_t *job;
     bool dup;
 
-    if (jobs_insert(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
-                    e->dedupe_key, e->conversation_id, e->message_id, &job, &dup) < 0)
+    if (jobs_insert_ordered(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
+                            e->dedupe_key, e->conversation_id, e->message_id, e->order_key, &job,
+                            &dup) < 0)
         return -1;
     return req_ok(r, dup ? 200 : 201, json_pack("{s:o, s:b}", "job", job, "duplicate", dup));
 }
@@ -85,6 +86,7 @@ jobs_enqueue(struct req *r)
         {"dedupeKey", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         {"conversationId", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         {"messageId", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
+        {"orderKey", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         FIELD_END,
     };
 
@@ -102,6 +104,7 @@ jobs_enqueue(struct req *r)
     spec[5].out = &e->dedupe_key;
     spec[6].out = &e->conversation_id;
     spec[7].out = &e->message_id;
+    spec[8].out = &e->order_key;
     if (req_fields(r, spec) < 0)
         return -1;
     if (!jobs_queue_valid(e->queue))
