@@ -1566,6 +1566,7 @@ START_TEST(order_key_expired_lock_frees_the_key)
         ck_assert_str_eq(sget(c, "id"), sget(a1, "id"));
         ck_assert_int_eq(iget(c, "attempts"), attempt);
         json_decref(c);
+        ck_assert_ptr_null(claim(&s, "w", "ek", 204));   /* a2 waits while a1 is held */
         msleep(350);
     }
     c = claim(&s, "w", "ek", 200);
