@@ -361,6 +361,7 @@ jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload, int64_t pr
     int64_t id = 0;
     char *text;
     bool want;
+    json_t *extra;
     int rc;
 
     if (duplicate)
@@ -398,8 +399,14 @@ jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload, int64_t pr
     free(text);
     if (rc < 0)
         return -1;
-    job_event(t, "info", queue, "enqueued", id, NULL, 0, NULL,
-              json_pack("{s:I, s:I}", "priority", (json_int_t)priority, "runAt", (json_int_t)n.run_at));
+    extra = json_pack("{s:I, s:I}", "priority", (json_int_t)priority, "runAt", (json_int_t)n.run_at);
+    if (order_key && extra) {
+        /* heldByKey: its claim is deferred behind an earlier job of the key
+         * (counted in /metrics as baton_claims_deferred_total) */
+        json_object_set_new(extra, "orderKey", json_string(order_key));
+        json_object_set_new(extra, "heldByKey", json_boolean(j.held));
+    }
+    job_event(t, "info", queue, "enqueued", id, NULL, 0, NULL, extra);
     /* a job waiting behind its key is not claimable: the wake comes when
      * the key passes to it */
     if (!want || !j.held)

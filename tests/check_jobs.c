@@ -1544,6 +1544,10 @@ START_TEST(order_key_retrying_job_holds_later_jobs)
     ck_assert_str_eq(sget(json_object_get(w.r.json, "job"), "id"), sget(a2, "id"));
     ck_assert_int_lt(w.done_at - t0, 5000);
     resp_free(&w.r);
+    /* a2 was the one job enqueued behind its key */
+    ck_assert_int_eq(http_req(&s, "GET", "/metrics", NULL, 0, NULL, NULL, &w.r), 0);
+    ck_assert_ptr_nonnull(strstr(w.r.body, "\nbaton_claims_deferred_total{reason=\"order_key\"} 1\n"));
+    resp_free(&w.r);
     json_decref(got), json_decref(a1), json_decref(a2), json_decref(u);
     server_cleanup(&s);
 }
