@@ -51,7 +51,8 @@ static const char jobs_usage[] =
     "  cancel ID                                fail a job now with reason cancelled\n"
     "  requeue-stale                            run the stale sweep now\n"
     "  enqueue [--queue Q] [--priority N] [--delay MS] [--max-attempts N]\n"
-    "          [--dedupe-key K] [PAYLOAD-JSON]  add a job (queue agent by default)\n";
+    "          [--dedupe-key K] [--order-key K] [PAYLOAD-JSON]\n"
+    "                                           add a job (queue agent by default)\n";
 
 static const char queues_usage[] =
     "usage: baton queues\n"
@@ -164,10 +165,12 @@ static const char jobs_requeue_usage[] =
     "ids of both.\n" G;
 static const char jobs_enqueue_usage[] =
     "usage: baton jobs enqueue [--queue Q] [--priority N] [--delay DURATION]\n"
-    "                          [--max-attempts N] [--dedupe-key K] [PAYLOAD-JSON]\n\n"
+    "                          [--max-attempts N] [--dedupe-key K] [--order-key K]\n"
+    "                          [PAYLOAD-JSON]\n\n"
     "Add a job (queue agent by default; payload {} when omitted). With a\n"
     "dedupe key already used by a job of the queue that is not completed, that\n"
-    "job is shown instead.\n" G;
+    "job is shown instead. The jobs of a queue with the same order key are\n"
+    "claimed one at a time, in the order they were added.\n" G;
 static const char leases_get_usage[] =
     "usage: baton leases get CHANNEL ACCOUNT\n\n"
     "The lease of an account (\"no lease\" when there has never been one).\n" G;
