@@ -6,8 +6,11 @@
  * an insert or a transition reads its row back by primary key only when the
  * caller wants it (see change_row for why not RETURNING). A row becomes a struct job with one allocation holding all its
  * strings; the listings hand rows to their callback straight from the
- * statement, without copying. The partial indexes of 002_jobs.sql are named
- * with INDEXED BY where the planner, without statistics, would pick another.
+ * statement, without copying. The partial indexes of 002_jobs.sql and
+ * 010_order_keys.sql are named with INDEXED BY where the planner, without
+ * statistics, would pick another. Order keys (store.h) are the column held:
+ * set on the insert of a keyed job, cleared by key_pass when the job
+ * holding the key leaves; a job without a key never touches them.
  */
 #include <string.h>
 
