@@ -121,7 +121,7 @@ int baton_call_flags(baton_client *b, const char *method, const char *path, json
 
 /* POST /v1/jobs. queue: NULL for "agent". payload: any JSON (NULL: null).
  * options: NULL or an object merged into the body (priority, delayMs,
- * maxAttempts, dedupeKey). Returns 201, or 200 when dedupeKey matched an
+ * maxAttempts, dedupeKey, orderKey). Returns 201, or 200 when dedupeKey matched an
  * existing job (its "duplicate" member is then true). *job: the answer's
  * job object. Not retried. */
 int baton_enqueue(baton_client *b, const char *queue, json_t *payload, json_t *options,

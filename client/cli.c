@@ -52,7 +52,8 @@ static const char jobs_usage[] =
     "  cancel ID                                fail a job now with reason cancelled\n"
     "  requeue-stale                            run the stale sweep now\n"
     "  enqueue [--queue Q] [--priority N] [--delay MS] [--max-attempts N]\n"
-    "          [--dedupe-key K] [PAYLOAD-JSON]  add a job (queue agent by default)\n"
+    "          [--dedupe-key K] [--order-key K] [PAYLOAD-JSON]\n"
+    "                                           add a job (queue agent by default)\n"
     "  enqueue-batch FILE|-                     add up to 1000 jobs, all or none\n";
 
 static const char queues_usage[] =
@@ -171,16 +172,18 @@ static const char jobs_requeue_usage[] =
     "ids of both.\n" G;
 static const char jobs_enqueue_usage[] =
     "usage: baton jobs enqueue [--queue Q] [--priority N] [--delay DURATION]\n"
-    "                          [--max-attempts N] [--dedupe-key K] [PAYLOAD-JSON]\n\n"
+    "                          [--max-attempts N] [--dedupe-key K] [--order-key K]\n"
+    "                          [PAYLOAD-JSON]\n\n"
     "Add a job (queue agent by default; payload {} when omitted). With a\n"
     "dedupe key already used by a job of the queue that is not completed, that\n"
-    "job is shown instead.\n" G;
+    "job is shown instead. The jobs of a queue with the same order key are\n"
+    "claimed one at a time, in the order they were added.\n" G;
 static const char jobs_enqueue_batch_usage[] =
     "usage: baton jobs enqueue-batch FILE|-\n\n"
     "Add 1 to 1000 jobs in one request, all or none: FILE (- for standard\n"
     "input) holds a JSON array of jobs, each with the fields of POST /v1/jobs\n"
-    "(queue, payload, priority, delayMs, maxAttempts, dedupeKey). Prints each\n"
-    "job's id in order, or the job a dedupe key matched.\n" G;
+    "(queue, payload, priority, delayMs, maxAttempts, dedupeKey, orderKey).\n"
+    "Prints each job's id in order, or the job a dedupe key matched.\n" G;
 static const char leases_get_usage[] =
     "usage: baton leases get CHANNEL ACCOUNT\n\n"
     "The lease of an account (\"no lease\" when there has never been one).\n" G;

@@ -134,10 +134,11 @@ cli_jobs_requeue_stale(int argc, char **argv)
 int
 cli_jobs_enqueue(int argc, char **argv)
 {
-    const char *queue = NULL, *prio = NULL, *delay = NULL, *max = NULL, *key = NULL;
+    const char *queue = NULL, *prio = NULL, *delay = NULL, *max = NULL, *key = NULL, *order = NULL;
     struct cli_opt o[] = {{"queue", true, &queue, NULL},    {"priority", true, &prio, NULL},
                           {"delay", true, &delay, NULL},    {"max-attempts", true, &max, NULL},
-                          {"dedupe-key", true, &key, NULL}, {0}};
+                          {"dedupe-key", true, &key, NULL}, {"order-key", true, &order, NULL},
+                          {0}};
     char *pos[1];
     int n = cli_args(argc, argv, o, pos, 0, 1), rc;
     json_t *body, *payload = NULL, *j;
@@ -157,6 +158,8 @@ cli_jobs_enqueue(int argc, char **argv)
         return json_decref(body), cli_usage_error("--max-attempts must be an integer");
     if (key)
         json_object_set_new(body, "dedupeKey", json_string(key));
+    if (order)
+        json_object_set_new(body, "orderKey", json_string(order));
     if ((rc = cli_call("POST", strdup("/v1/jobs"), body, &j)) < 0)
         return CLI_EXIT_ERR;
     id = json_string_value(json_object_get(cli_unwrap(j, "job"), "id"));

@@ -160,6 +160,15 @@ int jobs_insert(struct tx *t, const char *queue, json_t *payload,
                 int64_t priority, int64_t delay_ms, int64_t max_attempts,
                 const char *dedupe_key, const char *conversation_id, const char *message_id,
                 json_t **job_out, bool *duplicate);
+/* jobs_insert with an order key (NULL: none; else not empty -- the API
+ * allows 1..JOBS_NAME_MAX bytes, the server's own keys may be longer):
+ * the jobs of queue with the same key are claimed one at a time, in
+ * enqueue order (see store.h, "Ordered keys"). */
+int jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload,
+                        int64_t priority, int64_t delay_ms, int64_t max_attempts,
+                        const char *dedupe_key, const char *conversation_id,
+                        const char *message_id, const char *order_key,
+                        json_t **job_out, bool *duplicate);
 
 /* A claim (strings borrowed). */
 struct job_claim {

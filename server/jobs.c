@@ -193,6 +193,7 @@ job_json(const struct job *j)
     json_object_set_new(o, "dedupeKey", str_json(j->dedupe_key));
     json_object_set_new(o, "conversationId", str_json(j->conversation_id));
     json_object_set_new(o, "messageId", str_json(j->message_id));
+    json_object_set_new(o, "orderKey", str_json(j->order_key));
     return o;
 }
 
@@ -292,6 +293,8 @@ fail_final(struct tx *t, const struct job *j, const char *token, const char *rea
         extra = json_object();
     json_object_set_new(extra, "willRetry", json_false());
     job_event(t, "error", j->queue, "failed", j->id, worker, j->attempts, reason, extra);
+    if (done.order_key)
+        queue_wake(t, j->queue, t->now);    /* the key may have passed to the next job */
     job = job_json(&done);
     job_free(&done);
     if (!job)
@@ -340,12 +343,25 @@ jobs_insert(struct tx *t, const char *queue, json_t *payload, int64_t priority,
             const char *conversation_id, const char *message_id, json_t **job_out,
             bool *duplicate)
 {
+    return jobs_insert_ordered(t, queue, payload, priority, delay_ms, max_attempts, dedupe_key,
+                               conversation_id, message_id, NULL, job_out, duplicate);
+}
+
+int
+jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload, int64_t priority,
+                    int64_t delay_ms, int64_t max_attempts, const char *dedupe_key,
+                    const char *conversation_id, const char *message_id, const char *order_key,
+                    json_t **job_out, bool *duplicate)
+{
     struct job_new n = {.queue = queue, .priority = priority, .run_at = t->now + delay_ms,
                         .max_attempts = max_attempts, .dedupe_key = dedupe_key,
-                        .conversation_id = conversation_id, .message_id = message_id};
+                        .conversation_id = conversation_id, .message_id = message_id,
+                        .order_key = order_key};
     struct job j;
     int64_t id = 0;
     char *text;
+    bool want;
+    json_t *extra;
     int rc;
 
     if (duplicate)
@@ -358,6 +374,8 @@ jobs_insert(struct tx *t, const char *queue, json_t *payload, int64_t priority,
         n.max_attempts = 1;
     if (!jobs_queue_valid(queue))
         return tx_fail(t, "bad_request", NULL, JOBS_BAD_QUEUE);
+    if (order_key && !*order_key)
+        return tx_fail(t, "bad_request", NULL, "field 'orderKey' must not be empty");
     if (dedupe_key) {
         if ((rc = JOBS->find_dedupe(t, queue, dedupe_key, &id)) < 0)
             return -1;
@@ -376,15 +394,28 @@ jobs_insert(struct tx *t, const char *queue, json_t *payload, int64_t priority,
     if (!(text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY)))
         return tx_fail(t, "unavailable", NULL, "out of memory");
     n.payload = text;
-    rc = JOBS->insert(t, &n, &id, job_out ? &j : NULL);
+    want = job_out || order_key;
+    rc = JOBS->insert(t, &n, &id, want ? &j : NULL);
     free(text);
     if (rc < 0)
         return -1;
-    job_event(t, "info", queue, "enqueued", id, NULL, 0, NULL,
-              json_pack("{s:I, s:I}", "priority", (json_int_t)priority, "runAt", (json_int_t)n.run_at));
-    queue_wake(t, queue, n.run_at);
-    if (!job_out)
+    extra = json_pack("{s:I, s:I}", "priority", (json_int_t)priority, "runAt", (json_int_t)n.run_at);
+    if (order_key && extra) {
+        /* heldByKey: its claim is deferred behind an earlier job of the key
+         * (counted in /metrics as baton_claims_deferred_total) */
+        json_object_set_new(extra, "orderKey", json_string(order_key));
+        json_object_set_new(extra, "heldByKey", json_boolean(j.held));
+    }
+    job_event(t, "info", queue, "enqueued", id, NULL, 0, NULL, extra);
+    /* a job waiting behind its key is not claimable: the wake comes when
+     * the key passes to it */
+    if (!want || !j.held)
+        queue_wake(t, queue, n.run_at);
+    if (!job_out) {
+        if (want)
+            job_free(&j);
         return 0;
+    }
     rc = json_out(t, &j, job_out);
     job_free(&j);
     return rc;
@@ -531,6 +562,8 @@ job_complete(struct tx *t, const struct job_work *w, json_t *result, json_t *rep
         return -1;
     }
     job_event(t, "info", j.queue, "completed", w->id, w->worker, j.attempts, NULL, NULL);
+    if (done.order_key)
+        queue_wake(t, j.queue, t->now);     /* the key has passed to the next job */
     job_free(&j);
     job = job_json(&done);
     job_free(&done);

@@ -58,7 +58,7 @@ job_answer(struct req *r, int status, json_t *job)
 /* The options of one job, as POST /v1/jobs takes them and as each element
  * of a batch does (strings and payload borrowed from the request's JSON). */
 struct enqueue {
-    const char *queue, *dedupe_key, *conversation_id, *message_id;
+    const char *queue, *dedupe_key, *conversation_id, *message_id, *order_key;
     json_t *payload;
     int64_t priority, delay_ms, max_attempts;
 };
@@ -77,6 +77,7 @@ enqueue_parse(json_t *obj, struct enqueue *e, char *why, size_t n)
         {"dedupeKey", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         {"conversationId", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         {"messageId", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
+        {"orderKey", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         FIELD_END,
     };
 
@@ -91,6 +92,7 @@ enqueue_parse(json_t *obj, struct enqueue *e, char *why, size_t n)
     spec[5].out = &e->dedupe_key;
     spec[6].out = &e->conversation_id;
     spec[7].out = &e->message_id;
+    spec[8].out = &e->order_key;
     if (fields_parse(obj, spec, why, n) < 0)
         return -1;
     if (!jobs_queue_valid(e->queue)) {
@@ -107,8 +109,9 @@ enqueue_one(struct tx *t, const struct enqueue *e, json_t **out, bool *dup)
 {
     json_t *job;
 
-    if (jobs_insert(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
-                    e->dedupe_key, e->conversation_id, e->message_id, &job, dup) < 0)
+    if (jobs_insert_ordered(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
+                            e->dedupe_key, e->conversation_id, e->message_id, e->order_key, &job,
+                            dup) < 0)
         return -1;
     if (!(*out = json_pack("{s:o, s:b}", "job", job, "duplicate", *dup)))
         return tx_fail(t, "unavailable", NULL, "out of memory");

@@ -116,7 +116,9 @@ inbound_apply(struct tx *t, const struct inbound *in, bool *dup, int64_t *msg_id
                         in->conversation, "channel", in->channel, "accountId", in->account, "from",
                         in->from, "text", in->text ? in->text : "", "channelMessageId",
                         in->channel_message_id);
-    if (jobs_insert(t, "agent", payload, 0, 0, 5, NULL, in->conversation, idbuf, &job, NULL) < 0) {
+    /* one message of a conversation at a time, in the order they came */
+    if (jobs_insert_ordered(t, "agent", payload, 0, 0, 5, NULL, in->conversation, idbuf, in->conversation,
+                            &job, NULL) < 0) {
         json_decref(payload);
         return -1;
     }
@@ -162,7 +164,7 @@ messages_send(struct tx *t, const char *channel, const char *account, const char
 {
     bool web = !strcmp(channel, "web");
     int64_t mid;
-    char idbuf[24], queue[256];
+    char idbuf[24], queue[256], dest[3 * 512 + 3];
     json_t *job = NULL, *jp;
     struct message m = {
         .conversation = conversation, .channel = channel, .account = account, .direction = "out",
@@ -184,7 +186,9 @@ messages_send(struct tx *t, const char *channel, const char *account, const char
     snprintf(queue, sizeof queue, "outbound.%s.%s", channel, account);
     jp = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:s}", "messageId", idbuf, "channel", channel, "accountId",
                    account, "to", to, "text", text, "conversationId", conversation);
-    if (jobs_insert(t, queue, jp, 0, 0, 5, NULL, conversation, idbuf, &job, NULL) < 0) {
+    /* the replies to one destination go out one at a time, in order */
+    snprintf(dest, sizeof dest, "%s/%s/%s", channel, account, to ? to : conversation);
+    if (jobs_insert_ordered(t, queue, jp, 0, 0, 5, NULL, conversation, idbuf, dest, &job, NULL) < 0) {
         json_decref(jp);
         return -1;
     }

@@ -26,6 +26,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct series *http;
 static size_t nhttp, caphttp;
 static json_t *event_counts;    /* {name: count} */
+static uint64_t deferred_order_key;    /* jobs enqueued behind an earlier job of their key */
 
 /* group commit (the writer calls metrics_commit after every transaction) */
 static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
@@ -91,6 +92,8 @@ metrics_events(json_t *lines)
         json_t *c = name ? json_object_get(event_counts, name) : NULL;
         if (!name)
             continue;
+        if (json_is_true(json_object_get(l, "heldByKey")))
+            deferred_order_key++;
         if (c)
             json_integer_set(c, json_integer_value(c) + 1);
         else
@@ -332,6 +335,11 @@ render_process(struct out *o)
     out_printf(o, "baton_commit_duration_ms_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)gc.commits);
     out_printf(o, "baton_commit_duration_ms_sum %.3f\n", gc.ms_sum);
     out_printf(o, "baton_commit_duration_ms_count %llu\n", (unsigned long long)gc.commits);
+    help(o, "baton_claims_deferred_total", "counter",
+         "Jobs whose claim was deferred since start: reason order_key, enqueued behind an earlier "
+         "job of their orderKey.");
+    out_printf(o, "baton_claims_deferred_total{reason=\"order_key\"} %llu\n",
+               (unsigned long long)deferred_order_key);
     help(o, "baton_events_total", "counter",
          "Committed events by name since start: claims (agent.job.claimed), requeues (agent.job.requeued), "
          "dedupe hits (<channel>.inbound.dedupe_skipped), ...");

@@ -112,6 +112,8 @@ struct job {
     const char *result;
     int64_t created_at, updated_at;
     const char *dedupe_key, *conversation_id, *message_id;
+    const char *order_key;          /* NULL: not ordered */
+    bool held;                      /* waits behind an earlier job of its order key */
     void *mem;
 };
 
@@ -127,6 +129,7 @@ struct job_new {
     const char *queue, *payload;    /* payload: JSON text */
     int64_t priority, run_at, max_attempts;
     const char *dedupe_key, *conversation_id, *message_id;
+    const char *order_key;          /* NULL: not ordered */
 };
 
 /* The figures of one queue for /v1/queues. */
@@ -145,7 +148,21 @@ struct job_filter {
     int64_t limit;
 };
 
-/* Every jobs operation. "Due", "expired" and every time written come from
+/* Ordered keys. Among the active (pending or processing) jobs of one queue
+ * with the same order_key exactly one holds the key (held false); the
+ * others wait behind it (held true) and are never claimed. A job without a
+ * key always holds itself. insert: a new keyed job holds its key when no
+ * active job of the key exists. complete and fail_final: when the job left
+ * had a key and no active job of the key holds it any more, the earliest
+ * (lowest id) waiting one takes it -- a pending job whose run_at is still
+ * to come keeps holding it, so a delayed or retrying job holds back the
+ * jobs behind it. retry: the job holds its key unless another active job
+ * of the key does. fail_retry, unclaim and requeue_expired keep the job
+ * holding its key. So claim needs no look at keys: it takes the best job
+ * that holds its key, an indexed lookup whatever the number of waiting
+ * jobs, and jobs without keys cost what they did.
+ *
+ * Every jobs operation. "Due", "expired" and every time written come from
  * t->now. Operations that fill a struct job *out (may be NULL) fill it
  * with the row as it is after the operation; the caller job_free()s it.
  * Counts returned as 1/0: 1 done (a row matched), 0 no row matched. */
@@ -157,7 +174,8 @@ struct store_jobs {
     /* The newest not-completed job of queue holding dedupe key: 1 with *id, 0 none, -1. */
     int (*find_dedupe)(struct tx *t, const char *queue, const char *key, int64_t *id);
     /* The next job of queue in claim order (priority DESC, run_at, id) among
-     * the due pending ones and the processing ones whose lock has expired.
+     * the due pending ones holding their key (not held) and the processing
+     * ones whose lock has expired.
      * A pending one is claimed at once: processing, locked_by = worker,
      * locked_until = lock_until, claim_token = token, attempts + 1,
      * started_at = now; returns 1 with *out. An expired one is not touched:
@@ -166,7 +184,7 @@ struct store_jobs {
     int (*claim)(struct tx *t, const char *queue, const char *worker, int64_t lock_until,
                  const char *token, struct job *out);
     /* The earliest time after now something of queue becomes claimable: a
-     * pending run_at > now or an expiry of a lock (locked_until + 1). 0 and
+     * pending run_at > now of a job not held, or an expiry of a lock (locked_until + 1). 0 and
      * *due (0 = none); -1. */
     int (*next_due)(struct tx *t, const char *queue, int64_t *due);
     /* Transitions of the claim holding token (processing, claim_token =

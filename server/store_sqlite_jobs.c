@@ -6,8 +6,11 @@
  * an insert or a transition reads its row back by primary key only when the
  * caller wants it (see change_row for why not RETURNING). A row becomes a struct job with one allocation holding all its
  * strings; the listings hand rows to their callback straight from the
- * statement, without copying. The partial indexes of 002_jobs.sql are named
- * with INDEXED BY where the planner, without statistics, would pick another.
+ * statement, without copying. The partial indexes of 002_jobs.sql and
+ * 010_order_keys.sql are named with INDEXED BY where the planner, without
+ * statistics, would pick another. Order keys (store.h) are the column held:
+ * set on the insert of a keyed job, cleared by key_pass when the job
+ * holding the key leaves; a job without a key never touches them.
  */
 #include <string.h>
 
@@ -16,7 +19,7 @@
 #define JOB_COLS                                                                              \
     "id, queue, status, payload, priority, run_at, attempts, max_attempts, locked_by,"        \
     " locked_until, claim_token, started_at, completed_at, error_reason, error_message,"      \
-    " result, created_at, updated_at, dedupe_key, conversation_id, message_id"
+    " result, created_at, updated_at, dedupe_key, conversation_id, message_id, order_key, held"
 
 static enum job_status
 status_of(const char *s)
@@ -40,10 +43,10 @@ col_time(sqlite3_stmt *st, int i)
 static int
 job_fill(sqlite3_stmt *st, struct job *j, bool copy)
 {
-    static const int cols[] = {1, 3, 8, 10, 13, 14, 15, 18, 19, 20};
+    static const int cols[] = {1, 3, 8, 10, 13, 14, 15, 18, 19, 20, 21};
     const char **dst[] = {&j->queue, &j->payload, &j->locked_by, &j->claim_token, &j->error_reason,
                           &j->error_message, &j->result, &j->dedupe_key, &j->conversation_id,
-                          &j->message_id};
+                          &j->message_id, &j->order_key};
     size_t need = 0;
     char *p;
 
@@ -58,6 +61,7 @@ job_fill(sqlite3_stmt *st, struct job *j, bool copy)
     j->completed_at = col_time(st, 12);
     j->created_at = sqlite3_column_int64(st, 16);
     j->updated_at = sqlite3_column_int64(st, 17);
+    j->held = sqlite3_column_int(st, 22) != 0;
     j->mem = NULL;
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
         *dst[i] = (const char *)sqlite3_column_text(st, cols[i]);
@@ -151,15 +155,28 @@ bind_text(sqlite3_stmt *st, int i, const char *s)
 static int
 sq_insert(struct tx *t, const struct job_new *n, int64_t *id, struct job *out)
 {
-    sqlite3_stmt *st = db_prep(SQ(t), "INSERT INTO jobs(queue, status, payload, priority, run_at,"
-                                      " max_attempts, created_at, updated_at, dedupe_key, conversation_id,"
-                                      " message_id) VALUES(?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)");
+    sqlite3_stmt *st;
     int rc;
 
+    /* a job without a key: the statement of before, nothing more to pay */
+    if (!n->order_key)
+        st = db_prep(SQ(t), "INSERT INTO jobs(queue, status, payload, priority, run_at,"
+                            " max_attempts, created_at, updated_at, dedupe_key, conversation_id,"
+                            " message_id) VALUES(?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)");
+    else
+        /* held when an active job of the key exists (all of them are earlier) */
+        st = db_prep(SQ(t), "INSERT INTO jobs(queue, status, payload, priority, run_at,"
+                            " max_attempts, created_at, updated_at, dedupe_key, conversation_id,"
+                            " message_id, order_key, held) VALUES(?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6,"
+                            " ?7, ?8, ?9, ?10, EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_keys"
+                            " WHERE queue = ?1 AND order_key = ?10 AND order_key IS NOT NULL"
+                            " AND status IN ('pending', 'processing')))");
     if (out)
         memset(out, 0, sizeof *out);
     if (!st)
         return sq_fail(t);
+    if (n->order_key)
+        bind_text(st, 10, n->order_key);
     bind_text(st, 1, n->queue);
     bind_text(st, 2, n->payload);
     sqlite3_bind_int64(st, 3, n->priority);
@@ -224,7 +241,7 @@ sq_claim(struct tx *t, const char *queue, const char *worker, int64_t lock_until
     sqlite3_stmt *st = db_prep(SQ(t),
         "SELECT id, expired FROM ("
         "  SELECT * FROM (SELECT id, priority, run_at, 0 AS expired FROM jobs INDEXED BY jobs_claim"
-        "    WHERE status = 'pending' AND queue = ?1 AND run_at <= ?2"
+        "    WHERE status = 'pending' AND held = 0 AND queue = ?1 AND run_at <= ?2"
         "    ORDER BY priority DESC, run_at, id LIMIT 1)"
         "  UNION ALL"
         "  SELECT * FROM (SELECT id, priority, run_at, 1 AS expired FROM jobs"
@@ -270,7 +287,8 @@ static int
 sq_next_due(struct tx *t, const char *queue, int64_t *due)
 {
     sqlite3_stmt *st = db_prep(SQ(t),
-        "SELECT (SELECT min(run_at) FROM jobs WHERE status = 'pending' AND queue = ?1 AND run_at > ?2),"
+        "SELECT (SELECT run_at FROM jobs INDEXED BY jobs_due WHERE status = 'pending' AND queue = ?1"
+        "          AND run_at > ?2 AND held = 0 ORDER BY run_at LIMIT 1),"
         "       (SELECT min(locked_until) FROM jobs WHERE status = 'processing' AND queue = ?1)");
     int rc;
 
@@ -294,6 +312,55 @@ sq_next_due(struct tx *t, const char *queue, int64_t *due)
 }
 
 /* ---- transitions ------------------------------------------------------------ */
+
+/* The job id (changed just now: *j when it was read back, else NULL) has
+ * left its key's active jobs: when no active job of its key holds the key
+ * any more, the earliest waiting one takes it. Two probes of jobs_keys;
+ * nothing at all for a job without a key. */
+static int
+key_pass(struct tx *t, int64_t id, const struct job *j)
+{
+    struct job own;
+    sqlite3_stmt *st;
+    int rc;
+
+    if (!j) {
+        if ((rc = sq_get(t, id, &own)) <= 0)
+            return rc;
+        rc = own.order_key ? key_pass(t, id, &own) : 0;
+        job_free(&own);
+        return rc;
+    }
+    if (!j->order_key)
+        return 0;
+    st = db_prep(SQ(t), "UPDATE jobs SET held = 0 WHERE id = (SELECT id FROM jobs INDEXED BY jobs_keys"
+                        "   WHERE queue = ?1 AND order_key = ?2 AND order_key IS NOT NULL"
+                        "   AND status IN ('pending', 'processing') AND held = 1 ORDER BY id LIMIT 1)"
+                        " AND NOT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_keys"
+                        "   WHERE queue = ?1 AND order_key = ?2 AND order_key IS NOT NULL"
+                        "   AND status IN ('pending', 'processing') AND held = 0)");
+    if (!st)
+        return sq_fail(t);
+    bind_text(st, 1, j->queue);
+    bind_text(st, 2, j->order_key);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : sq_fail(t);
+}
+
+/* change_row for a change that takes job id out of its key's active jobs. */
+static int
+change_leave(struct tx *t, sqlite3_stmt *st, int64_t id, struct job *out)
+{
+    int rc = change_row(t, st, id, out);
+
+    if (rc == 1 && key_pass(t, id, out) < 0) {
+        if (out)
+            job_free(out);
+        return -1;
+    }
+    return rc;
+}
 
 static int
 sq_heartbeat(struct tx *t, int64_t id, const char *token, int64_t lock_until, struct job *out)
@@ -324,7 +391,7 @@ sq_complete(struct tx *t, int64_t id, const char *token, const char *result, str
     bind_text(st, 2, result);
     sqlite3_bind_int64(st, 3, id);
     bind_text(st, 4, token);
-    return change_row(t, st, id, out);
+    return change_leave(t, st, id, out);
 }
 
 static int
@@ -379,7 +446,7 @@ sq_fail_job(struct tx *t, int64_t id, const char *token, const char *reason, con
     sqlite3_bind_int64(st, 3, t->now);
     sqlite3_bind_int64(st, 4, id);
     bind_text(st, 5, token);
-    return change_row(t, st, id, out);
+    return change_leave(t, st, id, out);
 }
 
 static int
@@ -404,6 +471,11 @@ sq_retry(struct tx *t, int64_t id, struct job *out)
     sqlite3_stmt *st = db_prep(SQ(t), "UPDATE jobs SET status = 'pending', run_at = ?1, locked_by = NULL,"
                                       " locked_until = NULL, claim_token = NULL,"
                                       " max_attempts = max(max_attempts, attempts + 1),"
+                                      " held = CASE WHEN order_key IS NULL THEN 0 ELSE EXISTS ("
+                                      "   SELECT 1 FROM jobs AS o INDEXED BY jobs_keys"
+                                      "   WHERE o.queue = jobs.queue AND o.order_key = jobs.order_key"
+                                      "   AND o.order_key IS NOT NULL AND o.status IN ('pending', 'processing')"
+                                      "   AND o.held = 0 AND o.id != jobs.id) END,"
                                       " updated_at = ?1 WHERE id = ?2");
 
     if (!st)

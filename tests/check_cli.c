@@ -676,9 +676,16 @@ START_TEST(jobs_and_queues)
     json_t *j;
     char *id, *id2, path[200];
 
-    CLI(&r, "jobs", "enqueue", "--priority", "3", "--max-attempts", "2", "{\"text\":\"hello\"}");
+    CLI(&r, "jobs", "enqueue", "--priority", "3", "--max-attempts", "2", "--order-key", "chat-7",
+        "{\"text\":\"hello\"}");
     EXPECT(&r, 0);
     id = enqueued_id(r.out);
+    run_free(&r);
+    CLI(&r, "--json", "jobs", "get", id);
+    EXPECT(&r, 0);
+    ck_assert_ptr_nonnull(j = json_loads(r.out, 0, NULL));
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "job"), "orderKey")), "chat-7");
+    json_decref(j);
     run_free(&r);
     CLI(&r, "jobs", "enqueue", "--queue", "outbound.telegram.default", "--dedupe-key", "d1");
     EXPECT(&r, 0);

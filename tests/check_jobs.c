@@ -1559,6 +1559,287 @@ START_TEST(batch_jobs_claimable_with_their_options)
 }
 END_TEST
 
+/* ---- ordered keys ------------------------------------------------------------- */
+
+#define OK_CONVS 50
+#define OK_MSGS 20
+#define OK_CLAIMERS 8
+
+/* What the claimers of one run share (under mu). */
+struct ok_run {
+    struct server *s;
+    pthread_mutex_t mu;
+    int next[OK_CONVS];         /* the next message expected of each conversation */
+    bool busy[OK_CONVS];        /* a claimer works on one of its jobs (until it sends complete) */
+    bool held[OK_CONVS];        /* ... or has not yet heard its completion answered */
+    int claimed, errors, out_of_order, doubled, blocked, empty;
+};
+
+/* Conversations with messages left that no claimer holds. */
+static int
+ok_free_keys(struct ok_run *r)
+{
+    int n = 0;
+
+    for (int c = 0; c < OK_CONVS; c++)
+        n += r->next[c] < OK_MSGS && !r->held[c];
+    return n;
+}
+
+static void *
+ok_claimer(void *arg)
+{
+    struct ok_run *r = arg;
+    char body[128];
+
+    snprintf(body, sizeof body, "{\"workerId\":\"w%lu\",\"queue\":\"conv\"}", (unsigned long)pthread_self());
+    for (;;) {
+        struct resp a;
+        json_t *job, *p;
+        int conv, seq, free_before;
+        char path[96], done[256];
+
+        pthread_mutex_lock(&r->mu);
+        if (r->claimed == OK_CONVS * OK_MSGS || r->errors) {
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
+        free_before = ok_free_keys(r);
+        pthread_mutex_unlock(&r->mu);
+        if (http_req(r->s, "POST", "/v1/jobs/claim", body, strlen(body), NULL, NULL, &a) < 0) {
+            __atomic_add_fetch(&r->errors, 1, __ATOMIC_SEQ_CST);
+            break;
+        }
+        if (a.status == 204) {
+            resp_free(&a);
+            pthread_mutex_lock(&r->mu);
+            r->empty++;
+            /* the other claimers can have taken at most one key each
+             * between our look and the server's: more keys free means the
+             * claim waited on a blocked key while another key's job was due */
+            if (free_before >= OK_CLAIMERS)
+                r->blocked++;
+            pthread_mutex_unlock(&r->mu);
+            msleep(1);
+            continue;
+        }
+        if (a.status != 200) {
+            resp_free(&a);
+            __atomic_add_fetch(&r->errors, 1, __ATOMIC_SEQ_CST);
+            break;
+        }
+        job = json_object_get(a.json, "job");
+        p = json_object_get(job, "payload");
+        conv = (int)iget(p, "conv");
+        seq = (int)iget(p, "seq");
+        pthread_mutex_lock(&r->mu);
+        if (r->busy[conv])
+            r->doubled++;
+        if (seq != r->next[conv])
+            r->out_of_order++;
+        r->busy[conv] = r->held[conv] = true;
+        r->next[conv] = seq + 1;
+        r->claimed++;
+        pthread_mutex_unlock(&r->mu);
+        msleep(1);                              /* the work */
+        pthread_mutex_lock(&r->mu);
+        r->busy[conv] = false;                  /* before the server can hand out the next */
+        pthread_mutex_unlock(&r->mu);
+        snprintf(path, sizeof path, "/v1/jobs/%s/complete", sget(job, "id"));
+        snprintf(done, sizeof done, "{\"workerId\":\"%s\",\"claimToken\":\"%s\"}", sget(job, "lockedBy"),
+                 sget(job, "claimToken"));
+        resp_free(&a);
+        if (http_req(r->s, "POST", path, done, strlen(done), NULL, NULL, &a) < 0 || a.status != 200)
+            __atomic_add_fetch(&r->errors, 1, __ATOMIC_SEQ_CST);
+        resp_free(&a);
+        pthread_mutex_lock(&r->mu);
+        r->held[conv] = false;
+        pthread_mutex_unlock(&r->mu);
+    }
+    return NULL;
+}
+
+/* 8 claimers, 50 conversations of 20 messages each (enqueued one
+ * conversation after the other, with priorities that would reorder them):
+ * every conversation is processed strictly in enqueue order, never two of
+ * one conversation at once, and no claim comes back empty while a
+ * conversation nobody holds still has messages (no head-of-line
+ * blocking). */
+START_TEST(order_key_conversations_in_order_claimers_busy)
+{
+    struct server s = {0};
+    struct ok_run *r = calloc(1, sizeof *r);
+    pthread_t th[OK_CLAIMERS];
+
+    server_start(&s, NULL);
+    r->s = &s;
+    pthread_mutex_init(&r->mu, NULL);
+    for (int c = 0; c < OK_CONVS; c++)
+        for (int m = 0; m < OK_MSGS; m++) {
+            char key[16];
+            snprintf(key, sizeof key, "conv-%d", c);
+            json_decref(enqueue(&s, json_pack("{s:s, s:{s:i, s:i}, s:i, s:s}", "queue", "conv", "payload",
+                                              "conv", c, "seq", m, "priority", m % 4, "orderKey", key)));
+        }
+    for (int i = 0; i < OK_CLAIMERS; i++)
+        pthread_create(&th[i], NULL, ok_claimer, r);
+    for (int i = 0; i < OK_CLAIMERS; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(r->errors, 0);
+    ck_assert_int_eq(r->claimed, OK_CONVS * OK_MSGS);
+    ck_assert_msg(r->out_of_order == 0, "%d claims out of their conversation's order", r->out_of_order);
+    ck_assert_msg(r->doubled == 0, "%d claims of a conversation already being processed", r->doubled);
+    ck_assert_msg(r->blocked == 0, "%d empty claims while %d+ conversations were free (of %d empty)",
+                  r->blocked, OK_CLAIMERS, r->empty);
+    for (int c = 0; c < OK_CONVS; c++)
+        ck_assert_int_eq(r->next[c], OK_MSGS);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    server_cleanup(&s);
+}
+END_TEST
+
+static json_t *
+enqueue_key(struct server *s, const char *queue, const char *key, int n, int max_attempts)
+{
+    json_t *b = json_pack("{s:s, s:{s:i}, s:i}", "queue", queue, "payload", "n", n, "maxAttempts", max_attempts);
+
+    if (key)
+        json_object_set_new(b, "orderKey", json_string(key));
+    return enqueue(s, b);
+}
+
+/* A job of a key that fails and waits for its retry holds the key's later
+ * jobs (a job without a key goes meanwhile); once retried and completed,
+ * the next job of the key goes -- and a claim parked on the queue is woken
+ * by that completion. */
+START_TEST(order_key_retrying_job_holds_later_jobs)
+{
+    struct server s = {0};
+    struct waiter w = {&s, "{\"workerId\":\"w2\",\"queue\":\"rk\",\"waitMs\":30000}", {0}, 0, 0};
+    pthread_t th;
+    json_t *a1, *a2, *u, *c, *got;
+    int64_t t0;
+
+    server_start(&s, NULL);
+    a1 = enqueue_key(&s, "rk", "chat", 1, 5);
+    a2 = enqueue_key(&s, "rk", "chat", 2, 5);
+    u = enqueue_key(&s, "rk", NULL, 3, 5);
+    ck_assert_str_eq(sget(a2, "orderKey"), "chat");
+    ck_assert(json_is_null(json_object_get(u, "orderKey")));
+    c = claim(&s, "w1", "rk", 200);
+    ck_assert_str_eq(sget(c, "id"), sget(a1, "id"));
+    json_decref(worker_call(&s, c, "fail",
+                            json_pack("{s:s, s:b, s:i}", "errorReason", "flaky", "retryable", 1,
+                                      "retryAfterMs", 1500), 200));
+    json_decref(c);
+    c = claim(&s, "w1", "rk", 200);               /* not a2: it waits behind a1's retry */
+    ck_assert_str_eq(sget(c, "id"), sget(u, "id"));
+    json_decref(worker_call(&s, c, "complete", NULL, 200));
+    json_decref(c);
+    ck_assert_ptr_null(claim(&s, "w1", "rk", 204));
+    got = get_job(&s, sget(a2, "id"));
+    ck_assert_str_eq(sget(got, "status"), "pending");
+    json_decref(got);
+    /* a1 comes back when due, before a2 */
+    got = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                      json_pack("{s:s, s:s, s:i}", "workerId", "w1", "queue", "rk", "waitMs", 30000), 200));
+    ck_assert_str_eq(sget(got, "id"), sget(a1, "id"));
+    ck_assert_int_eq(iget(got, "attempts"), 2);
+    /* a parked claim is woken when a1's completion passes the key to a2 */
+    pthread_create(&th, NULL, waiter_main, &w);
+    msleep(300);
+    t0 = now_ms();
+    json_decref(worker_call(&s, got, "complete", NULL, 200));
+    pthread_join(th, NULL);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_int_eq(w.r.status, 200);
+    ck_assert_str_eq(sget(json_object_get(w.r.json, "job"), "id"), sget(a2, "id"));
+    ck_assert_int_lt(w.done_at - t0, 5000);
+    resp_free(&w.r);
+    /* a2 was the one job enqueued behind its key */
+    ck_assert_int_eq(http_req(&s, "GET", "/metrics", NULL, 0, NULL, NULL, &w.r), 0);
+    ck_assert_ptr_nonnull(strstr(w.r.body, "\nbaton_claims_deferred_total{reason=\"order_key\"} 1\n"));
+    resp_free(&w.r);
+    json_decref(got), json_decref(a1), json_decref(a2), json_decref(u);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* A key's job whose worker died: the claim that takes the expired lock
+ * back hands the same job out again before the key's later jobs; with no
+ * attempt left it fails and the key passes to the next job. */
+START_TEST(order_key_expired_lock_frees_the_key)
+{
+    struct server s = {0};
+    json_t *a1, *a2, *c, *got;
+
+    server_start(&s, NULL);
+    a1 = enqueue_key(&s, "ek", "chat", 1, 2);
+    a2 = enqueue_key(&s, "ek", "chat", 2, 5);
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        c = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                        json_pack("{s:s, s:s, s:i}", "workerId", "dies", "queue", "ek", "lockMs", 200), 200));
+        ck_assert_str_eq(sget(c, "id"), sget(a1, "id"));
+        ck_assert_int_eq(iget(c, "attempts"), attempt);
+        json_decref(c);
+        ck_assert_ptr_null(claim(&s, "w", "ek", 204));   /* a2 waits while a1 is held */
+        msleep(350);
+    }
+    c = claim(&s, "w", "ek", 200);
+    ck_assert_str_eq(sget(c, "id"), sget(a2, "id"));
+    got = get_job(&s, sget(a1, "id"));
+    ck_assert_str_eq(sget(got, "status"), "failed");
+    ck_assert_str_eq(sget(got, "errorReason"), "lock_expired");
+    json_decref(got), json_decref(c), json_decref(a1), json_decref(a2);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* Inbound messages are keyed by their conversation, replies by their
+ * destination; GET /v1/jobs/{id} shows the key. A bad orderKey is a 400
+ * naming the field, and nothing is enqueued. */
+START_TEST(order_key_of_inbound_and_replies_and_bad_input)
+{
+    struct server s = {0};
+    json_t *in, *out, *job, *bad, *list;
+    char path[64], big[260];
+
+    server_start(&s, NULL);
+    in = CALL(&s, "POST", "/v1/inbound",
+              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "channel", "telegram", "accountId", "default",
+                        "channelMessageId", "m1", "conversationId", "telegram:default:42", "from", "42",
+                        "text", "hi"), 201);
+    ck_assert_ptr_nonnull(sget(in, "jobId"));
+    job = get_job(&s, sget(in, "jobId"));
+    ck_assert_str_eq(sget(job, "orderKey"), "telegram:default:42");
+    json_decref(job);
+    out = CALL(&s, "POST", "/v1/outbound",
+               json_pack("{s:s, s:s, s:s, s:s}", "channel", "telegram", "accountId", "default", "to", "42",
+                         "text", "hello"), 201);
+    job = get_job(&s, sget(out, "jobId"));
+    ck_assert_str_eq(sget(job, "orderKey"), "telegram/default/42");
+    json_decref(job);
+    memset(big, 'k', 201);
+    big[201] = 0;
+    bad = CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:i, s:s}", "queue", "bk", "payload", 1, "orderKey", ""), 400);
+    ck_assert_str_eq(err_code(bad), "bad_request");
+    ck_assert_ptr_nonnull(strstr(err_message(bad), "orderKey"));
+    json_decref(bad);
+    bad = CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:i, s:s}", "queue", "bk", "payload", 1, "orderKey", big), 400);
+    ck_assert_ptr_nonnull(strstr(err_message(bad), "orderKey"));
+    json_decref(bad);
+    bad = CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:i, s:i}", "queue", "bk", "payload", 1, "orderKey", 7), 400);
+    ck_assert_ptr_nonnull(strstr(err_message(bad), "orderKey"));
+    json_decref(bad);
+    snprintf(path, sizeof path, "/v1/jobs?queue=bk");
+    list = CALL(&s, "GET", path, NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(list, "jobs")), 0);
+    json_decref(list), json_decref(in), json_decref(out);
+    server_cleanup(&s);
+}
+END_TEST
+
 Suite *
 suite_jobs(void)
 {
@@ -1598,6 +1879,14 @@ suite_jobs(void)
     tcase_add_test(tc, batch_is_all_or_nothing);
     tcase_add_test(tc, batch_dedupe_within_and_across_batches);
     tcase_add_test(tc, batch_jobs_claimable_with_their_options);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("order_keys");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, order_key_conversations_in_order_claimers_busy);
+    tcase_add_test(tc, order_key_retrying_job_holds_later_jobs);
+    tcase_add_test(tc, order_key_expired_lock_frees_the_key);
+    tcase_add_test(tc, order_key_of_inbound_and_replies_and_bad_input);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -403,6 +403,249 @@ START_TEST(bulk_insert_one_transaction)
 }
 END_TEST
 
+/* ---- ordered keys ------------------------------------------------------------- */
+
+/* Insert a job of queue q with order key (NULL: none) in t; its id. */
+static int64_t
+put_key(struct tx *t, const char *q, const char *key, int64_t priority, int64_t run_offset_ms)
+{
+    struct job_new n = {.queue = q, .payload = "1", .priority = priority, .max_attempts = 5,
+                        .order_key = key};
+    int64_t id = 0;
+
+    n.run_at = t->now + run_offset_ms;
+    ck_assert_int_eq(OPS->insert(t, &n, &id, NULL), 0);
+    return id;
+}
+
+/* Claim one job of q in its own transaction: the id (0 when none); its
+ * token into tok. */
+static int64_t
+take(const char *q, int64_t lock_ms, char *tok, size_t n)
+{
+    int64_t id = 0;
+    int rc = claim_one(st_conn, q, lock_ms, &id, tok, n);
+
+    ck_assert_msg(rc == 0 || rc == 1, "claim answered %d", rc);
+    return rc == 1 ? id : 0;
+}
+
+static void
+done(int64_t id, const char *tok)
+{
+    struct tx t;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->complete(&t, id, tok, NULL, NULL), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+
+/* The jobs of one key are claimed one at a time, in id order whatever
+ * their priority; other keys and jobs without a key are claimed meanwhile
+ * (no head-of-line blocking); a completion or a final failure passes the
+ * key to the next job. insert and get show the key and whether the job
+ * waits behind it. */
+START_TEST(order_key_one_at_a_time_in_id_order)
+{
+    struct tx t;
+    struct job j;
+    int64_t a1, a2, a3, b1, u, id;
+    char tok[80], tok2[80], tok3[80];
+
+    st_begin(st_conn, &t);
+    a1 = put_key(&t, "q", "a", 0, -100);
+    a2 = put_key(&t, "q", "a", 0, -100);
+    a3 = put_key(&t, "q", "a", 9, -100);         /* a higher priority does not jump its key */
+    b1 = put_key(&t, "q", "b", 0, -100);
+    u = put_key(&t, "q", NULL, 0, -100);
+    ck_assert_int_eq(OPS->get(&t, a1, &j), 1);
+    ck_assert_str_eq(j.order_key, "a");
+    ck_assert(!j.held);
+    job_free(&j);
+    ck_assert_int_eq(OPS->get(&t, a3, &j), 1);
+    ck_assert(j.held);
+    job_free(&j);
+    ck_assert_int_eq(OPS->get(&t, u, &j), 1);
+    ck_assert_ptr_null(j.order_key);
+    ck_assert(!j.held);
+    job_free(&j);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a1);
+    ck_assert_int_eq(take("q", 60000, tok2, sizeof tok2), b1);
+    ck_assert_int_eq(take("q", 60000, tok3, sizeof tok3), u);
+    ck_assert_int_eq(take("q", 60000, NULL, 0), 0);      /* a2, a3 wait behind a1 */
+    done(b1, tok2);
+    ck_assert_int_eq(take("q", 60000, NULL, 0), 0);      /* b's completion frees nothing of a */
+    done(a1, tok);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a2);
+    ck_assert_int_eq(take("q", 60000, NULL, 0), 0);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->fail_final(&t, a2, tok, "boom", NULL, NULL), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    id = take("q", 60000, tok, sizeof tok);
+    ck_assert_int_eq(id, a3);
+    done(a3, tok);
+    ck_assert_int_eq(take("q", 60000, NULL, 0), 0);
+}
+END_TEST
+
+/* A job of a key that failed and waits for its retry (pending, run_at
+ * later) keeps the jobs behind it waiting; next_due names its retry, not
+ * the due time of a job behind it; once due it is claimed first. */
+START_TEST(order_key_retrying_job_holds_its_key)
+{
+    struct tx t;
+    int64_t a1, a2, a3, due, id;
+    char tok[80];
+
+    st_begin(st_conn, &t);
+    a1 = put_key(&t, "q", "k", 0, -100);
+    a2 = put_key(&t, "q", "k", 0, -100);
+    a3 = put_key(&t, "q", "k", 0, 200);           /* due before a1's retry, but behind it */
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->fail_retry(&t, a1, tok, t.now + 600, "flaky", NULL, NULL), 1);
+    ck_assert_int_eq(OPS->next_due(&t, "q", &due), 0);
+    ck_assert_int_eq(due, t.now + 600);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", 60000, NULL, 0), 0);      /* a2 is due but waits for a1 */
+    sleep_ms(700);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a1);
+    ck_assert_int_eq(take("q", 60000, NULL, 0), 0);
+    done(a1, tok);
+    id = take("q", 60000, tok, sizeof tok);
+    ck_assert_int_eq(id, a2);
+    done(a2, tok);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a3);
+}
+END_TEST
+
+/* An expired lock of a key's job: requeued, the job is claimed again
+ * before the jobs behind it; failed for good, the key passes on. */
+START_TEST(order_key_expired_lock_frees_the_key)
+{
+    struct tx t;
+    struct job j;
+    int64_t a1, a2;
+    char tok[80];
+
+    st_begin(st_conn, &t);
+    a1 = put_key(&t, "q", "k", 0, -100);
+    a2 = put_key(&t, "q", "k", 0, -100);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", -1000, tok, sizeof tok), a1);   /* its lock is already over */
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_x", &j), 2);
+    ck_assert_int_eq(j.id, a1);
+    job_free(&j);
+    ck_assert_int_eq(OPS->requeue_expired(&t, a1, NULL), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", -1000, tok, sizeof tok), a1);   /* again, and again it dies */
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_x", &j), 2);
+    ck_assert_int_eq(j.id, a1);
+    job_free(&j);
+    ck_assert_int_eq(OPS->fail_final(&t, a1, NULL, "lock_expired", NULL, NULL), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a2);
+}
+END_TEST
+
+/* An operator's fail of a job waiting behind its key passes nothing on
+ * (the holder still runs); the operator's retry of it puts it back in
+ * line behind the current holder, not beside it. */
+START_TEST(order_key_operator_fail_and_retry_keep_one_at_a_time)
+{
+    struct tx t;
+    struct job j;
+    int64_t a1, a2, a3;
+    char tok[80];
+
+    st_begin(st_conn, &t);
+    a1 = put_key(&t, "q", "k", 0, -100);
+    a2 = put_key(&t, "q", "k", 0, -100);
+    a3 = put_key(&t, "q", "k", 0, -100);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->fail_final(&t, a2, NULL, "cancelled", NULL, NULL), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", 60000, NULL, 0), 0);      /* a1 still holds the key */
+    done(a1, tok);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a3);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->retry(&t, a2, &j), 1);
+    ck_assert_int_eq(j.status, JOB_PENDING);
+    ck_assert(j.held);
+    job_free(&j);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", 60000, NULL, 0), 0);      /* a3 runs: a2 waits */
+    done(a3, tok);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a2);
+    /* the retry of the job that holds the key keeps it claimable */
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->retry(&t, a2, &j), 1);
+    ck_assert(!j.held);
+    job_free(&j);
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(take("q", 60000, tok, sizeof tok), a2);
+}
+END_TEST
+
+/* Racing claimers never hold two jobs of one key at once. */
+#define RACE_KEYS 6
+#define RACE_PER_KEY 4
+
+static int
+race_claim(struct tx *t, int i, void *arg)
+{
+    int64_t *got = arg;
+    struct job j;
+    char tok[32];
+    int rc;
+
+    snprintf(tok, sizeof tok, "c_race%d", i);
+    rc = OPS->claim(t, "q", "w", t->now + 60000, tok, &j);
+    got[i] = rc == 1 ? j.id : 0;
+    if (rc > 0)
+        job_free(&j);
+    return rc;
+}
+
+START_TEST(order_key_racing_claims_one_per_key)
+{
+    int64_t ids[RACE_KEYS][RACE_PER_KEY], got[16];
+    int rcs[16], n = 0;
+    struct tx t;
+
+    st_begin(st_conn, &t);
+    for (int r = 0; r < RACE_PER_KEY; r++)
+        for (int k = 0; k < RACE_KEYS; k++) {
+            char key[8];
+            snprintf(key, sizeof key, "k%d", k);
+            ids[k][r] = put_key(&t, "q", key, 0, -100);
+        }
+    ck_assert_int_eq(st_commit(&t), 0);
+    st_race(16, race_claim, got, rcs);
+    for (int i = 0; i < 16; i++) {
+        ck_assert_msg(rcs[i] == 0 || rcs[i] == 1, "racer %d: %d", i, rcs[i]);
+        if (rcs[i] != 1)
+            continue;
+        n++;
+        /* only the first job of each key is claimable */
+        bool first = false;
+        for (int k = 0; k < RACE_KEYS; k++)
+            first |= got[i] == ids[k][0];
+        ck_assert_msg(first, "racer %d claimed job %lld, not the first of its key", i, (long long)got[i]);
+        for (int o = 0; o < i; o++)
+            ck_assert(rcs[o] != 1 || got[o] != got[i]);
+    }
+    ck_assert_int_eq(n, RACE_KEYS);
+}
+END_TEST
+
 void
 store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
@@ -417,5 +660,10 @@ store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, sweep_and_prune_in_chunks);
     tcase_add_test(tc, claims_exactly_once_concurrently);
     tcase_add_test(tc, bulk_insert_one_transaction);
+    tcase_add_test(tc, order_key_one_at_a_time_in_id_order);
+    tcase_add_test(tc, order_key_retrying_job_holds_its_key);
+    tcase_add_test(tc, order_key_expired_lock_frees_the_key);
+    tcase_add_test(tc, order_key_operator_fail_and_retry_keep_one_at_a_time);
+    tcase_add_test(tc, order_key_racing_claims_one_per_key);
     suite_add_tcase(s, tc);
 }
