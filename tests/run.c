@@ -1,7 +1,7 @@
 /* run.c -- the one test runner: every suite, Check's fork mode. Run one
  * suite with CK_RUN_SUITE=name, one case with CK_RUN_CASE=name; leave
- * suites out with BATON_SKIP_SUITES=name,name (make sanitize leaves out
- * deploy: documentation and deployment files, no server code of its own). */
+ * suites out with BATON_SKIP_SUITES=name,name (make sanitize leaves some
+ * out: see the Makefile and docs/testing.md). */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
