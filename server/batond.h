@@ -293,6 +293,9 @@ int jobs_queues(struct req *r);         /* GET /v1/queues */
 
 int queues_pause(struct req *r);        /* POST /v1/queues/{queue}/pause {reason?} */
 int queues_resume(struct req *r);       /* POST /v1/queues/{queue}/resume {reason?} */
+int queues_limits_get(struct req *r);   /* GET /v1/queues/{queue}/limits */
+int queues_limits_put(struct req *r);   /* PUT /v1/queues/{queue}/limits {rate} */
+int queues_limits_delete(struct req *r); /* DELETE /v1/queues/{queue}/limits: the defaults */
 /* GET /v1/queues: add paused, pausedReason and pausedAt to each row of the
  * listing (objects with "queue", ordered by name), and a row with zero
  * counts for each paused queue that has no jobs. 0 or -1 with t->err. */

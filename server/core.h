@@ -160,15 +160,24 @@ int jobs_insert(struct tx *t, const char *queue, json_t *payload,
                 int64_t priority, int64_t delay_ms, int64_t max_attempts,
                 const char *dedupe_key, const char *conversation_id, const char *message_id,
                 json_t **job_out, bool *duplicate);
-/* jobs_insert with an order key (NULL: none; else not empty -- the API
- * allows 1..JOBS_NAME_MAX bytes, the server's own keys may be longer):
- * the jobs of queue with the same key are claimed one at a time, in
- * enqueue order (see store.h, "Ordered keys"). */
-int jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload,
-                        int64_t priority, int64_t delay_ms, int64_t max_attempts,
-                        const char *dedupe_key, const char *conversation_id,
-                        const char *message_id, const char *order_key,
-                        json_t **job_out, bool *duplicate);
+/* The options of a job beyond its queue and payload (strings borrowed,
+ * each may be NULL). order_key: the jobs of the queue with the same key
+ * are claimed one at a time, in enqueue order (see store.h, "Ordered
+ * keys"); rate_key: the key whose limit (the queue's keyRate) paces its
+ * claims. Both not empty when given -- the API allows 1..JOBS_NAME_MAX
+ * bytes, the server's own keys may be longer. */
+struct job_opts {
+    int64_t priority, delay_ms, max_attempts;
+    const char *dedupe_key, *conversation_id, *message_id;
+    const char *order_key, *rate_key;
+};
+/* jobs_insert with every option. */
+int jobs_insert_opts(struct tx *t, const char *queue, json_t *payload, const struct job_opts *o,
+                 json_t **job_out, bool *duplicate);
+
+/* Claims refused since start because a rate limit was reached (the
+ * queue's, or every due job's key's): /metrics. */
+uint64_t jobs_claims_deferred_by_rate(void);
 
 /* A claim (strings borrowed). */
 struct job_claim {
@@ -253,9 +262,26 @@ void jobs_set_hooks(const struct jobs_hooks *h);
 
 /* ---- queue controls (queues.c) ----------------------------------------------- */
 
-/* 1 when queue is paused (it hands out no claims), 0 when not, -1 with
- * t->err. One read by key; job_claim calls it first. */
-int queue_paused(struct tx *t, const char *queue);
+#define QUEUE_RATE_LIMIT_MAX  10000     /* claims in one window */
+#define QUEUE_RATE_PERIOD_MAX 86400000  /* ms: a window of a day at most */
+
+/* The settings in force for queue (a valid name): its row, or the defaults
+ * (not paused), with queue_default_limits when its limits were never set.
+ * One read by key; job_claim calls it first. 0 or -1 with t->err. */
+int queue_settings_load(struct tx *t, const char *queue, struct queue_settings *s);
+/* The limits a queue has until some are set: the documented pacing of the
+ * Telegram and WhatsApp APIs for their outbound queues, none otherwise. */
+void queue_default_limits(const char *queue, struct rate_limit *rate, struct rate_limit *key_rate);
+/* Set the limits of queue: rate (its claims) and key_rate (the claims of
+ * each of its rate keys), each NULL for none, limit 1..QUEUE_RATE_LIMIT_MAX
+ * and period 1..QUEUE_RATE_PERIOD_MAX ms; set false goes back to the
+ * defaults. Records <queue>.queue.limits_set {queue, rate, default, by}
+ * and wakes the queue's parked claimers. 0 with *s (the settings after);
+ * -1 with t->err (bad_request naming the field). */
+int queue_set_limits(struct tx *t, const char *queue, bool set, const struct rate_limit *rate,
+                     const struct rate_limit *key_rate, const char *by, struct queue_settings *s);
+/* {queue, rate: [{limit, periodMs, byKey}...], default} (new reference). */
+json_t *queue_limits_json(const struct queue_settings *s);
 /* Pause / resume queue (a valid queue name; reason: at most
  * QUEUE_REASON_MAX bytes, may be NULL; by: who asked, may be NULL). The
  * pause is recorded with t->now, by and reason, and event
@@ -269,7 +295,8 @@ int queue_pause(struct tx *t, const char *queue, const char *by, const char *rea
 int queue_resume(struct tx *t, const char *queue, const char *by, const char *reason,
                  struct queue_settings *s, bool *changed);
 /* The settings as the API shows them (new reference): queue, paused,
- * pausedAt, pausedBy, pausedReason (null when not paused). */
+ * pausedAt, pausedBy, pausedReason (null when not paused), rate (as
+ * queue_limits_json). */
 json_t *queue_settings_json(const struct queue_settings *s);
 
 /* ---- leases rules (leases.c) ------------------------------------------------- */

@@ -30,6 +30,7 @@
 #define JOBS_DELETE_BATCH   10000
 
 #define JOBS (store->jobs)
+#define QUEUES (store->queues)
 
 static const struct jobs_hooks *hooks;     /* set once at start */
 
@@ -194,6 +195,7 @@ job_json(const struct job *j)
     json_object_set_new(o, "conversationId", str_json(j->conversation_id));
     json_object_set_new(o, "messageId", str_json(j->message_id));
     json_object_set_new(o, "orderKey", str_json(j->order_key));
+    json_object_set_new(o, "rateKey", str_json(j->rate_key));
     return o;
 }
 
@@ -343,20 +345,23 @@ jobs_insert(struct tx *t, const char *queue, json_t *payload, int64_t priority,
             const char *conversation_id, const char *message_id, json_t **job_out,
             bool *duplicate)
 {
-    return jobs_insert_ordered(t, queue, payload, priority, delay_ms, max_attempts, dedupe_key,
-                               conversation_id, message_id, NULL, job_out, duplicate);
+    struct job_opts o = {.priority = priority, .delay_ms = delay_ms, .max_attempts = max_attempts,
+                         .dedupe_key = dedupe_key, .conversation_id = conversation_id,
+                         .message_id = message_id};
+
+    return jobs_insert_opts(t, queue, payload, &o, job_out, duplicate);
 }
 
 int
-jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload, int64_t priority,
-                    int64_t delay_ms, int64_t max_attempts, const char *dedupe_key,
-                    const char *conversation_id, const char *message_id, const char *order_key,
-                    json_t **job_out, bool *duplicate)
+jobs_insert_opts(struct tx *t, const char *queue, json_t *payload, const struct job_opts *o,
+             json_t **job_out, bool *duplicate)
 {
+    const char *order_key = o->order_key, *dedupe_key = o->dedupe_key;
+    int64_t priority = o->priority, delay_ms = o->delay_ms, max_attempts = o->max_attempts;
     struct job_new n = {.queue = queue, .priority = priority, .run_at = t->now + delay_ms,
                         .max_attempts = max_attempts, .dedupe_key = dedupe_key,
-                        .conversation_id = conversation_id, .message_id = message_id,
-                        .order_key = order_key};
+                        .conversation_id = o->conversation_id, .message_id = o->message_id,
+                        .order_key = order_key, .rate_key = o->rate_key};
     struct job j;
     int64_t id = 0;
     char *text;
@@ -376,6 +381,8 @@ jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload, int64_t pr
         return tx_fail(t, "bad_request", NULL, JOBS_BAD_QUEUE);
     if (order_key && !*order_key)
         return tx_fail(t, "bad_request", NULL, "field 'orderKey' must not be empty");
+    if (o->rate_key && !*o->rate_key)
+        return tx_fail(t, "bad_request", NULL, "field 'rateKey' must not be empty");
     if (dedupe_key) {
         if ((rc = JOBS->find_dedupe(t, queue, dedupe_key, &id)) < 0)
             return -1;
@@ -406,6 +413,8 @@ jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload, int64_t pr
         json_object_set_new(extra, "orderKey", json_string(order_key));
         json_object_set_new(extra, "heldByKey", json_boolean(j.held));
     }
+    if (o->rate_key && extra)
+        json_object_set_new(extra, "rateKey", json_string(o->rate_key));
     job_event(t, "info", queue, "enqueued", id, NULL, 0, NULL, extra);
     /* a job waiting behind its key is not claimable: the wake comes when
      * the key passes to it */
@@ -423,13 +432,33 @@ jobs_insert_ordered(struct tx *t, const char *queue, json_t *payload, int64_t pr
 
 /* ---- claim ------------------------------------------------------------------- */
 
+static uint64_t deferred_by_rate;   /* claims refused by a rate limit, since start */
+
+uint64_t
+jobs_claims_deferred_by_rate(void)
+{
+    return __atomic_load_n(&deferred_by_rate, __ATOMIC_RELAXED);
+}
+
+/* Nothing for claim c now: park w on topic until c's deadline (when it
+ * waits), woken early at due (0: only by a notification). 0. */
+static int
+park(struct tx *t, struct wreq *w, const struct job_claim *c, const char *topic, int64_t due)
+{
+    if (w && c->deadline && t->now < c->deadline)
+        tx_park(t, w, topic, c->deadline, due);
+    return 0;
+}
+
 int
 job_claim(struct tx *t, struct wreq *w, struct job_claim *c, json_t **job_out)
 {
     char topic[JOBS_QUEUE_MAX + 8];
     char *token;
     struct job j;
-    int64_t until = t->now + c->lock_ms, due;
+    struct queue_settings s;
+    const struct rate_limit *key_rate;
+    int64_t until = t->now + c->lock_ms, due, key_due = 0;
     int rc;
 
     *job_out = NULL;
@@ -440,17 +469,26 @@ job_claim(struct tx *t, struct wreq *w, struct job_claim *c, json_t **job_out)
      * then wait for its lock to expire */
     if (w && w->alive && !w->alive(w))
         return 0;
+    if (queue_settings_load(t, c->queue, &s) < 0)
+        return -1;
+    topic_of(c->queue, topic, sizeof topic);
     /* a paused queue hands out nothing: a waiting claim stays parked until
-     * the resume wakes the queue, or its deadline (queues.c) */
-    if ((rc = queue_paused(t, c->queue)) != 0) {
-        topic_of(c->queue, topic, sizeof topic);
-        if (rc > 0 && w && c->deadline && t->now < c->deadline)
-            tx_park(t, w, topic, c->deadline, 0);
-        return rc < 0 ? -1 : 0;
+     * the resume wakes the queue, or its deadline (queues.c); a queue that
+     * reached its rate limit hands out nothing until its window frees */
+    if (s.paused)
+        return park(t, w, c, topic, 0);
+    if (s.rate.limit) {
+        if (QUEUES->rate_free_at(t, c->queue, "", &s.rate, &due) < 0)
+            return -1;
+        if (due) {
+            __atomic_fetch_add(&deferred_by_rate, 1, __ATOMIC_RELAXED);
+            return park(t, w, c, topic, due);
+        }
     }
+    key_rate = s.key_rate.limit ? &s.key_rate : NULL;
     if (!(token = new_id("c_")))
         return tx_fail(t, "unavailable", NULL, "out of memory");
-    while ((rc = JOBS->claim(t, c->queue, c->worker, until, token, &j)) == 2) {
+    while ((rc = JOBS->claim(t, c->queue, c->worker, until, token, key_rate, &j)) == 2) {
         /* a dead worker's job: take it back now rather than wait for the
          * sweep (requeued, it is the next one claimed; failed when no
          * attempt is left, and the next one is looked for) */
@@ -464,17 +502,27 @@ job_claim(struct tx *t, struct wreq *w, struct job_claim *c, json_t **job_out)
         free(token);
         return -1;
     }
-    topic_of(c->queue, topic, sizeof topic);
     if (rc == 0) {
         free(token);
-        if (w && c->deadline && t->now < c->deadline) {
-            if (JOBS->next_due(t, c->queue, &due) < 0) {
-                tx_clear_fault(t);      /* the deadline still ends the wait */
-                due = 0;
-            }
-            tx_park(t, w, topic, c->deadline, due);
+        if (JOBS->next_due(t, c->queue, &due) < 0 ||
+            (key_rate && QUEUES->rate_keys_free_at(t, c->queue, key_rate, &key_due) < 0)) {
+            tx_clear_fault(t);          /* the deadline still ends the wait */
+            due = key_due = 0;
         }
-        return 0;
+        if (key_due) {
+            /* due jobs are there, but every one's key has reached its limit */
+            __atomic_fetch_add(&deferred_by_rate, 1, __ATOMIC_RELAXED);
+            if (!due || key_due < due)
+                due = key_due;
+        }
+        return park(t, w, c, topic, due);
+    }
+    /* the claim counts against the limits it was judged by */
+    if ((s.rate.limit && QUEUES->rate_record(t, c->queue, "", s.rate.period_ms) < 0) ||
+        (key_rate && j.rate_key && QUEUES->rate_record(t, c->queue, j.rate_key, key_rate->period_ms) < 0)) {
+        job_free(&j);
+        free(token);
+        return -1;
     }
     snprintf(c->token, sizeof c->token, "%s", token);
     free(token);

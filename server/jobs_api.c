@@ -58,9 +58,9 @@ job_answer(struct req *r, int status, json_t *job)
 /* The options of one job, as POST /v1/jobs takes them and as each element
  * of a batch does (strings and payload borrowed from the request's JSON). */
 struct enqueue {
-    const char *queue, *dedupe_key, *conversation_id, *message_id, *order_key;
+    const char *queue;
     json_t *payload;
-    int64_t priority, delay_ms, max_attempts;
+    struct job_opts o;
 };
 
 /* The one parser of a job's options: obj (an object, or NULL for {}) into
@@ -78,21 +78,23 @@ enqueue_parse(json_t *obj, struct enqueue *e, char *why, size_t n)
         {"conversationId", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         {"messageId", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         {"orderKey", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
+        {"rateKey", F_STR, 0, NULL, 0, JOBS_NAME_MAX, NULL},
         FIELD_END,
     };
 
     memset(e, 0, sizeof *e);
     e->queue = "agent";
-    e->max_attempts = 5;
+    e->o.max_attempts = 5;
     spec[0].out = &e->queue;
     spec[1].out = &e->payload;
-    spec[2].out = &e->priority;
-    spec[3].out = &e->delay_ms;
-    spec[4].out = &e->max_attempts;
-    spec[5].out = &e->dedupe_key;
-    spec[6].out = &e->conversation_id;
-    spec[7].out = &e->message_id;
-    spec[8].out = &e->order_key;
+    spec[2].out = &e->o.priority;
+    spec[3].out = &e->o.delay_ms;
+    spec[4].out = &e->o.max_attempts;
+    spec[5].out = &e->o.dedupe_key;
+    spec[6].out = &e->o.conversation_id;
+    spec[7].out = &e->o.message_id;
+    spec[8].out = &e->o.order_key;
+    spec[9].out = &e->o.rate_key;
     if (fields_parse(obj, spec, why, n) < 0)
         return -1;
     if (!jobs_queue_valid(e->queue)) {
@@ -109,9 +111,7 @@ enqueue_one(struct tx *t, const struct enqueue *e, json_t **out, bool *dup)
 {
     json_t *job;
 
-    if (jobs_insert_ordered(t, e->queue, e->payload, e->priority, e->delay_ms, e->max_attempts,
-                            e->dedupe_key, e->conversation_id, e->message_id, e->order_key, &job,
-                            dup) < 0)
+    if (jobs_insert_opts(t, e->queue, e->payload, &e->o, &job, dup) < 0)
         return -1;
     if (!(*out = json_pack("{s:o, s:b}", "job", job, "duplicate", *dup)))
         return tx_fail(t, "unavailable", NULL, "out of memory");

@@ -117,8 +117,10 @@ inbound_apply(struct tx *t, const struct inbound *in, bool *dup, int64_t *msg_id
                         in->from, "text", in->text ? in->text : "", "channelMessageId",
                         in->channel_message_id);
     /* one message of a conversation at a time, in the order they came */
-    if (jobs_insert_ordered(t, "agent", payload, 0, 0, 5, NULL, in->conversation, idbuf, in->conversation,
-                            &job, NULL) < 0) {
+    if (jobs_insert_opts(t, "agent", payload,
+                     &(struct job_opts){.max_attempts = 5, .conversation_id = in->conversation,
+                                        .message_id = idbuf, .order_key = in->conversation},
+                     &job, NULL) < 0) {
         json_decref(payload);
         return -1;
     }
@@ -186,9 +188,14 @@ messages_send(struct tx *t, const char *channel, const char *account, const char
     snprintf(queue, sizeof queue, "outbound.%s.%s", channel, account);
     jp = json_pack("{s:s, s:s, s:s, s:s?, s:s, s:s}", "messageId", idbuf, "channel", channel, "accountId",
                    account, "to", to, "text", text, "conversationId", conversation);
-    /* the replies to one destination go out one at a time, in order */
+    /* the replies to one destination go out one at a time, in order, and
+     * paced by the queue's limit per destination (queues.c) */
     snprintf(dest, sizeof dest, "%s/%s/%s", channel, account, to ? to : conversation);
-    if (jobs_insert_ordered(t, queue, jp, 0, 0, 5, NULL, conversation, idbuf, dest, &job, NULL) < 0) {
+    if (jobs_insert_opts(t, queue, jp,
+                     &(struct job_opts){.max_attempts = 5, .conversation_id = conversation,
+                                        .message_id = idbuf, .order_key = dest,
+                                        .rate_key = to ? to : conversation},
+                     &job, NULL) < 0) {
         json_decref(jp);
         return -1;
     }

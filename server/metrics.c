@@ -336,10 +336,13 @@ render_process(struct out *o)
     out_printf(o, "baton_commit_duration_ms_sum %.3f\n", gc.ms_sum);
     out_printf(o, "baton_commit_duration_ms_count %llu\n", (unsigned long long)gc.commits);
     help(o, "baton_claims_deferred_total", "counter",
-         "Jobs whose claim was deferred since start: reason order_key, enqueued behind an earlier "
-         "job of their orderKey.");
+         "Claims deferred since start: reason order_key counts jobs enqueued behind an earlier "
+         "job of their orderKey; reason rate_limit counts claims refused because the queue's "
+         "rate limit was reached, or every due job's rate key had reached its limit.");
     out_printf(o, "baton_claims_deferred_total{reason=\"order_key\"} %llu\n",
                (unsigned long long)deferred_order_key);
+    out_printf(o, "baton_claims_deferred_total{reason=\"rate_limit\"} %llu\n",
+               (unsigned long long)jobs_claims_deferred_by_rate());
     help(o, "baton_events_total", "counter",
          "Committed events by name since start: claims (agent.job.claimed), requeues (agent.job.requeued), "
          "dedupe hits (<channel>.inbound.dedupe_skipped), ...");

@@ -47,6 +47,9 @@ const struct route routes[] = {
     {"GET", "/v1/queues", AUTH_BEARER, jobs_queues, ROUTE_READ},
     {"POST", "/v1/queues/{queue}/pause", AUTH_BEARER, queues_pause, ROUTE_WRITE},
     {"POST", "/v1/queues/{queue}/resume", AUTH_BEARER, queues_resume, ROUTE_WRITE},
+    {"GET", "/v1/queues/{queue}/limits", AUTH_BEARER, queues_limits_get, ROUTE_READ},
+    {"PUT", "/v1/queues/{queue}/limits", AUTH_BEARER, queues_limits_put, ROUTE_WRITE},
+    {"DELETE", "/v1/queues/{queue}/limits", AUTH_BEARER, queues_limits_delete, ROUTE_WRITE},
 
     /* leases and accounts (leases.c) */
     {"POST", "/v1/leases/{channel}/{accountId}/acquire", AUTH_BEARER, leases_acquire, ROUTE_WRITE},

@@ -114,6 +114,7 @@ struct job {
     const char *dedupe_key, *conversation_id, *message_id;
     const char *order_key;          /* NULL: not ordered */
     bool held;                      /* waits behind an earlier job of its order key */
+    const char *rate_key;           /* NULL: only the queue's own rate limit applies */
     void *mem;
 };
 
@@ -130,6 +131,14 @@ struct job_new {
     int64_t priority, run_at, max_attempts;
     const char *dedupe_key, *conversation_id, *message_id;
     const char *order_key;          /* NULL: not ordered */
+    const char *rate_key;           /* NULL: no key limit applies */
+};
+
+/* A rate limit: at most `limit` claims in any window of period_ms,
+ * judged by t->now (a sliding window over the recorded claims: see
+ * store_queues). limit 0: none. */
+struct rate_limit {
+    int64_t limit, period_ms;
 };
 
 /* The figures of one queue for /v1/queues. */
@@ -180,9 +189,11 @@ struct store_jobs {
      * locked_until = lock_until, claim_token = token, attempts + 1,
      * started_at = now; returns 1 with *out. An expired one is not touched:
      * returns 2 with *out, for the caller to take back (requeue_expired or
-     * fail) before it claims again. 0 when none, -1. */
+     * fail) before it claims again. 0 when none, -1. key_rate (NULL: none)
+     * passes over the pending jobs whose rate_key has had key_rate->limit
+     * claims recorded (queues->rate_record) in the window ending at now. */
     int (*claim)(struct tx *t, const char *queue, const char *worker, int64_t lock_until,
-                 const char *token, struct job *out);
+                 const char *token, const struct rate_limit *key_rate, struct job *out);
     /* The earliest time after now something of queue becomes claimable: a
      * pending run_at > now of a job not held, or an expiry of a lock (locked_until + 1). 0 and
      * *due (0 = none); -1. */
@@ -593,6 +604,9 @@ struct queue_settings {
     int64_t paused_at;              /* ms, the pause in force; 0 when not paused */
     char paused_by[QUEUE_BY_MAX + 1];   /* "" when not paused */
     char reason[QUEUE_REASON_MAX + 1];  /* "" when none or not paused */
+    bool limits_set;                /* rate and key_rate were set (else the defaults apply) */
+    struct rate_limit rate;         /* the queue's claims */
+    struct rate_limit key_rate;     /* the claims of each rate key of the queue */
     int64_t updated_at;             /* ms, the last change of the row */
 };
 
@@ -613,6 +627,27 @@ struct store_queues {
     /* Every queue with a row, by name, to each (s borrowed for the call; a
      * non-zero result stops the listing and is returned). 0 or -1. */
     int (*list)(struct tx *t, int (*each)(const struct queue_settings *s, void *arg), void *arg);
+    /* Set the limits of queue (set false: back to the defaults, rate and
+     * key_rate ignored), keeping its pause. *out (may be NULL) gets the
+     * settings after. 0 or -1. */
+    int (*set_limits)(struct tx *t, const char *queue, bool set, const struct rate_limit *rate,
+                      const struct rate_limit *key_rate, struct queue_settings *out);
+
+    /* Rate buckets: the claims of a limited queue (key "") or rate key,
+     * one record each, judged by t->now. rate_record: a claim at t->now,
+     * and the bucket's records older than period_ms go. rate_free_at: *at
+     * = 0 when the bucket has fewer than l->limit records in the window
+     * (now - period, now], else the time it frees (the limit-th newest
+     * record + period). rate_keys_free_at: the earliest time one of the
+     * queue's rate keys that has due pending jobs (not held) frees, among
+     * those limited at now by l; 0 none. rate_prune: delete at most max
+     * records made before `before`; *n how many, *more whether some
+     * remain. All 0 or -1. */
+    int (*rate_record)(struct tx *t, const char *queue, const char *key, int64_t period_ms);
+    int (*rate_free_at)(struct tx *t, const char *queue, const char *key,
+                        const struct rate_limit *l, int64_t *at);
+    int (*rate_keys_free_at)(struct tx *t, const char *queue, const struct rate_limit *l, int64_t *at);
+    int (*rate_prune)(struct tx *t, int64_t before, size_t max, size_t *n, bool *more);
 };
 
 /* ---- end of queues ---- */

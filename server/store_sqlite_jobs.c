@@ -19,7 +19,8 @@
 #define JOB_COLS                                                                              \
     "id, queue, status, payload, priority, run_at, attempts, max_attempts, locked_by,"        \
     " locked_until, claim_token, started_at, completed_at, error_reason, error_message,"      \
-    " result, created_at, updated_at, dedupe_key, conversation_id, message_id, order_key, held"
+    " result, created_at, updated_at, dedupe_key, conversation_id, message_id, order_key, held,"   \
+    " rate_key"
 
 static enum job_status
 status_of(const char *s)
@@ -43,10 +44,10 @@ col_time(sqlite3_stmt *st, int i)
 static int
 job_fill(sqlite3_stmt *st, struct job *j, bool copy)
 {
-    static const int cols[] = {1, 3, 8, 10, 13, 14, 15, 18, 19, 20, 21};
+    static const int cols[] = {1, 3, 8, 10, 13, 14, 15, 18, 19, 20, 21, 23};
     const char **dst[] = {&j->queue, &j->payload, &j->locked_by, &j->claim_token, &j->error_reason,
                           &j->error_message, &j->result, &j->dedupe_key, &j->conversation_id,
-                          &j->message_id, &j->order_key};
+                          &j->message_id, &j->order_key, &j->rate_key};
     size_t need = 0;
     char *p;
 
@@ -162,13 +163,14 @@ sq_insert(struct tx *t, const struct job_new *n, int64_t *id, struct job *out)
     if (!n->order_key)
         st = db_prep(SQ(t), "INSERT INTO jobs(queue, status, payload, priority, run_at,"
                             " max_attempts, created_at, updated_at, dedupe_key, conversation_id,"
-                            " message_id) VALUES(?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)");
+                            " message_id, rate_key) VALUES(?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8,"
+                            " ?9, ?11)");
     else
         /* held when an active job of the key exists (all of them are earlier) */
         st = db_prep(SQ(t), "INSERT INTO jobs(queue, status, payload, priority, run_at,"
                             " max_attempts, created_at, updated_at, dedupe_key, conversation_id,"
-                            " message_id, order_key, held) VALUES(?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6,"
-                            " ?7, ?8, ?9, ?10, EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_keys"
+                            " message_id, order_key, rate_key, held) VALUES(?1, 'pending', ?2, ?3, ?4, ?5,"
+                            " ?6, ?6, ?7, ?8, ?9, ?10, ?11, EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_keys"
                             " WHERE queue = ?1 AND order_key = ?10 AND order_key IS NOT NULL"
                             " AND status IN ('pending', 'processing')))");
     if (out)
@@ -186,6 +188,7 @@ sq_insert(struct tx *t, const struct job_new *n, int64_t *id, struct job *out)
     bind_text(st, 7, n->dedupe_key);
     bind_text(st, 8, n->conversation_id);
     bind_text(st, 9, n->message_id);
+    bind_text(st, 11, n->rate_key);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
@@ -233,21 +236,34 @@ sq_find_dedupe(struct tx *t, const char *queue, const char *key, int64_t *id)
 
 /* The pick: the best due pending job and the best expired lock, the better
  * of the two. INDEXED BY: without statistics the planner prefers jobs_due
- * and sorts every due job; jobs_claim yields them already in claim order. */
+ * and sorts every due job; jobs_claim yields them already in claim order.
+ * With a key limit (a second statement, so that a queue without one pays
+ * nothing) a pending job whose rate key has had `limit` claims in the
+ * window is passed over: one probe of rate_claims_by_bucket per job looked
+ * at, and the jobs of a limited key are looked at again by every claim
+ * until the key frees (docs/jobs.md says to pair rate keys with order
+ * keys, which leaves one job per key in jobs_claim). */
+#define CLAIM_PICK(pending_filter)                                                             \
+    "SELECT id, expired FROM ("                                                                \
+    "  SELECT * FROM (SELECT id, priority, run_at, 0 AS expired FROM jobs INDEXED BY jobs_claim" \
+    "    WHERE status = 'pending' AND held = 0 AND queue = ?1 AND run_at <= ?2" pending_filter  \
+    "    ORDER BY priority DESC, run_at, id LIMIT 1)"                                          \
+    "  UNION ALL"                                                                              \
+    "  SELECT * FROM (SELECT id, priority, run_at, 1 AS expired FROM jobs"                     \
+    "    WHERE status = 'processing' AND queue = ?1 AND locked_until < ?2"                     \
+    "    ORDER BY priority DESC, run_at, id LIMIT 1))"                                         \
+    " ORDER BY priority DESC, run_at, id LIMIT 1"
+
 static int
 sq_claim(struct tx *t, const char *queue, const char *worker, int64_t lock_until, const char *token,
-         struct job *out)
+         const struct rate_limit *key_rate, struct job *out)
 {
-    sqlite3_stmt *st = db_prep(SQ(t),
-        "SELECT id, expired FROM ("
-        "  SELECT * FROM (SELECT id, priority, run_at, 0 AS expired FROM jobs INDEXED BY jobs_claim"
-        "    WHERE status = 'pending' AND held = 0 AND queue = ?1 AND run_at <= ?2"
-        "    ORDER BY priority DESC, run_at, id LIMIT 1)"
-        "  UNION ALL"
-        "  SELECT * FROM (SELECT id, priority, run_at, 1 AS expired FROM jobs"
-        "    WHERE status = 'processing' AND queue = ?1 AND locked_until < ?2"
-        "    ORDER BY priority DESC, run_at, id LIMIT 1))"
-        " ORDER BY priority DESC, run_at, id LIMIT 1");
+    sqlite3_stmt *st = key_rate
+        ? db_prep(SQ(t), CLAIM_PICK(
+              " AND (rate_key IS NULL OR (SELECT at FROM rate_claims WHERE queue = ?1"
+              "   AND key = jobs.rate_key AND at > ?2 - ?4 ORDER BY at DESC LIMIT 1 OFFSET ?3 - 1)"
+              "   IS NULL)"))
+        : db_prep(SQ(t), CLAIM_PICK(""));
     int64_t id;
     bool expired;
     int rc;
@@ -258,6 +274,10 @@ sq_claim(struct tx *t, const char *queue, const char *worker, int64_t lock_until
         return sq_fail(t);
     bind_text(st, 1, queue);
     sqlite3_bind_int64(st, 2, t->now);
+    if (key_rate) {
+        sqlite3_bind_int64(st, 3, key_rate->limit);
+        sqlite3_bind_int64(st, 4, key_rate->period_ms);
+    }
     rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
         if (rc != SQLITE_DONE)

@@ -7,12 +7,14 @@
 #include "core.h"
 
 #define EVENTS_PRUNE_BATCH 10000
+#define RATE_PRUNE_BATCH   10000
 
 int
 sweep_run(struct tx *t, bool *again)
 {
-    bool more_events = false, more_jobs = false, more_schedules = false;
+    bool more_events = false, more_jobs = false, more_schedules = false, more_rates = false;
     int64_t pruned;
+    size_t n;
 
     *again = false;
     /* each part sets t's fault when it fails */
@@ -25,6 +27,11 @@ sweep_run(struct tx *t, bool *again)
         return -1;
     if (schedules_run(t, &more_schedules) < 0)
         return -1;
-    *again = more_events || more_jobs || more_schedules;
+    /* claims of rate-limited buckets older than any window (each claim
+     * already drops its own bucket's; these are the idle buckets') */
+    if (store->queues->rate_prune(t, t->now - QUEUE_RATE_PERIOD_MAX, RATE_PRUNE_BATCH, &n,
+                                  &more_rates) < 0)
+        return -1;
+    *again = more_events || more_jobs || more_schedules || more_rates;
     return 0;
 }

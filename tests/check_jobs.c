@@ -1813,12 +1813,15 @@ START_TEST(order_key_of_inbound_and_replies_and_bad_input)
     ck_assert_ptr_nonnull(sget(in, "jobId"));
     job = get_job(&s, sget(in, "jobId"));
     ck_assert_str_eq(sget(job, "orderKey"), "telegram:default:42");
+    ck_assert(json_is_null(json_object_get(job, "rateKey")));
     json_decref(job);
     out = CALL(&s, "POST", "/v1/outbound",
                json_pack("{s:s, s:s, s:s, s:s}", "channel", "telegram", "accountId", "default", "to", "42",
                          "text", "hello"), 201);
     job = get_job(&s, sget(out, "jobId"));
     ck_assert_str_eq(sget(job, "orderKey"), "telegram/default/42");
+    /* paced per chat by the Telegram queue's default key limit */
+    ck_assert_str_eq(sget(job, "rateKey"), "42");
     json_decref(job);
     memset(big, 'k', 201);
     big[201] = 0;

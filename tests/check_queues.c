@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "baton.h"
 #include "harness.h"
 
 static int64_t
@@ -544,6 +545,376 @@ START_TEST(cli_pause_resume_and_listing)
 }
 END_TEST
 
+
+/* ---- rate limits ------------------------------------------------------------- */
+
+static json_t *
+limits(struct server *s, const char *queue, const char *method, json_t *body, long expect)
+{
+    char path[300];
+
+    snprintf(path, sizeof path, "/v1/queues/%s/limits", queue);
+    return CALL(s, method, path, body, expect);
+}
+
+static json_t *
+enqueue_keyed(struct server *s, const char *queue, const char *rate_key)
+{
+    json_t *b = json_pack("{s:s, s:i}", "queue", queue, "payload", 1);
+
+    if (rate_key)
+        json_object_set_new(b, "rateKey", json_string(rate_key));
+    return job_of(CALL(s, "POST", "/v1/jobs", b, 201));
+}
+
+/* Claimers that claim from one queue (waiting up to 1 s each time) until a
+ * deadline, on n threads. */
+struct claimers {
+    struct server *s;
+    const char *queue;
+    int64_t until;
+    int claimed;                    /* jobs handed out, all threads */
+    pthread_mutex_t lock;
+};
+
+static void *
+claimer_main(void *arg)
+{
+    struct claimers *c = arg;
+    char body[300];
+
+    snprintf(body, sizeof body, "{\"queue\":\"%s\",\"workerId\":\"w\",\"waitMs\":1000}", c->queue);
+    while (now_ms() < c->until) {
+        struct resp r = {0};
+        if (http_req(c->s, "POST", "/v1/jobs/claim", body, strlen(body), NULL, NULL, &r) == 0 &&
+            r.status == 200) {
+            pthread_mutex_lock(&c->lock);
+            c->claimed++;
+            pthread_mutex_unlock(&c->lock);
+        }
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+static void
+run_claimers(struct server *s, const char *queue, int threads, int64_t ms)
+{
+    struct claimers c = {.s = s, .queue = queue, .until = now_ms() + ms};
+    pthread_t th[8];
+
+    pthread_mutex_init(&c.lock, NULL);
+    for (int i = 0; i < threads; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, claimer_main, &c), 0);
+    for (int i = 0; i < threads; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&c.lock);
+}
+
+/* The startedAt (store clock) of the claimed jobs of queue (with rateKey
+ * key, or every one when key is NULL; "" for those without a key), sorted,
+ * into v (at most max). Returns how many. */
+static int
+claim_times(struct server *s, const char *queue, const char *key, int64_t *v, int max)
+{
+    char path[300];
+    json_t *j, *job;
+    size_t i;
+    int n = 0;
+
+    snprintf(path, sizeof path, "/v1/jobs?queue=%s&status=processing&limit=1000", queue);
+    j = CALL(s, "GET", path, NULL, 200);
+    json_array_foreach(json_object_get(j, "jobs"), i, job) {
+        const char *k = sget(job, "rateKey");
+        if (key && strcmp(k ? k : "", key))
+            continue;
+        ck_assert_int_lt(n, max);
+        v[n++] = json_integer_value(json_object_get(job, "startedAt"));
+    }
+    json_decref(j);
+    for (int a = 1; a < n; a++)
+        for (int b = a; b > 0 && v[b - 1] > v[b]; b--) {
+            int64_t x = v[b];
+            v[b] = v[b - 1];
+            v[b - 1] = x;
+        }
+    return n;
+}
+
+/* No window of period ms holds more than limit of the sorted times v, and
+ * the first `windows` windows from the first claim hold limit * windows
+ * of them, within 10 %. */
+static void
+assert_paced(const int64_t *v, int n, int limit, int64_t period, int windows)
+{
+    int in = 0, want = limit * windows;
+
+    ck_assert_int_gt(n, 0);
+    for (int i = 0; i + limit < n; i++)
+        ck_assert_msg(v[i + limit] - v[i] >= period,
+                      "%d claims within %lld ms (claims %d..%d)", limit + 1,
+                      (long long)(v[i + limit] - v[i]), i, i + limit);
+    for (int i = 0; i < n; i++)
+        in += v[i] < v[0] + period * windows;
+    ck_assert_msg(in * 10 >= want * 9 && in * 10 <= want * 11,
+                  "%d claims in %d windows of %lld ms, limit %d a window", in, windows,
+                  (long long)period, limit);
+}
+
+/* A queue limited to 10 claims per 600 ms, 4 claimers that always want
+ * more, 60 jobs: no window of 600 ms holds 11 claims (by the store's
+ * clock), and the first three windows hold 30 of them (within 10 %). The
+ * claims refused are counted in /metrics. */
+START_TEST(queue_rate_limit_paces_claims)
+{
+    struct server s = {0};
+    int64_t v[64];
+    struct resp r = {0};
+    int n;
+
+    server_start(&s, NULL);
+    json_decref(limits(&s, "paced", "PUT", json_pack("{s:{s:i, s:i}}", "rate", "limit", 10, "periodMs", 600),
+                       200));
+    for (int i = 0; i < 60; i++)
+        json_decref(enqueue_keyed(&s, "paced", NULL));
+    run_claimers(&s, "paced", 4, 2000);
+    n = claim_times(&s, "paced", NULL, v, 64);
+    ck_assert_int_ge(n, 30);
+    assert_paced(v, n, 10, 600, 3);
+    ck_assert_int_eq(http_req(&s, "GET", "/metrics", NULL, 0, NULL, NULL, &r), 0);
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_claims_deferred_total{reason=\"rate_limit\"} "));
+    ck_assert_ptr_null(strstr(r.body, "baton_claims_deferred_total{reason=\"rate_limit\"} 0\n"));
+    resp_free(&r);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* A key limit of 5 claims per 1000 ms: the 20 jobs of key "slow" (enqueued
+ * first, so each claim would take them first) go out 5 a window, 15 in
+ * three windows; the 20 jobs of 20 other keys and 5 without a key are all
+ * claimed within the first window -- the limited key holds nobody else up. */
+START_TEST(key_rate_limit_paces_one_key_not_the_others)
+{
+    struct server s = {0};
+    int64_t slow[32], all[64], first;
+    char key[16];
+    int n;
+
+    server_start(&s, NULL);
+    json_decref(limits(&s, "chats", "PUT",
+                       json_pack("{s:[{s:i, s:i, s:b}]}", "rate", "limit", 5, "periodMs", 1000, "byKey", 1),
+                       200));
+    for (int i = 0; i < 20; i++)
+        json_decref(enqueue_keyed(&s, "chats", "slow"));
+    for (int i = 0; i < 20; i++) {
+        snprintf(key, sizeof key, "chat-%d", i);
+        json_decref(enqueue_keyed(&s, "chats", key));
+    }
+    for (int i = 0; i < 5; i++)
+        json_decref(enqueue_keyed(&s, "chats", NULL));
+    run_claimers(&s, "chats", 2, 3300);
+    n = claim_times(&s, "chats", "slow", slow, 32);
+    assert_paced(slow, n, 5, 1000, 3);
+    first = slow[0];
+    n = claim_times(&s, "chats", NULL, all, 64);
+    ck_assert_int_ge(n, 25 + 15);
+    /* every job of another key (or none) went out in the first window */
+    {
+        char path[300];
+        json_t *j, *job;
+        size_t i;
+        int others = 0;
+
+        snprintf(path, sizeof path, "/v1/jobs?queue=chats&limit=1000");
+        j = CALL(&s, "GET", path, NULL, 200);
+        json_array_foreach(json_object_get(j, "jobs"), i, job) {
+            const char *k = sget(job, "rateKey");
+            if (k && !strcmp(k, "slow"))
+                continue;
+            ck_assert_str_eq(sget(job, "status"), "processing");
+            ck_assert_int_lt(json_integer_value(json_object_get(job, "startedAt")), first + 1000);
+            others++;
+        }
+        ck_assert_int_eq(others, 25);
+        json_decref(j);
+    }
+    server_cleanup(&s);
+}
+END_TEST
+
+/* A claim that finds only rate-limited jobs parks until the window frees
+ * -- woken then, not at its deadline and not by polling -- and gets the
+ * job; the second claim starts at least a period after the first. */
+START_TEST(rate_limited_claim_parks_until_due)
+{
+    struct server s = {0};
+    struct waiter w = {.s = &s};
+    json_t *a, *b;
+    int64_t t0;
+    pthread_t th;
+
+    server_start(&s, NULL);
+    json_decref(limits(&s, "slow", "PUT", json_pack("{s:{s:i, s:i}}", "rate", "limit", 1, "periodMs", 800), 200));
+    json_decref(enqueue_keyed(&s, "slow", NULL));
+    json_decref(enqueue_keyed(&s, "slow", NULL));
+    a = claim(&s, "slow", 200);
+    snprintf(w.body, sizeof w.body, "{\"queue\":\"slow\",\"workerId\":\"w\",\"waitMs\":5000}");
+    t0 = now_ms();
+    ck_assert_int_eq(pthread_create(&th, NULL, waiter_main, &w), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_int_eq(w.r.status, 200);
+    ck_assert_int_lt(w.done_at - t0, 2500);     /* the due time, not the 5 s deadline */
+    b = json_object_get(w.r.json, "job");
+    ck_assert_int_ge(json_integer_value(json_object_get(b, "startedAt")) -
+                         json_integer_value(json_object_get(a, "startedAt")), 800);
+    json_decref(a);
+    resp_free(&w.r);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* Limits are set, read, persisted across a restart, reset to the defaults
+ * with DELETE, shown in GET /v1/queues and recorded as an event; the
+ * outbound queues of Telegram and WhatsApp have documented defaults; bad
+ * input is a 400 naming the field and changes nothing. */
+START_TEST(limits_set_read_persist_and_bad_input)
+{
+    static const char *const bad[] = {
+        "{}", "{\"rate\":\"x\"}", "{\"rate\":{\"limit\":-1,\"periodMs\":1000}}",
+        "{\"rate\":{\"limit\":0,\"periodMs\":1000}}", "{\"rate\":{\"limit\":1,\"periodMs\":0}}",
+        "{\"rate\":{\"limit\":1}}", "{\"rate\":{\"limit\":\"1\",\"periodMs\":1000}}",
+        "{\"rate\":{\"limit\":10001,\"periodMs\":1000}}", "{\"rate\":{\"limit\":1,\"periodMs\":86400001}}",
+        "{\"rate\":[{\"limit\":1,\"periodMs\":1},{\"limit\":2,\"periodMs\":1}]}",
+        "{\"rate\":[{\"limit\":1,\"periodMs\":1},{\"limit\":2,\"periodMs\":1,\"byKey\":true},{\"limit\":1,\"periodMs\":1}]}",
+        "{\"rate\":{\"limit\":1,\"periodMs\":1,\"byKey\":\"yes\"}}", "[1]", "{\"rate\":",
+    };
+    struct server s = {0};
+    json_t *l, *r, *row, *ev;
+    const char *want = "[{\"limit\": 3, \"periodMs\": 1000, \"byKey\": false}, "
+                       "{\"limit\": 1, \"periodMs\": 2000, \"byKey\": true}]";
+    char *text;
+
+    server_start(&s, NULL);
+    l = limits(&s, "outbound.telegram.bot", "GET", NULL, 200);
+    ck_assert(json_is_true(json_object_get(l, "default")));
+    text = json_dumps(json_object_get(l, "rate"), JSON_PRESERVE_ORDER);
+    ck_assert_str_eq(text, "[{\"limit\": 30, \"periodMs\": 1000, \"byKey\": false}, "
+                           "{\"limit\": 1, \"periodMs\": 1000, \"byKey\": true}]");
+    free(text), json_decref(l);
+    l = limits(&s, "outbound.whatsapp.phone", "GET", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(l, "rate")), 2);
+    json_decref(l);
+    l = limits(&s, "agent", "GET", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(l, "rate")), 0);
+    json_decref(l);
+    json_decref(limits(&s, "q1", "PUT",
+                       json_pack("{s:[{s:i, s:i}, {s:i, s:i, s:b}]}", "rate", "limit", 3, "periodMs", 1000,
+                                 "limit", 1, "periodMs", 2000, "byKey", 1), 200));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct resp br = {0};
+        ck_assert_int_eq(http_req(&s, "PUT", "/v1/queues/q1/limits", bad[i], strlen(bad[i]), NULL, NULL, &br), 0);
+        ck_assert_msg(br.status == 400, "%s answered %ld", bad[i], br.status);
+        ck_assert_ptr_nonnull(br.json);
+        resp_free(&br);
+    }
+    r = limits(&s, "q1", "PUT", json_pack("{s:{s:i, s:i}}", "rate", "limit", -5, "periodMs", 10), 400);
+    ck_assert_ptr_nonnull(strstr(sget(json_object_get(r, "error"), "message"), "rate.limit"));
+    json_decref(r);
+    json_decref(limits(&s, "bad%2Fname", "PUT", json_pack("{s:n}", "rate"), 400));
+    server_restart(&s);
+    l = limits(&s, "q1", "GET", NULL, 200);
+    ck_assert(json_is_false(json_object_get(l, "default")));
+    text = json_dumps(json_object_get(l, "rate"), JSON_PRESERVE_ORDER);
+    ck_assert_str_eq(text, want);
+    free(text), json_decref(l);
+    row = queue_row(&s, "q1");
+    ck_assert_ptr_nonnull(row);
+    ck_assert_int_eq(json_array_size(json_object_get(row, "rate")), 2);
+    json_decref(row);
+    ev = events_named(&s, "q1.queue.limits_set");
+    ck_assert_int_eq(json_array_size(ev), 1);
+    json_decref(ev);
+    /* none at all, then back to the defaults */
+    l = limits(&s, "outbound.telegram.bot", "PUT", json_pack("{s:n}", "rate"), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(l, "rate")), 0);
+    ck_assert(json_is_false(json_object_get(l, "default")));
+    json_decref(l);
+    l = limits(&s, "outbound.telegram.bot", "DELETE", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(l, "rate")), 2);
+    ck_assert(json_is_true(json_object_get(l, "default")));
+    json_decref(l);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* The CLI reads, sets and resets limits; libbaton drives pause, resume,
+ * limits and schedules; a bad --rate is a usage error. */
+START_TEST(cli_and_libbaton_limits_controls_schedules)
+{
+    struct server s = {0};
+    baton_client *b;
+    baton_error err;
+    json_t *out = NULL, *rate, *sched;
+    char *txt;
+
+    server_start(&s, NULL);
+    ck_assert_int_eq(CLI(&s, &txt, "queues", "limits", "outbound.telegram.bot"), 0);
+    ck_assert_msg(strstr(txt, "(defaults)") && strstr(txt, "30 claims per 1000 ms") &&
+                  strstr(txt, "1 claims per 1000 ms for each rateKey"), "%s", txt);
+    free(txt);
+    ck_assert_int_eq(CLI(&s, &txt, "queues", "limits", "q", "--rate", "5/1000", "--key-rate", "1/200"), 0);
+    ck_assert_msg(strstr(txt, "5 claims per 1000 ms") && strstr(txt, "1 claims per 200 ms for each"), "%s", txt);
+    free(txt);
+    ck_assert_int_eq(CLI(&s, &txt, "queues", "limits", "q", "--rate", "5"), 2);
+    free(txt);
+    ck_assert_int_eq(CLI(&s, &txt, "queues", "limits", "q", "--rate", "0/1000"), 1);
+    ck_assert_msg(strstr(txt, "400"), "%s", txt);
+    free(txt);
+    ck_assert_int_eq(CLI(&s, &txt, "queues", "limits", "q", "--reset"), 0);
+    ck_assert_msg(strstr(txt, "(defaults)") && strstr(txt, "no rate limit"), "%s", txt);
+    free(txt);
+    ck_assert_int_eq(CLI(&s, &txt, "jobs", "enqueue", "--queue", "q", "--rate-key", "chat-1", "{}"), 0);
+    free(txt);
+
+    ck_assert_ptr_nonnull(b = baton_new(s.url, TEST_SECRET));
+    ck_assert_int_eq(baton_queue_pause(b, "q", "maintenance", &out, &err), 200);
+    ck_assert(json_is_true(json_object_get(out, "paused")));
+    json_decref(out);
+    ck_assert_int_eq(baton_queue_resume(b, "q", &out, &err), 200);
+    ck_assert(json_is_false(json_object_get(out, "paused")));
+    json_decref(out);
+    rate = json_pack("{s:i, s:i}", "limit", 2, "periodMs", 500);
+    ck_assert_int_eq(baton_queue_limits_set(b, "q", rate, &out, &err), 200);
+    json_decref(rate), json_decref(out);
+    ck_assert_int_eq(baton_queue_limits(b, "q", &out, &err), 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(json_object_get(out, "rate"), 0),
+                                                        "limit")), 2);
+    json_decref(out);
+    ck_assert_int_eq(baton_queue_limits_reset(b, "q", &out, &err), 200);
+    ck_assert(json_is_true(json_object_get(out, "default")));
+    json_decref(out);
+    ck_assert_int_eq(baton_queue_pause(b, "bad name", NULL, NULL, &err), -1);
+    ck_assert_int_eq(err.status, 400);
+
+    sched = json_pack("{s:s, s:s, s:{}, s:i}", "name", "tick", "queue", "q", "payload", "everyMs", 60000);
+    ck_assert_int_eq(baton_schedule_add(b, sched, &out, &err), 201);
+    ck_assert_str_eq(json_string_value(json_object_get(out, "name")), "tick");
+    json_decref(out);
+    ck_assert_int_eq(baton_schedule_add(b, sched, NULL, &err), -1);
+    ck_assert_int_eq(err.status, 409);
+    json_decref(sched);
+    ck_assert_int_eq(baton_schedule_list(b, &out, &err), 200);
+    ck_assert_int_eq(json_array_size(out), 1);
+    json_decref(out);
+    ck_assert_int_eq(baton_schedule_delete(b, "tick", &err), 200);
+    ck_assert_int_eq(baton_schedule_delete(b, "tick", &err), -1);
+    ck_assert_int_eq(err.status, 404);
+    baton_free(b);
+    server_cleanup(&s);
+}
+END_TEST
+
 Suite *
 suite_queues(void)
 {
@@ -558,6 +929,14 @@ suite_queues(void)
     tcase_add_test(tc, bad_input_answers_400_and_changes_nothing);
     tcase_add_test(tc, convex_pause_and_resume_queue);
     tcase_add_test(tc, cli_pause_resume_and_listing);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("rate_limits");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, queue_rate_limit_paces_claims);
+    tcase_add_test(tc, key_rate_limit_paces_one_key_not_the_others);
+    tcase_add_test(tc, rate_limited_claim_parks_until_due);
+    tcase_add_test(tc, limits_set_read_persist_and_bad_input);
+    tcase_add_test(tc, cli_and_libbaton_limits_controls_schedules);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -34,7 +34,7 @@ claim_one(struct sconn *c, const char *q, int64_t lock_ms, int64_t *id, char *to
     int rc;
 
     st_begin(c, &t);
-    rc = OPS->claim(&t, q, "w1", t.now + lock_ms, tok, &j);
+    rc = OPS->claim(&t, q, "w1", t.now + lock_ms, tok, NULL, &j);
     if (rc > 0) {
         *id = j.id;
         job_free(&j);
@@ -111,7 +111,7 @@ START_TEST(claim_order_and_delay)
     ck_assert_int_eq(j.status, JOB_PENDING);
     ck_assert_int_eq(due, j.run_at);
     job_free(&j);
-    ck_assert_int_eq(OPS->claim(&t, "other", "w1", t.now + 1000, "c_x", NULL), 0);
+    ck_assert_int_eq(OPS->claim(&t, "other", "w1", t.now + 1000, "c_x", NULL, NULL), 0);
     st_rollback(&t);
 }
 END_TEST
@@ -146,7 +146,7 @@ START_TEST(expired_lock_reclaim_and_stale_token)
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(ids[0], id);
     ck_assert(!more);
-    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_new", &j), 2);
+    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_new", NULL, &j), 2);
     ck_assert_int_eq(j.id, id);
     ck_assert_int_eq(j.status, JOB_PROCESSING);
     ck_assert_str_eq(j.claim_token, old);
@@ -537,14 +537,14 @@ START_TEST(order_key_expired_lock_frees_the_key)
     ck_assert_int_eq(st_commit(&t), 0);
     ck_assert_int_eq(take("q", -1000, tok, sizeof tok), a1);   /* its lock is already over */
     st_begin(st_conn, &t);
-    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_x", &j), 2);
+    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_x", NULL, &j), 2);
     ck_assert_int_eq(j.id, a1);
     job_free(&j);
     ck_assert_int_eq(OPS->requeue_expired(&t, a1, NULL), 1);
     ck_assert_int_eq(st_commit(&t), 0);
     ck_assert_int_eq(take("q", -1000, tok, sizeof tok), a1);   /* again, and again it dies */
     st_begin(st_conn, &t);
-    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_x", &j), 2);
+    ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_x", NULL, &j), 2);
     ck_assert_int_eq(j.id, a1);
     job_free(&j);
     ck_assert_int_eq(OPS->fail_final(&t, a1, NULL, "lock_expired", NULL, NULL), 1);
@@ -607,7 +607,7 @@ race_claim(struct tx *t, int i, void *arg)
     int rc;
 
     snprintf(tok, sizeof tok, "c_race%d", i);
-    rc = OPS->claim(t, "q", "w", t->now + 60000, tok, &j);
+    rc = OPS->claim(t, "q", "w", t->now + 60000, tok, NULL, &j);
     got[i] = rc == 1 ? j.id : 0;
     if (rc > 0)
         job_free(&j);
