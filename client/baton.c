@@ -794,6 +794,71 @@ baton_session_get_all(baton_client *b, const char *channel, const char *account,
     return rc;
 }
 
+/* ---- queue controls and schedules ---------------------------------------------------- */
+
+int
+baton_queue_pause(baton_client *b, const char *queue, const char *reason, json_t **out,
+                  baton_error *err)
+{
+    json_t *body = json_object();
+
+    set_opt_str(body, "reason", reason);
+    return run(b, "POST", pathf("/v1/queues/%s/pause", queue), body, true, 0, out, err);
+}
+
+int
+baton_queue_resume(baton_client *b, const char *queue, json_t **out, baton_error *err)
+{
+    return run(b, "POST", pathf("/v1/queues/%s/resume", queue), json_object(), true, 0, out, err);
+}
+
+int
+baton_queue_limits(baton_client *b, const char *queue, json_t **out, baton_error *err)
+{
+    return run(b, "GET", pathf("/v1/queues/%s/limits", queue), json_null(), true, 0, out, err);
+}
+
+int
+baton_queue_limits_set(baton_client *b, const char *queue, json_t *rate, json_t **out,
+                       baton_error *err)
+{
+    json_t *body = json_pack("{s:O}", "rate", rate ? rate : json_null());
+
+    return run(b, "PUT", pathf("/v1/queues/%s/limits", queue), body, true, 0, out, err);
+}
+
+int
+baton_queue_limits_reset(baton_client *b, const char *queue, json_t **out, baton_error *err)
+{
+    return run(b, "DELETE", pathf("/v1/queues/%s/limits", queue), json_null(), true, 0, out, err);
+}
+
+int
+baton_schedule_add(baton_client *b, json_t *schedule, json_t **out, baton_error *err)
+{
+    int rc = run(b, "POST", strdup("/v1/schedules"), json_incref(schedule), false, 0, out, err);
+
+    if (rc >= 0)
+        unwrap(out, "schedule");
+    return rc;
+}
+
+int
+baton_schedule_list(baton_client *b, json_t **out, baton_error *err)
+{
+    int rc = run(b, "GET", strdup("/v1/schedules"), json_null(), true, 0, out, err);
+
+    if (rc >= 0)
+        unwrap(out, "schedules");
+    return rc;
+}
+
+int
+baton_schedule_delete(baton_client *b, const char *name, baton_error *err)
+{
+    return run(b, "DELETE", pathf("/v1/schedules/%s", name), json_null(), true, 0, NULL, err);
+}
+
 /* ---- events ------------------------------------------------------------------------ */
 
 int

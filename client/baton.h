@@ -225,6 +225,33 @@ int baton_session_batch(baton_client *b, const char *channel, const char *accoun
 int baton_session_get_all(baton_client *b, const char *channel, const char *account,
                           json_t **entries, baton_error *err);
 
+/* ---- queue controls and schedules ----------------------------------------- */
+
+/* POST /v1/queues/{queue}/pause and /resume: reason may be NULL. *out (may
+ * be NULL): the settings after, with "changed". 200; retried (a repeated
+ * pause changes nothing). */
+int baton_queue_pause(baton_client *b, const char *queue, const char *reason, json_t **out,
+                      baton_error *err);
+int baton_queue_resume(baton_client *b, const char *queue, json_t **out, baton_error *err);
+/* GET /v1/queues/{queue}/limits: *out {queue, rate: [...], default}. */
+int baton_queue_limits(baton_client *b, const char *queue, json_t **out, baton_error *err);
+/* PUT /v1/queues/{queue}/limits {rate} (rate borrowed: a limit object
+ * {limit, periodMs, byKey?}, an array of up to two, or NULL for none);
+ * baton_queue_limits_reset: DELETE, back to the defaults. *out as
+ * baton_queue_limits. Retried. */
+int baton_queue_limits_set(baton_client *b, const char *queue, json_t *rate, json_t **out,
+                           baton_error *err);
+int baton_queue_limits_reset(baton_client *b, const char *queue, json_t **out, baton_error *err);
+
+/* POST /v1/schedules: schedule (borrowed) {name, queue, payload, cron |
+ * everyMs, timezone?, paused?}. 201 with *out the schedule; 409 when the
+ * name is taken. Not retried. */
+int baton_schedule_add(baton_client *b, json_t *schedule, json_t **out, baton_error *err);
+/* GET /v1/schedules: *out the array of schedules. */
+int baton_schedule_list(baton_client *b, json_t **out, baton_error *err);
+/* DELETE /v1/schedules/{name}: 200, or 404 when there is none. */
+int baton_schedule_delete(baton_client *b, const char *name, baton_error *err);
+
 /* ---- events (SPEC section 10) --------------------------------------------- */
 
 /* POST /v1/events {event, level, ...fields}. level NULL: "info". fields:

@@ -24,7 +24,8 @@ static const char main_usage[] =
     "\n"
     "commands:\n"
     "  jobs list|get|pending|retry|fail|cancel|requeue-stale|enqueue|enqueue-batch\n"
-    "  queues [pause|resume QUEUE]  per-queue counts; hold or release a queue's claims\n"
+    "  queues [pause|resume|limits QUEUE]  per-queue counts; hold or release a queue's claims;\n"
+    "                               its rate limits\n"
     "  schedules list|add|rm|pause|resume\n"
     "  leases get|list|force-release\n"
     "  accounts list|set|delete\n"
@@ -52,7 +53,7 @@ static const char jobs_usage[] =
     "  cancel ID                                fail a job now with reason cancelled\n"
     "  requeue-stale                            run the stale sweep now\n"
     "  enqueue [--queue Q] [--priority N] [--delay MS] [--max-attempts N]\n"
-    "          [--dedupe-key K] [--order-key K] [PAYLOAD-JSON]\n"
+    "          [--dedupe-key K] [--order-key K] [--rate-key K] [PAYLOAD-JSON]\n"
     "                                           add a job (queue agent by default)\n"
     "  enqueue-batch FILE|-                     add up to 1000 jobs, all or none\n";
 
@@ -60,6 +61,7 @@ static const char queues_usage[] =
     "usage: baton queues\n"
     "       baton queues pause QUEUE [--reason TEXT]\n"
     "       baton queues resume QUEUE\n"
+    "       baton queues limits QUEUE [--rate N/MS] [--key-rate N/MS] [--none] [--reset]\n"
     "\n"
     "Per queue: jobs by status, age of the oldest pending job, stale jobs and\n"
     "whether it is paused. pause: the queue still takes jobs and lets running\n"
@@ -173,6 +175,7 @@ static const char jobs_requeue_usage[] =
 static const char jobs_enqueue_usage[] =
     "usage: baton jobs enqueue [--queue Q] [--priority N] [--delay DURATION]\n"
     "                          [--max-attempts N] [--dedupe-key K] [--order-key K]\n"
+    "                          [--rate-key K]\n"
     "                          [PAYLOAD-JSON]\n\n"
     "Add a job (queue agent by default; payload {} when omitted). With a\n"
     "dedupe key already used by a job of the queue that is not completed, that\n"

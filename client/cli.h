@@ -49,6 +49,8 @@ int cli_queues(int argc, char **argv);
 /* cli_queues.c: queues pause|resume (cli_queues hands them on) */
 int cli_queues_pause(int argc, char **argv);
 int cli_queues_resume(int argc, char **argv);
+/* queues limits QUEUE [--rate N/MS] [--key-rate N/MS] [--none] [--reset] */
+int cli_queues_limits(int argc, char **argv);
 /* cli_leases.c: leases, accounts */
 int cli_leases_get(int argc, char **argv);
 int cli_leases_list(int argc, char **argv);

@@ -134,11 +134,12 @@ cli_jobs_requeue_stale(int argc, char **argv)
 int
 cli_jobs_enqueue(int argc, char **argv)
 {
-    const char *queue = NULL, *prio = NULL, *delay = NULL, *max = NULL, *key = NULL, *order = NULL;
+    const char *queue = NULL, *prio = NULL, *delay = NULL, *max = NULL, *key = NULL, *order = NULL,
+               *rate = NULL;
     struct cli_opt o[] = {{"queue", true, &queue, NULL},    {"priority", true, &prio, NULL},
                           {"delay", true, &delay, NULL},    {"max-attempts", true, &max, NULL},
                           {"dedupe-key", true, &key, NULL}, {"order-key", true, &order, NULL},
-                          {0}};
+                          {"rate-key", true, &rate, NULL},  {0}};
     char *pos[1];
     int n = cli_args(argc, argv, o, pos, 0, 1), rc;
     json_t *body, *payload = NULL, *j;
@@ -160,6 +161,8 @@ cli_jobs_enqueue(int argc, char **argv)
         json_object_set_new(body, "dedupeKey", json_string(key));
     if (order)
         json_object_set_new(body, "orderKey", json_string(order));
+    if (rate)
+        json_object_set_new(body, "rateKey", json_string(rate));
     if ((rc = cli_call("POST", strdup("/v1/jobs"), body, &j)) < 0)
         return CLI_EXIT_ERR;
     id = json_string_value(json_object_get(cli_unwrap(j, "job"), "id"));
@@ -249,6 +252,8 @@ cli_queues(int argc, char **argv)
         return cli_queues_pause(argc - 1, argv + 1);
     if (argc > 0 && !strcmp(argv[0], "resume"))
         return cli_queues_resume(argc - 1, argv + 1);
+    if (argc > 0 && !strcmp(argv[0], "limits"))
+        return cli_queues_limits(argc - 1, argv + 1);
     n = cli_args(argc, argv, NULL, pos, 0, 0);
     CLI_ARGS_OR_EXIT(n);
     if (cli_call("GET", strdup("/v1/queues"), NULL, &j) < 0)
