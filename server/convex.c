@@ -53,6 +53,8 @@ static const struct function functions[] = {
     {"agent:getQueues", "GET", "/v1/queues", "queues", NULL},
     {"agent:pauseQueue", "POST", "/v1/queues/{queue}/pause", NULL, NULL},
     {"agent:resumeQueue", "POST", "/v1/queues/{queue}/resume", NULL, NULL},
+    {"agent:getQueueLimits", "GET", "/v1/queues/{queue}/limits", NULL, NULL},
+    {"agent:setQueueLimits", "PUT", "/v1/queues/{queue}/limits", NULL, NULL},
     {"whatsappLeases:getLease", "GET", "/v1/leases/{channel}/{accountId}", NULL, NULL},
     {"whatsappLeases:acquireLease", "POST", "/v1/leases/{channel}/{accountId}/acquire", "lease", NULL},
     {"whatsappLeases:heartbeat", "POST", "/v1/leases/{channel}/{accountId}/heartbeat", "lease", NULL},

@@ -435,6 +435,21 @@ START_TEST(convex_pause_and_resume_queue)
     v = convex(&s, "{\"path\":\"agent:pauseQueue\",\"args\":{\"queue\":\"no way\"},\"format\":\"json\"}", 560);
     ck_assert_str_eq(sget(v, "status"), "error");
     json_decref(v);
+
+    /* limits: set, read back, and a bad one refused */
+    v = convex(&s, "{\"path\":\"agent:setQueueLimits\",\"args\":{\"queue\":\"agent\",\"rate\":"
+                   "{\"limit\":4,\"periodMs\":1000}},\"format\":\"json\"}", 200);
+    ck_assert_str_eq(sget(v, "status"), "success");
+    json_decref(v);
+    v = convex(&s, "{\"path\":\"agent:getQueueLimits\",\"args\":{\"queue\":\"agent\"},\"format\":\"json\"}",
+               200);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_array_get(json_object_get(json_object_get(v, "value"), "rate"), 0), "limit")), 4);
+    json_decref(v);
+    v = convex(&s, "{\"path\":\"agent:setQueueLimits\",\"args\":{\"queue\":\"agent\",\"rate\":"
+                   "{\"limit\":-4,\"periodMs\":1000}},\"format\":\"json\"}", 560);
+    ck_assert_str_eq(sget(v, "status"), "error");
+    json_decref(v);
     server_cleanup(&s);
 }
 END_TEST
