@@ -12,7 +12,7 @@ DESTDIR ?=
 B       ?= build
 CC      ?= cc
 OPT     ?= -O2
-PKGS    := sqlite3 libmicrohttpd jansson libsodium libcurl
+PKGS    := sqlite3 libpq libmicrohttpd jansson libsodium libcurl
 BATON_VERSION := $(shell sed -n 's/^\#define BATON_VERSION "\(.*\)"/\1/p' server/base.h)
 
 CFLAGS  := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wformat=2 -Wshadow \
@@ -45,7 +45,7 @@ endif
 # batond: everything in server/ plus the embedded schema; the test and
 # bench binaries link the same objects without main.o
 SERVER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out server/main.c,$(wildcard server/*.c))) $(B)/schema.o \
-              $(B)/web.o
+              $(B)/schema_pg.o $(B)/web.o
 # the console and chat pages, styles and scripts, embedded into batond
 WEB_SRC    := $(wildcard server/web/*.html server/web/*.css server/web/*.js)
 # libbaton, the baton CLI and baton-agent: client/
@@ -79,7 +79,13 @@ $(B)/schema.c: schema/embed.sh $(wildcard schema/sqlite/*.sql)
 	sh schema/embed.sh $(wildcard schema/sqlite/*.sql) > $@.tmp
 	mv $@.tmp $@
 
-$(B)/schema.o: $(B)/schema.c
+# the PostgreSQL schema: schema/postgres/, embedded as pg_migrations
+$(B)/schema_pg.c: schema/embed.sh $(wildcard schema/postgres/*.sql)
+	@mkdir -p $(@D)
+	sh schema/embed.sh -p pg_ $(wildcard schema/postgres/*.sql) > $@.tmp
+	mv $@.tmp $@
+
+$(B)/schema.o $(B)/schema_pg.o: $(B)/%.o: $(B)/%.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(B)/web.c: server/web/embed.sh $(WEB_SRC)
