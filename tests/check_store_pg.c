@@ -454,18 +454,16 @@ END_TEST
 START_TEST(batond_starts_while_database_down)
 {
     struct server s = {0};
-    char db[700], env[720], log[8192] = {0};
+    char log[8192] = {0};
     const char *base = pg_test_base_url();
-    const char *extra[2] = {env, NULL};
     FILE *f;
     size_t n;
 
     /* the same server, a password the URL carries (trust ignores it) */
     ck_assert_ptr_nonnull(strstr(base, "baton@"));
-    snprintf(db, sizeof db, "postgresql://baton:Pw-never-logged@%s", strstr(base, "baton@") + 6);
-    snprintf(env, sizeof env, "BATON_DB=%s", db);
+    snprintf(s.db, sizeof s.db, "postgresql://baton:Pw-never-logged@%s", strstr(base, "baton@") + 6);
     ck_assert_int_eq(pg_test_ctl("stop -m immediate"), 0);
-    server_start(&s, extra);
+    server_start(&s, NULL);
     ck_assert_int_ge(server_log_count(&s, "db.unavailable"), 1);
     ck_assert_int_eq(server_stop(&s), 0);
     ck_assert_ptr_nonnull(f = fopen(s.log, "r"));
