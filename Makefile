@@ -12,7 +12,7 @@ DESTDIR ?=
 B       ?= build
 CC      ?= cc
 OPT     ?= -O2
-PKGS    := sqlite3 libmicrohttpd jansson libsodium libcurl
+PKGS    := sqlite3 libpq libmicrohttpd jansson libsodium libcurl
 BATON_VERSION := $(shell sed -n 's/^\#define BATON_VERSION "\(.*\)"/\1/p' server/base.h)
 
 CFLAGS  := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wformat=2 -Wshadow \
@@ -45,7 +45,7 @@ endif
 # batond: everything in server/ plus the embedded schema; the test and
 # bench binaries link the same objects without main.o
 SERVER_OBJ := $(patsubst %.c,$(B)/%.o,$(filter-out server/main.c,$(wildcard server/*.c))) $(B)/schema.o \
-              $(B)/web.o
+              $(B)/schema_pg.o $(B)/web.o
 # the console and chat pages, styles and scripts, embedded into batond
 WEB_SRC    := $(wildcard server/web/*.html server/web/*.css server/web/*.js)
 # libbaton, the baton CLI and baton-agent: client/
@@ -79,7 +79,13 @@ $(B)/schema.c: schema/embed.sh $(wildcard schema/sqlite/*.sql)
 	sh schema/embed.sh $(wildcard schema/sqlite/*.sql) > $@.tmp
 	mv $@.tmp $@
 
-$(B)/schema.o: $(B)/schema.c
+# the PostgreSQL schema: schema/postgres/, embedded as pg_migrations
+$(B)/schema_pg.c: schema/embed.sh $(wildcard schema/postgres/*.sql)
+	@mkdir -p $(@D)
+	sh schema/embed.sh -p pg_ $(wildcard schema/postgres/*.sql) > $@.tmp
+	mv $@.tmp $@
+
+$(B)/schema.o $(B)/schema_pg.o: $(B)/%.o: $(B)/%.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(B)/web.c: server/web/embed.sh $(WEB_SRC)
@@ -163,9 +169,14 @@ run: deps
 test: test-deps
 	@$(MAKE) --no-print-directory check
 
-# the suites start the real programs: batond, baton, baton-agent, fakeapi
+# the suites start the real programs: batond, baton, baton-agent, fakeapi;
+# then again on PostgreSQL (a throwaway server, tests/pg.c): the store
+# conformance suite and the route suites of the resources, with batond on
+# a fresh schema per server (docs/testing.md)
+PG_SUITES ?= store_pg,jobs,leases,dedupe,sessions,messages,convex,perf
 check: all $(B)/fakeapi $(B)/run_tests
 	BATOND=$(B)/batond $(B)/run_tests
+	BATON_TEST_BACKEND=postgres BATON_ONLY_SUITES=$(PG_SUITES) BATOND=$(B)/batond $(B)/run_tests
 ifneq ($(SAN),1)
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$${FUZZ_SMOKE_SECONDS:-5}
 endif

@@ -749,6 +749,15 @@ struct store_ops {
     bool (*aborted)(struct sconn *c);
     int (*commit)(struct sconn *c, struct fault *f);
     void (*rollback)(struct sconn *c);
+    /* After a failed batch (both may be NULL: never). lost: the
+     * connection cannot be used any more; its owner disconnects and
+     * connects again. conflict: the batch lost a conflict with another
+     * writer (a serialization failure, a deadlock) and nothing of it was
+     * kept: running it again may succeed. A backend with lost set may
+     * also be open while its database is down: connect fails until it is
+     * back. */
+    bool (*lost)(struct sconn *c);
+    bool (*conflict)(struct sconn *c);
 
     const struct store_jobs *jobs;
     const struct store_leases *leases;
@@ -764,8 +773,13 @@ struct store_ops {
 /* The backend in use (set by store_select before anything else). */
 extern const struct store_ops *store;
 extern const struct store_ops store_sqlite;
-/* Choose the backend for cfg.db_path: SQLite for a path. -1 with a reason
- * when the path names a backend this build does not have. */
+extern const struct store_ops store_pg;
+/* Choose the backend for cfg.db_path: PostgreSQL (store_pg) for a
+ * postgres:// or postgresql:// URL, SQLite for anything else (a path).
+ * 0; -1 with a reason when the backend cannot be used. */
 int store_select(char *why, size_t n);
+/* cfg.db_path as logs may show it: a URL's password (user:PASSWORD@ or
+ * password=...) replaced by ***. */
+void store_describe(char *out, size_t n);
 
 #endif
