@@ -48,8 +48,9 @@
  *   replica's batch; PostgreSQL then aborts one, and the batch is run
  *   again (store_pg.h, pg_retry_batch).
  * - find_dedupe takes an advisory lock on (queue, dedupe key) before it
- *   looks: the enqueue that follows in the same transaction is then seen
- *   by another replica's look for the same key, so a key gives one job.
+ *   looks (jobs_find_dedupe, one round trip): the enqueue that follows in
+ *   the same transaction is then seen by another replica's look for the
+ *   same key, so a key gives one job.
  */
 #include <string.h>
 
@@ -260,26 +261,21 @@ pg_get(struct tx *t, int64_t id, struct job *out)
     return take_row(t, pg_exec(t, "SELECT " JOB_COLS " FROM jobs WHERE id = $1", 1, p), 0, out);
 }
 
-/* The lock on (queue, key) serializes two replicas enqueuing with the same
- * key (DESIGN); outside a transaction it is released at once. */
+/* jobs_find_dedupe (002_jobs.sql) looks under a lock on (queue, key), so
+ * that two replicas enqueuing with one key give one job (DESIGN). */
 static int
 pg_find_dedupe(struct tx *t, const char *queue, const char *key, int64_t *id)
 {
     const char *p[] = {queue, key};
-    PGresult *r;
-    int rows;
+    PGresult *r = pg_exec(t, "SELECT jobs_find_dedupe($1, $2)", 2, p);
+    int found;
 
-    if (run(pg_exec(t, "SELECT pg_advisory_xact_lock(hashtextextended('dedupe' || E'\\x1f'"
-                          " || $1::text || E'\\x1f' || $2::text, 0))", 2, p)) < 0)
-        return -1;
-    r = pg_exec(t, "SELECT id FROM jobs WHERE queue = $1 AND dedupe_key = $2"
-                   " AND status != 'completed' ORDER BY id DESC LIMIT 1", 2, p);
     if (!r)
         return -1;
-    if ((rows = PQntuples(r)) > 0)
+    if ((found = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)))
         *id = pg_int(r, 0, 0, 0);
     PQclear(r);
-    return rows > 0 ? 1 : 0;
+    return found;
 }
 
 /* ---- claim ------------------------------------------------------------------- */

@@ -53,8 +53,10 @@ CREATE INDEX jobs_completed ON jobs(completed_at) WHERE status = 'completed';
 CREATE INDEX jobs_by_queue ON jobs(queue, id);
 CREATE INDEX jobs_by_status ON jobs(status, id);
 CREATE INDEX jobs_by_queue_status ON jobs(queue, status, id);
--- enqueue dedupe: a key's jobs in a queue
-CREATE INDEX jobs_dedupe ON jobs(queue, dedupe_key) WHERE dedupe_key IS NOT NULL;
+-- enqueue dedupe: a key's jobs in a queue, newest first. id is in the index
+-- so that the generic plan of a prepared lookup (ORDER BY id DESC LIMIT 1)
+-- uses it rather than walk jobs_by_queue backwards over the whole queue
+CREATE INDEX jobs_dedupe ON jobs(queue, dedupe_key, id) WHERE dedupe_key IS NOT NULL;
 -- a key's active jobs: its holder (held = false) and its earliest waiting job
 CREATE INDEX jobs_keys ON jobs(queue, order_key, held, id)
     WHERE order_key IS NOT NULL AND status IN ('pending', 'processing');
@@ -89,3 +91,18 @@ CREATE TABLE schedules (
 );
 -- the maintenance looks for the earliest due unpaused schedule
 CREATE INDEX schedules_by_next_run ON schedules(next_run) WHERE NOT paused;
+
+-- The newest not-completed job of queue q with dedupe key k, looked for
+-- under a transaction lock on (q, k): two writers enqueuing with one key at
+-- once are serialized, and the second sees the first's job. A function so
+-- that the lock and the look are one round trip: a VOLATILE function's
+-- statements each take a new snapshot (READ COMMITTED), so the look sees
+-- every transaction that held the lock before.
+CREATE FUNCTION jobs_find_dedupe(q TEXT, k TEXT) RETURNS BIGINT
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('dedupe' || E'\x1f' || q || E'\x1f' || k, 0));
+    RETURN (SELECT id FROM jobs WHERE queue = q AND dedupe_key = k AND status != 'completed'
+            ORDER BY id DESC LIMIT 1);
+END
+$$;
