@@ -271,6 +271,14 @@ pg_test_stop(void)
 }
 
 bool
+pg_test_backend(void)
+{
+    const char *b = getenv("BATON_TEST_BACKEND");
+
+    return b && !strcmp(b, "postgres");
+}
+
+bool
 pg_test_available(void)
 {
     return base_url[0] != 0;
