@@ -20,7 +20,11 @@
  *   claimed exactly once across connections. An expired lock is answered
  *   (2) untouched but locked by this transaction, so that the caller's
  *   requeue_expired or fail_final in the same transaction finds it as it
- *   was; another replica skips it meanwhile.
+ *   was; another replica skips it meanwhile. The candidate not taken
+ *   (an expired lock ranking below the job claimed, or the pending job
+ *   ranking below an expired lock) stays locked until the transaction
+ *   ends: other replicas pass over it for that long, which costs them
+ *   nothing but order.
  * - expired (the stale sweep) locks the ids it answers the same way
  *   (SKIP LOCKED): two replicas sweeping at once take disjoint chunks, and
  *   each one's requeue finds its jobs still expired. prune deletes a
