@@ -50,7 +50,7 @@
  *   row lock (their UPDATE) before the key's lock; insert takes no row
  *   lock. A batch that mixes keys may still deadlock with another
  *   replica's batch; PostgreSQL then aborts one, and the batch is run
- *   again (store_pg.h, pg_retry_batch).
+ *   again (store->conflict: the writer runs a batch that lost one again).
  * - find_dedupe takes an advisory lock on (queue, dedupe key) before it
  *   looks (jobs_find_dedupe, one round trip): the enqueue that follows in
  *   the same transaction is then seen by another replica's look for the
