@@ -27,7 +27,7 @@ static const struct setting settings[] = {
     {"BATON_LISTEN", "listen", K_LISTEN, "127.0.0.1:3210", 0, 0, 0,
      "address and port to serve on (port 0 picks a free one)"},
     {"BATON_DB", "db", K_STR, "./data/baton.db", OFF(db_path), 0, 0,
-     "SQLite database file (its directory is created)"},
+     "SQLite database file (its directory is created), or a postgres:// URL"},
     {"AGENT_SECRET", "secret", K_STR, NULL, OFF(secret), 0, 0,
      "bearer secret for /v1, /api and /metrics (prefer the environment)"},
     {"BATON_ENV", "env", K_ENV, "development", OFF(production), 0, 0,

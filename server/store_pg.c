@@ -58,7 +58,8 @@ pg_i64(char *buf, int64_t v)
 
 /* ---- failures ------------------------------------------------------------- */
 
-/* Copy msg into out without its trailing newlines. */
+/* Copy msg into out as one line: libpq's messages end in a newline and
+ * may hold more lines (a hint after "\n\t"). */
 static void
 one_line(char *out, size_t n, const char *msg)
 {
@@ -68,6 +69,9 @@ one_line(char *out, size_t n, const char *msg)
     len = strlen(out);
     while (len && (out[len - 1] == '\n' || out[len - 1] == '\r'))
         out[--len] = 0;
+    for (char *p = out; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
 }
 
 /* The fault of r (NULL: the connection's last error) on c: its code

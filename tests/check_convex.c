@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "pg.h"
 
 static struct server srv;
 static char dir[512];
@@ -655,8 +656,14 @@ suite_convex(void)
     tcase_add_test(tc, http_client_any_api);
     tcase_add_test(tc, encoded_nan_and_infinity_are_refused);
     tcase_add_test(tc, huge_real_arguments_are_out_of_range);
-    tcase_add_test(tc, logs_history_shows_recorded_events);
-    tcase_add_test(tc, logs_follow_live_events);
+    /* the PostgreSQL pass leaves out the two runs of `convex logs` (about
+     * 20 s of the CLI's own timeouts): the events they read are the store's
+     * events operations, which store_pg covers, and the cursor and filters
+     * still run below (time budget of make check, docs/testing.md) */
+    if (!pg_test_backend()) {
+        tcase_add_test(tc, logs_history_shows_recorded_events);
+        tcase_add_test(tc, logs_follow_live_events);
+    }
     tcase_add_test(tc, logs_wrong_key_stops);
     tcase_add_test(tc, logs_route_cursor_and_filters);
     tcase_add_test(tc, data_stops_with_a_message);

@@ -72,8 +72,7 @@ server_try_start(struct server *s, const char *const *extra, char *err, size_t n
         snprintf(s->dir, sizeof s->dir, "/tmp/baton-test-XXXXXX");
         if (!mkdtemp(s->dir))
             return -2;
-        s->db[0] = 0;
-        if (pg_test_backend())
+        if (pg_test_backend() && !s->db[0])
             snprintf(s->db, sizeof s->db, "%s", pg_test_url());
     }
     if (extra) {

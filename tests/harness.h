@@ -17,7 +17,8 @@ struct server {
     char dir[256];          /* temp dir holding baton.db and the logs */
     char db[640];           /* BATON_DB when not dir/baton.db: on the PostgreSQL
                              * backend (BATON_TEST_BACKEND=postgres) a fresh
-                             * schema's URL, kept across restarts */
+                             * schema's URL unless set before the first
+                             * start; kept across restarts */
     char url[64];
     char log[300];          /* batond's stdout (JSON lines) */
     const char *env[32];    /* extra KEY=VALUE settings, NULL-terminated */

@@ -310,6 +310,12 @@ pg_test_url(void)
     return url;
 }
 
+bool
+pg_test_owned(void)
+{
+    return dir[0] && bindir[0];
+}
+
 int
 pg_test_ctl(const char *action)
 {

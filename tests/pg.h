@@ -34,6 +34,9 @@ bool pg_test_available(void);
 const char *pg_test_url(void);
 /* The run's base URL (no schema selected); NULL when none. */
 const char *pg_test_base_url(void);
+/* Whether this run started the server itself (not BATON_TEST_PG_URL):
+ * only then may a test stop and start it. */
+bool pg_test_owned(void);
 /* The run's server's data directory and how pg_ctl is run on it, for
  * tests that stop and restart it: pg_test_ctl("stop -m immediate") or
  * pg_test_ctl("start"). 0 on success. Only for the server this run
