@@ -1,8 +1,10 @@
 /* check_store_leases.c -- store conformance cases of the leases and
  * accounts operations (see check_store.h): fencing tokens that never go
- * back, one winner among concurrent acquirers, expiry judged with the
+ * back, one winner among concurrent acquirers (of a new, an expired and a
+ * released lease), expiry judged with the
  * transaction's clock, stale tokens that change nothing, the listing of
- * held leases and the accounts registry. Store interface only. */
+ * held leases and the accounts registry (one creator among concurrent
+ * puts). Store interface only. */
 #include <string.h>
 
 #include "check_store.h"
@@ -92,9 +94,9 @@ START_TEST(token_never_goes_back)
 }
 END_TEST
 
-/* ---- 8 acquirers on their own connections ------------------------------------ */
+/* ---- 16 acquirers on their own connections ----------------------------------- */
 
-#define RACERS 8
+#define RACERS 16
 
 static int
 grant_one(struct tx *t, int i, void *arg)
@@ -106,12 +108,14 @@ grant_one(struct tx *t, int i, void *arg)
     return store->leases->grant(t, "whatsapp", "contended", owner, TTL, &l[i]);
 }
 
-START_TEST(one_winner_among_eight)
+/* Race RACERS grants of whatsapp/contended; asserts exactly one won and
+ * that the lease is its grant; returns the winner's lease. */
+static struct lease
+race_grants(void)
 {
-    struct lease got[RACERS];
+    struct lease got[RACERS], l;
     int rcs[RACERS], winners = 0, winner = -1;
     char owner[16];
-    struct lease l;
 
     memset(got, 0, sizeof got);
     st_race(RACERS, grant_one, got, rcs);
@@ -126,8 +130,39 @@ START_TEST(one_winner_among_eight)
     snprintf(owner, sizeof owner, "w%d", winner);
     l = lease_now("whatsapp", "contended");
     ck_assert_str_eq(l.owner, owner);
+    ck_assert_int_eq(l.token, got[winner].token);
+    ck_assert_int_eq(l.acquired_at, got[winner].acquired_at);
+    return l;
+}
+
+/* A lease never granted: one of 16 gets the first token. */
+START_TEST(one_winner_among_sixteen)
+{
+    struct lease l = race_grants();
+
     ck_assert_int_eq(l.token, 1);
     ck_assert_int_eq(l.transitions, 1);
+}
+END_TEST
+
+/* A lease held by another owner but expired, then one released: each
+ * time one of 16 takes it, with the next token. */
+START_TEST(one_winner_after_expiry_and_release)
+{
+    struct tx t;
+    struct lease old, l;
+
+    ck_assert_int_eq(grant_at("whatsapp", "contended", "old", 1000, now_ms() - 60000, &old), 1);
+    l = race_grants();
+    ck_assert_int_eq(l.token, old.token + 1);
+    ck_assert_int_eq(l.transitions, 2);
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->release(&t, "whatsapp", "contended", l.owner, l.token, &l), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    l = race_grants();
+    ck_assert_int_eq(l.token, old.token + 2);
+    ck_assert_int_eq(l.transitions, 3);
 }
 END_TEST
 
@@ -363,6 +398,43 @@ START_TEST(accounts_registry)
 }
 END_TEST
 
+static int
+put_one(struct tx *t, int i, void *arg)
+{
+    bool *created = arg;
+    struct account a;
+    json_t *config = json_pack("{s:i}", "racer", i);
+    int rc = store->leases->account_put(t, "whatsapp", "new", i % 2 == 0, config, &a, &created[i]);
+
+    json_decref(config);
+    if (rc == 0)
+        account_clear(&a);
+    return rc;
+}
+
+/* 16 puts of one new account on their own connections: every one is
+ * written, exactly one of them created it. */
+START_TEST(one_creator_among_sixteen)
+{
+    bool created[16] = {0};
+    int rcs[16], creators = 0;
+    struct account a;
+    struct tx t;
+
+    st_race(16, put_one, created, rcs);
+    for (int i = 0; i < 16; i++) {
+        ck_assert_msg(rcs[i] == 0, "racer %d: %d", i, rcs[i]);
+        creators += created[i];
+    }
+    ck_assert_int_eq(creators, 1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->account_get(&t, "whatsapp", "new", &a), 1);
+    ck_assert(json_is_integer(json_object_get(a.config, "racer")));
+    account_clear(&a);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+END_TEST
+
 void
 store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
@@ -371,10 +443,12 @@ store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, token_never_goes_back);
-    tcase_add_test(tc, one_winner_among_eight);
+    tcase_add_test(tc, one_winner_among_sixteen);
+    tcase_add_test(tc, one_winner_after_expiry_and_release);
     tcase_add_test(tc, expired_lease_taken_by_another);
     tcase_add_test(tc, stale_token_changes_nothing);
     tcase_add_test(tc, list_held_at_now);
     tcase_add_test(tc, accounts_registry);
+    tcase_add_test(tc, one_creator_among_sixteen);
     suite_add_tcase(s, tc);
 }
