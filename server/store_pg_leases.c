@@ -25,6 +25,12 @@
  *   inserted row's xmax (0 only for a row this statement inserted), in the
  *   same upsert, so two replicas putting the same new account see exactly
  *   one "created".
+ * - fence (lease_fence: a session write or an outbound job under a lease
+ *   token) reads the lease FOR SHARE: the token it checks stays the latest
+ *   until the fenced write commits, as SQLite's single writer gives.
+ *   Deciding on a plain read would let another replica grant the lease
+ *   between the check and the commit, and the stale holder's write land
+ *   after the new holder's.
  * Times are parameters (t->now, the database's clock taken at begin).
  */
 #include <stdlib.h>
@@ -81,6 +87,19 @@ pg_lease_get(struct tx *t, const char *channel, const char *account, struct leas
 
     return lease_result(pg_exec(t, "SELECT " LEASE_COLS " FROM leases WHERE channel = $1 AND account_id = $2",
                                    2, p), l);
+}
+
+/* FOR SHARE: a grant, renewal or release of the lease on another
+ * connection (each an UPDATE of the row) waits until this transaction
+ * ends, so a write fenced by the token it read commits before anybody
+ * can take the lease; other fenced writes share the lock. */
+static int
+pg_lease_fence(struct tx *t, const char *channel, const char *account, struct lease *l)
+{
+    const char *p[] = {channel, account};
+
+    return lease_result(pg_exec(t, "SELECT " LEASE_COLS " FROM leases WHERE channel = $1 AND account_id = $2"
+                                   " FOR SHARE", 2, p), l);
 }
 
 static int
@@ -317,6 +336,7 @@ pg_account_delete(struct tx *t, const char *channel, const char *account)
 
 const struct store_leases pg_leases_ops = {
     .get = pg_lease_get,
+    .fence = pg_lease_fence,
     .grant = pg_lease_grant,
     .renew = pg_lease_renew,
     .release = pg_lease_release,

@@ -2,10 +2,14 @@
  * accounts operations (see check_store.h): fencing tokens that never go
  * back, one winner among concurrent acquirers (of a new, an expired and a
  * released lease), expiry judged with the
- * transaction's clock, stale tokens that change nothing, the listing of
+ * transaction's clock, stale tokens that change nothing, a fenced write
+ * that no takeover on another connection overtakes, the listing of
  * held leases and the accounts registry (one creator among concurrent
  * puts). Store interface only. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check_store.h"
 
@@ -269,6 +273,64 @@ START_TEST(stale_token_changes_nothing)
 }
 END_TEST
 
+/* ---- a fenced write against a takeover on another connection ------------------ */
+
+struct takeover {
+    atomic_bool done;
+    int released, granted;
+    struct lease l;
+};
+
+/* On a connection of its own: force-release whatsapp/fenced and grant it to "b". */
+static void *
+take_over(void *arg)
+{
+    struct takeover *o = arg;
+    struct sconn *c = st_connect();
+    struct tx t;
+
+    st_begin(c, &t);
+    o->released = store->leases->force_release(&t, "whatsapp", "fenced", &o->l);
+    o->granted = store->leases->grant(&t, "whatsapp", "fenced", "b", TTL, &o->l);
+    if (st_commit(&t) < 0)
+        o->granted = -2;
+    store->disconnect(c);
+    atomic_store(&o->done, true);
+    return NULL;
+}
+
+/* While a write that read the lease with fence is open, another
+ * connection cannot force-release and re-grant it: the takeover waits for
+ * the fenced write to commit, then gets the next token. */
+START_TEST(fence_holds_off_a_takeover)
+{
+    struct takeover o = {.released = -9, .granted = -9};
+    struct lease a, l;
+    struct tx t;
+    pthread_t th;
+
+    ck_assert_int_eq(grant_at("whatsapp", "fenced", "a", TTL, 0, &a), 1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->fence(&t, "whatsapp", "fenced", &l), 1);
+    ck_assert_str_eq(l.owner, "a");
+    ck_assert_int_eq(l.token, a.token);
+    ck_assert_int_eq(pthread_create(&th, NULL, take_over, &o), 0);
+    usleep(500 * 1000);
+    /* the fenced write is still open: the token it checked is the latest */
+    ck_assert_msg(!atomic_load(&o.done), "the lease was taken over under a fenced write");
+    ck_assert_int_eq(st_commit(&t), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(o.released, 1);
+    ck_assert_int_eq(o.granted, 1);
+    ck_assert_str_eq(o.l.owner, "b");
+    ck_assert_int_eq(o.l.token, a.token + 1);
+    /* a never granted lease fences nothing */
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->fence(&t, "whatsapp", "never", &l), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+END_TEST
+
 /* ---- listings and accounts --------------------------------------------------- */
 
 static int
@@ -447,6 +509,7 @@ store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, one_winner_after_expiry_and_release);
     tcase_add_test(tc, expired_lease_taken_by_another);
     tcase_add_test(tc, stale_token_changes_nothing);
+    tcase_add_test(tc, fence_holds_off_a_takeover);
     tcase_add_test(tc, list_held_at_now);
     tcase_add_test(tc, accounts_registry);
     tcase_add_test(tc, one_creator_among_sixteen);
