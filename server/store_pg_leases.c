@@ -26,11 +26,14 @@
  *   same upsert, so two replicas putting the same new account see exactly
  *   one "created".
  * - fence (lease_fence: a session write or an outbound job under a lease
- *   token) reads the lease FOR SHARE: the token it checks stays the latest
- *   until the fenced write commits, as SQLite's single writer gives.
- *   Deciding on a plain read would let another replica grant the lease
- *   between the check and the commit, and the stale holder's write land
- *   after the new holder's.
+ *   token) reads the lease FOR NO KEY UPDATE: the token it checks stays
+ *   the latest until the fenced write commits, as SQLite's single writer
+ *   gives. Deciding on a plain read would let another replica grant the
+ *   lease between the check and the commit, and the stale holder's write
+ *   land after the new holder's. Not FOR SHARE: two replicas sharing the
+ *   lock, each then renewing the lease in the same batch (a heartbeat
+ *   beside a session write), would deadlock; with the update lock taken
+ *   at once the second fenced write just waits for the first.
  * Times are parameters (t->now, the database's clock taken at begin).
  */
 #include <stdlib.h>
@@ -89,17 +92,17 @@ pg_lease_get(struct tx *t, const char *channel, const char *account, struct leas
                                    2, p), l);
 }
 
-/* FOR SHARE: a grant, renewal or release of the lease on another
- * connection (each an UPDATE of the row) waits until this transaction
- * ends, so a write fenced by the token it read commits before anybody
- * can take the lease; other fenced writes share the lock. */
+/* FOR NO KEY UPDATE (see DESIGN): a grant, renewal or release of the
+ * lease on another connection, or another fenced write there, waits until
+ * this transaction ends, so a write fenced by the token it read commits
+ * before anybody can take the lease. */
 static int
 pg_lease_fence(struct tx *t, const char *channel, const char *account, struct lease *l)
 {
     const char *p[] = {channel, account};
 
     return lease_result(pg_exec(t, "SELECT " LEASE_COLS " FROM leases WHERE channel = $1 AND account_id = $2"
-                                   " FOR SHARE", 2, p), l);
+                                   " FOR NO KEY UPDATE", 2, p), l);
 }
 
 static int

@@ -331,6 +331,37 @@ START_TEST(fence_holds_off_a_takeover)
 }
 END_TEST
 
+/* A fenced write that renews the lease in the same transaction (a
+ * heartbeat beside a session write), on 8 connections at once: every one
+ * gets through -- the fence may order them, never deadlock them. */
+static int
+fence_and_renew(struct tx *t, int i, void *arg)
+{
+    const struct lease *a = arg;
+    struct lease l;
+    int rc;
+
+    (void)i;
+    if ((rc = store->leases->fence(t, "whatsapp", "fenced", &l)) != 1)
+        return rc < 0 ? -1 : 0;
+    if (l.token != a->token)
+        return 0;
+    return store->leases->renew(t, "whatsapp", "fenced", "a", a->token, 0, true, &l);
+}
+
+START_TEST(fenced_writes_renewing_all_pass)
+{
+    struct lease a;
+    int rcs[8];
+
+    ck_assert_int_eq(grant_at("whatsapp", "fenced", "a", TTL, 0, &a), 1);
+    st_race(8, fence_and_renew, &a, rcs);
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(rcs[i] == 1, "racer %d: %d", i, rcs[i]);
+    ck_assert_int_eq(lease_now("whatsapp", "fenced").token, a.token);
+}
+END_TEST
+
 /* ---- listings and accounts --------------------------------------------------- */
 
 static int
@@ -510,6 +541,7 @@ store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, expired_lease_taken_by_another);
     tcase_add_test(tc, stale_token_changes_nothing);
     tcase_add_test(tc, fence_holds_off_a_takeover);
+    tcase_add_test(tc, fenced_writes_renewing_all_pass);
     tcase_add_test(tc, list_held_at_now);
     tcase_add_test(tc, accounts_registry);
     tcase_add_test(tc, one_creator_among_sixteen);
