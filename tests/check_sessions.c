@@ -247,7 +247,10 @@ file_size(const char *dir, const char *name)
  * kept where it is the point of the test: reading how a value is stored at
  * rest (enc, no plaintext), and the tamper tests, which move or damage raw
  * ciphertext rows in ways no route can (a route only stores what it
- * encrypted itself). */
+ * encrypted itself). They stay on SQLite: what they check -- sessions.c
+ * refusing moved or damaged ciphertext -- is the rules', whatever the
+ * backend; the backends' part, the stored bytes given back exactly, is the
+ * store suite's (put_get_binary_round_trip, run on each backend). */
 static long long
 sql(const char *fmt, ...)
 {

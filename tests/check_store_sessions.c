@@ -133,6 +133,35 @@ START_TEST(put_get_binary_round_trip)
 }
 END_TEST
 
+/* An empty value (no bytes, value NULL) is stored as zero bytes -- not
+ * as no value -- in either format, and comes back found with length 0. */
+START_TEST(empty_value_round_trip)
+{
+    struct session_entry e;
+    struct seen s = {0};
+    struct tx t;
+
+    st_begin(st_conn, &t);
+    put(&t, "whatsapp", "acc1", "sealed", 1, NULL, 0, t.now);
+    put(&t, "whatsapp", "acc1", "clear", 0, NULL, 0, t.now);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    st_read(&t);
+    ck_assert_int_eq(SS->get(&t, "whatsapp", "acc1", "sealed", &e), 1);
+    ck_assert_int_eq(e.enc, 1);
+    ck_assert_uint_eq(e.len, 0);
+    ck_assert_ptr_nonnull(e.value);
+    free((void *)e.value);
+    ck_assert_int_eq(SS->get(&t, "whatsapp", "acc1", "clear", &e), 1);
+    ck_assert_int_eq(e.enc, 0);
+    ck_assert_uint_eq(e.len, 0);
+    free((void *)e.value);
+    tx_read_end(&t);
+    list("whatsapp", "acc1", false, &s);
+    ck_assert_str_eq(s.names, "clear=0-;sealed=0-;");
+}
+END_TEST
+
 /* A second put of the same names replaces the entry (bytes, format, time)
  * and does not add one. */
 START_TEST(put_overwrites)
@@ -374,6 +403,7 @@ store_cases_sessions(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, put_get_binary_round_trip);
     tcase_add_test(tc, put_overwrites);
+    tcase_add_test(tc, empty_value_round_trip);
     tcase_add_test(tc, list_account_in_key_order);
     tcase_add_test(tc, del_one);
     tcase_add_test(tc, clear_leaves_other_accounts);
