@@ -255,6 +255,17 @@ pg_changes(const PGresult *r)
 
 /* ---- connections --------------------------------------------------------------- */
 
+/* The server's warnings become log lines (stderr is not for them). */
+static void
+notice(void *arg, const char *msg)
+{
+    char line[400];
+
+    (void)arg;
+    one_line(line, sizeof line, msg);
+    log_event("warn", "db.notice", json_pack("{s:s}", "message", line));
+}
+
 /* A new connection to cfg.db_path with batond's session settings; NULL
  * with why set. The URL's own parameters win over the defaults given
  * here (connect_timeout, application_name); why never holds the URL. */
@@ -277,7 +288,8 @@ pg_connect_raw(char *why, size_t n)
         PQfinish(pg);
         return NULL;
     }
-    if (pg_run(pg, "SET synchronous_commit = on; "
+    PQsetNoticeProcessor(pg, notice, NULL);
+    if (pg_run(pg, "SET synchronous_commit = on; SET client_min_messages = warning; "
                    "SET default_transaction_isolation = 'read committed'", why, n) < 0) {
         PQfinish(pg);
         return NULL;
