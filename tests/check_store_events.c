@@ -309,6 +309,160 @@ START_TEST(stats_on_empty_store)
 }
 END_TEST
 
+/* What the gauges reported, copied out of their callbacks. */
+struct gauges {
+    int64_t q1_pending, q1_processing, q2_pending, other, q1_stale, stale_other;
+    int leases;
+    struct lease_gauge wa, tg;
+    char wa_owner[16], tg_owner[16];
+};
+
+static void
+count_fn(const struct queue_count *q, void *arg)
+{
+    struct gauges *g = arg;
+
+    if (!strcmp(q->queue, "q1") && !strcmp(q->status, "pending"))
+        g->q1_pending += q->count;
+    else if (!strcmp(q->queue, "q1") && !strcmp(q->status, "processing"))
+        g->q1_processing += q->count;
+    else if (!strcmp(q->queue, "q2") && !strcmp(q->status, "pending"))
+        g->q2_pending += q->count;
+    else
+        g->other += q->count;
+}
+
+static void
+stale_fn(const struct queue_count *q, void *arg)
+{
+    struct gauges *g = arg;
+
+    ck_assert_str_eq(q->status, "processing");
+    if (!strcmp(q->queue, "q1"))
+        g->q1_stale += q->count;
+    else
+        g->stale_other += q->count;
+}
+
+static void
+lease_fn(const struct lease_gauge *l, void *arg)
+{
+    struct gauges *g = arg;
+
+    g->leases++;
+    if (!strcmp(l->channel, "whatsapp") && !strcmp(l->account, "acc1")) {
+        g->wa = *l;
+        snprintf(g->wa_owner, sizeof g->wa_owner, "%s", l->owner);
+    } else if (!strcmp(l->channel, "telegram") && !strcmp(l->account, "bot")) {
+        g->tg = *l;
+        snprintf(g->tg_owner, sizeof g->tg_owner, "%s", l->owner);
+    }
+}
+
+/* The gauges of /metrics: jobs by queue and status, the processing ones
+ * whose lock has expired, every lease (held or not, with its token) and
+ * the message ids remembered, as the other resources wrote them. */
+START_TEST(gauges_count_jobs_leases_and_dedupe)
+{
+    struct job_new n = {.queue = "q1", .payload = "{}", .max_attempts = 3};
+    struct dedupe_result d;
+    struct lease l;
+    struct gauges g = {0};
+    struct tx t;
+    int64_t id, entries = -1;
+
+    st_begin(st_conn, &t);
+    n.run_at = t.now;
+    ck_assert_int_eq(store->jobs->insert(&t, &n, &id, NULL), 0);
+    ck_assert_int_eq(store->jobs->insert(&t, &n, &id, NULL), 0);
+    n.queue = "q2";
+    ck_assert_int_eq(store->jobs->insert(&t, &n, &id, NULL), 0);
+    /* claimed with a lock that has already expired: stale */
+    ck_assert_int_eq(store->jobs->claim(&t, "q1", "w1", t.now - 1, "c_stale", NULL), 1);
+    ck_assert_int_eq(store->leases->grant(&t, "whatsapp", "acc1", "w1", 60000, &l), 1);
+    ck_assert_int_eq(store->leases->grant(&t, "telegram", "bot", "w2", 60000, &l), 1);
+    ck_assert_int_eq(store->leases->release(&t, "telegram", "bot", "w2", l.token, &l), 1);
+    ck_assert_int_eq(store->dedupe->check_register(&t, "telegram", "1:1", 60000, &d), 0);
+    ck_assert_int_eq(store->dedupe->check_register(&t, "telegram", "1:2", 60000, &d), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    st_read(&t);
+    ck_assert_int_eq(store->stats->queue_counts(&t, count_fn, &g), 0);
+    ck_assert_int_eq(store->stats->stale_counts(&t, stale_fn, &g), 0);
+    ck_assert_int_eq(store->stats->lease_gauges(&t, lease_fn, &g), 0);
+    ck_assert_int_eq(store->stats->dedupe_entries(&t, &entries), 0);
+    tx_read_end(&t);
+    ck_assert_int_eq(g.q1_pending, 1);
+    ck_assert_int_eq(g.q1_processing, 1);
+    ck_assert_int_eq(g.q2_pending, 1);
+    ck_assert_int_eq(g.other, 0);
+    ck_assert_int_eq(g.q1_stale, 1);
+    ck_assert_int_eq(g.stale_other, 0);
+    ck_assert_int_eq(g.leases, 2);
+    ck_assert_str_eq(g.wa_owner, "w1");
+    ck_assert(g.wa.held);
+    ck_assert_int_eq(g.wa.token, 1);
+    ck_assert_int_eq(g.wa.transitions, 1);
+    ck_assert_str_eq(g.tg_owner, "");
+    ck_assert(!g.tg.held);
+    ck_assert_int_eq(g.tg.token, 1);
+    ck_assert_int_eq(entries, 2);
+}
+END_TEST
+
+/* Insert the event of arg (a struct event_row; its id gets the new id). */
+static int
+insert_op(struct tx *t, void *arg)
+{
+    struct event_row *e = arg;
+
+    return store->events->insert(t, e, &e->id);
+}
+
+/* Whether id is among the rows of s. */
+static bool
+seen_id(const struct seen *s, int64_t id)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->id[i] == id)
+            return true;
+    return false;
+}
+
+/* A reader following the events with an after-cursor never loses one for
+ * good: while a write holding an event is open, another connection writes
+ * and commits an event; a listing taken then and one after the first
+ * write commits, from the highest id the first listing saw, see both
+ * events between them. (With several writers, a lower id committed after
+ * a higher one was listed would be skipped.) */
+START_TEST(cursor_never_skips_a_late_commit)
+{
+    struct event_row early = {.time = 1, .level = "info", .name = "late.low", .fields = "{}"};
+    struct event_row late = {.time = 2, .level = "info", .name = "late.high", .fields = "{}"};
+    struct seen s1 = {0}, s2 = {0};
+    struct st_async *a;
+    struct tx t;
+    int64_t cursor = 0;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->events->insert(&t, &early, &early.id), 0);
+    a = st_async_start(insert_op, &late);
+    st_async_done(a, 500);              /* committed, or waiting for this write */
+    list((struct event_query){.after = 0}, &s1);
+    for (int i = 0; i < s1.n; i++)
+        if (s1.id[i] > cursor)
+            cursor = s1.id[i];
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(st_async_join(a), 0);
+    list((struct event_query){.after = cursor}, &s2);
+    ck_assert_msg(seen_id(&s1, early.id) || seen_id(&s2, early.id),
+                  "event %lld skipped: listed up to %lld before it was committed",
+                  (long long)early.id, (long long)cursor);
+    ck_assert(seen_id(&s1, late.id) || seen_id(&s2, late.id));
+    ck_assert_int_eq(s1.n + s2.n, 2);
+}
+END_TEST
+
 void
 store_cases_events(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
@@ -323,5 +477,7 @@ store_cases_events(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, list_by_time_and_fields);
     tcase_add_test(tc, prune_old_in_bounded_chunks);
     tcase_add_test(tc, stats_on_empty_store);
+    tcase_add_test(tc, gauges_count_jobs_leases_and_dedupe);
+    tcase_add_test(tc, cursor_never_skips_a_late_commit);
     suite_add_tcase(s, tc);
 }
