@@ -280,6 +280,12 @@ typedef int (*account_each_fn)(struct tx *t, const struct account *a, void *arg)
 struct store_leases {
     /* The lease of (channel, account): 1 with *l, 0 when never granted. */
     int (*get)(struct tx *t, const char *channel, const char *account, struct lease *l);
+    /* The lease as get gives it, read by a write that is fenced by its
+     * token (lease_fence): until t's transaction ends no other connection
+     * can change it (a grant, renewal or release there waits), so the
+     * lease the write was allowed by is still the latest when it commits.
+     * 1 with *l, 0 when never granted. */
+    int (*fence)(struct tx *t, const char *channel, const char *account, struct lease *l);
     /* A new grant to owner for ttl_ms from t->now, with the next token
      * (1 for the first grant) and transitions + 1 -- only when the lease
      * is not held at t->now (never granted, released, force-released or
