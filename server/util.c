@@ -51,10 +51,17 @@ sleep_ms(int64_t ms)
         ;
 }
 
+/* An absolute time of now_ms's clock as CLOCK_REALTIME sees it (for
+ * timed waits): the test-only skew taken back out. */
 struct timespec
 ms_timespec(int64_t ms)
 {
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    struct timespec ts;
+
+    pthread_once(&clock_skew_once, clock_skew_init);
+    ms -= clock_skew_ms;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000;
     return ts;
 }
 

@@ -136,10 +136,13 @@ get(struct server *s, const char *path, json_t **out)
     return status;
 }
 
+/* The id of the job an answer {job} holds (ids are strings in JSON). */
 static json_int_t
 job_id(json_t *a)
 {
-    return json_integer_value(json_object_get(json_object_get(a, "job"), "id"));
+    const char *id = json_string_value(json_object_get(json_object_get(a, "job"), "id"));
+
+    return id ? atoll(id) : 0;
 }
 
 static const char *
@@ -223,16 +226,22 @@ claimer_main(void *arg)
             char path[64];
 
             empty = 0;
-            if (id < 0 || id >= JOBS || cl->taken[id]++ != 0)
+            if (id < 0 || id >= JOBS || cl->taken[id]++ != 0) {
+                fprintf(stderr, "claimer %d: job %lld claimed again\n", me->n, (long long)job_id(a));
                 cl->bad++;
+            }
             snprintf(path, sizeof path, "/v1/jobs/%lld/complete", (long long)job_id(a));
-            if (post(s, path, NULL, "{\"workerId\":\"w%d\",\"claimToken\":\"%s\"}", me->n,
-                     job_str(a, "claimToken")) == 200)
+            if ((st = post(s, path, NULL, "{\"workerId\":\"w%d\",\"claimToken\":\"%s\"}", me->n,
+                           job_str(a, "claimToken"))) == 200)
                 cl->done++;
-            else
+            else {
+                fprintf(stderr, "claimer %d: complete answered %ld\n", me->n, st);
                 cl->bad++;
-        } else
+            }
+        } else {
+            fprintf(stderr, "claimer %d: claim answered %ld\n", me->n, st);
             cl->bad++;
+        }
         json_decref(a);
     }
     return NULL;
@@ -260,8 +269,7 @@ START_TEST(claims_once_across_replicas)
         snprintf(body + len, sizeof body - len, "]}");
         ck_assert_int_eq(post(&c.s[b % REPLICAS], "/v1/jobs/batch", &a, "%s", body), 201);
         if (cl->first < 0)
-            cl->first = json_integer_value(json_object_get(
-                json_object_get(json_array_get(json_object_get(a, "jobs"), 0), "job"), "id"));
+            cl->first = job_id(json_array_get(json_object_get(a, "jobs"), 0));
         json_decref(a);
     }
     for (int i = 0; i < CLAIMERS; i++) {
@@ -673,10 +681,18 @@ START_TEST(postgres_restart_under_load)
     /* every replica serves writes again, without a restart */
     until = ms_now() + 15000;
     for (back = 0; back < REPLICAS && ms_now() < until;) {
-        if (post(&c.s[back], "/v1/jobs", NULL, "{\"queue\":\"after\",\"payload\":1}") == 201)
+        json_t *a;
+        long st = post(&c.s[back], "/v1/jobs", &a, "{\"queue\":\"after\",\"payload\":1}");
+
+        if (st == 201)
             back++;
-        else
+        else if (ms_now() + 200 > until) {
+            char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
+            fprintf(stderr, "replica %d still answers %ld %s\n", back, st, text ? text : "");
+            free(text);
+        } else
             pause_ms(100);
+        json_decref(a);
     }
     pause_ms(300);
     l->stop = true;
@@ -711,6 +727,9 @@ START_TEST(maintenance_moves_when_the_maintainer_dies)
     cluster_start(&c, NULL, NULL);
     m = maintainer_of(&c, 5000);
     ck_assert_int_ge(m, 0);
+    for (double until = ms_now() + 2000;
+         !server_log_count(&c.s[m], "db.maintainer.elected") && ms_now() < until;)
+        pause_ms(50);
     ck_assert_int_eq(server_log_count(&c.s[m], "db.maintainer.elected"), 1);
     other = (m + 1) % REPLICAS;
     /* a job locked for 1 s through another replica, its worker gone */
@@ -737,21 +756,29 @@ START_TEST(maintenance_moves_when_the_maintainer_dies)
 }
 END_TEST
 
+/* One case per test, so that CK_RUN_CASE runs one. */
+static void
+add_case(Suite *s, const char *name, const TTest *test)
+{
+    TCase *tc = tcase_create(name);
+
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test);
+    suite_add_tcase(s, tc);
+}
+
 Suite *
 suite_replicas(void)
 {
     Suite *s = suite_create("replicas");
-    TCase *tc = tcase_create("replicas");
 
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, claims_once_across_replicas);
-    tcase_add_test(tc, long_poll_woken_by_another_replica);
-    tcase_add_test(tc, poll_only_still_wakes);
-    tcase_add_test(tc, one_lease_holder_among_replicas);
-    tcase_add_test(tc, skewed_clocks_do_not_decide);
-    tcase_add_test(tc, kill9_replicas_under_load);
-    tcase_add_test(tc, maintenance_moves_when_the_maintainer_dies);
-    tcase_add_test(tc, postgres_restart_under_load);
-    suite_add_tcase(s, tc);
+    add_case(s, "claims_once", claims_once_across_replicas);
+    add_case(s, "wake_across", long_poll_woken_by_another_replica);
+    add_case(s, "poll_only", poll_only_still_wakes);
+    add_case(s, "one_holder", one_lease_holder_among_replicas);
+    add_case(s, "skewed_clocks", skewed_clocks_do_not_decide);
+    add_case(s, "kill9", kill9_replicas_under_load);
+    add_case(s, "maintainer", maintenance_moves_when_the_maintainer_dies);
+    add_case(s, "pg_restart", postgres_restart_under_load);
     return s;
 }
