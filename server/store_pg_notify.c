@@ -259,11 +259,10 @@ listen_main(void *arg)
 static int
 pgr_start(void (*deliver)(const char *topic, int64_t due), char *why, size_t n)
 {
-    const char *p = getenv("BATON_PG_POLL_ONLY");
     unsigned char id[8];
 
     L.deliver = deliver;
-    L.poll_only = p && !strcmp(p, "1");
+    L.poll_only = cfg.pg_poll_only;
     L.maintainer = L.poll_only;     /* see DESIGN: nothing to elect through a pooler */
     L.elected = L.poll_only;
     randombytes_buf(id, sizeof id);
