@@ -681,18 +681,14 @@ START_TEST(postgres_restart_under_load)
     /* every replica serves writes again, without a restart */
     until = ms_now() + 15000;
     for (back = 0; back < REPLICAS && ms_now() < until;) {
-        json_t *a;
-        long st = post(&c.s[back], "/v1/jobs", &a, "{\"queue\":\"after\",\"payload\":1}");
+        long st = post(&c.s[back], "/v1/jobs", NULL, "{\"queue\":\"after\",\"payload\":1}");
 
         if (st == 201)
             back++;
-        else if (ms_now() + 200 > until) {
-            char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
-            fprintf(stderr, "replica %d still answers %ld %s\n", back, st, text ? text : "");
-            free(text);
-        } else
+        else if (ms_now() + 100 >= until)
+            fprintf(stderr, "replica %d still answers %ld after 15 s\n", back, st);
+        else
             pause_ms(100);
-        json_decref(a);
     }
     pause_ms(300);
     l->stop = true;
