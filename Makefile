@@ -169,9 +169,14 @@ run: deps
 test: test-deps
 	@$(MAKE) --no-print-directory check
 
-# the suites start the real programs: batond, baton, baton-agent, fakeapi
+# the suites start the real programs: batond, baton, baton-agent, fakeapi;
+# then again on PostgreSQL (a throwaway server, tests/pg.c): the store
+# conformance suite and the route suites of the resources, with batond on
+# a fresh schema per server (docs/testing.md)
+PG_SUITES ?= store_pg,jobs,leases,dedupe,sessions,messages,convex,perf
 check: all $(B)/fakeapi $(B)/run_tests
 	BATOND=$(B)/batond $(B)/run_tests
+	BATON_TEST_BACKEND=postgres BATON_ONLY_SUITES=$(PG_SUITES) BATOND=$(B)/batond $(B)/run_tests
 ifneq ($(SAN),1)
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$${FUZZ_SMOKE_SECONDS:-5}
 endif

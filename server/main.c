@@ -45,7 +45,7 @@ server_event(const char *level, const char *name, json_t *fields)
 int
 main(int argc, char **argv)
 {
-    char why[512];
+    char why[512], db[1024];
     sigset_t sigs;
     int sig, rc;
     int64_t until;
@@ -85,9 +85,10 @@ main(int argc, char **argv)
         log_event("warn", "server.insecure",
                   json_pack("{s:s}", "message", "AGENT_SECRET is not set: /v1 and /api are open "
                                                 "(development only)"));
+    store_describe(db, sizeof db);
     server_event("info", "server.started",
               json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "version", BATON_VERSION,
-                        "host", cfg.listen_host, "port", http_port(), "db", cfg.db_path,
+                        "host", cfg.listen_host, "port", http_port(), "db", db,
                         "sync", cfg.sync_full ? "full" : "normal",
                         "env", cfg.production ? "production" : "development"));
 

@@ -21,6 +21,40 @@ store_select(char *why, size_t n)
     return 0;
 }
 
+void
+store_describe(char *out, size_t n)
+{
+    const char *p = cfg.db_path, *auth = strstr(p, "://"), *end, *at = NULL, *colon = NULL;
+    size_t len = 0;
+
+    out[0] = 0;
+    if (!auth) {
+        snprintf(out, n, "%s", p);
+        return;
+    }
+    auth += 3;
+    end = auth + strcspn(auth, "/?#");
+    for (const char *q = auth; q < end; q++)
+        if (*q == '@')
+            at = q;
+    if (at)
+        colon = memchr(auth, ':', (size_t)(at - auth));
+    if (colon)
+        len = (size_t)snprintf(out, n, "%.*s***%.*s", (int)(colon + 1 - p), p, (int)(end - at), at);
+    else
+        len = (size_t)snprintf(out, n, "%.*s", (int)(end - p), p);
+    /* the rest, parameter by parameter: password=... is hidden too */
+    for (const char *q = end; *q && len < n;) {
+        size_t seg = strcspn(q + 1, "&?") + 1;
+
+        if (!strncmp(q + 1, "password=", 9))
+            len += (size_t)snprintf(out + len, n - len, "%c%s", *q, "password=***");
+        else
+            len += (size_t)snprintf(out + len, n - len, "%.*s", (int)seg, q);
+        q += seg;
+    }
+}
+
 int
 tx_fail(struct tx *t, const char *code, json_t *details, const char *fmt, ...)
 {

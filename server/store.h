@@ -747,6 +747,15 @@ struct store_ops {
     bool (*aborted)(struct sconn *c);
     int (*commit)(struct sconn *c, struct fault *f);
     void (*rollback)(struct sconn *c);
+    /* After a failed batch (both may be NULL: never). lost: the
+     * connection cannot be used any more; its owner disconnects and
+     * connects again. conflict: the batch lost a conflict with another
+     * writer (a serialization failure, a deadlock) and nothing of it was
+     * kept: running it again may succeed. A backend with lost set may
+     * also be open while its database is down: connect fails until it is
+     * back. */
+    bool (*lost)(struct sconn *c);
+    bool (*conflict)(struct sconn *c);
 
     const struct store_jobs *jobs;
     const struct store_leases *leases;
@@ -768,5 +777,8 @@ extern const struct store_ops store_pg;
  * postgres:// or postgresql:// URL, SQLite for anything else (a path).
  * 0; -1 with a reason when the backend cannot be used. */
 int store_select(char *why, size_t n);
+/* cfg.db_path as logs may show it: a URL's password (user:PASSWORD@ or
+ * password=...) replaced by ***. */
+void store_describe(char *out, size_t n);
 
 #endif

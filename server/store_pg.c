@@ -18,7 +18,9 @@
  * on who owns a lease or a claim.
  *
  * Migrations (schema/postgres/NNN_*.sql, embedded as pg_migrations) run at
- * open under a session advisory lock with a fixed key, so replicas that
+ * open (or, when the database is down then, before the first connection
+ * that succeeds: batond starts anyway and answers 503 meanwhile) under a
+ * session advisory lock with a fixed key, so replicas that
  * start together apply each one exactly once: the first takes the lock and
  * migrates, the others wait, then find every version recorded. Each
  * migration runs in its own transaction together with its row in
@@ -255,6 +257,17 @@ pg_changes(const PGresult *r)
 
 /* ---- connections --------------------------------------------------------------- */
 
+/* The server's warnings become log lines (stderr is not for them). */
+static void
+notice(void *arg, const char *msg)
+{
+    char line[400];
+
+    (void)arg;
+    one_line(line, sizeof line, msg);
+    log_event("warn", "db.notice", json_pack("{s:s}", "message", line));
+}
+
 /* A new connection to cfg.db_path with batond's session settings; NULL
  * with why set. The URL's own parameters win over the defaults given
  * here (connect_timeout, application_name); why never holds the URL. */
@@ -277,7 +290,8 @@ pg_connect_raw(char *why, size_t n)
         PQfinish(pg);
         return NULL;
     }
-    if (pg_run(pg, "SET synchronous_commit = on; "
+    PQsetNoticeProcessor(pg, notice, NULL);
+    if (pg_run(pg, "SET synchronous_commit = on; SET client_min_messages = warning; "
                    "SET default_transaction_isolation = 'read committed'", why, n) < 0) {
         PQfinish(pg);
         return NULL;
@@ -285,13 +299,17 @@ pg_connect_raw(char *why, size_t n)
     return pg;
 }
 
+static int ensure_migrated(char *why, size_t n);
+
 static int
 pg_connect(struct sconn **out, char *why, size_t n)
 {
-    struct sconn *c = calloc(1, sizeof *c);
+    struct sconn *c;
 
     *out = NULL;
-    if (!c) {
+    if (ensure_migrated(why, n) < 0)
+        return -1;
+    if (!(c = calloc(1, sizeof *c))) {
         snprintf(why, n, "out of memory");
         return -1;
     }
@@ -624,23 +642,113 @@ pg_migrate(PGconn *pg, char *why, size_t n)
 
 /* ---- open and close ----------------------------------------------------------- */
 
+/* Migrations run once per process: at open, or -- when the database was
+ * down then -- before the first connection that succeeds. */
+static pthread_mutex_t migrate_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool migrated;
+static bool refused;                /* the database is newer than this binary */
+static bool down_logged;            /* db.unavailable said, db.available not yet */
+
+/* Where cfg.db_path points, for logs: host, port and database, never the
+ * user's password (the URL may hold one). */
+static json_t *
+db_target(void)
+{
+    PQconninfoOption *o = PQconninfoParse(cfg.db_path, NULL);
+    json_t *t = json_object();
+
+    for (PQconninfoOption *i = o; i && i->keyword; i++)
+        if (i->val && *i->val && (!strcmp(i->keyword, "host") || !strcmp(i->keyword, "port") ||
+                                  !strcmp(i->keyword, "dbname")))
+            json_object_set_new(t, !strcmp(i->keyword, "dbname") ? "database" : i->keyword,
+                                json_string(i->val));
+    PQconninfoFree(o);
+    return t;
+}
+
+/* Connect and migrate unless done. 0; with why: -3 the database cannot
+ * be reached, -2 it is newer than this binary (refused for good), -1 a
+ * migration failed. */
+static int
+ensure_migrated(char *why, size_t n)
+{
+    PGconn *pg;
+    int rc = 0;
+
+    pthread_mutex_lock(&migrate_lock);
+    if (refused) {
+        snprintf(why, n, "the database schema is newer than this batond");
+        rc = -1;
+    } else if (!migrated) {
+        if (!(pg = pg_connect_raw(why, n)))
+            rc = -3;
+        else {
+            rc = pg_migrate(pg, why, n);
+            PQfinish(pg);
+            if (rc == -2) {
+                refused = true;
+                log_event("error", "db.schema_newer", json_pack("{s:s}", "reason", why));
+            } else if (rc < 0)
+                log_event("error", "db.migration_failed", json_pack("{s:s}", "reason", why));
+            else {
+                migrated = true;
+                if (down_logged)
+                    log_event("info", "db.available", json_pack("{s:o}", "database", db_target()));
+                down_logged = false;
+            }
+        }
+    }
+    pthread_mutex_unlock(&migrate_lock);
+    return rc;
+}
+
+/* A malformed URL is refused; a database that cannot be reached is not:
+ * batond starts, answers 503 to what needs the database, and migrates
+ * once it can connect (replicas and the database start in any order). */
 static int
 pg_open(char *why, size_t n)
 {
-    PGconn *pg = pg_connect_raw(why, n);
+    char *err = NULL;
+    PQconninfoOption *o = PQconninfoParse(cfg.db_path, &err);
     int rc;
 
-    if (!pg) {
-        log_event("error", "db.open_failed", json_pack("{s:s}", "reason", why));
+    if (!o) {
+        char line[300];
+
+        one_line(line, sizeof line, err ? err : "out of memory");
+        snprintf(why, n, "BATON_DB is not a valid PostgreSQL URL: %s", line);
+        PQfreemem(err);
         return -1;
     }
-    rc = pg_migrate(pg, why, n);
-    PQfinish(pg);
-    if (rc < 0) {
-        log_event("error", rc == -2 ? "db.schema_newer" : "db.open_failed", json_pack("{s:s}", "reason", why));
-        return rc == -2 ? -3 : -1;
+    PQconninfoFree(o);
+    pthread_mutex_lock(&migrate_lock);
+    migrated = refused = false;
+    pthread_mutex_unlock(&migrate_lock);
+    if ((rc = ensure_migrated(why, n)) == -2)
+        return -3;
+    if (rc == -1)
+        return -1;
+    if (rc == -3) {
+        pthread_mutex_lock(&migrate_lock);
+        down_logged = true;
+        pthread_mutex_unlock(&migrate_lock);
+        log_event("error", "db.unavailable", json_pack("{s:o, s:s}", "database", db_target(), "reason", why));
     }
     return 0;
+}
+
+/* The connection is gone or the server ended it (store.h). */
+static bool
+pg_lost(struct sconn *c)
+{
+    return c->broken || PQstatus(c->pg) != CONNECTION_OK;
+}
+
+/* The batch failed on a serialization failure or a deadlock. */
+static bool
+pg_conflict(struct sconn *c)
+{
+    return c->retry;
 }
 
 /* Nothing is held between open and close: each connection is closed by
@@ -666,6 +774,8 @@ const struct store_ops store_pg = {
     .aborted = pg_aborted,
     .commit = pg_commit,
     .rollback = pg_rollback,
+    .lost = pg_lost,
+    .conflict = pg_conflict,
     .jobs = &pg_jobs_ops,
     .leases = &pg_leases_ops,
     .dedupe = &pg_dedupe_ops,

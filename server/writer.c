@@ -15,6 +15,17 @@
  * them is on disk -- and the rest of the batch is not run, so nothing is
  * committed piecemeal.
  *
+ * A backend shared by several writers (PostgreSQL) adds two cases. A batch
+ * that lost a conflict with another writer (serialization failure,
+ * deadlock: store->conflict) kept nothing, so it runs again, up to
+ * MAX_TRIES times before its writes are answered 503. A connection that is
+ * lost (store->lost) fails its batch with 503 and is dropped; the next
+ * batch connects again, no sooner than a backoff of 50 ms doubling to 2 s
+ * after the last failed try (batches in between are answered 503 at once),
+ * so a database that is down or restarting is neither hammered nor waited
+ * for. batond may start with no connection at all: the writer then
+ * connects on the first batch.
+ *
  * Wake-ups: the batch's topics and due times, collapsed to one per topic,
  * go to the other processes of the database inside the transaction, just
  * before COMMIT (notifier->publish_tx, in a savepoint of its own so that a
@@ -43,6 +54,9 @@
 #include "core.h"
 
 #define MAX_BATCH 256
+#define MAX_TRIES 5                 /* runs of a batch that keeps losing conflicts */
+#define BACKOFF_MIN_MS 50           /* between connection tries, doubling ... */
+#define BACKOFF_MAX_MS 2000         /* ... up to this */
 
 static struct sconn *wconn;
 static pthread_t writer;
@@ -53,6 +67,8 @@ static bool running, stopping;
 static _Atomic bool draining;       /* shutting down: park nothing, answer waiters */
 static struct writer_hooks hooks;
 static int64_t test_commit_delay_ms;
+static double reconnect_at;         /* writer thread: no connection try before (mono ms) */
+static double backoff_ms;           /* writer thread: the wait after the next failed try */
 
 /* wake-ups delivered by the notifier: applied on the writer thread */
 struct wake {
@@ -226,6 +242,48 @@ fail_all(struct wreq *batch, const struct fault *f)
     }
 }
 
+/* Whether the writer has a connection; without one it tries to connect,
+ * unless the backoff since the last failed try has not passed. f gets why
+ * not ("unavailable"). */
+static bool
+connected(struct fault *f)
+{
+    char why[256];
+    double now = mono_ms();
+
+    if (wconn)
+        return true;
+    f->code = "unavailable";
+    if (now < reconnect_at) {
+        snprintf(f->msg, sizeof f->msg, "database unavailable: reconnecting");
+        return false;
+    }
+    if (store->connect(&wconn, why, sizeof why) == 0) {
+        backoff_ms = BACKOFF_MIN_MS;
+        f->code = NULL;
+        log_event("info", "db.reconnected", NULL);
+        return true;
+    }
+    reconnect_at = now + backoff_ms;
+    backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
+    snprintf(f->msg, sizeof f->msg, "database unavailable: %s", why);
+    return false;
+}
+
+/* After a failed batch: a lost connection is dropped, to be replaced
+ * before a later batch. */
+static void
+drop_if_lost(void)
+{
+    if (!wconn || !store->lost || !store->lost(wconn))
+        return;
+    store->disconnect(wconn);
+    wconn = NULL;
+    backoff_ms = BACKOFF_MIN_MS;
+    reconnect_at = mono_ms() + backoff_ms;
+    log_event("error", "db.connection_lost", NULL);
+}
+
 /* Hand the batch's wake-ups to the other processes inside its
  * transaction: one per topic (a wake now wins over a due time: the woken
  * writes look for their next due time themselves). -1 only when the store
@@ -267,24 +325,18 @@ publish_tx(json_t *notify, json_t *due, bool events)
     return 0;
 }
 
-static void
-run_batch(struct wreq *batch)
+/* One transaction of the batch: its writes' events, wake-ups and due
+ * times are added to the arrays. true when it committed; else every write
+ * is failed (f says why). */
+static bool
+run_tx(struct wreq *batch, json_t *events, json_t *notify, json_t *due, struct fault *f)
 {
-    json_t *events = json_array(), *notify = json_array(), *due = json_object();
-    struct wreq *w, *park = NULL, *done = NULL;
-    struct fault f = {0};
+    struct wreq *w;
     bool committed, aborted = false;
-    size_t writes = 0;
-    double t0 = mono_ms();
 
-    for (w = batch; w; w = w->next) {
-        writes++;
-        w->failed = false;
-    }
-    if (store->begin(wconn, &f) < 0) {
-        fail_all(batch, &f);
-        committed = false;
-        goto answer;
+    if (store->begin(wconn, f) < 0) {
+        fail_all(batch, f);
+        return false;
     }
     for (w = batch; w; w = w->next) {
         struct tx t;
@@ -314,28 +366,65 @@ run_batch(struct wreq *batch)
         tx_end(&t);
     }
     if (aborted) {
-        f.code = "unavailable";
-        snprintf(f.msg, sizeof f.msg, "database unavailable: the transaction was rolled back");
-        fail_all(batch, &f);
-        committed = false;
-        goto answer;
+        f->code = "unavailable";
+        snprintf(f->msg, sizeof f->msg, "database unavailable: the transaction was rolled back");
+        fail_all(batch, f);
+        store->rollback(wconn);
+        return false;
     }
     if (notifier->publish_tx && publish_tx(notify, due, json_array_size(events) > 0) < 0) {
-        f.code = "unavailable";
-        snprintf(f.msg, sizeof f.msg, "database unavailable: the transaction was rolled back");
-        fail_all(batch, &f);
-        committed = false;
-        goto answer;
+        f->code = "unavailable";
+        snprintf(f->msg, sizeof f->msg, "database unavailable: the transaction was rolled back");
+        fail_all(batch, f);
+        store->rollback(wconn);
+        return false;
     }
     if (test_commit_delay_ms > 0)
         sleep_ms(test_commit_delay_ms);
-    committed = store->commit(wconn, &f) == 0;
+    committed = store->commit(wconn, f) == 0;
     if (!committed) {
-        fail_all(batch, &f);
+        fail_all(batch, f);
         store->rollback(wconn);
     }
+    return committed;
+}
 
-answer:
+static void
+run_batch(struct wreq *batch)
+{
+    json_t *events = json_array(), *notify = json_array(), *due = json_object();
+    struct wreq *w, *park = NULL, *done = NULL;
+    struct fault f = {0};
+    bool committed = false;
+    size_t writes = 0;
+    double t0 = mono_ms();
+
+    for (w = batch; w; w = w->next)
+        writes++;
+    for (int tries = 0; tries < MAX_TRIES; tries++) {
+        for (w = batch; w; w = w->next) {
+            w->failed = false;
+            json_decref(w->err.details);
+            w->err = (struct fault){0};
+        }
+        json_array_clear(events);
+        json_array_clear(notify);
+        json_object_clear(due);
+        json_decref(f.details);
+        f = (struct fault){0};
+        if (!connected(&f)) {
+            fail_all(batch, &f);
+            break;
+        }
+        if ((committed = run_tx(batch, events, notify, due, &f)))
+            break;
+        /* nothing of it was kept: a lost conflict may simply run again */
+        if (!store->conflict || !store->conflict(wconn) || (store->lost && store->lost(wconn)))
+            break;
+        log_event("warn", "db.batch_retried", json_pack("{s:i, s:s}", "try", tries + 1, "reason", f.msg));
+    }
+    if (!committed)
+        drop_if_lost();
     json_decref(f.details);
     if (hooks.committed)
         hooks.committed(writes, committed, mono_ms() - t0);
@@ -518,8 +607,16 @@ writer_start(char *why, size_t n)
     const char *d = getenv("BATON_TEST_COMMIT_DELAY_MS");
     const char *skew = getenv("BATON_TEST_CLOCK_SKEW_MS");
 
-    if (store->connect(&wconn, why, n) < 0)
-        return -1;
+    backoff_ms = BACKOFF_MIN_MS;
+    reconnect_at = 0;
+    if (store->connect(&wconn, why, n) < 0) {
+        /* a database that may come back later (store.h, lost): start
+         * without a connection, the first batch tries again */
+        if (!store->lost)
+            return -1;
+        wconn = NULL;
+        reconnect_at = mono_ms() + backoff_ms;
+    }
     test_commit_delay_ms = d && *d ? atoll(d) : 0;
     if (test_commit_delay_ms > 0)
         log_event("warn", "db.test_hooks_enabled",
@@ -532,7 +629,8 @@ writer_start(char *why, size_t n)
     draining = false;
     if (pthread_create(&writer, NULL, writer_main, NULL)) {
         running = false;
-        store->disconnect(wconn);
+        if (wconn)
+            store->disconnect(wconn);
         wconn = NULL;
         snprintf(why, n, "cannot start the writer thread");
         return -1;
@@ -570,7 +668,8 @@ writer_stop(void)
         free(wakes);
         wakes = next;
     }
-    store->disconnect(wconn);
+    if (wconn)
+        store->disconnect(wconn);
     wconn = NULL;
 }
 

@@ -435,5 +435,8 @@ suite_store(void)
 Suite *
 suite_store_pg(void)
 {
-    return store_suite("store_pg", &store_pg, setup_pg, teardown_pg);
+    Suite *s = store_suite("store_pg", &store_pg, setup_pg, teardown_pg);
+
+    store_cases_pg(s, setup_pg, teardown_pg);
+    return s;
 }

@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "batond.h"
 #include "store_sqlite.h"   /* the migration helpers build old database files */
 #include "harness.h"
+#include "pg.h"
 
 static const char *
 batond_path(void)
@@ -63,13 +65,16 @@ wait_started(struct server *s, int timeout_ms)
 int
 server_try_start(struct server *s, const char *const *extra, char *err, size_t n)
 {
-    char errlog[300], db[300];
+    char errlog[300], db[700];
     int port;
 
     if (!s->dir[0]) {
         snprintf(s->dir, sizeof s->dir, "/tmp/baton-test-XXXXXX");
         if (!mkdtemp(s->dir))
             return -2;
+        s->db[0] = 0;
+        if (pg_test_backend())
+            snprintf(s->db, sizeof s->db, "%s", pg_test_url());
     }
     if (extra) {
         int i = 0;
@@ -79,7 +84,10 @@ server_try_start(struct server *s, const char *const *extra, char *err, size_t n
     }
     snprintf(s->log, sizeof s->log, "%s/batond.log", s->dir);
     snprintf(errlog, sizeof errlog, "%s/batond.err", s->dir);
-    snprintf(db, sizeof db, "BATON_DB=%s/baton.db", s->dir);
+    if (s->db[0])
+        snprintf(db, sizeof db, "BATON_DB=%s", s->db);
+    else
+        snprintf(db, sizeof db, "BATON_DB=%s/baton.db", s->dir);
     unlink(s->log);
     s->pid = fork();
     if (s->pid == 0) {
@@ -178,6 +186,53 @@ server_cleanup(struct server *s)
             fprintf(stderr, "could not remove %s\n", s->dir);
     }
     s->dir[0] = 0;
+    s->db[0] = 0;
+}
+
+static sqlite3 *db_at(const char *path);
+
+long long
+server_sql(struct server *s, const char *sql)
+{
+    char path[300];
+    long long v = -1;
+
+    if (!s->db[0]) {
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        int rc;
+
+        snprintf(path, sizeof path, "%s/baton.db", s->dir);
+        db = db_at(path);
+        sqlite3_busy_timeout(db, 10000);
+        ck_assert_msg(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(db));
+        rc = sqlite3_step(st);
+        ck_assert_msg(rc == SQLITE_ROW || rc == SQLITE_DONE, "%s: %s", sql, sqlite3_errmsg(db));
+        if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+            v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    } else {
+        PGconn *c = PQconnectdb(s->db);
+        PGresult *r = PQexec(c, sql);
+
+        ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK,
+                      "%s: %s", sql, PQresultErrorMessage(r));
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+            v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        PQfinish(c);
+    }
+    return v;
+}
+
+bool
+sqlite_only(const char *why)
+{
+    if (!pg_test_backend())
+        return false;
+    fprintf(stderr, "skipped on postgres: %s\n", why);
+    return true;
 }
 
 int

@@ -15,6 +15,9 @@ struct server {
     pid_t pid;
     int port;
     char dir[256];          /* temp dir holding baton.db and the logs */
+    char db[640];           /* BATON_DB when not dir/baton.db: on the PostgreSQL
+                             * backend (BATON_TEST_BACKEND=postgres) a fresh
+                             * schema's URL, kept across restarts */
     char url[64];
     char log[300];          /* batond's stdout (JSON lines) */
     const char *env[32];    /* extra KEY=VALUE settings, NULL-terminated */
@@ -33,6 +36,13 @@ void server_restart(struct server *s);  /* SIGTERM, start again, same dir */
 void server_cleanup(struct server *s);  /* stop if running, remove dir */
 /* count of lines in batond's stdout containing needle */
 int server_log_count(struct server *s, const char *needle);
+/* One integer answer of sql (-1 when no row) on s's database, whichever
+ * backend it runs on: for tests that read how a result is stored. Fails
+ * the test on error. */
+long long server_sql(struct server *s, const char *sql);
+/* true (and a one-line reason on stderr) when the run is on PostgreSQL:
+ * for the parts of tests that look at SQLite's files. */
+bool sqlite_only(const char *why);
 
 struct resp {
     long status;

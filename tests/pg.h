@@ -23,6 +23,9 @@ int pg_test_start(void);
 /* Stop the server started by pg_test_start (only in the process that
  * started it: forked test children do nothing). Also run at exit. */
 void pg_test_stop(void);
+/* Whether this run puts batond on PostgreSQL (BATON_TEST_BACKEND=postgres):
+ * the harness then gives each new server a fresh schema's URL. */
+bool pg_test_backend(void);
 /* Whether a PostgreSQL is available to this run. */
 bool pg_test_available(void);
 /* The URL of a fresh, empty schema of the run's database (a new one at

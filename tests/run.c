@@ -1,8 +1,10 @@
 /* run.c -- the one test runner: every suite, Check's fork mode. Run one
  * suite with CK_RUN_SUITE=name, one case with CK_RUN_CASE=name; leave
  * suites out with BATON_SKIP_SUITES=name,name (make sanitize leaves some
- * out: see the Makefile and docs/testing.md). The suites on PostgreSQL
- * (store_pg) get a throwaway server started here, once per run (pg.h). */
+ * out: see the Makefile and docs/testing.md), or run only some with
+ * BATON_ONLY_SUITES=name,name. BATON_TEST_BACKEND=postgres puts every
+ * batond the tests start on PostgreSQL; that and the store_pg suite get a
+ * throwaway server started here, once per run (pg.h). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,22 +28,35 @@ listed(const char *var, const char *name)
     return false;
 }
 
-/* true when name is listed in BATON_SKIP_SUITES */
+/* true when name is left out: listed in BATON_SKIP_SUITES, or not listed
+ * in BATON_ONLY_SUITES when that is set. store_pg runs only when asked
+ * for (CK_RUN_SUITE, BATON_ONLY_SUITES) or with BATON_TEST_BACKEND=postgres:
+ * make check runs it in its PostgreSQL pass. */
 static bool
 skipped(const char *name)
 {
-    return listed("BATON_SKIP_SUITES", name);
+    const char *only = getenv("BATON_ONLY_SUITES"), *one = getenv("CK_RUN_SUITE");
+
+    if (listed("BATON_SKIP_SUITES", name))
+        return true;
+    if (only && *only)
+        return !listed("BATON_ONLY_SUITES", name);
+    if (!strcmp(name, "store_pg"))
+        return !pg_test_backend() && !(one && !strcmp(one, "store_pg"));
+    return false;
 }
 
-/* Whether this run includes a suite that needs PostgreSQL. */
+/* Whether this run includes something that needs PostgreSQL. */
 static bool
 wants_pg(void)
 {
-    const char *only = getenv("CK_RUN_SUITE");
+    const char *one = getenv("CK_RUN_SUITE");
 
-    if (skipped("store_pg") && skipped("replicas"))
-        return false;
-    return !only || !*only || !strcmp(only, "store_pg") || !strcmp(only, "replicas");
+    if (pg_test_backend())
+        return true;
+    /* replicas always runs on PostgreSQL, in the default pass too */
+    return (!skipped("store_pg") && (!one || !*one || !strcmp(one, "store_pg"))) ||
+           (!skipped("replicas") && (!one || !*one || !strcmp(one, "replicas")));
 }
 
 #define ADD(sr, name) do { if (!skipped(#name)) srunner_add_suite((sr), suite_##name()); } while (0)
@@ -55,7 +70,8 @@ main(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (wants_pg() && pg_test_start() < 0)
         fprintf(stderr, "run_tests: no PostgreSQL: the suites on it fail\n");
-    sr = srunner_create(suite_config());
+    sr = srunner_create(NULL);
+    ADD(sr, config);
     ADD(sr, client);  /* libbaton */
     ADD(sr, cli);     /* the baton CLI */
     ADD(sr, fields);
