@@ -544,9 +544,10 @@ loader_main(void *arg)
             if (l->nacked < MAX_JOBS)
                 l->acked[l->nacked++] = job_id(a);
             pthread_mutex_unlock(&l->lock);
-        } else if (st == 503)
+        } else if (st == 503) {
             l->unavailable++;
-        else if (st != 0)
+            pause_ms(20);
+        } else if (st != 0)
             l->server_errors++;
         json_decref(a);
         st = post(s, "/v1/jobs/claim", &a, "{\"workerId\":\"l%d\",\"queue\":\"mixed\",\"lockMs\":1000}", me->n);
@@ -701,6 +702,14 @@ START_TEST(postgres_restart_under_load)
     ck_assert_int_eq(l->server_errors, 0);
     for (int i = 0; i < REPLICAS; i++)
         ck_assert_int_gt(c.s[i].pid, 0);
+    /* the listening connections are back: wake-ups cross replicas again */
+    for (int i = 0; i < REPLICAS; i++) {
+        for (until = ms_now() + 5000;
+             !server_log_count(&c.s[i], "db.listener.connected") && ms_now() < until;)
+            pause_ms(50);
+        ck_assert_int_eq(server_log_count(&c.s[i], "db.listener.connected"), 1);
+    }
+    ck_assert_double_lt(woken_across(&c.s[0], &c.s[1], "after"), 1000);
     drain(l, 20000);
     check_every_ack(l);
     pthread_mutex_destroy(&l->lock);
