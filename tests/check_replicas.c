@@ -538,7 +538,8 @@ loader_main(void *arg)
             pause_ms(10);
             continue;
         }
-        st = post(s, "/v1/jobs", &a, "{\"queue\":\"mixed\",\"payload\":%d}", round);
+        /* attempts enough for every expiry a job may meet: it must end completed */
+        st = post(s, "/v1/jobs", &a, "{\"queue\":\"mixed\",\"payload\":%d,\"maxAttempts\":1000}", round);
         if (st == 201) {
             pthread_mutex_lock(&l->lock);
             if (l->nacked < MAX_JOBS)
