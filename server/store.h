@@ -719,6 +719,33 @@ struct store_schedules {
 
 /* ---- the backend --------------------------------------------------------- */
 
+/* ---- several processes on one database ------------------------------------
+ * What a backend that several batond processes (replicas) share provides
+ * besides its operations: wake-ups between the processes and the election
+ * of the one that runs the periodic maintenance. NULL in store_ops when one
+ * process serves a database alone (SQLite): then the in-process notifier is
+ * all there is and that process maintains. */
+struct store_replicas {
+    /* Open the store's own connection (after open) and start its thread:
+     * deliver(topic, due) for each publication of another process, and
+     * deliver(NULL, 0) when some may have been missed -- the connection was
+     * lost or is not used (a periodic re-check until it is back) -- so
+     * every parked wait must look again. Runs the maintainer election.
+     * 0; -1 with a reason in why (nothing started). */
+    int (*start)(void (*deliver)(const char *topic, int64_t due), char *why, size_t n);
+    /* In the writer's transaction, just before COMMIT (t on the write
+     * connection): hand wakes, {topic: due ms, 0 for now}, to the other
+     * processes, which receive them if and only if the transaction
+     * commits. 0; -1 with t->err when they could not be queued (the
+     * transaction is unharmed: it is run in a savepoint by the caller). */
+    int (*publish)(struct tx *t, json_t *wakes);
+    /* true when this process is the elected maintainer; *elected (may be
+     * NULL) true the first time it is asked after this process took the
+     * role. Any thread. */
+    bool (*maintainer)(bool *elected);
+    void (*stop)(void);             /* stop the thread, close its connection */
+};
+
 struct store_ops {
     const char *name;               /* "sqlite" */
 
@@ -774,6 +801,7 @@ struct store_ops {
     const struct store_queues *queues;
     const struct store_stats *stats;    /* gauges of /metrics, the health check */
     const struct store_schedules *schedules;
+    const struct store_replicas *replicas;  /* NULL: one process per database */
 };
 
 /* The backend in use (set by store_select before anything else). */

@@ -97,5 +97,7 @@ extern const struct store_events pg_events_ops;
 extern const struct store_queues pg_queues_ops;
 extern const struct store_stats pg_stats_ops;
 extern const struct store_schedules pg_schedules_ops;
+/* Wake-ups between replicas and the maintainer election (store_pg_notify.c). */
+extern const struct store_replicas pg_replicas_ops;
 
 #endif

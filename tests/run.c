@@ -54,7 +54,9 @@ wants_pg(void)
 
     if (pg_test_backend())
         return true;
-    return !skipped("store_pg") && (!one || !*one || !strcmp(one, "store_pg"));
+    /* replicas always runs on PostgreSQL, in the default pass too */
+    return (!skipped("store_pg") && (!one || !*one || !strcmp(one, "store_pg"))) ||
+           (!skipped("replicas") && (!one || !*one || !strcmp(one, "replicas")));
 }
 
 #define ADD(sr, name) do { if (!skipped(#name)) srunner_add_suite((sr), suite_##name()); } while (0)
@@ -101,6 +103,8 @@ main(void)
     ADD(sr, scenarios);
     /* the web console and the web chat */
     ADD(sr, console);
+    /* several batond on one PostgreSQL */
+    ADD(sr, replicas);
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
