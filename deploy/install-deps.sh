@@ -21,6 +21,8 @@ have_cmd sqlite3 || need="$need sqlite3"
 if [ "${1:-}" = "--test" ]; then
     # make sanitize and CI build with clang as well as gcc
     have_cmd clang || need="$need clang"
+    # the copy from SQLite to PostgreSQL (deploy/sqlite-to-postgres.sh) and its test
+    have_cmd psql || need="$need postgresql-client"
     # validates deploy/docker-compose.yml in the tests; needs no container engine
     have_cmd docker-compose || need="$need docker-compose"
     # the browser tests of the web console and chat (tests/browser/):
