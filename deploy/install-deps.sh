@@ -12,6 +12,8 @@ have_cmd pkg-config || need="$need pkg-config"
 have_cmd cc || need="$need gcc"
 have_cmd make || need="$need make"
 have_pc sqlite3 || need="$need libsqlite3-dev"
+# batond's PostgreSQL backend (BATON_DB=postgres://...) links libpq
+have_pc libpq || need="$need libpq-dev"
 have_pc libmicrohttpd || need="$need libmicrohttpd-dev"
 have_pc jansson || need="$need libjansson-dev"
 have_pc libsodium || need="$need libsodium-dev"
@@ -21,6 +23,9 @@ have_cmd sqlite3 || need="$need sqlite3"
 if [ "${1:-}" = "--test" ]; then
     # make sanitize and CI build with clang as well as gcc
     have_cmd clang || need="$need clang"
+    # the store_pg suite and the suites on PostgreSQL start a throwaway
+    # server (tests/pg.c): initdb and pg_ctl from /usr/lib/postgresql/*/bin
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
     # the copy from SQLite to PostgreSQL (deploy/sqlite-to-postgres.sh) and its test
     have_cmd psql || need="$need postgresql-client"
     # validates deploy/docker-compose.yml in the tests; needs no container engine

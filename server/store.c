@@ -12,11 +12,12 @@ store_select(char *why, size_t n)
 {
     const char *p = cfg.db_path;
 
-    if (!strncmp(p, "postgres://", 11) || !strncmp(p, "postgresql://", 13)) {
-        snprintf(why, n, "BATON_DB names a PostgreSQL database, which this build of batond does not support");
-        return -1;
-    }
-    store = &store_sqlite;
+    (void)why;
+    (void)n;
+    if (!strncmp(p, "postgres://", 11) || !strncmp(p, "postgresql://", 13))
+        store = &store_pg;
+    else
+        store = &store_sqlite;
     return 0;
 }
 

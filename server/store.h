@@ -729,8 +729,10 @@ struct store_ops {
 /* The backend in use (set by store_select before anything else). */
 extern const struct store_ops *store;
 extern const struct store_ops store_sqlite;
-/* Choose the backend for cfg.db_path: SQLite for a path. -1 with a reason
- * when the path names a backend this build does not have. */
+extern const struct store_ops store_pg;
+/* Choose the backend for cfg.db_path: PostgreSQL (store_pg) for a
+ * postgres:// or postgresql:// URL, SQLite for anything else (a path).
+ * 0; -1 with a reason when the backend cannot be used. */
 int store_select(char *why, size_t n);
 
 #endif

@@ -37,5 +37,7 @@ void store_cases_messages(Suite *s, void (*setup)(void), void (*teardown)(void))
 void store_cases_events(Suite *s, void (*setup)(void), void (*teardown)(void));
 void store_cases_queues(Suite *s, void (*setup)(void), void (*teardown)(void));
 void store_cases_schedules(Suite *s, void (*setup)(void), void (*teardown)(void));
+/* The PostgreSQL backend's own cases (store_pg only). */
+void store_cases_pg(Suite *s, void (*setup)(void), void (*teardown)(void));
 
 #endif

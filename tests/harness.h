@@ -90,6 +90,7 @@ Suite *suite_cli(void);         /* the baton CLI */
 Suite *suite_fields(void);
 Suite *suite_db(void);
 Suite *suite_store(void);
+Suite *suite_store_pg(void);
 Suite *suite_http(void);
 /* jobs */
 Suite *suite_jobs(void);

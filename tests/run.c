@@ -1,26 +1,47 @@
 /* run.c -- the one test runner: every suite, Check's fork mode. Run one
  * suite with CK_RUN_SUITE=name, one case with CK_RUN_CASE=name; leave
  * suites out with BATON_SKIP_SUITES=name,name (make sanitize leaves some
- * out: see the Makefile and docs/testing.md). */
+ * out: see the Makefile and docs/testing.md). The suites on PostgreSQL
+ * (store_pg) get a throwaway server started here, once per run (pg.h). */
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
 
 #include "harness.h"
+#include "pg.h"
 
-/* true when name is listed in BATON_SKIP_SUITES */
+/* true when name is listed in the comma-separated list of variable var */
 static bool
-skipped(const char *name)
+listed(const char *var, const char *name)
 {
-    const char *list = getenv("BATON_SKIP_SUITES"), *p;
+    const char *list = getenv(var), *p;
     size_t n = strlen(name);
 
     for (p = list; p && *p; p += strcspn(p, ","), p += *p == ',')
         if (strcspn(p, ",") == n && !strncmp(p, name, n))
             return true;
     return false;
+}
+
+/* true when name is listed in BATON_SKIP_SUITES */
+static bool
+skipped(const char *name)
+{
+    return listed("BATON_SKIP_SUITES", name);
+}
+
+/* Whether this run includes a suite that needs PostgreSQL. */
+static bool
+wants_pg(void)
+{
+    const char *only = getenv("CK_RUN_SUITE");
+
+    if (skipped("store_pg"))
+        return false;
+    return !only || !*only || !strcmp(only, "store_pg");
 }
 
 #define ADD(sr, name) do { if (!skipped(#name)) srunner_add_suite((sr), suite_##name()); } while (0)
@@ -32,12 +53,15 @@ main(void)
     int failed;
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (wants_pg() && pg_test_start() < 0)
+        fprintf(stderr, "run_tests: no PostgreSQL: the suites on it fail\n");
     sr = srunner_create(suite_config());
     ADD(sr, client);  /* libbaton */
     ADD(sr, cli);     /* the baton CLI */
     ADD(sr, fields);
     ADD(sr, db);
     ADD(sr, store); /* the storage interface, per backend */
+    ADD(sr, store_pg);
     ADD(sr, http);
     ADD(sr, hardening);
     /* jobs */
@@ -67,5 +91,6 @@ main(void)
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     curl_global_cleanup();
+    pg_test_stop();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
