@@ -2,7 +2,7 @@
  * suite with CK_RUN_SUITE=name, one case with CK_RUN_CASE=name; leave
  * suites out with BATON_SKIP_SUITES=name,name (make sanitize leaves some
  * out: see the Makefile and docs/testing.md). The suites on PostgreSQL
- * (store_pg) get a throwaway server started here, once per run (pg.h). */
+ * (store_pg, migrate) get a throwaway server started here, once per run (pg.h). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,9 +39,9 @@ wants_pg(void)
 {
     const char *only = getenv("CK_RUN_SUITE");
 
-    if (skipped("store_pg"))
+    if (skipped("store_pg") && skipped("migrate"))
         return false;
-    return !only || !*only || !strcmp(only, "store_pg");
+    return !only || !*only || !strcmp(only, "store_pg") || !strcmp(only, "migrate");
 }
 
 #define ADD(sr, name) do { if (!skipped(#name)) srunner_add_suite((sr), suite_##name()); } while (0)
@@ -81,6 +81,7 @@ main(void)
     ADD(sr, resources);
     /* deploy files and docs */
     ADD(sr, deploy);
+    ADD(sr, migrate); /* moving a SQLite database to PostgreSQL */
     /* durability and performance */
     ADD(sr, perf);
     /* baton-agent and the runbook scenarios */
