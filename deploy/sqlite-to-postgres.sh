@@ -24,7 +24,9 @@
 # table or column with rows that has no place in the target is refused,
 # never dropped silently. The copy is one psql transaction: it takes an
 # exclusive lock on every target table, refuses if any of them holds a
-# row (the copy only fills a new database), COPYs, and sets each identity
+# row (the copy only fills a new database; the events batond logged about
+# its own start and stop there, server.* and db.*, are replaced by the
+# copied history), COPYs, and sets each identity
 # sequence past the highest copied id and past SQLite's AUTOINCREMENT
 # counter (ids are never reused, even those retention deleted), so either
 # everything is copied or nothing. The SQLite side is read in one read
@@ -146,9 +148,14 @@ echo "COMMIT;" >> "$work/read.sql"
     echo "LOCK TABLE $locks IN ACCESS EXCLUSIVE MODE;"
     echo "DO \$\$ BEGIN"
     while read -r tbl rows; do
-        echo "  IF EXISTS (SELECT 1 FROM \"$tbl\") THEN"
+        # batond's start on the new database logged its own start and stop
+        # (server.*, db.*): that history gives way to the copied one
+        only=
+        [ "$tbl" = events ] && only=" WHERE event NOT LIKE 'server.%' AND event NOT LIKE 'db.%'"
+        echo "  IF EXISTS (SELECT 1 FROM \"$tbl\"$only) THEN"
         echo "    RAISE EXCEPTION 'table $tbl of the target is not empty: the copy goes only into a new database';"
         echo "  END IF;"
+        [ -n "$only" ] && echo "  DELETE FROM \"$tbl\";"
     done < "$work/copied"
     echo "END \$\$;"
 } >> "$work/head.sql"
