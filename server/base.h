@@ -22,6 +22,7 @@ struct config {
     char *listen_host;          /* BATON_LISTEN host part */
     int listen_port;            /* BATON_LISTEN port part (0 = any) */
     char *db_path;              /* BATON_DB */
+    bool pg_poll_only;          /* BATON_PG_POLL_ONLY */
     char *secret;               /* AGENT_SECRET, NULL when unset */
     bool production;            /* BATON_ENV=production */
     int64_t max_body;           /* BATON_MAX_BODY, bytes */

@@ -28,6 +28,8 @@ static const struct setting settings[] = {
      "address and port to serve on (port 0 picks a free one)"},
     {"BATON_DB", "db", K_STR, "./data/baton.db", OFF(db_path), 0, 0,
      "SQLite database file (its directory is created)"},
+    {"BATON_PG_POLL_ONLY", "pg-poll-only", K_BOOL, "0", OFF(pg_poll_only), 0, 0,
+     "PostgreSQL behind a pooler that cannot LISTEN: replicas look again every 250 ms"},
     {"AGENT_SECRET", "secret", K_STR, NULL, OFF(secret), 0, 0,
      "bearer secret for /v1, /api and /metrics (prefer the environment)"},
     {"BATON_ENV", "env", K_ENV, "development", OFF(production), 0, 0,

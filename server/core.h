@@ -71,8 +71,14 @@ int writer_submit(struct wreq *w);
  * committed; -1 otherwise (w->failed / w->err, or fn's own -1). */
 int writer_run(struct wreq *w);
 /* A wake-up delivered by the notifier (any thread): the writes parked on
- * topic run again now (due 0) or at due. */
+ * topic run again now (due 0) or at due (the store's clock); topic NULL:
+ * every parked write runs again. */
 void writer_wake(const char *topic, int64_t due);
+/* The store's clock minus this process's (ms), as the writer measured it
+ * at its last transaction: 0 for SQLite, the replica's skew from the
+ * database on PostgreSQL. Parked deadlines and due times are on the
+ * store's clock; add this to a now_ms() time to compare with them. */
+int64_t writer_clock_offset(void);
 size_t writer_parked(void);            /* parked long-polls, for /metrics */
 /* Writer thread only (inside a write): run the maintenance hook no later
  * than at (ms), rather than at the next BATON_SWEEP_INTERVAL_MS -- a
@@ -91,7 +97,7 @@ void tx_due(struct tx *t, const char *topic, int64_t at);
 
 /* wait.c: the parked writes (writer thread only) */
 void wait_add(struct wreq *w);
-void wait_wake(const char *topic, struct wreq **retry);
+void wait_wake(const char *topic, struct wreq **retry);   /* NULL: all */
 void wait_note_due(const char *topic, int64_t at);
 int64_t wait_next(void);           /* earliest deadline or due time, 0 = none */
 void wait_expire(int64_t now, struct wreq **resume, struct wreq **retry);
@@ -99,23 +105,33 @@ void wait_drain(struct wreq **resume);
 size_t wait_count(void);
 
 /* ---- notify.c: wake-ups between writers ----------------------------------
- * After a commit the writer publishes each topic the batch notified, each
- * due time it recorded, and TOPIC_EVENTS when it recorded events. The
- * notifier delivers them to every process serving the same database --
- * for SQLite only this one, in the same call. */
+ * The writer publishes each topic the batch notified, each due time it
+ * recorded, and TOPIC_EVENTS when it recorded events: to the other
+ * processes serving the same database inside the batch's transaction
+ * (publish_tx, so they hear of it if and only if it commits), and to this
+ * one after the commit (publish). notifier_local serves one process alone
+ * (SQLite); notifier_replicas adds the store's wake-ups between processes
+ * (store->replicas). serve.c picks one. */
 
 #define TOPIC_EVENTS "events"
 
 struct notifier {
     const char *name;
     /* deliver(topic, due) is called for every publication (of any
-     * process), on any thread */
+     * process), on any thread; deliver(NULL, 0) when publications may
+     * have been missed: every waiter must look again */
     int (*start)(void (*deliver)(const char *topic, int64_t due), char *why, size_t n);
+    /* NULL for notifier_local. In the batch's transaction, before COMMIT:
+     * wakes is {topic: due ms, 0 = now}, one entry per topic. 0; -1 with
+     * t->err (the caller runs it in a savepoint: the batch still commits,
+     * the other processes' waits then end at their deadline). */
+    int (*publish_tx)(struct tx *t, json_t *wakes);
+    /* after the commit: deliver in this process */
     void (*publish)(const char *topic, int64_t due);
     void (*stop)(void);
 };
 extern const struct notifier *notifier;
-extern const struct notifier notifier_local;
+extern const struct notifier notifier_local, notifier_replicas;
 
 /* ---- events.c: every state change as a row and a log line ----------------- */
 

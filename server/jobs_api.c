@@ -311,8 +311,9 @@ jobs_claim(struct req *r)
         return -1;
     if (!jobs_queue_valid(c->queue))
         return bad_queue(r);
-    /* fixed at arrival, not per re-run */
-    c->deadline = wait_ms > 0 ? r->started + wait_ms : 0;
+    /* fixed at arrival, not per re-run; on the store's clock, as parked
+     * waits are (writer.c) */
+    c->deadline = wait_ms > 0 ? r->started + writer_clock_offset() + wait_ms : 0;
     return req_submit(r, claim_tx);
 }
 

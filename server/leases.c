@@ -54,7 +54,8 @@ int
 lease_fence(struct tx *t, const char *channel, const char *account, int64_t token)
 {
     struct lease l;
-    int found = store->leases->get(t, channel, account, &l);
+    /* fence, not get: the lease stays as read until the write commits */
+    int found = store->leases->fence(t, channel, account, &l);
 
     if (found < 0)
         return -1;

@@ -11,13 +11,17 @@ health(struct req *r)
 {
     struct tx t;
     int rc = tx_read(&t) < 0 ? -1 : store->stats->ping(&t);
+    json_t *body;
 
     tx_read_end(&t);
     if (rc < 0)
         return req_fail(r, "unavailable", json_pack("{s:s}", "db", "error"),
                         "database cannot be read");
-    return req_ok(r, 200, json_pack("{s:s, s:s, s:s}", "status", "ok", "version", BATON_VERSION,
-                                    "db", "ok"));
+    body = json_pack("{s:s, s:s, s:s}", "status", "ok", "version", BATON_VERSION, "db", "ok");
+    /* replicas: whether this one runs the maintenance (sweep.c) */
+    if (body && store->replicas)
+        json_object_set_new(body, "maintainer", json_boolean(store->replicas->maintainer(NULL)));
+    return req_ok(r, 200, body);
 }
 
 const struct route routes[] = {

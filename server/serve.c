@@ -6,11 +6,14 @@
 #include "batond.h"
 
 /* A publication of the notifier: the event stream's signal or a topic's
- * wake-up for the writer's parked long-polls. */
+ * wake-up for the writer's parked long-polls; NULL: both look again. */
 static void
 deliver(const char *topic, int64_t due)
 {
-    if (!strcmp(topic, TOPIC_EVENTS))
+    if (!topic) {
+        stream_wake();
+        writer_wake(NULL, 0);
+    } else if (!strcmp(topic, TOPIC_EVENTS))
         stream_wake();
     else
         writer_wake(topic, due);
@@ -29,6 +32,8 @@ serve_start(char *why, size_t n)
 
     if (store_select(why, n) < 0)
         return -3;
+    /* several processes may share the store's database: wake them too */
+    notifier = store->replicas ? &notifier_replicas : &notifier_local;
     if ((rc = store->open(why, n)) < 0)
         return rc;
     writer_set_hooks(&hooks);

@@ -280,6 +280,12 @@ typedef int (*account_each_fn)(struct tx *t, const struct account *a, void *arg)
 struct store_leases {
     /* The lease of (channel, account): 1 with *l, 0 when never granted. */
     int (*get)(struct tx *t, const char *channel, const char *account, struct lease *l);
+    /* The lease as get gives it, read by a write that is fenced by its
+     * token (lease_fence): until t's transaction ends no other connection
+     * can change it (a grant, renewal or release there waits), so the
+     * lease the write was allowed by is still the latest when it commits.
+     * 1 with *l, 0 when never granted. */
+    int (*fence)(struct tx *t, const char *channel, const char *account, struct lease *l);
     /* A new grant to owner for ttl_ms from t->now, with the next token
      * (1 for the first grant) and transitions + 1 -- only when the lease
      * is not held at t->now (never granted, released, force-released or
@@ -678,6 +684,33 @@ struct store_schedules {
 
 /* ---- the backend --------------------------------------------------------- */
 
+/* ---- several processes on one database ------------------------------------
+ * What a backend that several batond processes (replicas) share provides
+ * besides its operations: wake-ups between the processes and the election
+ * of the one that runs the periodic maintenance. NULL in store_ops when one
+ * process serves a database alone (SQLite): then the in-process notifier is
+ * all there is and that process maintains. */
+struct store_replicas {
+    /* Open the store's own connection (after open) and start its thread:
+     * deliver(topic, due) for each publication of another process, and
+     * deliver(NULL, 0) when some may have been missed -- the connection was
+     * lost or is not used (a periodic re-check until it is back) -- so
+     * every parked wait must look again. Runs the maintainer election.
+     * 0; -1 with a reason in why (nothing started). */
+    int (*start)(void (*deliver)(const char *topic, int64_t due), char *why, size_t n);
+    /* In the writer's transaction, just before COMMIT (t on the write
+     * connection): hand wakes, {topic: due ms, 0 for now}, to the other
+     * processes, which receive them if and only if the transaction
+     * commits. 0; -1 with t->err when they could not be queued (the
+     * transaction is unharmed: it is run in a savepoint by the caller). */
+    int (*publish)(struct tx *t, json_t *wakes);
+    /* true when this process is the elected maintainer; *elected (may be
+     * NULL) true the first time it is asked after this process took the
+     * role. Any thread. */
+    bool (*maintainer)(bool *elected);
+    void (*stop)(void);             /* stop the thread, close its connection */
+};
+
 struct store_ops {
     const char *name;               /* "sqlite" */
 
@@ -724,6 +757,7 @@ struct store_ops {
     const struct store_queues *queues;
     const struct store_stats *stats;    /* gauges of /metrics, the health check */
     const struct store_schedules *schedules;
+    const struct store_replicas *replicas;  /* NULL: one process per database */
 };
 
 /* The backend in use (set by store_select before anything else). */

@@ -687,4 +687,5 @@ const struct store_ops store_pg = {
     .queues = &pg_queues_ops,
     .stats = &pg_stats_ops,
     .schedules = &pg_schedules_ops,
+    .replicas = &pg_replicas_ops,
 };

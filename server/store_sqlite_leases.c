@@ -8,7 +8,8 @@
  * costs in proportion to what the transaction changed before (see
  * store_sqlite_jobs.c), measured as a slower heartbeat. The writer's transaction
  * is BEGIN IMMEDIATE, so concurrent connections are ordered anyway; the
- * conditions make each operation safe on its own.
+ * conditions make each operation safe on its own. For the same reason the
+ * fence is a plain read: no other connection writes before we commit.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -337,6 +338,7 @@ sq_account_delete(struct tx *t, const char *channel, const char *account)
 
 const struct store_leases sqlite_leases_ops = {
     .get = sq_lease_get,
+    .fence = sq_lease_get,
     .grant = sq_lease_grant,
     .renew = sq_lease_renew,
     .release = sq_lease_release,

@@ -8,12 +8,28 @@
 
 #include "base.h"
 
+static int64_t clock_skew_ms;
+static pthread_once_t clock_skew_once = PTHREAD_ONCE_INIT;
+
+/* TEST-ONLY (docs/testing.md): BATON_TEST_CLOCK_SKEW_MS shifts this
+ * process's clock, so that the replica tests can show that ownership and
+ * due times come from the database's clock. The writer logs it. */
+static void
+clock_skew_init(void)
+{
+    const char *s = getenv("BATON_TEST_CLOCK_SKEW_MS");
+
+    clock_skew_ms = s && *s ? atoll(s) : 0;
+}
+
 int64_t
 now_ms(void)
 {
     struct timespec ts;
+
+    pthread_once(&clock_skew_once, clock_skew_init);
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + clock_skew_ms;
 }
 
 double
@@ -35,10 +51,17 @@ sleep_ms(int64_t ms)
         ;
 }
 
+/* An absolute time of now_ms's clock as CLOCK_REALTIME sees it (for
+ * timed waits): the test-only skew taken back out. */
 struct timespec
 ms_timespec(int64_t ms)
 {
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    struct timespec ts;
+
+    pthread_once(&clock_skew_once, clock_skew_init);
+    ms -= clock_skew_ms;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000;
     return ts;
 }
 

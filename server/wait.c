@@ -47,7 +47,7 @@ take(struct wreq **out, bool (*pick)(struct wreq *, const void *), const void *a
 static bool
 on_topic(struct wreq *r, const void *topic)
 {
-    return !strcmp(r->topic, topic);
+    return !topic || !strcmp(r->topic, topic);
 }
 
 void

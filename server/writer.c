@@ -15,10 +15,25 @@
  * them is on disk -- and the rest of the batch is not run, so nothing is
  * committed piecemeal.
  *
- * TEST-ONLY HOOK (environment, read once at start; a warning is logged when
- * it is set; see docs/performance.md for why it stays in the binary):
+ * Wake-ups: the batch's topics and due times, collapsed to one per topic,
+ * go to the other processes of the database inside the transaction, just
+ * before COMMIT (notifier->publish_tx, in a savepoint of its own so that a
+ * refusal cannot cost the batch), and to this process's parked writes
+ * after it.
+ *
+ * Clocks: parked deadlines and due times are on the store's clock (due
+ * times come from rows, deadlines from t->now or writer_clock_offset()).
+ * The writer measures the store's clock against this process's at every
+ * transaction and waits on the store's: a replica whose own clock is off
+ * still wakes its long-polls when the database says they are due.
+ *
+ * TEST-ONLY HOOKS (environment, read once at start; a warning is logged when
+ * one is set; see docs/performance.md and docs/testing.md for why they stay
+ * in the binary):
  *   BATON_TEST_COMMIT_DELAY_MS=n  sleep n ms inside every transaction just
  *       before COMMIT, so that concurrent writes pile up and share commits.
+ *   BATON_TEST_CLOCK_SKEW_MS=n  (read by now_ms in util.c) shifts this
+ *       process's own clock by n ms; logged here.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -47,6 +62,7 @@ struct wake {
 };
 static struct wake *wakes;          /* under wq_lock */
 static struct wreq *woken;          /* writer thread: to run again */
+static _Atomic int64_t clock_offset;    /* store's clock - now_ms(), see DESIGN */
 
 struct sync_wait {
     pthread_mutex_t lock;
@@ -123,13 +139,13 @@ writer_wake(const char *topic, int64_t due)
     struct wake *k;
 
     if (running && pthread_equal(pthread_self(), writer)) {
-        if (due)
+        if (due && topic)
             wait_note_due(topic, due);
         else
             wait_wake(topic, &woken);
         return;
     }
-    if (!(k = calloc(1, sizeof *k)) || !(k->topic = strdup(topic))) {
+    if (!(k = calloc(1, sizeof *k)) || (topic && !(k->topic = strdup(topic)))) {
         free(k);
         return;     /* the parked writes still wake at their deadline */
     }
@@ -147,7 +163,7 @@ apply_wakes(struct wake *list)
 {
     while (list) {
         struct wake *next = list->next;
-        if (list->due)
+        if (list->due && list->topic)
             wait_note_due(list->topic, list->due);
         else
             wait_wake(list->topic, &woken);
@@ -163,12 +179,26 @@ writer_parked(void)
     return wait_count();
 }
 
+int64_t
+writer_clock_offset(void)
+{
+    return clock_offset;
+}
+
+/* The store's clock as the writer last measured it. */
+static int64_t
+store_clock(void)
+{
+    return now_ms() + clock_offset;
+}
+
 static void
 tx_begin(struct tx *t)
 {
     memset(t, 0, sizeof *t);
     t->c = wconn;
     t->now = store->now(wconn);
+    clock_offset = t->now - now_ms();
     t->events = json_array();
     t->notify = json_array();
     t->due = json_object();
@@ -194,6 +224,47 @@ fail_all(struct wreq *batch, const struct fault *f)
         w->err.code = f->code ? f->code : "unavailable";
         snprintf(w->err.msg, sizeof w->err.msg, "%s", f->msg);
     }
+}
+
+/* Hand the batch's wake-ups to the other processes inside its
+ * transaction: one per topic (a wake now wins over a due time: the woken
+ * writes look for their next due time themselves). -1 only when the store
+ * aborted the transaction meanwhile; a refused publication is logged and
+ * rolled back alone (waits elsewhere then end at their deadline). */
+static int
+publish_tx(json_t *notify, json_t *due, bool events)
+{
+    json_t *out = json_deep_copy(due), *v;
+    struct tx t;
+    size_t i;
+    int rc;
+
+    if (!out)
+        return 0;
+    json_array_foreach(notify, i, v)
+        json_object_set_new(out, json_string_value(v), json_integer(0));
+    if (events)
+        json_object_set_new(out, TOPIC_EVENTS, json_integer(0));
+    if (!json_object_size(out)) {
+        json_decref(out);
+        return 0;
+    }
+    tx_begin(&t);
+    store->savepoint(wconn);
+    rc = notifier->publish_tx(&t, out);
+    if (store->aborted(wconn)) {
+        tx_end(&t);
+        json_decref(out);
+        return -1;
+    }
+    if (rc < 0) {
+        store->rollback_to(wconn);
+        log_event("warn", "db.notify_failed", json_pack("{s:s}", "error", t.err.msg));
+    }
+    store->release(wconn);
+    tx_end(&t);
+    json_decref(out);
+    return 0;
 }
 
 static void
@@ -243,6 +314,13 @@ run_batch(struct wreq *batch)
         tx_end(&t);
     }
     if (aborted) {
+        f.code = "unavailable";
+        snprintf(f.msg, sizeof f.msg, "database unavailable: the transaction was rolled back");
+        fail_all(batch, &f);
+        committed = false;
+        goto answer;
+    }
+    if (notifier->publish_tx && publish_tx(notify, due, json_array_size(events) > 0) < 0) {
         f.code = "unavailable";
         snprintf(f.msg, sizeof f.msg, "database unavailable: the transaction was rolled back");
         fail_all(batch, &f);
@@ -335,7 +413,7 @@ writer_main(void *arg)
     (void)arg;
     /* the first maintenance at start: schedules missed while batond was
      * down fire (once each) without waiting for the interval */
-    next_sweep = now_ms();
+    next_sweep = store_clock();
     for (;;) {
         struct wreq *batch = NULL, **tail = &batch, *resume = NULL;
         struct wake *delivered;
@@ -345,14 +423,14 @@ writer_main(void *arg)
 
         pthread_mutex_lock(&wq_lock);
         while (!wq_head && !wakes && !stopping) {
-            int64_t next = wait_next(), t = now_ms();
+            int64_t next = wait_next(), t = store_clock();
             struct timespec ts;
 
             if (!next || next > next_sweep)
                 next = next_sweep;
             if (next <= t)
                 break;
-            ts = ms_timespec(next);
+            ts = ms_timespec(next - clock_offset);
             if (pthread_cond_timedwait(&wq_cond, &wq_lock, &ts) == ETIMEDOUT)
                 break;
         }
@@ -375,7 +453,7 @@ writer_main(void *arg)
         pthread_mutex_unlock(&wq_lock);
 
         apply_wakes(delivered);
-        now = now_ms();
+        now = store_clock();
         if (draining)
             wait_drain(&resume);
         else
@@ -438,6 +516,7 @@ int
 writer_start(char *why, size_t n)
 {
     const char *d = getenv("BATON_TEST_COMMIT_DELAY_MS");
+    const char *skew = getenv("BATON_TEST_CLOCK_SKEW_MS");
 
     if (store->connect(&wconn, why, n) < 0)
         return -1;
@@ -445,6 +524,9 @@ writer_start(char *why, size_t n)
     if (test_commit_delay_ms > 0)
         log_event("warn", "db.test_hooks_enabled",
                   json_pack("{s:I}", "commitDelayMs", (json_int_t)test_commit_delay_ms));
+    if (skew && *skew && atoll(skew))
+        log_event("warn", "db.test_hooks_enabled",
+                  json_pack("{s:I}", "clockSkewMs", (json_int_t)atoll(skew)));
     running = true;
     stopping = false;
     draining = false;

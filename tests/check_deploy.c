@@ -148,6 +148,7 @@ START_TEST(layers_call_one_way)
     while ((e = readdir(d))) {
         char path[300], *src;
         bool store_file = !strncmp(e->d_name, "store_sqlite", 12), api, http = false;
+        bool pg_file = !strncmp(e->d_name, "store_pg", 8);
 
         if (!ends_with(e->d_name, ".c"))
             continue;
@@ -157,6 +158,10 @@ START_TEST(layers_call_one_way)
             http = http || !strcmp(e->d_name, *h);
         api = strstr(src, "#include \"batond.h\"") != NULL;
         ck_assert_msg(store_file || !strstr(src, "sqlite3"), "%s speaks SQLite outside the store", path);
+        ck_assert_msg(pg_file || (!strstr(src, "libpq-fe.h") && !strstr(src, "store_pg.h") &&
+                                  !strstr(src, "PGconn") && !strstr(src, "PGresult") &&
+                                  !strstr(src, "PQexec") && !strstr(src, "PQconnect")),
+                      "%s calls libpq outside the PostgreSQL store (store_pg*.c)", path);
         ck_assert_msg(http || !strstr(src, "microhttpd.h"), "%s calls libmicrohttpd outside http", path);
         if (!api) {
             below++;
@@ -178,12 +183,14 @@ START_TEST(layers_call_one_way)
                       "%s includes or uses the API layer", *h);
         ck_assert_msg(!strcmp(*h, "server/store_sqlite.h") || !strstr(src, "#include <sqlite3.h>"),
                       "%s includes SQLite", *h);
+        ck_assert_msg(!strstr(src, "libpq-fe.h") && !strstr(src, "store_pg.h"), "%s includes libpq", *h);
         free(src);
     }
     {
         char *api = slurp("server/batond.h");
         ck_assert_msg(!strstr(api, "sqlite3") && !strstr(api, "#include \"store_sqlite.h\""),
                       "batond.h includes SQLite");
+        ck_assert_msg(!strstr(api, "libpq-fe.h") && !strstr(api, "store_pg.h"), "batond.h includes libpq");
         free(api);
     }
 }

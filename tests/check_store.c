@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check_store.h"
@@ -201,6 +202,99 @@ st_race(int n, int (*op)(struct tx *t, int i, void *arg), void *arg, int *rcs)
         rcs[i] = r[i].rc;
     }
     pthread_barrier_destroy(&start);
+}
+
+struct st_async {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    int (*op)(struct tx *t, void *arg);
+    void *arg;
+};
+
+static void *
+async_main(void *p)
+{
+    struct st_async *a = p;
+    struct sconn *c = NULL;
+    struct fault f = {0};
+    struct tx t;
+    char why[256];
+    int rc = -2;
+
+    if (store->connect(&c, why, sizeof why) == 0) {
+        if (store->begin(c, &f) == 0) {
+            memset(&t, 0, sizeof t);
+            t.c = c;
+            t.now = store->now(c);
+            rc = a->op(&t, a->arg);
+            if (rc < 0)
+                store->rollback(c);
+            else if (store->commit(c, &f) < 0) {
+                store->rollback(c);
+                rc = -2;
+            }
+            tx_clear_fault(&t);
+        }
+        json_decref(f.details);
+        store->disconnect(c);
+    }
+    pthread_mutex_lock(&a->mu);
+    a->rc = rc;
+    a->done = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+struct st_async *
+st_async_start(int (*op)(struct tx *t, void *arg), void *arg)
+{
+    struct st_async *a = calloc(1, sizeof *a);
+
+    ck_assert_ptr_nonnull(a);
+    a->op = op;
+    a->arg = arg;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    ck_assert_int_eq(pthread_create(&a->th, NULL, async_main, a), 0);
+    return a;
+}
+
+bool
+st_async_done(struct st_async *a, int ms)
+{
+    struct timespec until;
+    bool done;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&a->mu);
+    while (!a->done && pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0)
+        ;
+    done = a->done;
+    pthread_mutex_unlock(&a->mu);
+    return done;
+}
+
+int
+st_async_join(struct st_async *a)
+{
+    int rc;
+
+    pthread_join(a->th, NULL);
+    rc = a->rc;
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    free(a);
+    return rc;
 }
 
 /* ---- the backend itself ---------------------------------------------------- */

@@ -28,6 +28,16 @@ void st_reopen(void);
  * op's result, or -2 when thread i could not run or commit. */
 void st_race(int n, int (*op)(struct tx *t, int i, void *arg), void *arg, int *rcs);
 
+/* One write in the background: op(t, arg) in a transaction of its own on
+ * a new write connection, in a thread, committed when op returns >= 0.
+ * st_async_done waits at most ms for it to finish and says whether it
+ * has; st_async_join waits for it and frees it: op's result, or -2 when
+ * it could not run or commit. */
+struct st_async;
+struct st_async *st_async_start(int (*op)(struct tx *t, void *arg), void *arg);
+bool st_async_done(struct st_async *a, int ms);
+int st_async_join(struct st_async *a);
+
 /* Each resource adds its cases. */
 void store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void));
 void store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void));

@@ -1,7 +1,8 @@
 /* check_store_dedupe.c -- store conformance cases of the dedupe operations
- * (see check_store.h): first wins under concurrency, a duplicate reports
- * the first sighting, an expired entry is replaced, and the prune removes
- * only expired entries, a bounded number at a time. Store interface only. */
+ * (see check_store.h): first wins under concurrency (over no entry and over
+ * an expired one), a duplicate reports the first sighting, an expired entry
+ * is replaced, and the prune removes only expired entries, a bounded number
+ * at a time. Store interface only. */
 #include <string.h>
 
 #include "check_store.h"
@@ -20,9 +21,9 @@ reg_at(const char *id, int64_t ttl, int64_t at)
     return res;
 }
 
-/* ---- 8 registrations on their own connections ----------------------------- */
+/* ---- 16 registrations on their own connections ---------------------------- */
 
-#define RACERS 8
+#define RACERS 16
 
 static int
 register_one(struct tx *t, int i, void *arg)
@@ -32,7 +33,10 @@ register_one(struct tx *t, int i, void *arg)
     return store->dedupe->check_register(t, "whatsapp", "wamid.1", 60000, &res[i]);
 }
 
-START_TEST(first_wins_among_eight)
+/* Race RACERS registrations of whatsapp/wamid.1: exactly one is first,
+ * and every duplicate reports the first one's entry, which it returns. */
+static struct dedupe_result
+race_registrations(void)
 {
     struct dedupe_result res[RACERS];
     int rcs[RACERS], firsts = 0, first = -1;
@@ -51,6 +55,28 @@ START_TEST(first_wins_among_eight)
         ck_assert_int_eq(res[i].first_seen_at, res[first].first_seen_at);
         ck_assert_int_eq(res[i].expires_at, res[first].expires_at);
     }
+    return res[first];
+}
+
+START_TEST(first_wins_among_sixteen)
+{
+    race_registrations();
+}
+END_TEST
+
+/* An expired entry is replaced by exactly one of 16 concurrent callers. */
+START_TEST(first_wins_over_expired_entry)
+{
+    struct tx t;
+    struct dedupe_result old, res;
+
+    st_begin(st_conn, &t);
+    t.now = now_ms() - 60000;
+    ck_assert_int_eq(store->dedupe->check_register(&t, "whatsapp", "wamid.1", 1000, &old), 0);
+    ck_assert(!old.duplicate);
+    ck_assert_int_eq(st_commit(&t), 0);
+    res = race_registrations();
+    ck_assert_int_gt(res.first_seen_at, old.expires_at);
 }
 END_TEST
 
@@ -146,7 +172,8 @@ store_cases_dedupe(Suite *s, void (*setup)(void), void (*teardown)(void))
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, first_wins_among_eight);
+    tcase_add_test(tc, first_wins_among_sixteen);
+    tcase_add_test(tc, first_wins_over_expired_entry);
     tcase_add_test(tc, duplicate_reports_first_seen);
     tcase_add_test(tc, expired_entry_replaced);
     tcase_add_test(tc, prune_expired_in_chunks);

@@ -646,6 +646,295 @@ START_TEST(order_key_racing_claims_one_per_key)
 }
 END_TEST
 
+static int
+count_jobs(const struct job *j, void *arg)
+{
+    (void)j;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* The active jobs of key `key` in queue q (read): how many, how many hold
+ * the key, the lowest id and the holder's. */
+struct key_state {
+    const char *key;
+    int active, holders;
+    int64_t lowest, holder;
+    int64_t ids[16];                /* the first 16 */
+};
+
+static int
+key_row(const struct job *j, void *arg)
+{
+    struct key_state *k = arg;
+
+    if (!j->order_key || strcmp(j->order_key, k->key))
+        return 0;
+    if (k->active < 16)
+        k->ids[k->active] = j->id;
+    if (!k->active++ || j->id < k->lowest)
+        k->lowest = j->id;
+    if (!j->held) {
+        k->holders++;
+        k->holder = j->id;
+    }
+    return 0;
+}
+
+static struct key_state
+key_state(const char *key)
+{
+    struct key_state k = {.key = key};
+    struct tx t;
+
+    st_read(&t);
+    ck_assert_int_eq(OPS->pending(&t, "q", 10000, key_row, &k), 0);
+    tx_read_end(&t);
+    return k;
+}
+
+static int
+race_insert_key(struct tx *t, int i, void *arg)
+{
+    int64_t *got = arg;
+
+    got[i] = put_key(t, "q", "k", 0, -100);
+    return 0;
+}
+
+/* 8 writers on their own connections enqueue jobs of one key at once:
+ * exactly one of them holds the key, the earliest, and the key's jobs are
+ * then claimed one at a time in id order. */
+START_TEST(order_key_racing_inserts_leave_one_holder)
+{
+    int64_t got[8], prev = 0, id;
+    int rcs[8];
+    struct key_state k;
+    char tok[80];
+
+    st_race(8, race_insert_key, got, rcs);
+    for (int i = 0; i < 8; i++)
+        ck_assert_msg(rcs[i] == 0, "racer %d: %d", i, rcs[i]);
+    k = key_state("k");
+    ck_assert_int_eq(k.active, 8);
+    ck_assert_int_eq(k.holders, 1);
+    ck_assert_int_eq(k.holder, k.lowest);
+    for (int i = 0; i < 8; i++) {
+        ck_assert_int_gt(id = take("q", 60000, tok, sizeof tok), prev);
+        ck_assert_int_eq(take("q", 60000, NULL, 0), 0);
+        done(id, tok);
+        prev = id;
+    }
+}
+END_TEST
+
+struct pass_race {
+    int64_t holder;
+    char token[80];
+    char key[16];
+};
+
+/* racer 0 completes the holder of the key, the others enqueue behind it */
+static int
+race_pass_key(struct tx *t, int i, void *arg)
+{
+    struct pass_race *p = arg;
+
+    if (i == 0)
+        return OPS->complete(t, p->holder, p->token, NULL, NULL) == 1 ? 0 : -1;
+    put_key(t, "q", p->key, 0, -100);
+    return 0;
+}
+
+/* A completion that passes a key on, racing enqueues of the same key on
+ * other connections: afterwards exactly one active job holds the key (the
+ * earliest), never none -- a key nobody holds would never be claimed
+ * again -- and never two. Several rounds, a key each. */
+START_TEST(order_key_completion_racing_inserts_leaves_one_holder)
+{
+    for (int round = 0; round < 12; round++) {
+        struct pass_race p;
+        struct key_state k;
+        struct tx t;
+        int rcs[8];
+
+        snprintf(p.key, sizeof p.key, "r%d", round);
+        st_begin(st_conn, &t);
+        p.holder = put_key(&t, "q", p.key, 0, -100);
+        ck_assert_int_eq(st_commit(&t), 0);
+        ck_assert_int_eq(take("q", 60000, p.token, sizeof p.token), p.holder);
+        st_race(8, race_pass_key, &p, rcs);
+        for (int i = 0; i < 8; i++)
+            ck_assert_msg(rcs[i] == 0, "round %d racer %d: %d", round, i, rcs[i]);
+        k = key_state(p.key);
+        ck_assert_int_eq(k.active, 7);
+        ck_assert_msg(k.holders == 1, "round %d: %d jobs hold the key", round, k.holders);
+        ck_assert_int_eq(k.holder, k.lowest);
+        /* the holder is claimable, and is what the next claim takes */
+        char tok[80];
+        int64_t id = take("q", 60000, tok, sizeof tok);
+        ck_assert_int_eq(id, k.holder);
+        done(id, tok);
+        /* leave the key's other jobs out of the next rounds' claims */
+        st_begin(st_conn, &t);
+        for (int i = 0; i < k.active; i++)
+            if (k.ids[i] != id)
+                ck_assert_int_eq(OPS->fail_final(&t, k.ids[i], NULL, "cancelled", NULL, NULL), 1);
+        ck_assert_int_eq(st_commit(&t), 0);
+        ck_assert_int_eq(key_state(p.key).active, 0);
+    }
+}
+END_TEST
+
+/* a claimer as the writer runs it: an expired lock (2) is taken back in
+ * the same transaction, which must find it still expired (-3 otherwise),
+ * then the claim runs again */
+static int
+race_claim_expired(struct tx *t, int i, void *arg)
+{
+    int64_t *got = arg;
+    struct job j;
+    char tok[32];
+    int rc;
+
+    snprintf(tok, sizeof tok, "c_exp%d", i);
+    got[i] = 0;
+    while ((rc = OPS->claim(t, "q", "w", t->now + 60000, tok, &j)) == 2) {
+        int back = OPS->requeue_expired(t, j.id, NULL);
+        job_free(&j);
+        if (back != 1)
+            return back < 0 ? -1 : -3;
+    }
+    if (rc == 1) {
+        got[i] = j.id;
+        job_free(&j);
+    }
+    return rc;
+}
+
+/* 8 claimers on their own connections find the same expired lock: the
+ * job is taken back once and claimed by exactly one of them; no one finds
+ * it changed under it while taking it back. */
+START_TEST(expired_lock_racing_claimers_take_it_back_once)
+{
+    int64_t id = put("q", 0, 0), got[8];
+    int rcs[8], winners = 0;
+    struct tx t;
+    struct job j;
+
+    ck_assert_int_eq(take("q", -1000, NULL, 0), id);       /* its lock is already over */
+    st_race(8, race_claim_expired, got, rcs);
+    for (int i = 0; i < 8; i++) {
+        ck_assert_msg(rcs[i] == 0 || rcs[i] == 1, "racer %d: %d", i, rcs[i]);
+        if (rcs[i] == 1) {
+            ck_assert_int_eq(got[i], id);
+            winners++;
+        }
+    }
+    ck_assert_int_eq(winners, 1);
+    st_read(&t);
+    ck_assert_int_eq(OPS->get(&t, id, &j), 1);
+    ck_assert_int_eq(j.status, JOB_PROCESSING);
+    ck_assert_int_eq(j.attempts, 2);
+    job_free(&j);
+    tx_read_end(&t);
+}
+END_TEST
+
+#define SWEPT 20
+
+/* a stale sweep as the writer runs it: every lock it lists is taken back
+ * (-3 when one of them was not expired any more) */
+static int
+race_sweep(struct tx *t, int i, void *arg)
+{
+    int (*seen)[SWEPT] = arg;
+    int64_t ids[SWEPT];
+    size_t n;
+    bool more;
+
+    if (OPS->expired(t, ids, SWEPT, &n, &more) < 0)
+        return -1;
+    for (size_t k = 0; k < n; k++) {
+        int rc = OPS->requeue_expired(t, ids[k], NULL);
+        if (rc != 1)
+            return rc < 0 ? -1 : -3;
+        seen[i][k] = (int)ids[k];
+    }
+    return (int)n;
+}
+
+/* 4 sweeps on their own connections at once: each expired lock is taken
+ * back by exactly one of them, and none finds a lock it listed already
+ * taken back by another. */
+START_TEST(racing_sweeps_take_each_lock_back_once)
+{
+    int64_t first = 0;
+    int seen[4][SWEPT], rcs[4], count[SWEPT] = {0}, total = 0;
+
+    for (int i = 0; i < SWEPT; i++) {
+        int64_t id = put("q", i, 0);
+        if (!i)
+            first = id;
+        ck_assert_int_eq(take("q", -1000, NULL, 0), id);
+    }
+    memset(seen, 0, sizeof seen);
+    st_race(4, race_sweep, seen, rcs);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_msg(rcs[i] >= 0, "sweep %d: %d", i, rcs[i]);
+        for (int k = 0; k < rcs[i]; k++)
+            count[seen[i][k] - first]++;
+        total += rcs[i];
+    }
+    ck_assert_int_eq(total, SWEPT);
+    for (int i = 0; i < SWEPT; i++)
+        ck_assert_int_eq(count[i], 1);
+}
+END_TEST
+
+/* an enqueue with a dedupe key, as jobs.c runs it: look, then insert */
+static int
+race_dedupe(struct tx *t, int i, void *arg)
+{
+    struct job_new n = {.queue = "q", .payload = "1", .max_attempts = 5, .dedupe_key = "once"};
+    int64_t *got = arg, id;
+    int rc = OPS->find_dedupe(t, "q", "once", &id);
+
+    (void)i;
+    if (rc != 0)
+        return rc < 0 ? -1 : 0;
+    n.run_at = t->now;
+    if (OPS->insert(t, &n, &id, NULL) < 0)
+        return -1;
+    *got = id;
+    return 1;
+}
+
+/* 8 writers on their own connections enqueue with one dedupe key at once:
+ * one job is created, and the others find it. */
+START_TEST(racing_enqueues_of_one_dedupe_key_give_one_job)
+{
+    int64_t got = 0, found = 0;
+    int rcs[8], created = 0;
+    struct job_filter f = {.queue = "q", .status = -1, .before_id = INT64_MAX, .limit = 100};
+    struct tx t;
+
+    st_race(8, race_dedupe, &got, rcs);
+    for (int i = 0; i < 8; i++) {
+        ck_assert_msg(rcs[i] == 0 || rcs[i] == 1, "racer %d: %d", i, rcs[i]);
+        created += rcs[i];
+    }
+    ck_assert_int_eq(created, 1);
+    st_read(&t);
+    ck_assert_int_eq(OPS->find_dedupe(&t, "q", "once", &found), 1);
+    ck_assert_int_eq(found, got);
+    created = 0;
+    ck_assert_int_eq(OPS->list(&t, &f, count_jobs, &created), 0);
+    ck_assert_int_eq(created, 1);
+    tx_read_end(&t);
+}
+END_TEST
+
 void
 store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
@@ -665,5 +954,10 @@ store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, order_key_expired_lock_frees_the_key);
     tcase_add_test(tc, order_key_operator_fail_and_retry_keep_one_at_a_time);
     tcase_add_test(tc, order_key_racing_claims_one_per_key);
+    tcase_add_test(tc, order_key_racing_inserts_leave_one_holder);
+    tcase_add_test(tc, order_key_completion_racing_inserts_leaves_one_holder);
+    tcase_add_test(tc, expired_lock_racing_claimers_take_it_back_once);
+    tcase_add_test(tc, racing_sweeps_take_each_lock_back_once);
+    tcase_add_test(tc, racing_enqueues_of_one_dedupe_key_give_one_job);
     suite_add_tcase(s, tc);
 }

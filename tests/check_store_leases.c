@@ -1,9 +1,15 @@
 /* check_store_leases.c -- store conformance cases of the leases and
  * accounts operations (see check_store.h): fencing tokens that never go
- * back, one winner among concurrent acquirers, expiry judged with the
- * transaction's clock, stale tokens that change nothing, the listing of
- * held leases and the accounts registry. Store interface only. */
+ * back, one winner among concurrent acquirers (of a new, an expired and a
+ * released lease), expiry judged with the
+ * transaction's clock, stale tokens that change nothing, a fenced write
+ * that no takeover on another connection overtakes, the listing of
+ * held leases and the accounts registry (one creator among concurrent
+ * puts). Store interface only. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check_store.h"
 
@@ -92,9 +98,9 @@ START_TEST(token_never_goes_back)
 }
 END_TEST
 
-/* ---- 8 acquirers on their own connections ------------------------------------ */
+/* ---- 16 acquirers on their own connections ----------------------------------- */
 
-#define RACERS 8
+#define RACERS 16
 
 static int
 grant_one(struct tx *t, int i, void *arg)
@@ -106,12 +112,14 @@ grant_one(struct tx *t, int i, void *arg)
     return store->leases->grant(t, "whatsapp", "contended", owner, TTL, &l[i]);
 }
 
-START_TEST(one_winner_among_eight)
+/* Race RACERS grants of whatsapp/contended; asserts exactly one won and
+ * that the lease is its grant; returns the winner's lease. */
+static struct lease
+race_grants(void)
 {
-    struct lease got[RACERS];
+    struct lease got[RACERS], l;
     int rcs[RACERS], winners = 0, winner = -1;
     char owner[16];
-    struct lease l;
 
     memset(got, 0, sizeof got);
     st_race(RACERS, grant_one, got, rcs);
@@ -126,8 +134,39 @@ START_TEST(one_winner_among_eight)
     snprintf(owner, sizeof owner, "w%d", winner);
     l = lease_now("whatsapp", "contended");
     ck_assert_str_eq(l.owner, owner);
+    ck_assert_int_eq(l.token, got[winner].token);
+    ck_assert_int_eq(l.acquired_at, got[winner].acquired_at);
+    return l;
+}
+
+/* A lease never granted: one of 16 gets the first token. */
+START_TEST(one_winner_among_sixteen)
+{
+    struct lease l = race_grants();
+
     ck_assert_int_eq(l.token, 1);
     ck_assert_int_eq(l.transitions, 1);
+}
+END_TEST
+
+/* A lease held by another owner but expired, then one released: each
+ * time one of 16 takes it, with the next token. */
+START_TEST(one_winner_after_expiry_and_release)
+{
+    struct tx t;
+    struct lease old, l;
+
+    ck_assert_int_eq(grant_at("whatsapp", "contended", "old", 1000, now_ms() - 60000, &old), 1);
+    l = race_grants();
+    ck_assert_int_eq(l.token, old.token + 1);
+    ck_assert_int_eq(l.transitions, 2);
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->release(&t, "whatsapp", "contended", l.owner, l.token, &l), 1);
+    ck_assert_int_eq(st_commit(&t), 0);
+    l = race_grants();
+    ck_assert_int_eq(l.token, old.token + 2);
+    ck_assert_int_eq(l.transitions, 3);
 }
 END_TEST
 
@@ -230,6 +269,64 @@ START_TEST(stale_token_changes_nothing)
     ck_assert_int_eq(store->leases->renew(&t, "whatsapp", "p", "b", cur.token, 2000, false, &l), 1);
     ck_assert_int_eq(l.ttl_ms, 2000);
     ck_assert_int_eq(l.expires_at, t.now + 2000);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+END_TEST
+
+/* ---- a fenced write against a takeover on another connection ------------------ */
+
+struct takeover {
+    atomic_bool done;
+    int released, granted;
+    struct lease l;
+};
+
+/* On a connection of its own: force-release whatsapp/fenced and grant it to "b". */
+static void *
+take_over(void *arg)
+{
+    struct takeover *o = arg;
+    struct sconn *c = st_connect();
+    struct tx t;
+
+    st_begin(c, &t);
+    o->released = store->leases->force_release(&t, "whatsapp", "fenced", &o->l);
+    o->granted = store->leases->grant(&t, "whatsapp", "fenced", "b", TTL, &o->l);
+    if (st_commit(&t) < 0)
+        o->granted = -2;
+    store->disconnect(c);
+    atomic_store(&o->done, true);
+    return NULL;
+}
+
+/* While a write that read the lease with fence is open, another
+ * connection cannot force-release and re-grant it: the takeover waits for
+ * the fenced write to commit, then gets the next token. */
+START_TEST(fence_holds_off_a_takeover)
+{
+    struct takeover o = {.released = -9, .granted = -9};
+    struct lease a, l;
+    struct tx t;
+    pthread_t th;
+
+    ck_assert_int_eq(grant_at("whatsapp", "fenced", "a", TTL, 0, &a), 1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->fence(&t, "whatsapp", "fenced", &l), 1);
+    ck_assert_str_eq(l.owner, "a");
+    ck_assert_int_eq(l.token, a.token);
+    ck_assert_int_eq(pthread_create(&th, NULL, take_over, &o), 0);
+    usleep(500 * 1000);
+    /* the fenced write is still open: the token it checked is the latest */
+    ck_assert_msg(!atomic_load(&o.done), "the lease was taken over under a fenced write");
+    ck_assert_int_eq(st_commit(&t), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(o.released, 1);
+    ck_assert_int_eq(o.granted, 1);
+    ck_assert_str_eq(o.l.owner, "b");
+    ck_assert_int_eq(o.l.token, a.token + 1);
+    /* a never granted lease fences nothing */
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->fence(&t, "whatsapp", "never", &l), 0);
     ck_assert_int_eq(st_commit(&t), 0);
 }
 END_TEST
@@ -363,6 +460,43 @@ START_TEST(accounts_registry)
 }
 END_TEST
 
+static int
+put_one(struct tx *t, int i, void *arg)
+{
+    bool *created = arg;
+    struct account a;
+    json_t *config = json_pack("{s:i}", "racer", i);
+    int rc = store->leases->account_put(t, "whatsapp", "new", i % 2 == 0, config, &a, &created[i]);
+
+    json_decref(config);
+    if (rc == 0)
+        account_clear(&a);
+    return rc;
+}
+
+/* 16 puts of one new account on their own connections: every one is
+ * written, exactly one of them created it. */
+START_TEST(one_creator_among_sixteen)
+{
+    bool created[16] = {0};
+    int rcs[16], creators = 0;
+    struct account a;
+    struct tx t;
+
+    st_race(16, put_one, created, rcs);
+    for (int i = 0; i < 16; i++) {
+        ck_assert_msg(rcs[i] == 0, "racer %d: %d", i, rcs[i]);
+        creators += created[i];
+    }
+    ck_assert_int_eq(creators, 1);
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->leases->account_get(&t, "whatsapp", "new", &a), 1);
+    ck_assert(json_is_integer(json_object_get(a.config, "racer")));
+    account_clear(&a);
+    ck_assert_int_eq(st_commit(&t), 0);
+}
+END_TEST
+
 void
 store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
@@ -371,10 +505,13 @@ store_cases_leases(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, token_never_goes_back);
-    tcase_add_test(tc, one_winner_among_eight);
+    tcase_add_test(tc, one_winner_among_sixteen);
+    tcase_add_test(tc, one_winner_after_expiry_and_release);
     tcase_add_test(tc, expired_lease_taken_by_another);
     tcase_add_test(tc, stale_token_changes_nothing);
+    tcase_add_test(tc, fence_holds_off_a_takeover);
     tcase_add_test(tc, list_held_at_now);
     tcase_add_test(tc, accounts_registry);
+    tcase_add_test(tc, one_creator_among_sixteen);
     suite_add_tcase(s, tc);
 }

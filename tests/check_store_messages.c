@@ -409,6 +409,64 @@ START_TEST(rollback_leaves_nothing)
 }
 END_TEST
 
+/* Insert the message of arg (a struct message; its id is set). */
+static int
+insert_op(struct tx *t, void *arg)
+{
+    return OPS->insert(t, arg);
+}
+
+/* A conversation followed with an after-cursor (the long-poll) never
+ * loses a message for good: while a write holding a message is open,
+ * another connection writes and commits one in the same conversation; a
+ * listing taken then and one after the first write commits, from the
+ * highest id the first listing saw, see both messages between them. */
+START_TEST(cursor_never_skips_a_late_commit)
+{
+    struct message early = {
+        .conversation = "race", .channel = "web", .account = "default", .direction = "in",
+        .text = "first", .status = "received",
+    };
+    struct message late = {
+        .conversation = "race", .channel = "web", .account = "default", .direction = "out",
+        .text = "second", .status = "queued",
+    };
+    struct message *v1, *v2;
+    size_t n1, n2;
+    struct st_async *a;
+    struct tx t, r;
+    int64_t cursor = 0;
+    bool got_early = false, got_late = false;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->insert(&t, &early), 0);
+    a = st_async_start(insert_op, &late);
+    st_async_done(a, 500);              /* committed, or waiting for this write */
+    st_read(&r);
+    ck_assert_int_eq(OPS->list_after(&r, "race", 0, 100, &v1, &n1), 0);
+    tx_read_end(&r);
+    for (size_t i = 0; i < n1; i++)
+        if (v1[i].id > cursor)
+            cursor = v1[i].id;
+    ck_assert_int_eq(st_commit(&t), 0);
+    ck_assert_int_eq(st_async_join(a), 0);
+    st_read(&r);
+    ck_assert_int_eq(OPS->list_after(&r, "race", cursor, 100, &v2, &n2), 0);
+    tx_read_end(&r);
+    for (size_t i = 0; i < n1 + n2; i++) {
+        int64_t id = i < n1 ? v1[i].id : v2[i - n1].id;
+        got_early |= id == early.id;
+        got_late |= id == late.id;
+    }
+    OPS->free_rows(v1, n1);
+    OPS->free_rows(v2, n2);
+    ck_assert_msg(got_early, "message %lld skipped: listed up to %lld before it was committed",
+                  (long long)early.id, (long long)cursor);
+    ck_assert(got_late);
+    ck_assert_uint_eq(n1 + n2, 2);
+}
+END_TEST
+
 void
 store_cases_messages(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
@@ -423,5 +481,6 @@ store_cases_messages(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, revision_follows_messages_and_progress);
     tcase_add_test(tc, conversations_list);
     tcase_add_test(tc, rollback_leaves_nothing);
+    tcase_add_test(tc, cursor_never_skips_a_late_commit);
     suite_add_tcase(s, tc);
 }

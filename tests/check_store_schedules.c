@@ -150,6 +150,48 @@ START_TEST(list_by_name_survives_reopen)
 }
 END_TEST
 
+/* a maintenance write as schedules.c runs it: the due schedule fired,
+ * its advance finding it still at the due time (-3 when not) */
+static int
+race_fire(struct tx *t, int i, void *arg)
+{
+    struct schedule s;
+    int rc = store->schedules->due(t, &s);
+
+    (void)arg;
+    if (rc <= 0)
+        return rc;
+    rc = store->schedules->advance(t, s.name, s.next_run, t->now + 60000, 100 + i);
+    schedule_free(&s);
+    return rc == 1 ? 1 : rc < 0 ? -1 : -3;
+}
+
+/* 8 writers on their own connections look for due schedules at once: the
+ * due time fires once, and no writer finds the schedule it took as due
+ * already fired under it. */
+START_TEST(racing_writers_fire_a_due_time_once)
+{
+    struct schedule s;
+    struct tx t;
+    int rcs[8], fired = 0;
+    int64_t now = now_ms();
+
+    put("tick", now - 1000, false, now - 2000);
+    st_race(8, race_fire, NULL, rcs);
+    for (int i = 0; i < 8; i++) {
+        ck_assert_msg(rcs[i] == 0 || rcs[i] == 1, "racer %d: %d", i, rcs[i]);
+        fired += rcs[i];
+    }
+    ck_assert_int_eq(fired, 1);
+    st_read(&t);
+    ck_assert_int_eq(store->schedules->get(&t, "tick", &s), 1);
+    ck_assert_int_eq(s.runs, 1);
+    ck_assert_int_eq(s.last_run, now - 1000);
+    schedule_free(&s);
+    tx_read_end(&t);
+}
+END_TEST
+
 void
 store_cases_schedules(Suite *s, void (*setup)(void), void (*teardown)(void))
 {
@@ -162,5 +204,6 @@ store_cases_schedules(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, advance_once_per_due_time);
     tcase_add_test(tc, pause_delete_and_earliest);
     tcase_add_test(tc, list_by_name_survives_reopen);
+    tcase_add_test(tc, racing_writers_fire_a_due_time_once);
     suite_add_tcase(s, tc);
 }

@@ -121,5 +121,7 @@ Suite *suite_scenarios(void);
 Suite *suite_hardening(void);
 /* the web console and the web chat (HTTP and browser tests) */
 Suite *suite_console(void);
+/* several batond on one PostgreSQL database */
+Suite *suite_replicas(void);
 
 #endif

@@ -39,9 +39,9 @@ wants_pg(void)
 {
     const char *only = getenv("CK_RUN_SUITE");
 
-    if (skipped("store_pg") && skipped("migrate"))
+    if (skipped("store_pg") && skipped("replicas") && skipped("migrate"))
         return false;
-    return !only || !*only || !strcmp(only, "store_pg") || !strcmp(only, "migrate");
+    return !only || !*only || !strcmp(only, "store_pg") || !strcmp(only, "replicas") || !strcmp(only, "migrate");
 }
 
 #define ADD(sr, name) do { if (!skipped(#name)) srunner_add_suite((sr), suite_##name()); } while (0)
@@ -88,6 +88,8 @@ main(void)
     ADD(sr, scenarios);
     /* the web console and the web chat */
     ADD(sr, console);
+    /* several batond on one PostgreSQL */
+    ADD(sr, replicas);
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
