@@ -197,8 +197,10 @@ sanitize: test-deps
 	@BATON_SKIP_SUITES=deploy,console,perf BATON_RESOURCE_CALLS=5000 \
 	    $(MAKE) --no-print-directory B=build-san SAN=1 OPT=-O1 CC=$(SAN_CC) check
 
+# the PostgreSQL part starts its own PostgreSQL and installs graphile-worker
+# with npm into BENCH_CACHE (docs/performance.md)
 bench: $(B)/batond $(B)/bench
-	BATOND=$(B)/batond $(B)/bench
+	BATOND=$(B)/batond BENCH_CACHE=$${BENCH_CACHE:-$(B)/bench-cache} $(B)/bench
 
 # batond, a fake channel API and the three workers as plain processes; the
 # recipe's shell becomes the script, so a SIGTERM or SIGHUP to it stops the

@@ -26,6 +26,8 @@ if [ "${1:-}" = "--test" ]; then
     # the store_pg suite and the suites on PostgreSQL start a throwaway
     # server (tests/pg.c): initdb and pg_ctl from /usr/lib/postgresql/*/bin
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
+    # the copy from SQLite to PostgreSQL (deploy/sqlite-to-postgres.sh) and its test
+    have_cmd psql || need="$need postgresql-client"
     # validates deploy/docker-compose.yml in the tests; needs no container engine
     have_cmd docker-compose || need="$need docker-compose"
     # the browser tests of the web console and chat (tests/browser/):

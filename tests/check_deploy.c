@@ -369,6 +369,60 @@ START_TEST(compose_file_validates)
 }
 END_TEST
 
+/* The PostgreSQL stack: the database, two batond replicas on it (the same
+ * connection string, no SQLite volume), the workers split between the two,
+ * the database password reaching batond only as libpq's PGPASSWORD (never
+ * inside BATON_DB, which batond may name in its logs), and no start
+ * without the password or the agent secret. */
+START_TEST(compose_postgres_file_validates)
+{
+    static char out[65536];
+    char *line, *save = NULL;
+    int rc, replicas = 0, pg_urls = 0;
+
+    if (!have_cmd("docker-compose")) {
+        fprintf(stderr, "deploy: docker-compose is not installed; compose check skipped\n");
+        return;
+    }
+    rc = run("env AGENT_SECRET=check-secret BATON_PG_PASSWORD=check-pg-password docker-compose"
+             " -f deploy/docker-compose.postgres.yml --env-file deploy/.env.example config 2>&1", out, sizeof out);
+    ck_assert_msg(rc == 0, "docker-compose config failed (%d):\n%.2000s", rc, out);
+    for (const char *const *w = (const char *const[]){"postgres:", "batond-a:", "batond-b:", "agent-core:",
+                                                        "agent-whatsapp:", "agent-telegram:", "pg_isready",
+                                                        "service_healthy", "BATON_URL: http://batond-a:3210",
+                                                        "BATON_URL: http://batond-b:3210",
+                                                        "PGPASSWORD: check-pg-password",
+                                                        "POSTGRES_PASSWORD: check-pg-password",
+                                                        "AGENT_SECRET: check-secret", NULL};
+         *w; w++)
+        ck_assert_msg(strstr(out, *w) != NULL, "docker-compose config lacks '%s':\n%.2000s", *w, out);
+    for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        while (*line == ' ')
+            line++;
+        if (!strncmp(line, "BATON_DB:", 9)) {
+            ck_assert_msg(strstr(line, " postgres://") || strstr(line, " postgresql://"),
+                          "a service of the PostgreSQL stack runs on SQLite: %s", line);
+            ck_assert_msg(!strstr(line, "check-pg-password"), "the password is inside BATON_DB: %s", line);
+            pg_urls++;
+        }
+        if (!strncmp(line, "- batond", 8))
+            continue;
+        replicas += !strcmp(line, "dockerfile: deploy/Dockerfile");
+    }
+    ck_assert_int_eq(pg_urls, 2);
+    ck_assert_int_eq(replicas, 2);
+    for (const char *const *v = (const char *const[]){"BATON_PG_PASSWORD", "AGENT_SECRET", NULL}; *v; v++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "env -u AGENT_SECRET -u BATON_PG_PASSWORD %s docker-compose"
+                 " -f deploy/docker-compose.postgres.yml --env-file deploy/.env.example config 2>&1",
+                 !strcmp(*v, "AGENT_SECRET") ? "BATON_PG_PASSWORD=check-pg-password" : "AGENT_SECRET=check-secret");
+        rc = run(cmd, out, sizeof out);
+        ck_assert_msg(rc != 0 && strstr(out, *v), "docker-compose config accepted a stack without %s:\n%.2000s", *v,
+                      out);
+    }
+}
+END_TEST
+
 /* ---- secrets stay out of git and out of images ------------------------------- */
 
 /* deploy/.env is where the docs tell users to put their secrets. */
@@ -503,22 +557,27 @@ sentence_with(const char *text, const char *const *words, char *out, size_t n)
  * on-failure) restarts on 78 too, since none can exclude one status. */
 START_TEST(compose_restart_policy_matches_docs)
 {
-    char *yml = slurp("deploy/docker-compose.yml"), *save = NULL;
     bool restarts = false;
     int policies = 0;
 
-    for (char *line = strtok_r(yml, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char pol[64];
-        if (sscanf(line, " restart: %63s", pol) != 1)
-            continue;
-        policies++;
-        if (!strcmp(pol, "always") || !strcmp(pol, "unless-stopped") || !strncmp(pol, "on-failure", 10))
-            restarts = true;
-        else
-            ck_assert_msg(!strcmp(pol, "no") || !strcmp(pol, "\"no\""), "unknown restart policy %s", pol);
+    for (const char *const *f = (const char *const[]){"deploy/docker-compose.yml", "deploy/docker-compose.postgres.yml",
+                                                        NULL};
+         *f; f++) {
+        char *yml = slurp(*f), *save = NULL;
+        for (char *line = strtok_r(yml, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            char pol[64];
+            if (sscanf(line, " restart: %63s", pol) != 1)
+                continue;
+            policies++;
+            if (!strcmp(pol, "always") || !strcmp(pol, "unless-stopped") || !strncmp(pol, "on-failure", 10))
+                restarts = true;
+            else
+                ck_assert_msg(!strcmp(pol, "no") || !strcmp(pol, "\"no\""), "unknown restart policy %s in %s", pol,
+                              *f);
+        }
+        free(yml);
     }
-    ck_assert_int_gt(policies, 0);
-    free(yml);
+    ck_assert_int_gt(policies, 1);
 
     for (const char *const *f = (const char *const[]){"docs/configuration.md", "docs/operations.md", NULL}; *f;
          f++) {
@@ -1074,6 +1133,7 @@ suite_deploy(void)
     tc = tcase_create("files");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, compose_file_validates);
+    tcase_add_test(tc, compose_postgres_file_validates);
     tcase_add_test(tc, systemd_units_verify);
     tcase_add_test(tc, env_file_is_git_ignored);
     tcase_add_test(tc, dockerfile_copies_no_secrets);

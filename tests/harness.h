@@ -122,6 +122,8 @@ Suite *suite_convex(void);
 Suite *suite_resources(void);
 /* deploy files and docs */
 Suite *suite_deploy(void);
+/* moving a SQLite database to PostgreSQL (deploy/sqlite-to-postgres.sh) */
+Suite *suite_migrate(void);
 /* durability and performance */
 Suite *suite_perf(void);
 /* baton-agent and the runbook scenarios */

@@ -3,8 +3,9 @@
  * suites out with BATON_SKIP_SUITES=name,name (make sanitize leaves some
  * out: see the Makefile and docs/testing.md), or run only some with
  * BATON_ONLY_SUITES=name,name. BATON_TEST_BACKEND=postgres puts every
- * batond the tests start on PostgreSQL; that and the store_pg suite get a
- * throwaway server started here, once per run (pg.h). */
+ * batond the tests start on PostgreSQL; that and the suites store_pg,
+ * replicas and migrate get a throwaway server started here, once per run
+ * (pg.h). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,9 +55,10 @@ wants_pg(void)
 
     if (pg_test_backend())
         return true;
-    /* replicas always runs on PostgreSQL, in the default pass too */
+    /* replicas and migrate always run on PostgreSQL, in the default pass too */
     return (!skipped("store_pg") && (!one || !*one || !strcmp(one, "store_pg"))) ||
-           (!skipped("replicas") && (!one || !*one || !strcmp(one, "replicas")));
+           (!skipped("replicas") && (!one || !*one || !strcmp(one, "replicas"))) ||
+           (!skipped("migrate") && (!one || !*one || !strcmp(one, "migrate")));
 }
 
 #define ADD(sr, name) do { if (!skipped(#name)) srunner_add_suite((sr), suite_##name()); } while (0)
@@ -97,6 +99,7 @@ main(void)
     ADD(sr, resources);
     /* deploy files and docs */
     ADD(sr, deploy);
+    ADD(sr, migrate); /* moving a SQLite database to PostgreSQL */
     /* durability and performance */
     ADD(sr, perf);
     /* baton-agent and the runbook scenarios */

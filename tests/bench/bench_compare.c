@@ -18,8 +18,17 @@
  * and without persistence. Missing packages are installed with apt-get
  * when running as root; otherwise that peer is skipped.
  *
+ * PostgreSQL (part "pg"): a throwaway PostgreSQL (initdb in a temporary
+ * directory, fsync and synchronous_commit on: its defaults), batond on it
+ * with one replica and with three (clients spread over the replicas; the
+ * dispatch producer on the first, so most wake-ups cross replicas), and
+ * graphile-worker on the same server (npm package installed by the bench
+ * into BENCH_CACHE, default build/bench-cache; driven from Node by
+ * graphile_bench.js), each on a database of its own: the job cycle and
+ * the dispatch latency.
+ *
  * BENCH_QUICK=1 shortens every phase and stops the scale runs at 10^5;
- * BENCH_ONLY=baton,peers,scale picks parts of this comparison. */
+ * BENCH_ONLY=baton,peers,pg,scale picks parts of this comparison. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +36,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -500,11 +510,28 @@ bs_delete(struct conn *c, long id)
 
 /* ---- workloads ------------------------------------------------------------ */
 
-enum sys { BATON, BS_F0, BS_NONE, REDIS_ALWAYS, REDIS_NONE, NSYS };
+enum sys { BATON, BS_F0, BS_NONE, REDIS_ALWAYS, REDIS_NONE, BATON_PG1, BATON_PG3, GRAPHILE, NSYS };
 static const char *const sys_name[NSYS] = {
     "baton (synchronous=FULL)", "beanstalkd -f0 (fsync each)", "beanstalkd (no binlog)",
-    "redis appendfsync always", "redis (no persistence)",
+    "redis appendfsync always", "redis (no persistence)", "baton on PostgreSQL, 1 replica",
+    "baton on PostgreSQL, 3 replicas", "graphile-worker (Node)",
 };
+
+/* batond speaks the same protocol on either store */
+static bool
+is_baton(enum sys s)
+{
+    return s == BATON || s == BATON_PG1 || s == BATON_PG3;
+}
+
+/* the replicas of BATON_PG3: client i talks to replica i % 3 */
+static int replica_ports[3];
+
+static int
+client_port(enum sys s, int i, int port)
+{
+    return s == BATON_PG3 ? replica_ports[i % 3] : port;
+}
 
 enum wl { W_DEDUPE, W_CYCLE, W_HEARTBEAT, W_DISPATCH, NWL };
 static const char *const wl_name[NWL] = {"dedupe check-and-register", "job cycle (enq+claim+done)",
@@ -553,7 +580,7 @@ client_setup(struct client *cl)
 
     if (conn_open(&cl->c, cl->port) < 0)
         return -1;
-    if (cl->sys == BATON && cl->wl == W_HEARTBEAT) {
+    if (is_baton(cl->sys) && cl->wl == W_HEARTBEAT) {
         snprintf(body, sizeof body, "{\"ownerId\":\"bench-%d\",\"ttlMs\":600000}", cl->id);
         snprintf(out, sizeof out, "/v1/leases/whatsapp/bench-%d/acquire", cl->id);
         if (http(&cl->c, "POST", out, body, out, sizeof out) != 200)
@@ -574,7 +601,7 @@ client_op(struct client *cl)
 
     cl->seq++;
     switch (cl->sys) {
-    case BATON:
+    case BATON: case BATON_PG1: case BATON_PG3:
         switch (cl->wl) {
         case W_DEDUPE:
             snprintf(body, sizeof body, "{\"channel\":\"whatsapp\",\"channelMessageId\":\"b%d-%u\"}", cl->id, cl->seq);
@@ -679,7 +706,7 @@ run_clients(enum sys sys, enum wl wl, int port)
 
     memset(cl, 0, sizeof cl);
     for (int i = 0; i < CLIENTS; i++) {
-        cl[i] = (struct client){.sys = sys, .wl = wl, .port = port, .id = i, .stop = &stop};
+        cl[i] = (struct client){.sys = sys, .wl = wl, .port = client_port(sys, i, port), .id = i, .stop = &stop};
         if (client_setup(&cl[i]) < 0) {
             fprintf(stderr, "bench: %s / %s: client setup failed\n", sys_name[sys], wl_name[wl]);
             return;
@@ -736,7 +763,7 @@ consumer(void *arg)
     for (;;) {
         double sent, got;
         long jid;
-        if (d->sys == BATON) {
+        if (is_baton(d->sys)) {
             const char *t;
             snprintf(body, sizeof body, "{\"queue\":\"dispatch\",\"workerId\":\"d%d\",\"waitMs\":60000}", d->id);
             if (http(c, "POST", "/v1/jobs/claim", body, out, sizeof out) != 200)
@@ -782,7 +809,7 @@ produce(enum sys sys, struct conn *c, double t)
     char body[128], out[4096], v[64];
 
     snprintf(v, sizeof v, "%.4f", t);
-    if (sys == BATON) {
+    if (is_baton(sys)) {
         snprintf(body, sizeof body, "{\"queue\":\"dispatch\",\"payload\":{\"t\":%s}}", v);
         return http(c, "POST", "/v1/jobs", body, out, sizeof out) == 201 ? 0 : -1;
     }
@@ -809,7 +836,7 @@ run_dispatch(enum sys sys, int port)
         return;
     }
     for (int i = 0; i < CLIENTS; i++) {
-        d[i] = (struct disp){sys, port, i, &m, lat, &n, &errors};
+        d[i] = (struct disp){sys, client_port(sys, i, port), i, &m, lat, &n, &errors};
         pthread_create(&th[i], NULL, consumer, &d[i]);
     }
     usleep(200000);         /* let every consumer park */
@@ -925,8 +952,8 @@ print_table(void)
         for (int s = 0; s < NSYS; s++) {
             struct result *r = &results[w][s], *b = &results[w][BATON];
             char ratio[64] = "";
-            if (!r->ran)
-                continue;
+            if (!r->ran || s >= BATON_PG1)
+                continue;       /* PostgreSQL: print_pg_table */
             if (s != BATON && b->ran) {
                 if (w == W_DISPATCH)
                     snprintf(ratio, sizeof ratio, "p99 x%.2f", r->p99 > 0 ? b->p99 / r->p99 : 0);
@@ -937,6 +964,236 @@ print_table(void)
                    w == W_DISPATCH ? 0.0 : r->ops, r->p50, r->p99, r->p999, r->errors, ratio);
         }
     printf("  (dispatch: ops/s not meaningful, one job every 3 ms; latency = producer send -> consumer holds it)\n");
+}
+
+/* ---- PostgreSQL: batond's second store beside graphile-worker ------------------- */
+
+static struct {
+    char dir[64];           /* holds data/, the socket, the log */
+    char bin[200];          /* the server's bin directory */
+    char as[32];            /* "runuser -u postgres -- " when root (initdb refuses root) */
+    int port;
+    bool up;
+} pgsrv;
+
+/* Run a shell command quietly; its exit status. */
+static int
+sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int
+sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* initdb and start a PostgreSQL of the bench's own on a free port; its
+ * settings are the defaults (fsync, synchronous_commit on) but for the
+ * connection limit (three replicas and their pools). */
+static int
+pg_up(void)
+{
+    FILE *f;
+
+    if (sh("ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1") != 0 && geteuid() == 0) {
+        printf("  (installing postgresql with apt-get)\n");
+        fflush(stdout);
+        sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1");
+    }
+    if (!(f = popen("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1", "r")))
+        return -1;
+    if (!fgets(pgsrv.bin, sizeof pgsrv.bin, f))
+        pgsrv.bin[0] = 0;
+    pclose(f);
+    pgsrv.bin[strcspn(pgsrv.bin, "\n")] = 0;
+    if (!pgsrv.bin[0]) {
+        printf("  PostgreSQL server not installed: skipped\n");
+        return -1;
+    }
+    snprintf(pgsrv.dir, sizeof pgsrv.dir, "/tmp/baton-bench-pg-XXXXXX");
+    if (!mkdtemp(pgsrv.dir))
+        return -1;
+    pgsrv.as[0] = 0;
+    if (geteuid() == 0) {
+        snprintf(pgsrv.as, sizeof pgsrv.as, "runuser -u postgres -- ");
+        sh("chown postgres '%s'", pgsrv.dir);
+    }
+    pgsrv.port = free_port();
+    if (sh("%s%s/initdb -D %s/data -A trust -U baton >%s/initdb.log 2>&1", pgsrv.as, pgsrv.bin, pgsrv.dir,
+           pgsrv.dir) != 0 ||
+        sh("%s%s/pg_ctl -D %s/data -l %s/server.log -w -o \"-p %d -k %s -c listen_addresses=127.0.0.1"
+           " -c max_connections=300\" start >/dev/null 2>&1",
+           pgsrv.as, pgsrv.bin, pgsrv.dir, pgsrv.dir, pgsrv.port, pgsrv.dir) != 0) {
+        fprintf(stderr, "bench: PostgreSQL did not start (see %s)\n", pgsrv.dir);
+        return -1;
+    }
+    pgsrv.up = true;
+    return 0;
+}
+
+static void
+pg_down(void)
+{
+    if (pgsrv.up)
+        sh("%s%s/pg_ctl -D %s/data -m fast -w stop >/dev/null 2>&1", pgsrv.as, pgsrv.bin, pgsrv.dir);
+    pgsrv.up = false;
+    rmdir_all(pgsrv.dir);
+}
+
+/* A new database on the bench's server; its URL into url. */
+static int
+pg_db(const char *name, char *url, size_t n)
+{
+    snprintf(url, n, "postgresql://baton@127.0.0.1:%d/%s", pgsrv.port, name);
+    return sh("psql -X -q -d 'postgresql://baton@127.0.0.1:%d/postgres' -c 'CREATE DATABASE \"%s\"' >/dev/null 2>&1",
+              pgsrv.port, name);
+}
+
+/* batond on the PostgreSQL database url: n replicas into reps */
+static int
+pg_replicas(struct proc *reps, int n, const char *url)
+{
+    char env[300];
+    const char *extra[] = {env, NULL};
+
+    snprintf(env, sizeof env, "BATON_DB=%s", url);
+    for (int i = 0; i < n; i++) {
+        memset(&reps[i], 0, sizeof reps[i]);
+        if (mkdir_tmp(&reps[i]) < 0 || batond_start(&reps[i], extra) < 0) {
+            printf("  batond did not start on PostgreSQL (see %s/batond.log)\n", reps[i].dir);
+            for (int k = 0; k < i; k++)
+                proc_stop(&reps[k]);
+            return -1;
+        }
+        if (i < 3)
+            replica_ports[i] = reps[i].port;
+    }
+    return 0;
+}
+
+static void
+pg_replicas_stop(struct proc *reps, int n)
+{
+    for (int i = 0; i < n; i++) {
+        proc_stop(&reps[i]);
+        rmdir_all(reps[i].dir);
+    }
+}
+
+/* One number of a JSON line: "key":value */
+static double
+json_num(const char *line, const char *key)
+{
+    char pat[64];
+    const char *p;
+
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    return (p = strstr(line, pat)) ? atof(p + strlen(pat)) : 0;
+}
+
+/* graphile-worker: installed with npm into the cache once, then
+ * graphile_bench.js on a database of its own. */
+static void
+bench_graphile(void)
+{
+    const char *cache = getenv("BENCH_CACHE") ? getenv("BENCH_CACHE") : "build/bench-cache";
+    char dir[300], url[200], cmd[1024], line[1024];
+    FILE *f;
+
+    snprintf(dir, sizeof dir, "%s/graphile-worker", cache);
+    if (sh("command -v node >/dev/null && command -v npm >/dev/null") != 0) {
+        printf("  node/npm not installed: graphile-worker skipped\n");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "%s/node_modules/graphile-worker/package.json", dir);
+    if (access(cmd, R_OK) != 0) {
+        printf("  (installing graphile-worker with npm into %s)\n", dir);
+        fflush(stdout);
+        if (sh("mkdir -p '%s' && cd '%s' && npm install --no-audit --no-fund --silent graphile-worker@0.16 pg@8"
+               " >npm.log 2>&1", dir, dir) != 0) {
+            printf("  npm install failed (see %s/npm.log): graphile-worker skipped\n", dir);
+            return;
+        }
+    }
+    if (pg_db("graphile", url, sizeof url) != 0)
+        return;
+    printf("  %s ...\n", sys_name[GRAPHILE]);
+    fflush(stdout);
+    snprintf(cmd, sizeof cmd, "NODE_PATH='%s/node_modules' node tests/bench/graphile_bench.js '%s' %.1f %d",
+             dir, url, duration_s, dispatch_rounds);
+    if (!(f = popen(cmd, "r")))
+        return;
+    while (fgets(line, sizeof line, f)) {
+        enum wl w = strstr(line, "\"cycle\"") ? W_CYCLE : strstr(line, "\"dispatch\"") ? W_DISPATCH : NWL;
+        struct result *r;
+        if (w == NWL)
+            continue;
+        r = &results[w][GRAPHILE];
+        *r = (struct result){.ran = true, .ops = json_num(line, "ops"), .p50 = json_num(line, "p50"),
+                             .p99 = json_num(line, "p99"), .p999 = json_num(line, "p999"),
+                             .errors = (int)json_num(line, "errors")};
+    }
+    if (pclose(f) != 0)
+        printf("  graphile_bench.js failed\n");
+}
+
+static void
+print_pg_table(void)
+{
+    printf("\n  %-36s %-32s %9s %8s %8s %8s %8s %s\n", "workload (PostgreSQL)", "system", "ops/s", "p50 ms",
+           "p99 ms", "p99.9 ms", "errors", "vs graphile");
+    for (int w = 0; w < NWL; w++)
+        for (int s = BATON_PG1; s <= GRAPHILE; s++) {
+            struct result *r = &results[w][s], *g = &results[w][GRAPHILE];
+            char ratio[64] = "";
+            if (!r->ran)
+                continue;
+            if (s != GRAPHILE && g->ran) {
+                if (w == W_DISPATCH)
+                    snprintf(ratio, sizeof ratio, "p99 x%.2f", r->p99 > 0 ? g->p99 / r->p99 : 0);
+                else
+                    snprintf(ratio, sizeof ratio, "ops x%.2f", g->ops > 0 ? r->ops / g->ops : 0);
+            }
+            printf("  %-36s %-32s %9.0f %8.3f %8.3f %8.3f %8d %s\n", wl_name[w], sys_name[s],
+                   w == W_DISPATCH ? 0.0 : r->ops, r->p50, r->p99, r->p999, r->errors, ratio);
+        }
+    printf("  (vs graphile: ops = baton/graphile, p99 = graphile/baton: above 1 means baton is ahead)\n");
+}
+
+static void
+bench_pg(void)
+{
+    struct proc reps[3];
+    char url[200];
+
+    printf("\n  PostgreSQL (%s):\n", quick ? "BENCH_QUICK" : "full");
+    fflush(stdout);
+    if (pg_up() < 0)
+        return;
+    if (pg_db("baton1", url, sizeof url) == 0 && pg_replicas(reps, 1, url) == 0) {
+        printf("  %s ...\n", sys_name[BATON_PG1]);
+        fflush(stdout);
+        run_clients(BATON_PG1, W_CYCLE, reps[0].port);
+        run_dispatch(BATON_PG1, reps[0].port);
+        pg_replicas_stop(reps, 1);
+    }
+    if (pg_db("baton3", url, sizeof url) == 0 && pg_replicas(reps, 3, url) == 0) {
+        printf("  %s ...\n", sys_name[BATON_PG3]);
+        fflush(stdout);
+        run_clients(BATON_PG3, W_CYCLE, reps[0].port);
+        run_dispatch(BATON_PG3, reps[0].port);
+        pg_replicas_stop(reps, 3);
+    }
+    bench_graphile();
+    pg_down();
+    print_pg_table();
 }
 
 /* ---- scale ------------------------------------------------------------------- */
@@ -1163,6 +1420,8 @@ bench_compare(void)
     }
     print_table();
     printf("\n  batond RSS: idle %ld KiB, peak under the load above %ld KiB\n", baton_idle_kib, baton_load_kib);
+    if (!only || strstr(only, "pg"))
+        bench_pg();
     if (!only || strstr(only, "scale"))
         bench_scale();
     return 0;
