@@ -63,7 +63,8 @@
 #define JOB_COLS                                                                              \
     "id, queue, status, payload, priority, run_at, attempts, max_attempts, locked_by,"        \
     " locked_until, claim_token, started_at, completed_at, error_reason, error_message,"      \
-    " result, created_at, updated_at, dedupe_key, conversation_id, message_id, order_key, held"
+    " result, created_at, updated_at, dedupe_key, conversation_id, message_id, order_key, held,"   \
+    " rate_key"
 
 /* the lock of a (queue, order_key): $1 queue, $2 key (0x1f cannot appear in a queue name) */
 #define KEY_LOCK "pg_advisory_xact_lock(hashtextextended($1::text || E'\\x1f' || $2::text, 0))"
@@ -84,10 +85,10 @@ status_of(const char *s)
 static int
 job_fill(const PGresult *r, int row, int base, struct job *j, bool copy)
 {
-    static const int cols[] = {1, 3, 8, 10, 13, 14, 15, 18, 19, 20, 21};
+    static const int cols[] = {1, 3, 8, 10, 13, 14, 15, 18, 19, 20, 21, 23};
     const char **dst[] = {&j->queue, &j->payload, &j->locked_by, &j->claim_token, &j->error_reason,
                           &j->error_message, &j->result, &j->dedupe_key, &j->conversation_id,
-                          &j->message_id, &j->order_key};
+                          &j->message_id, &j->order_key, &j->rate_key};
     size_t need = 0;
     char *p;
 
@@ -218,31 +219,34 @@ static int
 pg_insert(struct tx *t, const struct job_new *n, int64_t *id, struct job *out)
 {
     char prio[24], run_at[24], max[24], now[24];
+    /* $10 is the order key, $11 the rate key; without an order key $10 is the rate key */
     const char *p[] = {n->queue, n->payload, pg_i64(prio, n->priority), pg_i64(run_at, n->run_at),
                        pg_i64(max, n->max_attempts), pg_i64(now, t->now), n->dedupe_key,
-                       n->conversation_id, n->message_id, n->order_key};
+                       n->conversation_id, n->message_id, n->order_key, n->rate_key};
     struct job own;
     PGresult *r;
     int rc;
 
     if (out)
         memset(out, 0, sizeof *out);
-    if (!n->order_key)
+    if (!n->order_key) {
         /* a job without a key: one statement */
+        p[9] = n->rate_key;
         r = pg_exec(t, "INSERT INTO jobs(queue, status, payload, priority, run_at, max_attempts,"
-                       " created_at, updated_at, dedupe_key, conversation_id, message_id)"
-                       " VALUES($1, 'pending', $2, $3, $4, $5, $6, $6, $7, $8, $9) RETURNING " JOB_COLS,
-                       9, p);
-    else {
+                       " created_at, updated_at, dedupe_key, conversation_id, message_id, rate_key)"
+                       " VALUES($1, 'pending', $2, $3, $4, $5, $6, $6, $7, $8, $9, $10)"
+                       " RETURNING " JOB_COLS, 10, p);
+    } else {
         /* held when an active job of the key exists, judged under the key's lock */
         if (key_lock(t, n->queue, n->order_key) < 0)
             return -1;
         r = pg_exec(t, "INSERT INTO jobs(queue, status, payload, priority, run_at, max_attempts,"
-                       " created_at, updated_at, dedupe_key, conversation_id, message_id, order_key, held)"
-                       " VALUES($1, 'pending', $2, $3, $4, $5, $6, $6, $7, $8, $9, $10,"
+                       " created_at, updated_at, dedupe_key, conversation_id, message_id, order_key,"
+                       " rate_key, held)"
+                       " VALUES($1, 'pending', $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11,"
                        " EXISTS (SELECT 1 FROM jobs WHERE queue = $1 AND order_key = $10"
                        "   AND status IN ('pending', 'processing'))) RETURNING " JOB_COLS,
-                       10, p);
+                       11, p);
     }
     if ((rc = take_row(t, r, 0, &own)) < 0)
         return -1;
@@ -286,39 +290,55 @@ pg_find_dedupe(struct tx *t, const char *queue, const char *key, int64_t *id)
 
 /* One statement (DESIGN): pend and exp each lock their candidate; won is
  * the pending one claimed unless the expired one ranks before it; the
- * answer's first column says which (1 claimed, 2 expired). */
+ * answer's first column says which (1 claimed, 2 expired). With a key
+ * limit, pend passes over the jobs whose rate key has had `limit` claims
+ * in the window ($6, $7), counted after the queue's rate lock (a statement
+ * of its own, so that this one's snapshot holds every record committed
+ * under it: store_pg_queues.c). */
+#define CLAIM(pending_filter)                                                                  \
+    "WITH pend AS MATERIALIZED ("                                                              \
+    "  SELECT id AS pick, priority AS pick_priority, run_at AS pick_run_at FROM jobs"          \
+    "  WHERE queue = $1 AND status = 'pending' AND NOT held AND run_at <= $2" pending_filter    \
+    "  ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),"                    \
+    " exp AS MATERIALIZED ("                                                                   \
+    "  SELECT " JOB_COLS " FROM jobs"                                                          \
+    "  WHERE queue = $1 AND status = 'processing' AND locked_until < $2"                       \
+    "  ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),"                    \
+    " won AS ("                                                                                \
+    "  UPDATE jobs SET status = 'processing', locked_by = $3, locked_until = $4, claim_token = $5," \
+    "   attempts = attempts + 1, started_at = $2, updated_at = $2"                             \
+    "  FROM pend WHERE jobs.id = pend.pick AND NOT EXISTS (SELECT 1 FROM exp"                  \
+    "   WHERE exp.priority > pend.pick_priority OR (exp.priority = pend.pick_priority"         \
+    "    AND (exp.run_at, exp.id) < (pend.pick_run_at, pend.pick)))"                           \
+    "  RETURNING jobs.id, jobs.queue, jobs.status, jobs.payload, jobs.priority, jobs.run_at,"   \
+    "   jobs.attempts, jobs.max_attempts, jobs.locked_by, jobs.locked_until, jobs.claim_token," \
+    "   jobs.started_at, jobs.completed_at, jobs.error_reason, jobs.error_message, jobs.result," \
+    "   jobs.created_at, jobs.updated_at, jobs.dedupe_key, jobs.conversation_id, jobs.message_id," \
+    "   jobs.order_key, jobs.held, jobs.rate_key)"                                             \
+    " SELECT 1, * FROM won"                                                                    \
+    " UNION ALL SELECT 2, * FROM exp WHERE NOT EXISTS (SELECT 1 FROM won)"
+
 static int
 pg_claim(struct tx *t, const char *queue, const char *worker, int64_t lock_until, const char *token,
-         struct job *out)
+         const struct rate_limit *key_rate, struct job *out)
 {
-    char now[24], until[24];
-    const char *p[] = {queue, pg_i64(now, t->now), worker, pg_i64(until, lock_until), token};
-    PGresult *r = pg_exec(t,
-        "WITH pend AS MATERIALIZED ("
-        "  SELECT id AS pick, priority AS pick_priority, run_at AS pick_run_at FROM jobs"
-        "  WHERE queue = $1 AND status = 'pending' AND NOT held AND run_at <= $2"
-        "  ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),"
-        " exp AS MATERIALIZED ("
-        "  SELECT " JOB_COLS " FROM jobs"
-        "  WHERE queue = $1 AND status = 'processing' AND locked_until < $2"
-        "  ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),"
-        " won AS ("
-        "  UPDATE jobs SET status = 'processing', locked_by = $3, locked_until = $4, claim_token = $5,"
-        "   attempts = attempts + 1, started_at = $2, updated_at = $2"
-        "  FROM pend WHERE jobs.id = pend.pick AND NOT EXISTS (SELECT 1 FROM exp"
-        "   WHERE exp.priority > pend.pick_priority OR (exp.priority = pend.pick_priority"
-        "    AND (exp.run_at, exp.id) < (pend.pick_run_at, pend.pick)))"
-        "  RETURNING jobs.id, jobs.queue, jobs.status, jobs.payload, jobs.priority, jobs.run_at,"
-        "   jobs.attempts, jobs.max_attempts, jobs.locked_by, jobs.locked_until, jobs.claim_token,"
-        "   jobs.started_at, jobs.completed_at, jobs.error_reason, jobs.error_message, jobs.result,"
-        "   jobs.created_at, jobs.updated_at, jobs.dedupe_key, jobs.conversation_id, jobs.message_id,"
-        "   jobs.order_key, jobs.held)"
-        " SELECT 1, * FROM won"
-        " UNION ALL SELECT 2, * FROM exp WHERE NOT EXISTS (SELECT 1 FROM won)", 5, p);
+    char now[24], until[24], limit[24], period[24];
+    const char *p[] = {queue, pg_i64(now, t->now), worker, pg_i64(until, lock_until), token,
+                       key_rate ? pg_i64(limit, key_rate->limit) : NULL,
+                       key_rate ? pg_i64(period, key_rate->period_ms) : NULL};
+    PGresult *r;
     int how, rc;
 
     if (out)
         memset(out, 0, sizeof *out);
+    if (key_rate) {
+        if (pg_rate_lock(t, queue) < 0)
+            return -1;
+        r = pg_exec(t, CLAIM(" AND (rate_key IS NULL OR (SELECT at FROM rate_claims WHERE queue = $1"
+                             "   AND key = jobs.rate_key AND at > $2::bigint - $7::bigint"
+                             "   ORDER BY at DESC LIMIT 1 OFFSET $6::bigint - 1) IS NULL)"), 7, p);
+    } else
+        r = pg_exec(t, CLAIM(""), 5, p);
     if (!r)
         return -1;
     how = PQntuples(r) > 0 ? (int)pg_int(r, 0, 0, 0) : 0;

@@ -378,7 +378,7 @@ START_TEST(gauges_count_jobs_leases_and_dedupe)
     n.queue = "q2";
     ck_assert_int_eq(store->jobs->insert(&t, &n, &id, NULL), 0);
     /* claimed with a lock that has already expired: stale */
-    ck_assert_int_eq(store->jobs->claim(&t, "q1", "w1", t.now - 1, "c_stale", NULL), 1);
+    ck_assert_int_eq(store->jobs->claim(&t, "q1", "w1", t.now - 1, "c_stale", NULL, NULL), 1);
     ck_assert_int_eq(store->leases->grant(&t, "whatsapp", "acc1", "w1", 60000, &l), 1);
     ck_assert_int_eq(store->leases->grant(&t, "telegram", "bot", "w2", 60000, &l), 1);
     ck_assert_int_eq(store->leases->release(&t, "telegram", "bot", "w2", l.token, &l), 1);

@@ -799,7 +799,7 @@ race_claim_expired(struct tx *t, int i, void *arg)
 
     snprintf(tok, sizeof tok, "c_exp%d", i);
     got[i] = 0;
-    while ((rc = OPS->claim(t, "q", "w", t->now + 60000, tok, &j)) == 2) {
+    while ((rc = OPS->claim(t, "q", "w", t->now + 60000, tok, NULL, &j)) == 2) {
         int back = OPS->requeue_expired(t, j.id, NULL);
         job_free(&j);
         if (back != 1)
