@@ -38,13 +38,14 @@ queue_default_limits(const char *queue, struct rate_limit *rate, struct rate_lim
     /* Telegram Bot API: about 30 messages a second overall, one a second
      * per chat. WhatsApp Cloud API: 80 messages a second per business
      * number by default, and a pair rate of one message every 6 seconds
-     * to one user with short bursts allowed (error 131056): 10 a minute. */
+     * to one user (error 131056 beyond), where a burst of up to 45 is
+     * allowed and then costs 6 s each: 45 in any 270 s. */
     static const struct {
         const char *prefix;
         struct rate_limit rate, key_rate;
     } defaults[] = {
         {"outbound.telegram.", {30, 1000}, {1, 1000}},
-        {"outbound.whatsapp.", {80, 1000}, {10, 60000}},
+        {"outbound.whatsapp.", {80, 1000}, {45, 270000}},
     };
 
     memset(rate, 0, sizeof *rate);
