@@ -15,7 +15,7 @@ health(struct req *r)
 
     tx_read_end(&t);
     if (rc < 0)
-        return req_fail(r, "unavailable", json_pack("{s:s}", "db", "error"),
+        return req_fail(r, "unavailable", json_pack("{s:s}", "db", "down"),
                         "database cannot be read");
     body = json_pack("{s:s, s:s, s:s}", "status", "ok", "version", BATON_VERSION, "db", "ok");
     /* replicas: whether this one runs the maintenance (sweep.c) */

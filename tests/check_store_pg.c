@@ -454,7 +454,8 @@ START_TEST(writer_starts_while_database_down)
 END_TEST
 
 /* batond itself starts while its PostgreSQL is down, says so in its log
- * without the URL's password, and stops cleanly. */
+ * without the URL's password, answers /health and writes 503 ("db":
+ * "down"), recovers by itself once PostgreSQL is back, and stops cleanly. */
 START_TEST(batond_starts_while_database_down)
 {
     struct server s = {0};
@@ -473,6 +474,24 @@ START_TEST(batond_starts_while_database_down)
     ck_assert_int_eq(pg_test_ctl("stop -m immediate"), 0);
     server_start(&s, NULL);
     ck_assert_int_ge(server_log_count(&s, "db.unavailable"), 1);
+    {
+        json_t *h = CALL(&s, "GET", "/health", NULL, 503);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(h, "error"), "db")), "down");
+        json_decref(h);
+        json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:i}", "payload", 1), 503));
+        ck_assert_int_eq(pg_test_ctl("start"), 0);
+        for (int i = 0; i < 100; i++) {
+            struct resp r = {0};
+            int rc = http_req(&s, "GET", "/health", NULL, 0, NULL, NULL, &r);
+            long st = r.status;
+            resp_free(&r);
+            if (rc == 0 && st == 200)
+                break;
+            usleep(100000);
+        }
+        json_decref(CALL(&s, "GET", "/health", NULL, 200));
+        json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:i}", "payload", 1), 201));
+    }
     ck_assert_int_eq(server_stop(&s), 0);
     ck_assert_ptr_nonnull(f = fopen(s.log, "r"));
     n = fread(log, 1, sizeof log - 1, f);
