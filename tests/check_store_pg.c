@@ -480,17 +480,20 @@ START_TEST(batond_starts_while_database_down)
         json_decref(h);
         json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:i}", "payload", 1), 503));
         ck_assert_int_eq(pg_test_ctl("start"), 0);
-        for (int i = 0; i < 100; i++) {
+        /* the writer reconnects with backoff (at most 2 s between tries):
+         * writes get 503 until it has, then succeed without a restart */
+        for (int i = 0; i < 200; i++) {
             struct resp r = {0};
-            int rc = http_req(&s, "GET", "/health", NULL, 0, NULL, NULL, &r);
+            int rc = http_req(&s, "POST", "/v1/jobs", "{\"payload\":1}", 13, NULL, NULL, &r);
             long st = r.status;
             resp_free(&r);
-            if (rc == 0 && st == 200)
+            if (rc == 0 && st == 201)
                 break;
+            ck_assert_msg(rc != 0 || st == 503, "an enqueue while reconnecting answered %ld", st);
             usleep(100000);
         }
         json_decref(CALL(&s, "GET", "/health", NULL, 200));
-        json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:i}", "payload", 1), 201));
+        json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:i}", "payload", 2), 201));
     }
     ck_assert_int_eq(server_stop(&s), 0);
     ck_assert_ptr_nonnull(f = fopen(s.log, "r"));
