@@ -88,6 +88,28 @@ fault_move(struct fault *f, struct tx *t)
 }
 
 int
+strings_own(const char **const dst[], const size_t len[], size_t n, void **mem)
+{
+    size_t need = 1;
+    char *p;
+
+    for (size_t i = 0; i < n; i++)
+        if (*dst[i])
+            need += len[i] + 1;
+    if (!(p = *mem = malloc(need)))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!*dst[i])
+            continue;
+        memcpy(p, *dst[i], len[i]);
+        p[len[i]] = 0;
+        *dst[i] = p;
+        p += len[i] + 1;
+    }
+    return 0;
+}
+
+int
 tx_read(struct tx *t)
 {
     memset(t, 0, sizeof *t);

@@ -62,6 +62,12 @@ void tx_clear_fault(struct tx *t);
 /* Move t's failure into f (f's old details are dropped). */
 void fault_move(struct fault *f, struct tx *t);
 
+/* Make a row's strings its own: copy the n strings *dst[i] (len[i] bytes
+ * each; NULL ones stay NULL) into one new allocation, *mem, and point each
+ * *dst[i] at its copy (NUL-terminated). -1 when out of memory (*mem NULL,
+ * the pointers untouched). Backends use it for the rows they hand out. */
+int strings_own(const char **const dst[], const size_t len[], size_t n, void **mem);
+
 /* A read: t gets the calling thread's read connection and the store's
  * clock. -1 with t->err set when no connection could be opened. Call
  * tx_read_end when done (it releases the snapshot and the fault). */

@@ -89,8 +89,7 @@ job_fill(const PGresult *r, int row, int base, struct job *j, bool copy)
     const char **dst[] = {&j->queue, &j->payload, &j->locked_by, &j->claim_token, &j->error_reason,
                           &j->error_message, &j->result, &j->dedupe_key, &j->conversation_id,
                           &j->message_id, &j->order_key, &j->rate_key};
-    size_t need = 0;
-    char *p;
+    size_t len[sizeof cols / sizeof cols[0]];
 
     j->id = pg_int(r, row, base + 0, 0);
     j->status = status_of(pg_str(r, row, base + 2));
@@ -107,24 +106,9 @@ job_fill(const PGresult *r, int row, int base, struct job *j, bool copy)
     j->mem = NULL;
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
         *dst[i] = pg_str(r, row, base + cols[i]);
-        if (*dst[i])
-            need += (size_t)PQgetlength(r, row, base + cols[i]) + 1;
+        len[i] = (size_t)PQgetlength(r, row, base + cols[i]);
     }
-    if (!copy)
-        return 0;
-    if (!(p = j->mem = malloc(need ? need : 1)))
-        return -1;
-    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
-        size_t len;
-        if (!*dst[i])
-            continue;
-        len = (size_t)PQgetlength(r, row, base + cols[i]);
-        memcpy(p, *dst[i], len);
-        p[len] = 0;
-        *dst[i] = p;
-        p += len + 1;
-    }
-    return 0;
+    return copy ? strings_own(dst, len, sizeof cols / sizeof cols[0], &j->mem) : 0;
 }
 
 /* The answer of a statement returning at most one row of JOB_COLS (from

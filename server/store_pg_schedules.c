@@ -25,8 +25,7 @@ static int
 sched_fill(const PGresult *r, int row, struct schedule *s, bool copy)
 {
     const char **dst[] = {&s->name, &s->queue, &s->payload, &s->cron, &s->timezone};
-    size_t need = 0;
-    char *p;
+    size_t len[5];
 
     s->every_ms = pg_int(r, row, 5, 0);
     s->paused = pg_bool(r, row, 6);
@@ -39,24 +38,9 @@ sched_fill(const PGresult *r, int row, struct schedule *s, bool copy)
     s->mem = NULL;
     for (int i = 0; i < 5; i++) {
         *dst[i] = pg_str(r, row, i);
-        if (*dst[i])
-            need += (size_t)PQgetlength(r, row, i) + 1;
+        len[i] = (size_t)PQgetlength(r, row, i);
     }
-    if (!copy)
-        return 0;
-    if (!(p = s->mem = malloc(need ? need : 1)))
-        return -1;
-    for (int i = 0; i < 5; i++) {
-        size_t len;
-        if (!*dst[i])
-            continue;
-        len = (size_t)PQgetlength(r, row, i);
-        memcpy(p, *dst[i], len);
-        p[len] = 0;
-        *dst[i] = p;
-        p += len + 1;
-    }
-    return 0;
+    return copy ? strings_own(dst, len, 5, &s->mem) : 0;
 }
 
 /* The answer of a statement of at most one row into *out; r is cleared.

@@ -48,8 +48,7 @@ job_fill(sqlite3_stmt *st, struct job *j, bool copy)
     const char **dst[] = {&j->queue, &j->payload, &j->locked_by, &j->claim_token, &j->error_reason,
                           &j->error_message, &j->result, &j->dedupe_key, &j->conversation_id,
                           &j->message_id, &j->order_key, &j->rate_key};
-    size_t need = 0;
-    char *p;
+    size_t len[sizeof cols / sizeof cols[0]];
 
     j->id = sqlite3_column_int64(st, 0);
     j->status = status_of((const char *)sqlite3_column_text(st, 2));
@@ -66,24 +65,9 @@ job_fill(sqlite3_stmt *st, struct job *j, bool copy)
     j->mem = NULL;
     for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
         *dst[i] = (const char *)sqlite3_column_text(st, cols[i]);
-        if (*dst[i])
-            need += (size_t)sqlite3_column_bytes(st, cols[i]) + 1;
+        len[i] = (size_t)sqlite3_column_bytes(st, cols[i]);
     }
-    if (!copy)
-        return 0;
-    if (!(p = j->mem = malloc(need ? need : 1)))
-        return -1;
-    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
-        size_t len;
-        if (!*dst[i])
-            continue;
-        len = (size_t)sqlite3_column_bytes(st, cols[i]);
-        memcpy(p, *dst[i], len);
-        p[len] = 0;
-        *dst[i] = p;
-        p += len + 1;
-    }
-    return 0;
+    return copy ? strings_own(dst, len, sizeof cols / sizeof cols[0], &j->mem) : 0;
 }
 
 /* Run st, which answers at most one row of JOB_COLS, into out (may be

@@ -14,8 +14,7 @@ static int
 sched_fill(sqlite3_stmt *st, struct schedule *s, bool copy)
 {
     const char **dst[] = {&s->name, &s->queue, &s->payload, &s->cron, &s->timezone};
-    size_t need = 0;
-    char *p;
+    size_t len[5];
 
     s->every_ms = sqlite3_column_type(st, 5) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 5);
     s->paused = sqlite3_column_int64(st, 6) != 0;
@@ -28,24 +27,9 @@ sched_fill(sqlite3_stmt *st, struct schedule *s, bool copy)
     s->mem = NULL;
     for (int i = 0; i < 5; i++) {
         *dst[i] = (const char *)sqlite3_column_text(st, i);
-        if (*dst[i])
-            need += (size_t)sqlite3_column_bytes(st, i) + 1;
+        len[i] = (size_t)sqlite3_column_bytes(st, i);
     }
-    if (!copy)
-        return 0;
-    if (!(p = s->mem = malloc(need ? need : 1)))
-        return -1;
-    for (int i = 0; i < 5; i++) {
-        size_t len;
-        if (!*dst[i])
-            continue;
-        len = (size_t)sqlite3_column_bytes(st, i);
-        memcpy(p, *dst[i], len);
-        p[len] = 0;
-        *dst[i] = p;
-        p += len + 1;
-    }
-    return 0;
+    return copy ? strings_own(dst, len, 5, &s->mem) : 0;
 }
 
 /* Run st (at most one row) into *out. 1, 0, -1. st is reset. */
