@@ -762,6 +762,90 @@ START_TEST(maintenance_moves_when_the_maintainer_dies)
 }
 END_TEST
 
+
+/* ---- rate limits count every replica's claims -------------------------------- */
+
+struct rl_claimer {
+    struct server *s;
+    double until;
+    _Atomic int *bad;
+};
+
+static void *
+rl_claimer_main(void *arg)
+{
+    struct rl_claimer *me = arg;
+
+    while (ms_now() < me->until) {
+        long st = post(me->s, "/v1/jobs/claim", NULL, "{\"workerId\":\"w\",\"queue\":\"rl\",\"waitMs\":500}");
+        if (st != 200 && st != 204)
+            (*me->bad)++;
+    }
+    return NULL;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* A queue limited to 10 claims per 600 ms, claimed greedily through all
+ * three replicas at once: no window of 600 ms (by the database's clock:
+ * startedAt) holds 11 claims, and the first three hold 30 (within 10 %). */
+START_TEST(rate_limit_counts_every_replica)
+{
+    struct cluster c;
+    struct rl_claimer me[2 * REPLICAS];
+    pthread_t th[2 * REPLICAS];
+    _Atomic int bad = 0;
+    const char *limits = "{\"rate\":{\"limit\":10,\"periodMs\":600}}";
+    struct resp r;
+    json_t *a, *job;
+    int64_t v[128];
+    int n = 0, in = 0;
+    size_t i;
+
+    cluster_start(&c, NULL, NULL);
+    ck_assert_int_eq(http_req(&c.s[0], "PUT", "/v1/queues/rl/limits", limits, strlen(limits), NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    resp_free(&r);
+    {
+        char body[4096];
+        size_t len = (size_t)snprintf(body, sizeof body, "{\"jobs\":[");
+        for (int k = 0; k < 80; k++)
+            len += (size_t)snprintf(body + len, sizeof body - len, "%s{\"queue\":\"rl\",\"payload\":%d}",
+                                    k ? "," : "", k);
+        snprintf(body + len, sizeof body - len, "]}");
+        ck_assert_int_eq(post(&c.s[1], "/v1/jobs/batch", NULL, "%s", body), 201);
+    }
+    for (int k = 0; k < 2 * REPLICAS; k++) {
+        me[k] = (struct rl_claimer){&c.s[k % REPLICAS], ms_now() + 2200, &bad};
+        ck_assert_int_eq(pthread_create(&th[k], NULL, rl_claimer_main, &me[k]), 0);
+    }
+    for (int k = 0; k < 2 * REPLICAS; k++)
+        pthread_join(th[k], NULL);
+    ck_assert_int_eq(bad, 0);
+    ck_assert_int_eq(get(&c.s[2], "/v1/jobs?queue=rl&status=processing&limit=1000", &a), 200);
+    json_array_foreach(json_object_get(a, "jobs"), i, job) {
+        ck_assert_int_lt(n, 128);
+        v[n++] = json_integer_value(json_object_get(job, "startedAt"));
+    }
+    json_decref(a);
+    qsort(v, (size_t)n, sizeof v[0], cmp_i64);
+    ck_assert_int_ge(n, 30);
+    for (int k = 0; k + 10 < n; k++)
+        ck_assert_msg(v[k + 10] - v[k] >= 600, "11 claims within %lld ms (claims %d..%d)",
+                      (long long)(v[k + 10] - v[k]), k, k + 10);
+    for (int k = 0; k < n; k++)
+        in += v[k] < v[0] + 1800;
+    ck_assert_msg(in >= 27 && in <= 33, "%d claims in the first 3 windows of 600 ms, limit 10 a window", in);
+    cluster_stop(&c);
+}
+END_TEST
+
 /* One case per test, so that CK_RUN_CASE runs one. */
 static void
 add_case(Suite *s, const char *name, const TTest *test)
@@ -786,5 +870,6 @@ suite_replicas(void)
     add_case(s, "kill9", kill9_replicas_under_load);
     add_case(s, "maintainer", maintenance_moves_when_the_maintainer_dies);
     add_case(s, "pg_restart", postgres_restart_under_load);
+    add_case(s, "rate_limit", rate_limit_counts_every_replica);
     return s;
 }
