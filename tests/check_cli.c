@@ -57,22 +57,6 @@ struct run {
     char *out, *err;
 };
 
-static char *
-slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char *s = NULL;
-    size_t n = 0;
-
-    if (!f)
-        return strdup("");
-    if (getdelim(&s, &n, 0, f) < 0) {
-        free(s);
-        s = strdup("");
-    }
-    fclose(f);
-    return s;
-}
 
 static void
 run_free(struct run *r)
@@ -121,8 +105,8 @@ cli_env(struct run *r, const char *const *env, const char *const *args)
     }
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r->out = slurp(out);
-    r->err = slurp(err);
+    r->out = file_text(out);
+    r->err = file_text(err);
     ck_assert_msg(r->status != 127, "cannot run %s", baton_bin());
     return r->status;
 }
@@ -602,7 +586,7 @@ START_TEST(logs_follow_against_batond)
         report("cli.follow.new", json_pack("{s:i}", "i", i));
         usleep(100000);
         free(text);
-        text = slurp(out);
+        text = file_text(out);
         seen = strstr(text, "cli.follow.new i=") != NULL;
     }
     kill(pid, SIGTERM);

@@ -470,22 +470,6 @@ baton_bin(void)
     return path;
 }
 
-static char *
-slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char *s = NULL;
-    size_t n = 0;
-
-    if (!f)
-        return strdup("");
-    if (getdelim(&s, &n, 0, f) < 0) {
-        free(s);
-        s = strdup("");
-    }
-    fclose(f);
-    return s;
-}
 
 /* Run baton with args against s; its exit status, stdout in *out (free). */
 static int
@@ -515,7 +499,7 @@ cli(struct server *s, char **out, const char *const *args)
         _exit(127);
     }
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
-    *out = slurp(path);
+    *out = file_text(path);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 127, "cannot run %s", baton_bin());
     return WEXITSTATUS(st);
 }
@@ -627,8 +611,8 @@ run_claimers(struct server *s, const char *queue, int threads, int64_t ms)
 }
 
 /* The startedAt (store clock) of the claimed jobs of queue (with rateKey
- * key, or every one when key is NULL; "" for those without a key), sorted,
- * into v (at most max). Returns how many. */
+ * key, or every one when key is NULL; "" for those without a key) into v
+ * (at most max). Returns how many. */
 static int
 claim_times(struct server *s, const char *queue, const char *key, int64_t *v, int max)
 {
@@ -647,33 +631,7 @@ claim_times(struct server *s, const char *queue, const char *key, int64_t *v, in
         v[n++] = json_integer_value(json_object_get(job, "startedAt"));
     }
     json_decref(j);
-    for (int a = 1; a < n; a++)
-        for (int b = a; b > 0 && v[b - 1] > v[b]; b--) {
-            int64_t x = v[b];
-            v[b] = v[b - 1];
-            v[b - 1] = x;
-        }
     return n;
-}
-
-/* No window of period ms holds more than limit of the sorted times v, and
- * the first `windows` windows from the first claim hold limit * windows
- * of them, within 10 %. */
-static void
-assert_paced(const int64_t *v, int n, int limit, int64_t period, int windows)
-{
-    int in = 0, want = limit * windows;
-
-    ck_assert_int_gt(n, 0);
-    for (int i = 0; i + limit < n; i++)
-        ck_assert_msg(v[i + limit] - v[i] >= period,
-                      "%d claims within %lld ms (claims %d..%d)", limit + 1,
-                      (long long)(v[i + limit] - v[i]), i, i + limit);
-    for (int i = 0; i < n; i++)
-        in += v[i] < v[0] + period * windows;
-    ck_assert_msg(in * 10 >= want * 9 && in * 10 <= want * 11,
-                  "%d claims in %d windows of %lld ms, limit %d a window", in, windows,
-                  (long long)period, limit);
 }
 
 /* A queue limited to 10 claims per 600 ms, 4 claimers that always want

@@ -155,22 +155,6 @@ log_count(const char *path, const char *needle)
     return n;
 }
 
-static char *
-slurp(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char *p = NULL;
-    size_t n = 0;
-
-    if (!f)
-        return strdup("");
-    if (getdelim(&p, &n, 0, f) < 0) {
-        free(p);
-        p = strdup("");
-    }
-    fclose(f);
-    return p;
-}
 
 /* Run a program with env, wait, return its exit status; its output in
  * *out (malloc'ed) when out is not NULL. */
@@ -189,7 +173,7 @@ run_wait(pid_t pid, const char *log, char **out, long timeout_ms)
         msleep(10);
     }
     if (out)
-        *out = slurp(log);
+        *out = file_text(log);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 

@@ -33,6 +33,48 @@ msleep(int ms)
     nanosleep(&ts, NULL);
 }
 
+char *
+file_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *s = NULL;
+    size_t n = 0;
+
+    if (!f)
+        return strdup("");
+    if (getdelim(&s, &n, 0, f) < 0) {
+        free(s);
+        s = strdup("");
+    }
+    fclose(f);
+    return s;
+}
+
+static int
+cmp_ms(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+void
+assert_paced(int64_t *v, int n, int limit, int64_t period, int windows)
+{
+    int in = 0, want = limit * windows;
+
+    ck_assert_int_gt(n, 0);
+    qsort(v, (size_t)n, sizeof *v, cmp_ms);
+    for (int i = 0; i + limit < n; i++)
+        ck_assert_msg(v[i + limit] - v[i] >= period, "%d claims within %lld ms (claims %d..%d)", limit + 1,
+                      (long long)(v[i + limit] - v[i]), i, i + limit);
+    for (int i = 0; i < n; i++)
+        in += v[i] < v[0] + period * windows;
+    ck_assert_msg(in * 10 >= want * 9 && in * 10 <= want * 11,
+                  "%d claims in %d windows of %lld ms, limit %d a window", in, windows, (long long)period,
+                  limit);
+}
+
 /* Wait for the server.started line; return its port or -1 if batond died. */
 static int
 wait_started(struct server *s, int timeout_ms)

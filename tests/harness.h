@@ -35,6 +35,13 @@ int server_stop(struct server *s);      /* SIGTERM; returns exit status */
 void server_kill(struct server *s);     /* SIGKILL and reap */
 void server_restart(struct server *s);  /* SIGTERM, start again, same dir */
 void server_cleanup(struct server *s);  /* stop if running, remove dir */
+/* The whole file at path as a new string ("" when it cannot be read). */
+char *file_text(const char *path);
+/* Sort the claim times v (ms, the store's clock) and check a rate limit
+ * of limit claims per period: no window of period ms holds limit + 1 of
+ * them, and the first `windows` windows from the first claim hold
+ * limit * windows of them, within 10 %. */
+void assert_paced(int64_t *v, int n, int limit, int64_t period, int windows);
 /* count of lines in batond's stdout containing needle */
 int server_log_count(struct server *s, const char *needle);
 /* One integer answer of sql (-1 when no row) on s's database, whichever
