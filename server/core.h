@@ -48,6 +48,7 @@ struct wreq {
     int64_t deadline, due;
     char *topic;
     void *sync;
+    uint64_t run_seq;               /* when fn last ran, in the writer's count */
 };
 
 /* What the writer reports upward, registered once before writer_start. */
@@ -103,6 +104,8 @@ int64_t wait_next(void);           /* earliest deadline or due time, 0 = none */
 void wait_expire(int64_t now, struct wreq **resume, struct wreq **retry);
 void wait_drain(struct wreq **resume);
 size_t wait_count(void);
+/* true when every write parked on topic last ran after run_seq `after`. */
+bool wait_fresh(const char *topic, uint64_t after);
 
 /* ---- notify.c: wake-ups between writers ----------------------------------
  * The writer publishes each topic the batch notified, each due time it

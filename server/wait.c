@@ -1,7 +1,9 @@
 /* wait.c -- parked writes (long-poll waiters). Only the writer thread touches this list,
  * so parking, waking and committing are ordered without locks: a request
  * that found nothing is parked after the commit of the batch that looked,
- * and any later commit that makes something available wakes it. */
+ * and any later commit that makes something available wakes it (within
+ * that commit's own transaction when the commit notified its topic, see
+ * run_woken in writer.c). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +110,15 @@ void
 wait_drain(struct wreq **resume)
 {
     take(resume, any, NULL);
+}
+
+bool
+wait_fresh(const char *topic, uint64_t after)
+{
+    for (struct wreq *r = parked; r; r = r->next)
+        if (!strcmp(r->topic, topic) && r->run_seq <= after)
+            return false;
+    return true;
 }
 
 size_t

@@ -32,6 +32,21 @@
  * refusal cannot cost the batch), and to this process's parked writes
  * after it.
  *
+ * Writes parked here on a topic the batch notifies do not wait for that
+ * commit and a batch of their own: they run again inside the batch's
+ * transaction, after the writes that woke them (run_woken), and are
+ * answered -- or filed again -- when it commits. A long-poll claim woken by
+ * an enqueue is thus answered by the enqueue's commit: one fsync and no
+ * second trip through the writer's queue (perf: dispatch latency p50 and
+ * p99 about 0.7x, see docs/performance.md). A topic whose parked writes
+ * all ran after its last notification is not published to this process
+ * after the commit: the claims that found nothing stay parked instead of
+ * running once more for nothing. Other wake-ups (due times, the notifier's
+ * deliveries from other processes) still run the woken writes as a batch
+ * of their own. Woken writes are members of the batch: if it fails they
+ * are answered 503 with it (their client retries) rather than left
+ * parked.
+ *
  * Clocks: parked deadlines and due times are on the store's clock (due
  * times come from rows, deadlines from t->now or writer_clock_offset()).
  * The writer measures the store's clock against this process's at every
@@ -78,6 +93,7 @@ struct wake {
 };
 static struct wake *wakes;          /* under wq_lock */
 static struct wreq *woken;          /* writer thread: to run again */
+static uint64_t run_seq;            /* writer thread: writes run so far */
 static _Atomic int64_t clock_offset;    /* store's clock - now_ms(), see DESIGN */
 
 struct sync_wait {
@@ -325,13 +341,93 @@ publish_tx(json_t *notify, json_t *due, bool events)
     return 0;
 }
 
+/* Run w in its own savepoint of the open transaction, adding its events,
+ * wake-ups and due times to the arrays. false when the store rolled the
+ * whole transaction back meanwhile. */
+static bool
+run_one(struct wreq *w, json_t *events, json_t *notify, json_t *due, json_t *notified)
+{
+    struct tx t;
+    json_t *v;
+    size_t i;
+
+    tx_begin(&t);
+    w->parked = false;
+    w->run_seq = ++run_seq;
+    store->savepoint(wconn);
+    w->rc = w->fn(&t, w);
+    if (store->aborted(wconn)) {
+        tx_end(&t);
+        return false;
+    }
+    if (w->rc == 0) {
+        store->release(wconn);
+        json_array_extend(events, t.events);
+        json_array_extend(notify, t.notify);
+        json_object_update(due, t.due);
+        json_array_foreach(t.notify, i, v)
+            json_object_set_new(notified, json_string_value(v), json_integer((json_int_t)w->run_seq));
+    } else {
+        store->rollback_to(wconn);
+        store->release(wconn);
+        w->parked = false;
+    }
+    tx_end(&t);
+    return true;
+}
+
+/* The writes parked (by earlier batches) on a topic the batch has
+ * notified run again inside the batch's own transaction, after the
+ * writes that woke them: a long-poll claim woken by an enqueue is
+ * answered by the enqueue's commit, not by a second batch and its
+ * fsync. They join the batch (appended after *tail): answered, or filed
+ * again if they park, once it commits. Those whose client has gone go
+ * back to `woken`, which finishes them. At most MAX_BATCH of them. */
+static bool
+run_woken(struct wreq **tail, json_t *events, json_t *notify, json_t *due, json_t *notified)
+{
+    size_t seen = 0, ran = 0;
+
+    if (draining)
+        return true;
+    while (seen < json_array_size(notify) && ran < MAX_BATCH) {
+        struct wreq *list = NULL;
+
+        wait_wake(json_string_value(json_array_get(notify, seen++)), &list);
+        while (list) {
+            struct wreq *w = list;
+            list = w->next;
+            w->next = NULL;
+            if (ran >= MAX_BATCH || (w->alive && !w->alive(w))) {
+                w->next = woken;        /* run again after the commit, or finished */
+                woken = w;
+                continue;
+            }
+            (*tail)->next = w;
+            *tail = w;
+            ran++;
+            if (!run_one(w, events, notify, due, notified)) {
+                while (list) {          /* the rest stay woken: nothing ran */
+                    struct wreq *next = list->next;
+                    list->next = woken;
+                    woken = list;
+                    list = next;
+                }
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 /* One transaction of the batch: its writes' events, wake-ups and due
  * times are added to the arrays. true when it committed; else every write
  * is failed (f says why). */
 static bool
-run_tx(struct wreq *batch, json_t *events, json_t *notify, json_t *due, struct fault *f)
+run_tx(struct wreq *batch, json_t *events, json_t *notify, json_t *due, json_t *notified,
+       struct fault *f)
 {
-    struct wreq *w;
+    struct wreq *w, *tail = batch;
     bool committed, aborted = false;
 
     if (store->begin(wconn, f) < 0) {
@@ -339,32 +435,17 @@ run_tx(struct wreq *batch, json_t *events, json_t *notify, json_t *due, struct f
         return false;
     }
     for (w = batch; w; w = w->next) {
-        struct tx t;
-
-        tx_begin(&t);
-        w->parked = false;
-        store->savepoint(wconn);
-        w->rc = w->fn(&t, w);
-        if (store->aborted(wconn)) {
+        tail = w;
+        if (!run_one(w, events, notify, due, notified)) {
             /* the store rolled the whole transaction back (full, I/O
              * error): what the batch did so far is gone. Fail all of it
              * and run nothing more outside a transaction. */
-            tx_end(&t);
             aborted = true;
             break;
         }
-        if (w->rc == 0) {
-            store->release(wconn);
-            json_array_extend(events, t.events);
-            json_array_extend(notify, t.notify);
-            json_object_update(due, t.due);
-        } else {
-            store->rollback_to(wconn);
-            store->release(wconn);
-            w->parked = false;
-        }
-        tx_end(&t);
     }
+    if (!aborted && !run_woken(&tail, events, notify, due, notified))
+        aborted = true;
     if (aborted) {
         f->code = "unavailable";
         snprintf(f->msg, sizeof f->msg, "database unavailable: the transaction was rolled back");
@@ -393,14 +474,13 @@ static void
 run_batch(struct wreq *batch)
 {
     json_t *events = json_array(), *notify = json_array(), *due = json_object();
+    json_t *notified = json_object();   /* topic -> run_seq of the last write that notified it */
     struct wreq *w, *park = NULL, *done = NULL;
     struct fault f = {0};
     bool committed = false;
     size_t writes = 0;
     double t0 = mono_ms();
 
-    for (w = batch; w; w = w->next)
-        writes++;
     for (int tries = 0; tries < MAX_TRIES; tries++) {
         for (w = batch; w; w = w->next) {
             w->failed = false;
@@ -410,13 +490,14 @@ run_batch(struct wreq *batch)
         json_array_clear(events);
         json_array_clear(notify);
         json_object_clear(due);
+        json_object_clear(notified);
         json_decref(f.details);
         f = (struct fault){0};
         if (!connected(&f)) {
             fail_all(batch, &f);
             break;
         }
-        if ((committed = run_tx(batch, events, notify, due, &f)))
+        if ((committed = run_tx(batch, events, notify, due, notified, &f)))
             break;
         /* nothing of it was kept: a lost conflict may simply run again */
         if (!store->conflict || !store->conflict(wconn) || (store->lost && store->lost(wconn)))
@@ -426,6 +507,8 @@ run_batch(struct wreq *batch)
     if (!committed)
         drop_if_lost();
     json_decref(f.details);
+    for (w = batch; w; w = w->next)     /* with the parked writes it woke */
+        writes++;
     if (hooks.committed)
         hooks.committed(writes, committed, mono_ms() - t0);
     /* Split the batch first: filing a write as parked (and waking it)
@@ -460,8 +543,14 @@ run_batch(struct wreq *batch)
         }
         json_object_foreach(due, topic, v)
             notifier->publish(topic, json_integer_value(v));
-        json_array_foreach(notify, i, v)
+        /* a topic whose parked writes all ran after its last
+         * notification (run_woken) has nobody here left to wake */
+        json_array_foreach(notify, i, v) {
+            json_t *seq = json_object_get(notified, json_string_value(v));
+            if (seq && wait_fresh(json_string_value(v), (uint64_t)json_integer_value(seq)))
+                continue;
             notifier->publish(json_string_value(v), 0);
+        }
         if (json_array_size(events)) {
             if (hooks.events)
                 hooks.events(events);
@@ -473,6 +562,7 @@ run_batch(struct wreq *batch)
     json_decref(events);
     json_decref(notify);
     json_decref(due);
+    json_decref(notified);
 }
 
 /* The periodic maintenance, as one more write of a batch. */

@@ -220,6 +220,73 @@ START_TEST(park_and_wake_in_one_batch)
 }
 END_TEST
 
+/* Claims parked on a queue and an enqueue to it: the claim that gets the
+ * job is answered by the enqueue's own commit (the woken claims run again
+ * inside the enqueue's transaction, not in a second batch), and the claims
+ * left without a job stay parked without running again: one commit per
+ * enqueue. */
+static double
+wait_parked(struct server *s, double n)
+{
+    double v = -1;
+
+    for (int i = 0; i < 500 && (v = metric(s, "baton_parked_requests")) != n; i++)
+        usleep(10000);
+    return v;
+}
+
+START_TEST(woken_claim_shares_the_enqueue_commit)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=600000", NULL};
+    struct server s = {0};
+    struct later l[3];
+    pthread_t th[3];
+    int got[3] = {0}, answered = 0;
+    double c0, c1;
+
+    server_start(&s, env);
+    for (int i = 0; i < 3; i++) {
+        l[i] = (struct later){&s, 0, "/v1/jobs/claim", "{\"queue\":\"sh\",\"workerId\":\"w\",\"waitMs\":30000}",
+                              0, NULL};
+        pthread_create(&th[i], NULL, later_one, &l[i]);
+    }
+    ck_assert_int_eq(wait_parked(&s, 3), 3);
+    for (int round = 0; round < 2; round++) {
+        int before = answered;
+
+        c0 = metric(&s, "baton_commits_total");
+        json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:{s:i}}", "queue", "sh", "payload", "r", round),
+                         201));
+        /* exactly one claimer gets the job, the others stay parked */
+        ck_assert_int_eq(wait_parked(&s, 2 - round), 2 - round);
+        usleep(300000);     /* room for any further batch to show up */
+        c1 = metric(&s, "baton_commits_total");
+        ck_assert_msg(c1 - c0 == 1, "round %d: %g commits for one enqueue and the claim it woke", round, c1 - c0);
+        ck_assert_int_eq(metric(&s, "baton_parked_requests"), 2 - round);
+        for (int i = 0; i < 3; i++)
+            if (!got[i] && l[i].status) {
+                ck_assert_int_eq(l[i].status, 200);
+                ck_assert_int_eq(json_integer_value(json_object_get(
+                                     json_object_get(json_object_get(l[i].out, "job"), "payload"), "r")), round);
+                got[i] = 1;
+                answered++;
+            }
+        ck_assert_int_eq(answered, before + 1);
+    }
+    /* the last claimer: a plain wake-up still reaches it */
+    json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:{s:i}}", "queue", "sh", "payload", "r", 2), 201));
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(l[i].status, 200);
+        json_decref(l[i].out);
+    }
+    ck_assert_int_eq(metric(&s, "baton_parked_requests"), 0);
+    ck_assert_int_eq(server_stop(&s), 0);
+    server_cleanup(&s);
+}
+END_TEST
+
 /* ---- kill -9 under mixed load ------------------------------------------- */
 
 #define MAXREC 20000
@@ -826,6 +893,7 @@ suite_perf(void)
         tcase_add_test(tc, concurrent_writes_share_commits);
         tcase_add_test(tc, lone_write_commits_at_once);
         tcase_add_test(tc, park_and_wake_in_one_batch);
+        tcase_add_test(tc, woken_claim_shares_the_enqueue_commit);
         tcase_add_test(tc, disk_full_answers_503_and_recovers);
         tcase_add_test(tc, disk_full_in_a_batch_stays_consistent);
     }
