@@ -10,6 +10,17 @@
  * JSON and runs the handler. A handler that submitted a write has had its
  * connection suspended by req_submit; the writer resumes it and MHD calls us
  * once more to send the answer.
+ *
+ * That is two thread hand-offs per write (to the writer, and back through
+ * MHD_resume_connection's eventfd), kept on purpose: with several clients
+ * they are shared by a batch, and the alternatives measured worse (see
+ * docs/performance.md, "Fewer hand-offs per write"). Running a lone write
+ * in place on this thread blocks every other connection the thread serves
+ * for an fsync (dispatch p99 1.45x); answering from the writer still needs
+ * the resume (MHD_queue_response on a suspended connection only sends once
+ * it is resumed); thread-per-connection has no suspend, so every parked
+ * long-poll would hold a thread. The hand-off that was saved is the one
+ * after a commit: long-polls woken by a batch run inside it (writer.c).
  */
 #include <arpa/inet.h>
 #include <errno.h>
