@@ -9,6 +9,10 @@
  *   job cycle  baton enqueue + claim + complete
  *              | beanstalkd put + reserve + delete
  *              | redis LPUSH + BLMOVE + LREM (a reliable list queue)
+ *   best API   jobs/s, half the clients producing and half consuming, 8
+ *              and 64 clients: baton batch enqueue + complete-and-next
+ *              | beanstalkd put + reserve + delete | redis LPUSH of 16
+ *              values + BLMOVE + LREM (see run_flow)
  *   heartbeat  baton lease heartbeat          (no peer equivalent measured)
  *   dispatch   one producer, 8 parked consumers: time from the producer's
  *              send to a consumer holding the job (baton long-poll claim,
@@ -1113,9 +1117,10 @@ bench_beanstalkd(bool fsync)
             return;
     }
     run_clients(fsync ? BS_F0 : BS_NONE, W_CYCLE, p.port);
+    run_dispatch(fsync ? BS_F0 : BS_NONE, p.port);
+    /* last: a flow leaves up to FLOW_BACKLOG jobs in the one tube */
     run_flow(fsync ? BS_F0 : BS_NONE, W_FLOW8, p.port);
     run_flow(fsync ? BS_F0 : BS_NONE, W_FLOW64, p.port);
-    run_dispatch(fsync ? BS_F0 : BS_NONE, p.port);
     proc_stop(&p);
     rmdir_all(p.dir);
 }
