@@ -50,6 +50,7 @@ struct wreq {
     /* private to the writer */
     struct wreq *next;
     bool parked;
+    bool merged;                    /* woken into the batch that woke it */
     int64_t deadline, due;
     char *topic;
     void *sync;

@@ -14,9 +14,13 @@
  * it in the commit that crosses 1000 WAL pages, and every write of that
  * batch waits for it. The writer's WAL hook wakes the checkpointer past
  * CKPT_PAGES; it checkpoints PASSIVE (beside the writer, never blocking
- * it) and only when the WAL still holds more than CKPT_FORCE_PAGES after
- * that (a writer that never pauses) RESTARTs it, which waits for the
- * writer's current transaction, as the automatic checkpoint did.
+ * it). A WAL starts over from its beginning only at a write transaction
+ * that finds all of it checkpointed, which a writer that never pauses
+ * never gives a concurrent checkpoint; so when the WAL has grown past
+ * CKPT_FORCE_PAGES the checkpointer follows with a RESTART: it waits for
+ * the writer's current transaction, copies the few pages the PASSIVE one
+ * left and makes the next transaction start the WAL over. The pause is
+ * that of copying what arrived meanwhile, not of a whole checkpoint.
  *
  * TEST-ONLY HOOK (environment, read at open; a warning is logged when it
  * is set; see docs/performance.md for why it stays in the binary):
@@ -505,7 +509,7 @@ static sqlite3 *mdb;            /* the connection that migrated: the checkpointe
 /* ---- the checkpointer (see DESIGN) ----------------------------------------- */
 
 #define CKPT_PAGES 1000             /* SQLite's automatic threshold */
-#define CKPT_FORCE_PAGES 8000       /* 32 MiB of WAL left after a PASSIVE one */
+#define CKPT_FORCE_PAGES 4000       /* 16 MiB of WAL: start it over */
 
 static pthread_t ckpt_thread;
 static pthread_mutex_t ckpt_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -543,7 +547,7 @@ ckpt_main(void *arg)
         ckpt_due = false;
         pthread_mutex_unlock(&ckpt_lock);
         if (sqlite3_wal_checkpoint_v2(mdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
-            log - done > CKPT_FORCE_PAGES)
+            log >= CKPT_FORCE_PAGES)
             sqlite3_wal_checkpoint_v2(mdb, NULL, SQLITE_CHECKPOINT_RESTART, &log, &done);
         pthread_mutex_lock(&ckpt_lock);
     }

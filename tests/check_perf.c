@@ -278,6 +278,49 @@ START_TEST(park_and_wake_in_one_batch)
 }
 END_TEST
 
+/* Long-poll claims woken by an enqueue run in the enqueue's own batch and
+ * are answered after its commit: 4 parked claims, one enqueue of 4 jobs
+ * (a batch), 5 writes and 1 commit; the woken claims take one job each. */
+START_TEST(woken_claims_share_the_enqueues_commit)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=600000", NULL};
+    struct server s = {0};
+    struct later l[] = {
+        {&s, 0, "/v1/jobs/claim", "{\"queue\":\"mw\",\"workerId\":\"w1\",\"waitMs\":20000}", 0, NULL},
+        {&s, 0, "/v1/jobs/claim", "{\"queue\":\"mw\",\"workerId\":\"w2\",\"waitMs\":20000}", 0, NULL},
+        {&s, 0, "/v1/jobs/claim", "{\"queue\":\"mw\",\"workerId\":\"w3\",\"waitMs\":20000}", 0, NULL},
+        {&s, 0, "/v1/jobs/claim", "{\"queue\":\"mw\",\"workerId\":\"w4\",\"waitMs\":20000}", 0, NULL},
+    };
+    const char *jobs = "{\"jobs\":[{\"queue\":\"mw\",\"payload\":{\"i\":1}},{\"queue\":\"mw\",\"payload\":{\"i\":2}},"
+                       "{\"queue\":\"mw\",\"payload\":{\"i\":3}},{\"queue\":\"mw\",\"payload\":{\"i\":4}}]}";
+    pthread_t th[4];
+    double commits, writes;
+    int seen = 0;
+
+    server_start(&s, env);
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, later_one, &l[i]);
+    for (int i = 0; i < 100 && metric(&s, "baton_parked_requests") < 4; i++)
+        usleep(50 * 1000);
+    ck_assert_int_eq(metric(&s, "baton_parked_requests"), 4);
+    commits = metric(&s, "baton_commits_total");
+    writes = metric(&s, "baton_writes_total");
+    ck_assert_int_eq(post(&s, "POST", "/v1/jobs/batch", jobs, NULL), 201);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(l[i].status, 200);
+        seen |= 1 << json_integer_value(json_object_get(json_object_get(json_object_get(l[i].out, "job"),
+                                                                        "payload"), "i"));
+        json_decref(l[i].out);
+    }
+    ck_assert_int_eq(seen, 0x1e);       /* jobs 1..4, each once */
+    ck_assert_int_eq(metric(&s, "baton_commits_total") - commits, 1);
+    ck_assert_int_eq(metric(&s, "baton_writes_total") - writes, 5);
+    server_cleanup(&s);
+}
+END_TEST
+
 /* ---- kill -9 under mixed load ------------------------------------------- */
 
 #define MAXREC 20000
@@ -884,6 +927,7 @@ suite_perf(void)
         tcase_add_test(tc, concurrent_writes_share_commits);
         tcase_add_test(tc, lone_write_commits_at_once);
         tcase_add_test(tc, park_and_wake_in_one_batch);
+        tcase_add_test(tc, woken_claims_share_the_enqueues_commit);
         tcase_add_test(tc, checkpoints_keep_the_wal_bounded);
         tcase_add_test(tc, disk_full_answers_503_and_recovers);
         tcase_add_test(tc, disk_full_in_a_batch_stays_consistent);

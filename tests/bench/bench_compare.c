@@ -32,7 +32,8 @@
  * the dispatch latency.
  *
  * BENCH_QUICK=1 shortens every phase and stops the scale runs at 10^5;
- * BENCH_ONLY=baton,peers,pg,scale picks parts of this comparison. */
+ * BENCH_ONLY=baton,peers,pg,scale picks parts of this comparison (flow:
+ * batond's best-API flows alone, for profiling). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1093,6 +1094,23 @@ bench_baton(void)
     rmdir_all(p.dir);
 }
 
+/* BENCH_ONLY=flow: batond's best-API flows alone, longer, for profiling
+ * (its pid is printed for perf record -p). */
+static void
+bench_baton_flow(void)
+{
+    struct proc p = {0};
+
+    if (mkdir_tmp(&p) < 0 || batond_start(&p, NULL) < 0)
+        return;
+    printf("  batond (pid %d) ...\n", (int)p.pid);
+    fflush(stdout);
+    run_flow(BATON, W_FLOW8, p.port);
+    run_flow(BATON, W_FLOW64, p.port);
+    proc_stop(&p);
+    rmdir_all(p.dir);
+}
+
 static void
 bench_beanstalkd(bool fsync)
 {
@@ -1629,6 +1647,8 @@ bench_compare(void)
     fflush(stdout);
     if (!only || strstr(only, "baton"))
         bench_baton();
+    else if (strstr(only, "flow"))
+        bench_baton_flow();
     if (!only || strstr(only, "peers")) {
         bench_beanstalkd(true);
         bench_beanstalkd(false);
