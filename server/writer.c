@@ -435,6 +435,7 @@ run_batch(struct wreq *batch)
         struct wreq *next = w->next;
         w->next = NULL;
         if (committed && w->parked && !draining) {
+            w->parks++;
             w->next = park;
             park = w;
         } else {
