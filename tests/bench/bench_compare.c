@@ -1431,8 +1431,10 @@ bench_compare(void)
         bench_redis(true);
         bench_redis(false);
     }
-    print_table();
-    printf("\n  batond RSS: idle %ld KiB, peak under the load above %ld KiB\n", baton_idle_kib, baton_load_kib);
+    if (!only || strstr(only, "baton") || strstr(only, "peers")) {
+        print_table();
+        printf("\n  batond RSS: idle %ld KiB, peak under the load above %ld KiB\n", baton_idle_kib, baton_load_kib);
+    }
     if (!only || strstr(only, "pg"))
         bench_pg();
     if (!only || strstr(only, "node"))

@@ -35,6 +35,10 @@ struct node_result {
     double drain[NODE_DRAIN_RUNS];      /* jobs/s of each run, 0: failed */
     double client_cpu[NODE_DRAIN_RUNS]; /* % of one core during the drain */
     double server_cpu[NODE_DRAIN_RUNS];
+    double ms[NODE_DRAIN_RUNS];         /* the drain's wall time */
+    double commits[NODE_DRAIN_RUNS];    /* batond: its /metrics over the drain */
+    double writes[NODE_DRAIN_RUNS];
+    double commit_ms[NODE_DRAIN_RUNS];
     double requests;                    /* batond: requests of the last drain */
     int drains, errors;
     bool next;                          /* batond answered complete with "next" */
@@ -125,6 +129,10 @@ node_drain(const char *cache, enum nsys s, int run)
     r->drain[run] = json_num(line, "ops");
     r->client_cpu[run] = json_num(line, "clientCpu");
     r->server_cpu[run] = json_num(line, "serverCpu");
+    r->ms[run] = json_num(line, "ms");
+    r->commits[run] = json_num(line, "commits");
+    r->writes[run] = json_num(line, "writes");
+    r->commit_ms[run] = json_num(line, "commitMs");
     r->requests = json_num(line, "requests");
     r->errors += (int)json_num(line, "errors");
     r->next = strstr(line, "\"next\":true") != NULL;
@@ -193,6 +201,14 @@ print_node_table(int rounds)
         printf("  batond drain: %.0f requests for %d jobs, %s\n", nres[N_BATON].requests, NODE_DRAIN_JOBS,
                nres[N_BATON].next ? "consumers completed with \"next\" (one request per job)"
                                   : "no \"next\" in complete's answer: consumers claimed separately");
+    for (int s = N_BATON; s <= N_BATON_BATCH; s++) {
+        struct node_result *r = &nres[s];
+        int k = r->drain[1] > r->drain[0] ? 1 : 0;
+        if (r->drains && r->commits[k] > 0 && r->ms[k] > 0)
+            printf("  %s, better drain: %.0f writes in %.0f commits (%.1f per commit), mean commit %.2f ms,"
+                   " the writer in commit %.0f%% of the drain\n", nsys_name[s], r->writes[k], r->commits[k],
+                   r->writes[k] / r->commits[k], r->commit_ms[k] / r->commits[k], r->commit_ms[k] / r->ms[k] * 100);
+    }
     print_ratio(N_BATON, N_BULL);
     print_ratio(N_BATON, N_GRAPHILE);
     print_ratio(N_BATON_BATCH, N_BULL);

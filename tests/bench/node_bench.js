@@ -20,8 +20,9 @@
 //   server's answer has no "next" member it claims separately);
 //   batond-batch: the producers send POST /v1/jobs/batch of 100 jobs.
 //   BullMQ: producers Queue.add, each producer its own Queue (connection);
-//   consumers Workers whose concurrency adds up to 8; completion = the
-//   worker's "completed" event (moveToFinished answered).
+//   consumers NODE_BENCH_BULL_WORKERS Workers (default 1) whose concurrency
+//   adds up to 8; completion = the worker's "completed" event
+//   (moveToFinished answered).
 //   graphile-worker: producers WorkerUtils.addJob, consumers one runner
 //   with concurrency 8; completion = "job:complete" (completeJob done).
 // dispatch: 8 idle consumers wait (batond: long-poll claim with waitMs
@@ -34,7 +35,9 @@
 // Prints one JSON line: {"system","workload","ops","ms","p50","p99",
 // "p999","n","errors","requests","next","clientCpu","serverCpu"} ("next":
 // batond's answers had it; CPU of the drain in % of one core: this
-// process, and NODE_BENCH_SERVER_PID with its children).
+// process, and NODE_BENCH_SERVER_PID with its children), and for batond's
+// drain "commits","writes","commitMs" (its /metrics over the drain; the
+// two /metrics reads are not counted in "requests").
 "use strict";
 const http = require("http");
 const { performance } = require("perf_hooks");
@@ -169,6 +172,32 @@ class Baton {
 
 let nextSeen = false;
 
+// batond's group commit counters from /metrics: commits, writes, ms in commit
+async function commitStats(c) {
+  const a = await new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port: c.port, method: "GET", path: "/metrics", agent: c.agent,
+                               headers: { authorization: "Bearer " + SECRET } }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => { text += d; });
+      res.on("end", () => resolve(text));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+  const num = (name) => {
+    const m = a.match(new RegExp("^" + name + " ([0-9.e+]+)$", "m"));
+    return m ? Number(m[1]) : NaN;
+  };
+  return { commits: num("baton_commits_total"), writes: num("baton_writes_total"),
+           commitMs: num("baton_commit_duration_ms_sum") };
+}
+
+function commitDelta(a, b) {
+  return { commits: b.commits - a.commits, writes: b.writes - a.writes, commitMs: b.commitMs - a.commitMs };
+}
+
 // The job a claim answer or a complete's "next" carries ({job} or the job).
 function jobOf(x) {
   return x && x.job ? x.job : x;
@@ -234,6 +263,7 @@ async function batondDrain(port, batch) {
   const consumers = clients.slice(0, CONSUMERS).map((c, i) => batonConsumer(c, i, s, task));
 
   await sleep(300);                     // every consumer parked
+  const m0 = await commitStats(clients[CONSUMERS]);
   const c0 = cpuNow(), t0 = performance.now();
   const producers = shares(N, PRODUCERS).map(async (n, p) => {
     const c = clients[CONSUMERS + p];
@@ -259,9 +289,10 @@ async function batondDrain(port, batch) {
   });
   await deadline(Promise.all(producers.concat([s.finish.promise])), "drain");
   const ms = s.finish.t - t0, cpu = cpuShare(c0, cpuNow(), performance.now() - t0);
+  const commit = commitDelta(m0, await commitStats(clients[CONSUMERS]));
   await Promise.all(consumers);
   clients.forEach((c) => c.close());
-  return Object.assign({ ops: (N / ms) * 1000, ms, errors: s.errors }, cpu);
+  return Object.assign({ ops: (N / ms) * 1000, ms, errors: s.errors }, cpu, commit);
 }
 
 // The dispatch producer: one add every PERIOD_MS (from start to start);
