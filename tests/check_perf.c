@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <sqlite3.h>
 
@@ -65,6 +66,63 @@ db_path(struct server *s)
     snprintf(p, sizeof p, "%s/baton.db", s->dir);
     return p;
 }
+
+/* ---- checkpoints ---------------------------------------------------------- */
+
+static long long
+file_size(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? (long long)st.st_size : 0;
+}
+
+static void *
+bulk_writer(void *arg)
+{
+    struct server *s = arg;
+    char *body = malloc(32768), pad[2049];
+    size_t n;
+
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    for (int b = 0; b < 150; b++) {
+        n = (size_t)snprintf(body, 32768, "{\"jobs\":[");
+        for (int i = 0; i < 10; i++)
+            n += (size_t)snprintf(body + n, 32768 - n, "%s{\"queue\":\"bulk\",\"payload\":{\"pad\":\"%s\"}}",
+                                  i ? "," : "", pad);
+        snprintf(body + n, 32768 - n, "]}");
+        ck_assert_int_eq(post(s, "POST", "/v1/jobs/batch", body, NULL), 201);
+    }
+    free(body);
+    return NULL;
+}
+
+/* 6000 jobs of 2 KiB written by 4 clients: the checkpointer copies the WAL
+ * into the database file as it goes (the file holds the data) and the
+ * WAL stays a few MiB, where without checkpoints it would hold it all. */
+START_TEST(checkpoints_keep_the_wal_bounded)
+{
+    struct server s = {0};
+    pthread_t th[4];
+    char wal[320];
+    long long db = 0, max_wal = 0;
+
+    server_start(&s, NULL);
+    snprintf(wal, sizeof wal, "%s-wal", db_path(&s));
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, bulk_writer, &s);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 100 && (db = file_size(db_path(&s))) < 10 << 20; i++)
+        usleep(100 * 1000);
+    max_wal = file_size(wal);
+    ck_assert_msg(db >= 10 << 20, "the database file holds %lld bytes: no checkpoint ran", db);
+    ck_assert_msg(max_wal < 24 << 20, "the WAL grew to %lld bytes", max_wal);
+    ck_assert_int_eq(server_sql(&s, "SELECT count(*) FROM jobs WHERE queue = 'bulk'"), 6000);
+    server_cleanup(&s);
+}
+END_TEST
 
 /* ---- group commit ------------------------------------------------------- */
 
@@ -826,6 +884,7 @@ suite_perf(void)
         tcase_add_test(tc, concurrent_writes_share_commits);
         tcase_add_test(tc, lone_write_commits_at_once);
         tcase_add_test(tc, park_and_wake_in_one_batch);
+        tcase_add_test(tc, checkpoints_keep_the_wal_bounded);
         tcase_add_test(tc, disk_full_answers_503_and_recovers);
         tcase_add_test(tc, disk_full_in_a_batch_stays_consistent);
     }

@@ -9,6 +9,10 @@
  *   job cycle  baton enqueue + claim + complete
  *              | beanstalkd put + reserve + delete
  *              | redis LPUSH + BLMOVE + LREM (a reliable list queue)
+ *   best API   jobs/s, half the clients producing and half consuming, 8
+ *              and 64 clients: baton batch enqueue + complete-and-next
+ *              | beanstalkd put + reserve + delete | redis LPUSH of 16
+ *              values + BLMOVE + LREM (see run_flow)
  *   heartbeat  baton lease heartbeat          (no peer equivalent measured)
  *   dispatch   one producer, 8 parked consumers: time from the producer's
  *              send to a consumer holding the job (baton long-poll claim,
@@ -41,6 +45,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -527,8 +532,9 @@ client_port(enum sys s, int i, int port)
     return s == BATON_PG3 ? replica_ports[i % 3] : port;
 }
 
-enum wl { W_DEDUPE, W_CYCLE, W_HEARTBEAT, W_DISPATCH, NWL };
+enum wl { W_DEDUPE, W_CYCLE, W_FLOW8, W_FLOW64, W_HEARTBEAT, W_DISPATCH, NWL };
 static const char *const wl_name[NWL] = {"dedupe check-and-register", "job cycle (enq+claim+done)",
+                                         "jobs/s, best API, 4 prod + 4 cons", "jobs/s, best API, 32 prod + 32 cons",
                                          "lease heartbeat", "dispatch latency (1 prod, 8 parked)"};
 
 struct result {
@@ -732,6 +738,210 @@ run_clients(enum sys sys, enum wl wl, int port)
     free(all);
 }
 
+/* ---- job throughput with each system's best API ------------------------------
+ *
+ * Half the clients produce, half consume, for duration_s; the figure is
+ * jobs completed per second (consumers' completions counted after a
+ * warm-up). Producers: batond POST /v1/jobs/batch of FLOW_BATCH jobs |
+ * beanstalkd put (it has no batch) | redis LPUSH of FLOW_BATCH values.
+ * Consumers: batond complete-and-next (one request per job; a long-poll
+ * claim only when none came) | beanstalkd reserve-with-timeout + delete |
+ * redis BLMOVE + LREM. Producers hold back while FLOW_BACKLOG jobs wait,
+ * so every system works off a queue of the same depth. Latency: one
+ * consumer's step (complete-and-next | reserve + delete | BLMOVE + LREM). */
+#define FLOW_BATCH 16
+#define FLOW_BACKLOG 2000
+
+struct flow {
+    struct client cl;
+    bool producer;
+    _Atomic long *produced, *consumed;
+};
+
+static int
+flow_produce(struct flow *f, char *out, size_t cap)
+{
+    struct client *cl = &f->cl;
+    char body[1024], vals[FLOW_BATCH][32];
+    const char *argv[FLOW_BATCH + 2] = {"LPUSH", "fq"};
+    size_t n = 0;
+    int k = FLOW_BATCH;
+
+    switch (cl->sys) {
+    case BATON: case BATON_PG1: case BATON_PG3:
+        n = (size_t)snprintf(body, sizeof body, "{\"jobs\":[");
+        for (int i = 0; i < FLOW_BATCH; i++)
+            n += (size_t)snprintf(body + n, sizeof body - n, "%s{\"queue\":\"flow\",\"payload\":{\"n\":%d}}",
+                                  i ? "," : "", i);
+        snprintf(body + n, sizeof body - n, "]}");
+        if (http(&cl->c, "POST", "/v1/jobs/batch", body, out, cap) != 201)
+            return -1;
+        break;
+    case BS_F0: case BS_NONE:
+        k = 1;
+        if (bs_put(&cl->c, "{\"n\":1}") < 0)
+            return -1;
+        break;
+    default:
+        for (int i = 0; i < FLOW_BATCH; i++) {
+            snprintf(vals[i], sizeof vals[i], "{\"n\":1,\"c\":%d,\"s\":%u}", cl->id, cl->seq++);
+            argv[i + 2] = vals[i];
+        }
+        if (redis(&cl->c, out, cap, FLOW_BATCH + 2, argv) != ':')
+            return -1;
+        break;
+    }
+    atomic_fetch_add(f->produced, k);
+    return 0;
+}
+
+/* One consumer step: 1 when a job was completed, 0 when none came, -1. */
+static int
+flow_consume(struct flow *f, char *job, size_t jn, char *tok, size_t tn, char *out, size_t cap)
+{
+    struct client *cl = &f->cl;
+    char body[512], path[128];
+    long jid;
+    int st;
+
+    switch (cl->sys) {
+    case BATON: case BATON_PG1: case BATON_PG3: {
+        const char *next;
+        if (!job[0]) {      /* holding nothing: a long-poll claim */
+            snprintf(body, sizeof body, "{\"queue\":\"flow\",\"workerId\":\"f%d\",\"waitMs\":500}", cl->id);
+            st = http(&cl->c, "POST", "/v1/jobs/claim", body, out, cap);
+            if (st == 204)
+                return 0;
+            if (st != 200 || !json_str(out, "id", job, jn) || !json_str(out, "claimToken", tok, tn))
+                return -1;
+        }
+        snprintf(path, sizeof path, "/v1/jobs/%s/complete", job);
+        snprintf(body, sizeof body, "{\"workerId\":\"f%d\",\"claimToken\":\"%s\",\"next\":{\"waitMs\":500}}",
+                 cl->id, tok);
+        job[0] = 0;
+        if (http(&cl->c, "POST", path, body, out, cap) != 200 || !(next = strstr(out, "\"next\":")))
+            return -1;
+        if (strncmp(next + 7, "null", 4) &&
+            (!json_str(next, "id", job, jn) || !json_str(next, "claimToken", tok, tn)))
+            return -1;
+        return 1;
+    }
+    case BS_F0: case BS_NONE: {
+        char line[128];
+        long bytes;
+        if (conn_send(&cl->c, "reserve-with-timeout 1\r\n", 24) < 0 || conn_line(&cl->c, line, sizeof line) < 0)
+            return -1;
+        if (!strncmp(line, "TIMED_OUT", 9))
+            return 0;
+        if (sscanf(line, "RESERVED %ld %ld", &jid, &bytes) != 2 ||
+            conn_bytes(&cl->c, (size_t)bytes, out, cap) < 0 || conn_line(&cl->c, line, sizeof line) < 0)
+            return -1;
+        return bs_delete(&cl->c, jid) < 0 ? -1 : 1;
+    }
+    default: {
+        const char *move[] = {"BLMOVE", "fq", "fq:processing", "RIGHT", "LEFT", "1"};
+        st = redis(&cl->c, out, cap, 6, move);
+        if (st == '_' || st == '*')
+            return 0;       /* timed out */
+        if (st != '$')
+            return -1;
+        snprintf(tok, tn, "%.120s", out);
+        const char *rem[] = {"LREM", "fq:processing", "1", tok};
+        return redis(&cl->c, out, cap, 4, rem) == ':' ? 1 : -1;
+    }
+    }
+}
+
+static void *
+flow_main(void *arg)
+{
+    struct flow *f = arg;
+    struct client *cl = &f->cl;
+    char job[64] = "", tok[128] = "";
+    char *out = malloc(65536);
+
+    while (out && !*cl->stop) {
+        double t0 = now_ms_mono();
+        int rc;
+        if (f->producer) {
+            if (atomic_load(f->produced) - atomic_load(f->consumed) > FLOW_BACKLOG) {
+                usleep(500);
+                continue;
+            }
+            rc = flow_produce(f, out, 65536);
+        } else if ((rc = flow_consume(f, job, sizeof job, tok, sizeof tok, out, 65536)) == 1) {
+            atomic_fetch_add(f->consumed, 1);
+            rec(cl, now_ms_mono() - t0);
+        }
+        if (rc < 0 && ++cl->errors > 100)
+            break;
+    }
+    free(out);
+    return NULL;
+}
+
+/* n clients (n/2 producers, n/2 consumers) on sys; fills results[wl][sys]. */
+static void
+run_flow(enum sys sys, enum wl wl, int port)
+{
+    int n = wl == W_FLOW64 ? 64 : 8;
+    struct flow *f = calloc((size_t)n, sizeof *f);
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    volatile bool stop = false;
+    _Atomic long produced = 0, consumed = 0;
+    long c0;
+    double t0, t1, *all;
+    size_t total = 0;
+    int errors = 0;
+
+    if (!f || !th) {
+        free(f);
+        free(th);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        f[i].cl = (struct client){.sys = sys, .wl = wl, .port = client_port(sys, i, port), .id = i, .stop = &stop};
+        f[i].producer = i % 2 == 0;
+        f[i].produced = &produced;
+        f[i].consumed = &consumed;
+        if (client_setup(&f[i].cl) < 0) {
+            fprintf(stderr, "bench: %s / %s: client setup failed\n", sys_name[sys], wl_name[wl]);
+            for (int k = 0; k < i; k++)
+                close(f[k].cl.c.fd);
+            free(f);
+            free(th);
+            return;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, flow_main, &f[i]);
+    usleep(quick ? 300000 : 1000000);   /* warm-up */
+    c0 = atomic_load(&consumed);
+    t0 = now_ms_mono();
+    usleep((useconds_t)(duration_s * 1e6));
+    t1 = now_ms_mono();
+    c0 = atomic_load(&consumed) - c0;
+    stop = true;
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < n; i++)
+        total += f[i].cl.n;
+    all = malloc((total + 1) * sizeof *all);
+    total = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(all + total, f[i].cl.lat, f[i].cl.n * sizeof *all);
+        total += f[i].cl.n;
+        errors += f[i].cl.errors;
+        free(f[i].cl.lat);
+        close(f[i].cl.c.fd);
+    }
+    summarize(&results[wl][sys], all, total, 1, errors);
+    results[wl][sys].ops = (double)c0 / ((t1 - t0) / 1000.0);
+    free(all);
+    free(f);
+    free(th);
+}
+
 /* ---- dispatch latency ------------------------------------------------------ */
 
 struct disp {
@@ -868,6 +1078,8 @@ bench_baton(void)
     fflush(stdout);
     run_clients(BATON, W_DEDUPE, p.port);
     run_clients(BATON, W_CYCLE, p.port);
+    run_flow(BATON, W_FLOW8, p.port);
+    run_flow(BATON, W_FLOW64, p.port);
     run_clients(BATON, W_HEARTBEAT, p.port);
     run_dispatch(BATON, p.port);
     baton_load_kib = rss_kib(p.pid, "VmHWM:");
@@ -900,6 +1112,9 @@ bench_beanstalkd(bool fsync)
     }
     run_clients(fsync ? BS_F0 : BS_NONE, W_CYCLE, p.port);
     run_dispatch(fsync ? BS_F0 : BS_NONE, p.port);
+    /* last: a flow leaves up to FLOW_BACKLOG jobs in the one tube */
+    run_flow(fsync ? BS_F0 : BS_NONE, W_FLOW8, p.port);
+    run_flow(fsync ? BS_F0 : BS_NONE, W_FLOW64, p.port);
     proc_stop(&p);
     rmdir_all(p.dir);
 }
@@ -937,6 +1152,8 @@ bench_redis(bool fsync)
         return;
     run_clients(s, W_DEDUPE, p.port);
     run_clients(s, W_CYCLE, p.port);
+    run_flow(s, W_FLOW8, p.port);
+    run_flow(s, W_FLOW64, p.port);
     run_dispatch(s, p.port);
     proc_stop(&p);
     rmdir_all(p.dir);
