@@ -31,9 +31,11 @@
  * graphile_bench.js), each on a database of its own: the job cycle and
  * the dispatch latency.
  *
+ * Part "node" (bench_node.c): batond, BullMQ and graphile-worker from Node.
+ *
  * BENCH_QUICK=1 shortens every phase and stops the scale runs at 10^5;
- * BENCH_ONLY=baton,peers,pg,scale picks parts of this comparison (flow:
- * batond's best-API flows alone, for profiling). */
+ * BENCH_ONLY=baton,peers,pg,node,scale picks parts of this comparison
+ * (flow: batond's best-API flows alone, for profiling). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -54,10 +56,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SECRET  "bench-secret"
-#define CLIENTS 8
+#include "bench.h"
 
-int bench_compare(void);
+#define CLIENTS 8
 
 static bool quick;
 static double duration_s;
@@ -74,14 +75,7 @@ now_ms_mono(void)
 
 /* ---- processes ------------------------------------------------------------ */
 
-struct proc {
-    pid_t pid;
-    int port;
-    char dir[64];
-    const char *name;
-};
-
-static int
+int
 free_port(void)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -125,7 +119,7 @@ wait_port(int port)
     return -1;
 }
 
-static bool
+bool
 have(const char *bin, const char *pkg)
 {
     char cmd[256];
@@ -170,7 +164,7 @@ proc_start(struct proc *p, char *const argv[])
     return 0;
 }
 
-static void
+void
 proc_stop(struct proc *p)
 {
     int status = 0;
@@ -187,7 +181,7 @@ proc_stop(struct proc *p)
     p->pid = 0;
 }
 
-static void
+void
 rmdir_all(const char *dir)
 {
     char cmd[128];
@@ -199,7 +193,7 @@ rmdir_all(const char *dir)
         fprintf(stderr, "could not remove %s\n", dir);
 }
 
-static int
+int
 mkdir_tmp(struct proc *p)
 {
     snprintf(p->dir, sizeof p->dir, "/tmp/baton-bench-XXXXXX");
@@ -207,7 +201,7 @@ mkdir_tmp(struct proc *p)
 }
 
 /* batond on p->dir/baton.db; extra: "K=V" settings, NULL-terminated */
-static int
+int
 batond_start(struct proc *p, const char *const *extra)
 {
     const char *bin = getenv("BATOND") ? getenv("BATOND") : "build/batond";
@@ -1143,11 +1137,25 @@ bench_beanstalkd(bool fsync)
     rmdir_all(p.dir);
 }
 
+int
+redis_start(struct proc *p, bool fsync)
+{
+    char port[16];
+    char *const with[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", p->dir,
+                          "--save", "", "--appendonly", "yes", "--appendfsync", "always", NULL};
+    char *const without[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", p->dir,
+                             "--save", "", "--appendonly", "no", NULL};
+
+    p->name = "redis-server";
+    p->port = free_port();
+    snprintf(port, sizeof port, "%d", p->port);
+    return proc_start(p, fsync ? with : without);
+}
+
 static void
 bench_redis(bool fsync)
 {
     struct proc p = {0};
-    char port[16];
     enum sys s = fsync ? REDIS_ALWAYS : REDIS_NONE;
 
     if (!have("/usr/bin/redis-server", "redis-server")) {
@@ -1156,19 +1164,10 @@ bench_redis(bool fsync)
     }
     if (mkdir_tmp(&p) < 0)
         return;
-    p.name = "redis-server";
-    p.port = free_port();
-    snprintf(port, sizeof port, "%d", p.port);
-    {
-        char *const with[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", p.dir,
-                              "--save", "", "--appendonly", "yes", "--appendfsync", "always", NULL};
-        char *const without[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", p.dir,
-                                 "--save", "", "--appendonly", "no", NULL};
-        printf("  %s ...\n", sys_name[s]);
-        fflush(stdout);
-        if (proc_start(&p, fsync ? with : without) < 0)
-            return;
-    }
+    printf("  %s ...\n", sys_name[s]);
+    fflush(stdout);
+    if (redis_start(&p, fsync) < 0)
+        return;
     run_clients(s, W_DEDUPE, p.port);
     run_clients(s, W_CYCLE, p.port);
     run_flow(s, W_FLOW8, p.port);
@@ -1212,10 +1211,7 @@ static struct {
 } pgsrv;
 
 /* Run a shell command quietly; its exit status. */
-static int
-sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
+int
 sh(const char *fmt, ...)
 {
     char cmd[1024];
@@ -1232,7 +1228,7 @@ sh(const char *fmt, ...)
 /* initdb and start a PostgreSQL of the bench's own on a free port; its
  * settings are the defaults (fsync, synchronous_commit on) but for the
  * connection limit (three replicas and their pools). */
-static int
+int
 pg_up(void)
 {
     FILE *f;
@@ -1273,7 +1269,7 @@ pg_up(void)
     return 0;
 }
 
-static void
+void
 pg_down(void)
 {
     if (pgsrv.up)
@@ -1282,8 +1278,25 @@ pg_down(void)
     rmdir_all(pgsrv.dir);
 }
 
+/* The bench's PostgreSQL server process (postmaster.pid), 0 when down. */
+pid_t
+pg_pid(void)
+{
+    char path[128];
+    long pid = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/data/postmaster.pid", pgsrv.dir);
+    if (pgsrv.up && (f = fopen(path, "r"))) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return (pid_t)pid;
+}
+
 /* A new database on the bench's server; its URL into url. */
-static int
+int
 pg_db(const char *name, char *url, size_t n)
 {
     snprintf(url, n, "postgresql://baton@127.0.0.1:%d/%s", pgsrv.port, name);
@@ -1323,7 +1336,7 @@ pg_replicas_stop(struct proc *reps, int n)
 }
 
 /* One number of a JSON line: "key":value */
-static double
+double
 json_num(const char *line, const char *key)
 {
     char pat[64];
@@ -1655,10 +1668,14 @@ bench_compare(void)
         bench_redis(true);
         bench_redis(false);
     }
-    print_table();
-    printf("\n  batond RSS: idle %ld KiB, peak under the load above %ld KiB\n", baton_idle_kib, baton_load_kib);
+    if (!only || strstr(only, "baton") || strstr(only, "peers")) {
+        print_table();
+        printf("\n  batond RSS: idle %ld KiB, peak under the load above %ld KiB\n", baton_idle_kib, baton_load_kib);
+    }
     if (!only || strstr(only, "pg"))
         bench_pg();
+    if (!only || strstr(only, "node"))
+        bench_node();
     if (!only || strstr(only, "scale"))
         bench_scale();
     return 0;
