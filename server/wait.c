@@ -1,9 +1,9 @@
 /* wait.c -- parked writes (long-poll waiters). Only the writer thread touches this list,
  * so parking, waking and committing are ordered without locks: a request
  * that found nothing is parked after the commit of the batch that looked,
- * and any later commit that makes something available wakes it (within
- * that commit's own transaction when the commit notified its topic, see
- * run_woken in writer.c). */
+ * and any later commit that makes something available wakes it (into
+ * that commit's own transaction when one of its writes notified the
+ * topic, see merge_woken in writer.c). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>

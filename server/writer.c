@@ -26,27 +26,24 @@
  * for. batond may start with no connection at all: the writer then
  * connects on the first batch.
  *
+ * A write that makes something available (an enqueue, a resume, a freed
+ * order key: a topic in its tx's notify list) wakes this process's writes
+ * parked on it into the same batch: they run after it, in the same
+ * transaction, and are answered after the same commit -- a long-poll
+ * claim woken by an enqueue costs no second commit. If that batch is not
+ * committed they run again in the next one, as any woken write does.
+ * After the commit a topic is not published to this process when every
+ * write parked on it ran after the topic's last notification in the batch
+ * (run_seq, wait_fresh): the claims an enqueue woke and that found nothing
+ * (someone else took the job) stay parked instead of running once more,
+ * for nothing, in a batch of their own (perf: dispatch with 8 parked
+ * consumers, CPU per job about 0.9x, see docs/performance.md).
+ *
  * Wake-ups: the batch's topics and due times, collapsed to one per topic,
  * go to the other processes of the database inside the transaction, just
  * before COMMIT (notifier->publish_tx, in a savepoint of its own so that a
  * refusal cannot cost the batch), and to this process's parked writes
  * after it.
- *
- * Writes parked here on a topic the batch notifies do not wait for that
- * commit and a batch of their own: they run again inside the batch's
- * transaction, after the writes that woke them (run_woken), and are
- * answered -- or filed again -- when it commits. A long-poll claim woken by
- * an enqueue is thus answered by the enqueue's commit: one fsync and no
- * second trip through the writer's queue (perf: dispatch latency p50
- * about 0.75x, 10-15 % less CPU per dispatched job, see
- * docs/performance.md). A topic whose parked writes all ran after its
- * last notification is not published to this process after the commit:
- * the claims that found nothing stay parked instead of running once more
- * for nothing. Other wake-ups (due times, the notifier's
- * deliveries from other processes) still run the woken writes as a batch
- * of their own. Woken writes are members of the batch: if it fails they
- * are answered 503 with it (their client retries) rather than left
- * parked.
  *
  * Clocks: parked deadlines and due times are on the store's clock (due
  * times come from rows, deadlines from t->now or writer_clock_offset()).
@@ -342,83 +339,34 @@ publish_tx(json_t *notify, json_t *due, bool events)
     return 0;
 }
 
-/* Run w in its own savepoint of the open transaction, adding its events,
- * wake-ups and due times to the arrays. false when the store rolled the
- * whole transaction back meanwhile. */
-static bool
-run_one(struct wreq *w, json_t *events, json_t *notify, json_t *due, json_t *notified)
+/* The writes parked on the topics of notify join the batch after tail
+ * (see DESIGN); whoever waits for them must still be there. The new tail. */
+static struct wreq *
+merge_woken(json_t *notify, struct wreq *tail)
 {
-    struct tx t;
-    json_t *v;
     size_t i;
-
-    tx_begin(&t);
-    w->parked = false;
-    w->run_seq = ++run_seq;
-    store->savepoint(wconn);
-    w->rc = w->fn(&t, w);
-    if (store->aborted(wconn)) {
-        tx_end(&t);
-        return false;
-    }
-    if (w->rc == 0) {
-        store->release(wconn);
-        json_array_extend(events, t.events);
-        json_array_extend(notify, t.notify);
-        json_object_update(due, t.due);
-        json_array_foreach(t.notify, i, v)
-            json_object_set_new(notified, json_string_value(v), json_integer((json_int_t)w->run_seq));
-    } else {
-        store->rollback_to(wconn);
-        store->release(wconn);
-        w->parked = false;
-    }
-    tx_end(&t);
-    return true;
-}
-
-/* The writes parked (by earlier batches) on a topic the batch has
- * notified run again inside the batch's own transaction, after the
- * writes that woke them: a long-poll claim woken by an enqueue is
- * answered by the enqueue's commit, not by a second batch and its
- * fsync. They join the batch (appended after *tail): answered, or filed
- * again if they park, once it commits. Those whose client has gone go
- * back to `woken`, which finishes them. At most MAX_BATCH of them. */
-static bool
-run_woken(struct wreq **tail, json_t *events, json_t *notify, json_t *due, json_t *notified)
-{
-    size_t seen = 0, ran = 0;
+    json_t *v;
 
     if (draining)
-        return true;
-    while (seen < json_array_size(notify) && ran < MAX_BATCH) {
-        struct wreq *list = NULL;
-
-        wait_wake(json_string_value(json_array_get(notify, seen++)), &list);
-        while (list) {
-            struct wreq *w = list;
-            list = w->next;
-            w->next = NULL;
-            if (ran >= MAX_BATCH || (w->alive && !w->alive(w))) {
-                w->next = woken;        /* run again after the commit, or finished */
+        return tail;
+    json_array_foreach(notify, i, v) {
+        struct wreq *got = NULL;
+        wait_wake(json_string_value(v), &got);
+        while (got) {
+            struct wreq *w = got;
+            got = w->next;
+            if (w->alive && !w->alive(w)) {
+                w->next = woken;        /* finished by requeue_woken */
                 woken = w;
                 continue;
             }
-            (*tail)->next = w;
-            *tail = w;
-            ran++;
-            if (!run_one(w, events, notify, due, notified)) {
-                while (list) {          /* the rest stay woken: nothing ran */
-                    struct wreq *next = list->next;
-                    list->next = woken;
-                    woken = list;
-                    list = next;
-                }
-                return false;
-            }
+            w->merged = true;
+            w->next = NULL;
+            tail->next = w;
+            tail = w;
         }
     }
-    return true;
+    return tail;
 }
 
 /* One transaction of the batch: its writes' events, wake-ups and due
@@ -431,22 +379,45 @@ run_tx(struct wreq *batch, json_t *events, json_t *notify, json_t *due, json_t *
     struct wreq *w, *tail = batch;
     bool committed, aborted = false;
 
+    while (tail->next)
+        tail = tail->next;
     if (store->begin(wconn, f) < 0) {
         fail_all(batch, f);
         return false;
     }
     for (w = batch; w; w = w->next) {
-        tail = w;
-        if (!run_one(w, events, notify, due, notified)) {
+        struct tx t;
+        json_t *v;
+        size_t i;
+
+        tx_begin(&t);
+        w->parked = false;
+        w->run_seq = ++run_seq;
+        store->savepoint(wconn);
+        w->rc = w->fn(&t, w);
+        if (store->aborted(wconn)) {
             /* the store rolled the whole transaction back (full, I/O
              * error): what the batch did so far is gone. Fail all of it
              * and run nothing more outside a transaction. */
+            tx_end(&t);
             aborted = true;
             break;
         }
+        if (w->rc == 0) {
+            store->release(wconn);
+            json_array_extend(events, t.events);
+            json_array_extend(notify, t.notify);
+            json_object_update(due, t.due);
+            json_array_foreach(t.notify, i, v)
+                json_object_set_new(notified, json_string_value(v), json_integer((json_int_t)w->run_seq));
+            tail = merge_woken(t.notify, tail);
+        } else {
+            store->rollback_to(wconn);
+            store->release(wconn);
+            w->parked = false;
+        }
+        tx_end(&t);
     }
-    if (!aborted && !run_woken(&tail, events, notify, due, notified))
-        aborted = true;
     if (aborted) {
         f->code = "unavailable";
         snprintf(f->msg, sizeof f->msg, "database unavailable: the transaction was rolled back");
@@ -508,7 +479,7 @@ run_batch(struct wreq *batch)
     if (!committed)
         drop_if_lost();
     json_decref(f.details);
-    for (w = batch; w; w = w->next)     /* with the parked writes it woke */
+    for (w = batch; w; w = w->next)
         writes++;
     if (hooks.committed)
         hooks.committed(writes, committed, mono_ms() - t0);
@@ -517,10 +488,20 @@ run_batch(struct wreq *batch)
      * walked through w->next after that. */
     for (w = batch; w;) {
         struct wreq *next = w->next;
+        bool merged = w->merged;
         w->next = NULL;
+        w->merged = false;
         if (committed && w->parked && !draining) {
+            w->parks++;
             w->next = park;
             park = w;
+        } else if (!committed && merged) {
+            /* woken into a batch that failed: it runs again in the next */
+            w->failed = false;
+            json_decref(w->err.details);
+            w->err = (struct fault){0};
+            w->next = woken;
+            woken = w;
         } else {
             w->parked = false;
             w->next = done;
@@ -544,8 +525,8 @@ run_batch(struct wreq *batch)
         }
         json_object_foreach(due, topic, v)
             notifier->publish(topic, json_integer_value(v));
-        /* a topic whose parked writes all ran after its last
-         * notification (run_woken) has nobody here left to wake */
+        /* nobody here left to wake on a topic whose parked writes all
+         * ran after its last notification (see DESIGN) */
         json_array_foreach(notify, i, v) {
             json_t *seq = json_object_get(notified, json_string_value(v));
             if (seq && wait_fresh(json_string_value(v), (uint64_t)json_integer_value(seq)))
