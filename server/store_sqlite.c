@@ -15,12 +15,11 @@
  * batch waits for it. The writer's WAL hook wakes the checkpointer past
  * CKPT_PAGES; it checkpoints PASSIVE (beside the writer, never blocking
  * it). A WAL starts over from its beginning only at a write transaction
- * that finds all of it checkpointed, which a writer that never pauses
- * never gives a concurrent checkpoint; so when the WAL has grown past
- * CKPT_FORCE_PAGES the checkpointer follows with a RESTART: it waits for
- * the writer's current transaction, copies the few pages the PASSIVE one
- * left and makes the next transaction start the WAL over. The pause is
- * that of copying what arrived meanwhile, not of a whole checkpoint.
+ * that begins with all of it checkpointed, which a writer that never
+ * pauses does not give a concurrent checkpoint, and such a writer can also
+ * outrun it; so past CKPT_HARD_PAGES the commit checkpoints by itself, as
+ * SQLite's automatic checkpoint did -- copying only what the checkpointer
+ * has not copied yet -- and the next transaction starts the WAL over.
  *
  * TEST-ONLY HOOK (environment, read at open; a warning is logged when it
  * is set; see docs/performance.md for why it stays in the binary):
@@ -509,7 +508,7 @@ static sqlite3 *mdb;            /* the connection that migrated: the checkpointe
 /* ---- the checkpointer (see DESIGN) ----------------------------------------- */
 
 #define CKPT_PAGES 1000             /* SQLite's automatic threshold */
-#define CKPT_FORCE_PAGES 4000       /* 16 MiB of WAL: start it over */
+#define CKPT_HARD_PAGES 4000        /* 16 MiB: the writer's commit checkpoints */
 
 static pthread_t ckpt_thread;
 static pthread_mutex_t ckpt_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -520,7 +519,11 @@ static bool ckpt_due, ckpt_stop, ckpt_running;
 static int
 wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
-    (void)arg, (void)db, (void)name;
+    (void)arg;
+    if (pages >= CKPT_HARD_PAGES) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
     if (pages >= CKPT_PAGES) {
         pthread_mutex_lock(&ckpt_lock);
         if (!ckpt_due) {
@@ -538,17 +541,13 @@ ckpt_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&ckpt_lock);
     for (;;) {
-        int log = 0, done = 0;
-
         while (!ckpt_due && !ckpt_stop)
             pthread_cond_wait(&ckpt_cond, &ckpt_lock);
         if (ckpt_stop)
             break;
         ckpt_due = false;
         pthread_mutex_unlock(&ckpt_lock);
-        if (sqlite3_wal_checkpoint_v2(mdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
-            log >= CKPT_FORCE_PAGES)
-            sqlite3_wal_checkpoint_v2(mdb, NULL, SQLITE_CHECKPOINT_RESTART, &log, &done);
+        sqlite3_wal_checkpoint_v2(mdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         pthread_mutex_lock(&ckpt_lock);
     }
     pthread_mutex_unlock(&ckpt_lock);
