@@ -110,6 +110,23 @@ int parse_int64(const char *s, int64_t *out);
  * outside the int64 range (Inf, 1e300, 2^63). */
 int real_to_int64(double d, int64_t *out);
 
+/* A growing text buffer: start zeroed ({0}), append, take s (NUL-
+ * terminated once anything was added; NULL before), text_free. A failed
+ * allocation sets oom and every later append does nothing: check oom once
+ * at the end. */
+struct text {
+    char *s;
+    size_t len, cap;
+    bool oom;
+};
+void text_add(struct text *b, const char *s, size_t n);
+void text_str(struct text *b, const char *s);
+void text_int(struct text *b, int64_t v);
+/* s as a JSON string, quoted and escaped byte for byte as jansson's
+ * json_dumps writes it (", \ and the control characters; nothing else). */
+void text_json_str(struct text *b, const char *s);
+void text_free(struct text *b);
+
 /* ---- ratelimit.c: token buckets per key, bounded memory ---------------- */
 
 struct rl_slot;

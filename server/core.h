@@ -139,6 +139,18 @@ extern const struct notifier notifier_local, notifier_replicas;
  * committed, one JSON line on stdout. fields (stolen, may be NULL) must not
  * hold secrets; keys that look like secrets are dropped anyway. */
 void event_emit(struct tx *t, const char *level, const char *name, json_t *fields);
+/* Record many state changes at once inside t (the stale sweep): the rows
+ * (their time t->now; fields compact JSON object text without secrets --
+ * they are not scrubbed -- and without _time, level or event members) go
+ * in with one statement (events.insert_set), and each becomes the line
+ * event_emit would print, {"_time":..,"level":..,"event":..,<fields'
+ * members>}, built as text without a JSON object: t->events then holds
+ * [name, count, "lines"] for each run of rows with one name (see
+ * event_lines_count). A failed insert does not fail t (as event_emit). */
+void event_emit_set(struct tx *t, const struct event_row *rows, size_t n);
+/* An element of a batch's lines: *name and how many events it is (1 for a
+ * line object of event_emit, the count of a run of event_emit_set). */
+size_t event_lines_count(json_t *l, const char **name);
 /* Print the lines collected in a committed batch (the writer). */
 void events_flush(json_t *lines);
 /* The event as the API shows it (new reference): its fields with id (a

@@ -124,6 +124,70 @@ event_emit(struct tx *t, const char *level, const char *name, json_t *fields)
     json_decref(fields);
 }
 
+/* The line of one row of event_emit_set, from its fields' text. */
+static void
+line_text(struct text *b, const char *ts, const struct event_row *e)
+{
+    const char *f = e->fields && e->fields[0] == '{' ? e->fields + 1 : "}";
+
+    text_str(b, "{\"_time\":");
+    text_json_str(b, ts);
+    text_str(b, ",\"level\":");
+    text_json_str(b, e->level);
+    text_str(b, ",\"event\":");
+    text_json_str(b, e->name);
+    if (*f != '}')
+        text_add(b, ",", 1);
+    text_str(b, f);
+    text_add(b, "\n", 1);
+}
+
+void
+event_emit_set(struct tx *t, const struct event_row *rows, size_t n)
+{
+    struct fault kept;
+    bool had_fault = t->err.code != NULL;
+    char ts[40];
+
+    if (!n)
+        return;
+    if (had_fault)
+        kept = t->err;
+    if (store->events->insert_set(t, rows, n) < 0) {
+        /* as event_emit: the lines still reach the log */
+        if (had_fault) {
+            json_decref(t->err.details);
+            t->err = kept;
+        } else
+            tx_clear_fault(t);
+    }
+    fmt_time(t->now, ts, sizeof ts);
+    for (size_t i = 0; i < n;) {
+        struct text b = {0};
+        size_t k = i;
+
+        /* a run of one name: one element, its lines as one text */
+        for (; k < n && !strcmp(rows[k].name, rows[i].name); k++)
+            line_text(&b, ts, &rows[k]);
+        if (!b.oom)
+            json_array_append_new(t->events, json_pack("[s, I, s%]", rows[i].name, (json_int_t)(k - i),
+                                                       b.s, b.len));
+        text_free(&b);
+        i = k;
+    }
+}
+
+size_t
+event_lines_count(json_t *l, const char **name)
+{
+    if (json_is_array(l)) {
+        *name = json_string_value(json_array_get(l, 0));
+        return (size_t)json_integer_value(json_array_get(l, 1));
+    }
+    *name = json_string_value(json_object_get(l, "event"));
+    return 1;
+}
+
 void
 log_event(const char *level, const char *name, json_t *fields)
 {
@@ -148,8 +212,18 @@ events_flush(json_t *lines)
     size_t i;
     json_t *l;
 
-    json_array_foreach(lines, i, l)
-        print_line(l);
+    json_array_foreach(lines, i, l) {
+        if (json_is_array(l)) {
+            /* a run of event_emit_set: ready lines */
+            pthread_mutex_lock(&out_lock);
+            FILE *f = log_stream ? log_stream : stdout;
+            fwrite(json_string_value(json_array_get(l, 2)), 1,
+                   json_string_length(json_array_get(l, 2)), f);
+            fflush(f);
+            pthread_mutex_unlock(&out_lock);
+        } else
+            print_line(l);
+    }
 }
 
 /* ---- reading events ------------------------------------------------------ */

@@ -60,6 +60,31 @@ ev_insert(struct tx *t, const struct event_row *e, int64_t *id)
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
+static int
+ev_insert_set(struct tx *t, const struct event_row *rows, size_t n)
+{
+    sqlite3_stmt *st;
+    char *json;
+    int rc;
+
+    if (!n)
+        return 0;
+    if (!(st = db_prep(SQ(t), "INSERT INTO events(time, level, event, fields)"
+                              " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3"
+                              " FROM json_each(?) ORDER BY key")))
+        return sq_fail(t);
+    if (!(json = event_rows_json(rows, n)))
+        return tx_fail(t, "unavailable", NULL, "out of memory");
+    sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        sq_fail(t);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    free(json);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* The statement for q: a cached one (*owned false) or one prepared for
  * this listing (*owned true: the caller finalizes it). NULL on error. */
 static sqlite3_stmt *
@@ -305,6 +330,7 @@ const struct store_stats sqlite_stats_ops = {
 
 const struct store_events sqlite_events_ops = {
     .insert = ev_insert,
+    .insert_set = ev_insert_set,
     .list = ev_list,
     .last_id = ev_last_id,
     .prune = ev_prune,
