@@ -27,6 +27,7 @@ struct config {
     bool production;            /* BATON_ENV=production */
     int64_t max_body;           /* BATON_MAX_BODY, bytes */
     bool sync_full;             /* BATON_SYNC=full (default) or normal */
+    int64_t db_convert_max_bytes; /* BATON_DB_CONVERT_MAX_BYTES */
     int64_t sweep_interval_ms;  /* BATON_SWEEP_INTERVAL_MS */
     int64_t job_lock_ms;        /* BATON_JOB_LOCK_MS */
     int64_t retention_ms;       /* BATON_RETENTION_MS */

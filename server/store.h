@@ -845,6 +845,15 @@ struct store_ops {
     bool (*lost)(struct sconn *c);
     bool (*conflict)(struct sconn *c);
 
+    /* Periodic upkeep of the file (sweep.c), NULL when the backend needs
+     * none (PostgreSQL: its autovacuum). Inside t's write, when more than
+     * `keep` pages of the file are free, give at most max of them back to
+     * the file system (SQLite: incremental_vacuum; the file shrinks at the
+     * next checkpoint), so that the file follows the data down after
+     * retention deletes. *freed how many; *more when more than keep are
+     * still free. 0 or -1. */
+    int (*shrink)(struct tx *t, int64_t keep, int64_t max, int64_t *freed, bool *more);
+
     const struct store_jobs *jobs;
     const struct store_leases *leases;
     const struct store_dedupe *dedupe;
