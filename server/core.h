@@ -139,15 +139,15 @@ extern const struct notifier notifier_local, notifier_replicas;
  * committed, one JSON line on stdout. fields (stolen, may be NULL) must not
  * hold secrets; keys that look like secrets are dropped anyway. */
 void event_emit(struct tx *t, const char *level, const char *name, json_t *fields);
-/* Record many state changes at once inside t (the stale sweep): the rows
- * (their time t->now; fields compact JSON object text without secrets --
- * they are not scrubbed -- and without _time, level or event members) go
- * in with one statement (events.insert_set), and each becomes the line
- * event_emit would print, {"_time":..,"level":..,"event":..,<fields'
- * members>}, built as text without a JSON object: t->events then holds
- * [name, count, "lines"] for each run of rows with one name (see
+/* Record n state changes of one level and name at once inside t (the
+ * stale sweep), whose fields are fields[0..n) (compact JSON object texts
+ * without secrets -- they are not scrubbed -- and without _time, level or
+ * event members): rows at t->now with one statement (events.insert_set),
+ * and for each the line event_emit would print, {"_time":..,"level":..,
+ * "event":..,<its fields' members>}, built as text without a JSON object:
+ * t->events gets them as one element [name, n, "lines"] (see
  * event_lines_count). A failed insert does not fail t (as event_emit). */
-void event_emit_set(struct tx *t, const struct event_row *rows, size_t n);
+void event_emit_set(struct tx *t, const char *level, const char *name, const char *const *fields, size_t n);
 /* An element of a batch's lines: *name and how many events it is (1 for a
  * line object of event_emit, the count of a run of event_emit_set). */
 size_t event_lines_count(json_t *l, const char **name);

@@ -124,18 +124,14 @@ event_emit(struct tx *t, const char *level, const char *name, json_t *fields)
     json_decref(fields);
 }
 
-/* The line of one row of event_emit_set, from its fields' text. */
+/* One line of event_emit_set: the start of every line, then fields
+ * without its opening brace. */
 static void
-line_text(struct text *b, const char *ts, const struct event_row *e)
+line_text(struct text *b, const char *head, const char *fields)
 {
-    const char *f = e->fields && e->fields[0] == '{' ? e->fields + 1 : "}";
+    const char *f = fields && fields[0] == '{' ? fields + 1 : "}";
 
-    text_str(b, "{\"_time\":");
-    text_json_str(b, ts);
-    text_str(b, ",\"level\":");
-    text_json_str(b, e->level);
-    text_str(b, ",\"event\":");
-    text_json_str(b, e->name);
+    text_str(b, head);
     if (*f != '}')
         text_add(b, ",", 1);
     text_str(b, f);
@@ -143,8 +139,9 @@ line_text(struct text *b, const char *ts, const struct event_row *e)
 }
 
 void
-event_emit_set(struct tx *t, const struct event_row *rows, size_t n)
+event_emit_set(struct tx *t, const char *level, const char *name, const char *const *fields, size_t n)
 {
+    struct text head = {0}, b = {0};
     struct fault kept;
     bool had_fault = t->err.code != NULL;
     char ts[40];
@@ -153,7 +150,7 @@ event_emit_set(struct tx *t, const struct event_row *rows, size_t n)
         return;
     if (had_fault)
         kept = t->err;
-    if (store->events->insert_set(t, rows, n) < 0) {
+    if (store->events->insert_set(t, t->now, level, name, fields, n) < 0) {
         /* as event_emit: the lines still reach the log */
         if (had_fault) {
             json_decref(t->err.details);
@@ -162,19 +159,18 @@ event_emit_set(struct tx *t, const struct event_row *rows, size_t n)
             tx_clear_fault(t);
     }
     fmt_time(t->now, ts, sizeof ts);
-    for (size_t i = 0; i < n;) {
-        struct text b = {0};
-        size_t k = i;
-
-        /* a run of one name: one element, its lines as one text */
-        for (; k < n && !strcmp(rows[k].name, rows[i].name); k++)
-            line_text(&b, ts, &rows[k]);
-        if (!b.oom)
-            json_array_append_new(t->events, json_pack("[s, I, s%]", rows[i].name, (json_int_t)(k - i),
-                                                       b.s, b.len));
-        text_free(&b);
-        i = k;
-    }
+    text_str(&head, "{\"_time\":");
+    text_json_str(&head, ts);
+    text_str(&head, ",\"level\":");
+    text_json_str(&head, level);
+    text_str(&head, ",\"event\":");
+    text_json_str(&head, name);
+    for (size_t i = 0; i < n && !head.oom; i++)
+        line_text(&b, head.s, fields[i]);
+    if (!b.oom && !head.oom)
+        json_array_append_new(t->events, json_pack("[s, I, s%]", name, (json_int_t)n, b.s, b.len));
+    text_free(&head);
+    text_free(&b);
 }
 
 size_t

@@ -26,8 +26,7 @@
 
 #define JOBS_BACKOFF_MS     1000            /* first retry after ~1 s */
 #define JOBS_BACKOFF_CAP_MS 600000          /* never more than 10 min */
-#define JOBS_SWEEP_BATCH    5000            /* expired locks per periodic write: docs/performance.md */
-#define JOBS_STALE_CHUNK    20000           /* per statement of requeue-stale's one write */
+#define JOBS_SWEEP_BATCH    5000            /* expired locks per write: docs/performance.md */
 #define LOCK_EXPIRED_FINAL  "the lock expired before the job finished and no attempts are left"
 #define JOBS_DELETE_BATCH   10000
 
@@ -791,7 +790,7 @@ expiry_fields(struct text *b, const struct job_expiry *e, char *name, size_t n)
 static int
 expired_done(struct tx *t, const struct job_expiry *v, size_t n, json_t *requeued, json_t *failed)
 {
-    struct event_row *rows = calloc(n ? n : 1, sizeof *rows);
+    const char **fields = calloc(n ? n : 1, sizeof *fields), **names = calloc(n ? n : 1, sizeof *names);
     size_t *at = calloc(n ? n : 1, 2 * sizeof *at);
     json_t *woken = json_object();
     struct text b = {0};
@@ -799,14 +798,14 @@ expired_done(struct tx *t, const struct job_expiry *v, size_t n, json_t *requeue
     json_t *x;
     int rc = 0;
 
-    if (!rows || !at || !woken) {
+    if (!fields || !names || !at || !woken) {
         rc = tx_fail(t, "unavailable", NULL, "out of memory");
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
         char name[JOBS_QUEUE_MAX + 64];
         at[2 * i] = b.len;
-        /* the name first, then the fields, each NUL-terminated in b */
+        /* the fields, then the name, each NUL-terminated in b */
         expiry_fields(&b, &v[i], name, sizeof name);
         text_add(&b, "", 1);
         at[2 * i + 1] = b.len;
@@ -819,10 +818,16 @@ expired_done(struct tx *t, const struct job_expiry *v, size_t n, json_t *requeue
         rc = tx_fail(t, "unavailable", NULL, "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < n; i++)
-        rows[i] = (struct event_row){.time = t->now, .level = v[i].failed ? "error" : "warn",
-                                     .name = b.s + at[2 * i + 1], .fields = b.s + at[2 * i]};
-    event_emit_set(t, rows, n);
+    for (size_t i = 0; i < n; i++) {
+        fields[i] = b.s + at[2 * i];
+        names[i] = b.s + at[2 * i + 1];
+    }
+    /* a statement per run of one name (one per queue, in expiry order) */
+    for (size_t i = 0, k; i < n; i = k) {
+        for (k = i + 1; k < n && !strcmp(names[k], names[i]); k++)
+            ;
+        event_emit_set(t, v[i].failed ? "error" : "warn", names[i], fields + i, k - i);
+    }
     json_object_foreach(woken, q, x)
         queue_wake(t, q, t->now);
     for (size_t i = 0; i < n; i++) {
@@ -849,7 +854,8 @@ expired_done(struct tx *t, const struct job_expiry *v, size_t n, json_t *requeue
         }
     }
 done:
-    free(rows);
+    free(fields);
+    free(names);
     free(at);
     json_decref(woken);
     text_free(&b);
@@ -868,8 +874,7 @@ jobs_expire_locks(struct tx *t, json_t *requeued, json_t *failed, bool *more)
         size_t n;
         int rc;
 
-        if (JOBS->expire_locks(t, more ? JOBS_SWEEP_BATCH : JOBS_STALE_CHUNK, LOCK_EXPIRED_FINAL, &v, &n,
-                               &again) < 0)
+        if (JOBS->expire_locks(t, JOBS_SWEEP_BATCH, LOCK_EXPIRED_FINAL, &v, &n, &again) < 0)
             return -1;
         rc = expired_done(t, v, n, requeued, failed);
         free(v);

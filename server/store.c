@@ -128,21 +128,15 @@ tx_read_end(struct tx *t)
 }
 
 char *
-event_rows_json(const struct event_row *rows, size_t n)
+event_fields_json(const char *const *fields, size_t n)
 {
     struct text b = {0};
 
     text_add(&b, "[", 1);
     for (size_t i = 0; i < n; i++) {
-        text_add(&b, i ? ",[" : "[", i ? 2 : 1);
-        text_int(&b, rows[i].time);
-        text_add(&b, ",", 1);
-        text_json_str(&b, rows[i].level);
-        text_add(&b, ",", 1);
-        text_json_str(&b, rows[i].name);
-        text_add(&b, ",", 1);
-        text_json_str(&b, rows[i].fields ? rows[i].fields : "{}");
-        text_add(&b, "]", 1);
+        if (i)
+            text_add(&b, ",", 1);
+        text_json_str(&b, fields[i] ? fields[i] : "{}");
     }
     text_add(&b, "]", 1);
     if (b.oom) {

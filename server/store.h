@@ -83,12 +83,11 @@ void expiry_add(struct expiry_list *l, int64_t id, const char *queue, const char
                 const char *order_key, int64_t attempts, bool failed);
 int expiry_finish(struct expiry_list *l, struct job_expiry **out, size_t *n);
 
-struct event_row;
-/* Rows for events.insert_set as one JSON parameter, [[time, "level",
- * "name", "fields"], ...] (fields as a string, so that the backend stores
- * its bytes unchanged): a new string, caller frees; NULL when out of
- * memory. */
-char *event_rows_json(const struct event_row *rows, size_t n);
+/* The fields of events.insert_set as one JSON parameter, an array of
+ * strings (so that the backend stores their bytes unchanged; a flat array:
+ * SQLite's json_each reads it at twice the speed of an array of arrays): a
+ * new string, caller frees; NULL when out of memory. */
+char *event_fields_json(const char *const *fields, size_t n);
 
 /* A read: t gets the calling thread's read connection and the store's
  * clock. -1 with t->err set when no connection could be opened. Call
@@ -631,10 +630,12 @@ struct store_events {
     /* Record e (its id is ignored) inside t's write; *id (may be NULL)
      * gets the new row's id. 0 or -1. */
     int (*insert)(struct tx *t, const struct event_row *e, int64_t *id);
-    /* Record the n rows (ids ignored) inside t's write with one statement
-     * whatever n is, in their order (increasing ids); fields are stored
-     * byte for byte. 0 or -1. */
-    int (*insert_set)(struct tx *t, const struct event_row *rows, size_t n);
+    /* Record n events of one time, level and name, whose fields are
+     * fields[0..n) (JSON object texts, stored byte for byte), inside t's
+     * write with one statement whatever n is, in their order (increasing
+     * ids). 0 or -1. */
+    int (*insert_set)(struct tx *t, int64_t time, const char *level, const char *name,
+                      const char *const *fields, size_t n);
     /* Visit the events q selects, in id order (q->newest_first: newest
      * first), at most q->limit. 0, or -1 with t->err (a query the backend
      * cannot run -- too many field filters -- is "internal"). */

@@ -85,22 +85,22 @@ ev_insert(struct tx *t, const struct event_row *e, int64_t *id)
 /* One statement for n rows, under the stream lock like a single insert;
  * WITH ORDINALITY keeps their order, so their ids increase in it. */
 static int
-ev_insert_set(struct tx *t, const struct event_row *rows, size_t n)
+ev_insert_set(struct tx *t, int64_t time, const char *level, const char *name, const char *const *fields,
+              size_t n)
 {
-    char *json;
+    char tm[24], *json;
     PGresult *r;
 
     if (!n)
         return 0;
-    if (!(json = event_rows_json(rows, n)))
+    if (!(json = event_fields_json(fields, n)))
         return tx_fail(t, "unavailable", NULL, "out of memory");
-    const char *v[] = {json};
+    const char *v[] = {pg_i64(tm, time), level, name, json};
     r = pg_exec(t,
         "WITH l AS MATERIALIZED (" PG_STREAM_LOCK ")"
         " INSERT INTO events(time, level, event, fields)"
-        " SELECT (e ->> 0)::bigint, e ->> 1, e ->> 2, e ->> 3"
-        " FROM l, json_array_elements($1::json) WITH ORDINALITY AS x(e, i) ORDER BY i",
-        1, v);
+        " SELECT $1, $2, $3, f FROM l, json_array_elements_text($4::json) WITH ORDINALITY AS x(f, i) ORDER BY i",
+        4, v);
     free(json);
     if (!r)
         return -1;

@@ -172,6 +172,8 @@ mkdirs_for(const char *path)
     return 0;
 }
 
+static int64_t pragma_int(sqlite3 *db, const char *sql);
+
 int
 db_open(const char *path, bool sync_full, sqlite3 **out, char *why, size_t n)
 {
@@ -190,11 +192,13 @@ db_open(const char *path, bool sync_full, sqlite3 **out, char *why, size_t n)
         sqlite3_close(db);
         return -1;
     }
-    /* auto_vacuum first: it only takes on a new file, before journal_mode
-     * writes the header (on an existing one it changes nothing) */
+    /* a new (empty) file gets auto_vacuum before journal_mode writes its
+     * header: only then does it take (db_convert does older files) */
+    if (sqlite3_exec(db, "PRAGMA busy_timeout=5000", NULL, NULL, NULL) == SQLITE_OK &&
+        pragma_int(db, "PRAGMA page_count") == 0)
+        sqlite3_exec(db, "PRAGMA auto_vacuum=INCREMENTAL", NULL, NULL, NULL);
     snprintf(pragmas, sizeof pragmas,
-             "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
-             " PRAGMA busy_timeout=5000;"
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA busy_timeout=5000;"
              "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
              sync_full ? "FULL" : "NORMAL");
     if (sqlite3_exec(db, pragmas, NULL, NULL, &err) != SQLITE_OK) {

@@ -61,7 +61,8 @@ ev_insert(struct tx *t, const struct event_row *e, int64_t *id)
 }
 
 static int
-ev_insert_set(struct tx *t, const struct event_row *rows, size_t n)
+ev_insert_set(struct tx *t, int64_t time, const char *level, const char *name, const char *const *fields,
+              size_t n)
 {
     sqlite3_stmt *st;
     char *json;
@@ -70,12 +71,14 @@ ev_insert_set(struct tx *t, const struct event_row *rows, size_t n)
     if (!n)
         return 0;
     if (!(st = db_prep(SQ(t), "INSERT INTO events(time, level, event, fields)"
-                              " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3"
-                              " FROM json_each(?) ORDER BY key")))
+                              " SELECT ?1, ?2, ?3, value FROM json_each(?4) ORDER BY key")))
         return sq_fail(t);
-    if (!(json = event_rows_json(rows, n)))
+    if (!(json = event_fields_json(fields, n)))
         return tx_fail(t, "unavailable", NULL, "out of memory");
-    sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, time);
+    sqlite3_bind_text(st, 2, level, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, json, -1, SQLITE_STATIC);
     rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
         sq_fail(t);

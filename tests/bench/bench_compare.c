@@ -66,6 +66,16 @@ now_ms_mono(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* the wall clock in ms: batond's clock, for lock expiry times */
+static int64_t
+wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- processes ------------------------------------------------------------ */
 
 struct proc {
@@ -1358,12 +1368,12 @@ bench_scale(void)
      * sweep (which would otherwise take them back before the request) */
     {
         static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
-        int64_t expiry = (int64_t)time(NULL) * 1000 + 4000;
+        int64_t expiry = wall_ms() + 4000;
         sql_fill(p.dir, "processing", 100000, expiry, 0);
         if (batond_start(&p, env) < 0)
             return;
-        while ((int64_t)time(NULL) * 1000 <= expiry + 1000)
-            usleep(100000);
+        while (wall_ms() <= expiry + 50)
+            usleep(10000);
     }
     c = malloc(sizeof *c);
     if (c && conn_open(c, p.port) == 0) {
@@ -1377,6 +1387,50 @@ bench_scale(void)
     }
     free(c);
     proc_stop(&p);
+
+    /* the same by the periodic sweep, in chunks (one write each), and how
+     * long another write waits meanwhile: a heartbeat with a wrong token,
+     * a writer round trip that changes nothing (409) */
+    {
+        static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=100", NULL};
+        int64_t expiry = wall_ms() + 4000, left = -1;
+        double lat[4096], worst = 0;
+        int nlat = 0;
+
+        sql_fill(p.dir, "processing", 100000, expiry, 0);
+        if (batond_start(&p, env) < 0)
+            return;
+        c = malloc(sizeof *c);
+        if (!c || conn_open(c, p.port) < 0) {
+            free(c);
+            proc_stop(&p);
+            return;
+        }
+        while (wall_ms() <= expiry)
+            usleep(1000);
+        t0 = now_ms_mono();
+        while (now_ms_mono() - t0 < 60000) {
+            double w0 = now_ms_mono();
+            http(c, "POST", "/v1/jobs/1/heartbeat", "{\"workerId\":\"x\",\"claimToken\":\"c_no\"}", out,
+                 sizeof out);
+            if (nlat < 4096) {
+                lat[nlat] = now_ms_mono() - w0;
+                worst = lat[nlat] > worst ? lat[nlat] : worst;
+                nlat++;
+            }
+            if ((left = sql_count(p.dir, "SELECT count(*) FROM jobs WHERE status = 'processing'")) == 0)
+                break;
+            usleep(10000);
+        }
+        t1 = now_ms_mono();
+        qsort(lat, (size_t)nlat, sizeof *lat, cmp_double);
+        printf("    periodic sweep of the same: %.0f ms from expiry to none left (%lld left); a write meanwhile"
+               " (%d): p50 %.1f ms  p99 %.1f ms  max %.1f ms\n", t1 - t0, (long long)left, nlat,
+               nlat ? lat[nlat / 2] : -1.0, nlat ? lat[nlat * 99 / 100] : -1.0, worst);
+        close(c->fd);
+        free(c);
+        proc_stop(&p);
+    }
     rmdir_all(p.dir);
 
     /* completed jobs pruned by retention: file size and memory after, the
