@@ -7,6 +7,9 @@
  * reading thread, all in WAL mode, so readers never wait for the writer.
  * The clock of every write is the local clock (now_ms): one process owns
  * the database (an exclusive flock on "<db>.lock").
+ * Space: files use incremental auto-vacuum, so that what retention frees
+ * goes back to the file system in bounded steps (sq_shrink, from the
+ * sweep); an older file is converted once at open (db_convert).
  *
  * TEST-ONLY HOOK (environment, read at open; a warning is logged when it
  * is set; see docs/performance.md for why it stays in the binary):
