@@ -236,10 +236,14 @@ is_lease_refusal(const baton_error *e)
     return e->status == 409 && !strcmp(e->code, "lease_not_held");
 }
 
-/* Send one claimed job and complete or fail it. */
+/* Send one claimed job and complete or fail it; while sending may go on,
+ * the same request claims the next job of the queue, without waiting,
+ * into *next (complete-and-next). */
 static void
-deliver(baton_client *b, struct agent_outbound *o, json_t *job)
+deliver(baton_client *b, struct agent_outbound *o, json_t *job, json_t **next)
 {
+    const baton_next after = {NULL, o->lock_ms, 0};
+    const baton_next *ask = claim_cancel(o) ? NULL : &after;
     const char *id = json_string_value(json_object_get(job, "id"));
     const char *tok = json_string_value(json_object_get(job, "claimToken"));
     char reason[200] = "", message[1000] = "";
@@ -264,14 +268,14 @@ deliver(baton_client *b, struct agent_outbound *o, json_t *job)
     else
         agent_health_ok(b, o->health, 1);
     if (s == SEND_OK) {
-        rc = baton_complete(b, id, acfg.worker_id, tok, result, NULL, o->lease_token, &e);
+        rc = baton_complete_next(b, id, acfg.worker_id, tok, result, NULL, o->lease_token, ask, next, &e);
         json_decref(result);
     } else {
         bool retryable = s == SEND_RETRY;
         agent_log("[%s] send of job %s failed (%s, %s): %s", o->channel, id, reason,
                   retryable ? "will retry" : "permanent", message);
-        rc = baton_fail(b, id, acfg.worker_id, tok, reason, message[0] ? message : NULL, retryable,
-                        retry_after, o->lease_token, &e);
+        rc = baton_fail_next(b, id, acfg.worker_id, tok, reason, message[0] ? message : NULL, retryable,
+                             retry_after, o->lease_token, ask, next, &e);
     }
     if (rc >= 0) {
         agent_health_ok(b, o->health, 0);
@@ -309,7 +313,12 @@ agent_outbound_loop(struct agent_outbound *o)
         if (rc == 200) {
             agent_health_ok(b, o->health, 0);
             delay = 500;
-            deliver(b, o, job);
+            while (job) {
+                json_t *next = NULL;
+                deliver(b, o, job, &next);
+                json_decref(job);
+                job = next;
+            }
         } else if (rc == 204)
             agent_health_ok(b, o->health, 0);
         else if (!strcmp(e.code, "cancelled"))

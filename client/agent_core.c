@@ -354,25 +354,30 @@ first_line(const char *s, char *dst, size_t n)
     dst[len] = 0;
 }
 
+/* Report the job's end; unless the agent is stopping, the same request
+ * claims the next job, without waiting, into *next (complete-and-next:
+ * one request per job while jobs are waiting). */
 static void
-finish(baton_client *b, const char *id, const char *token, const char *reply_text,
+finish(baton_client *b, json_t **next, const char *id, const char *token, const char *reply_text,
        const char *reason, const char *message, bool retryable)
 {
+    const baton_next after = {"agent", CORE_LOCK_MS, 0};
+    const baton_next *ask = atomic_load(&agent_stopping) ? NULL : &after;
     baton_error e;
     int rc;
 
     if (!reason) {
         json_t *reply = reply_text && *reply_text ? json_pack("{s:s}", "text", reply_text) : NULL;
         if (reply_text && *reply_text && !reply) {
-            finish(b, id, token, NULL, "handler_bad_output", "the reply is not valid UTF-8", false);
+            finish(b, next, id, token, NULL, "handler_bad_output", "the reply is not valid UTF-8", false);
             return;
         }
-        rc = baton_complete(b, id, acfg.worker_id, token, NULL, reply, 0, &e);
+        rc = baton_complete_next(b, id, acfg.worker_id, token, NULL, reply, 0, ask, next, &e);
         json_decref(reply);
         if (rc >= 0)
             agent_log("[agent] job %s completed%s", id, reply ? " with a reply" : "");
     } else {
-        rc = baton_fail(b, id, acfg.worker_id, token, reason, message, retryable, 0, 0, &e);
+        rc = baton_fail_next(b, id, acfg.worker_id, token, reason, message, retryable, 0, 0, ask, next, &e);
         if (rc >= 0)
             agent_log("[agent] job %s failed (%s, %s)", id, reason,
                       retryable ? "retryable" : "permanent");
@@ -390,8 +395,10 @@ is_web(json_t *payload)
     return ch && !strcmp(ch, "web") && json_object_get(payload, "messageId");
 }
 
+/* Run one job and report it; the next job claimed with the report, or
+ * NULL, into *next. */
 static void
-handle(baton_client *b, json_t *job)
+handle(baton_client *b, json_t *job, json_t **next)
 {
     const char *id = json_string_value(json_object_get(job, "id"));
     const char *token = json_string_value(json_object_get(job, "claimToken"));
@@ -411,7 +418,7 @@ handle(baton_client *b, json_t *job)
         char *reply = NULL;
         if (text && *text && asprintf(&reply, "echo: %s", text) < 0)
             reply = NULL;
-        finish(b, id, token, reply, NULL, NULL, false);
+        finish(b, next, id, token, reply, NULL, NULL, false);
         free(reply);
         return;
     }
@@ -423,7 +430,7 @@ handle(baton_client *b, json_t *job)
 
         json_decref(in);
         if (!text) {
-            finish(b, id, token, NULL, "handler_retry", "out of memory", true);
+            finish(b, next, id, token, NULL, "handler_retry", "out of memory", true);
             return;
         }
         oc = run_handler(b, id, token, text, is_web(payload), &out, &err, &status);
@@ -433,10 +440,10 @@ handle(baton_client *b, json_t *job)
         case RUN_OK:
             while (out.n && strchr(" \t\r\n", out.p[out.n - 1]))
                 out.p[--out.n] = 0;
-            finish(b, id, token, out.p ? out.p : "", NULL, NULL, false);
+            finish(b, next, id, token, out.p ? out.p : "", NULL, NULL, false);
             break;
         case RUN_RETRY:
-            finish(b, id, token, NULL, line[0] ? line : "handler_retry",
+            finish(b, next, id, token, NULL, line[0] ? line : "handler_retry",
                    line[0] ? NULL : "the handler asked to retry (exit 75)", true);
             break;
         case RUN_FAILED:
@@ -446,14 +453,14 @@ handle(baton_client *b, json_t *job)
             else
                 snprintf(message, sizeof message, "exit status %d%s%s", WEXITSTATUS(status),
                          line[0] ? ": " : "", line);
-            finish(b, id, token, NULL, "handler_failed", message, false);
+            finish(b, next, id, token, NULL, "handler_failed", message, false);
             break;
         case RUN_TIMEOUT:
             snprintf(message, sizeof message, "no answer within %ld ms", acfg.handler_timeout_ms);
-            finish(b, id, token, NULL, "handler_timeout", message, false);
+            finish(b, next, id, token, NULL, "handler_timeout", message, false);
             break;
         case RUN_SHUTDOWN:
-            finish(b, id, token, NULL, "worker_shutdown", "the worker stopped during the handler",
+            finish(b, next, id, token, NULL, "worker_shutdown", "the worker stopped during the handler",
                    true);
             break;
         case RUN_LOST:
@@ -491,7 +498,12 @@ agent_run_core(void)
         baton_set_cancel(b, NULL, NULL);
         if (rc == 200) {
             delay = 500;
-            handle(b, job);
+            while (job) {
+                json_t *next = NULL;
+                handle(b, job, &next);
+                json_decref(job);
+                job = next;
+            }
         } else if (rc < 0 && strcmp(e.code, "cancelled")) {
             agent_log("[agent] claim failed: %s", baton_strerror(&e));
             agent_sleep(delay, NULL, NULL);

@@ -618,9 +618,45 @@ baton_job_progress(baton_client *b, const char *job_id, const char *worker_id, c
     return run(b, "POST", pathf("/v1/jobs/%s/progress", job_id), body, false, 0, NULL, err);
 }
 
+/* complete and fail: with next, the next job is claimed in the same
+ * request and handed back in *next_job (NULL when none came). */
+static int
+finish_call(baton_client *b, char *path, json_t *body, const baton_next *next, json_t **next_job,
+            baton_error *err)
+{
+    json_t *answer = NULL, *n;
+    int rc;
+
+    if (next_job)
+        *next_job = NULL;
+    if (next && body) {
+        n = json_object();
+        set_opt_str(n, "queue", next->queue);
+        set_opt_int(n, "lockMs", next->lock_ms);
+        set_opt_int(n, "waitMs", next->wait_ms);
+        json_object_set_new(body, "next", n);
+    }
+    rc = run(b, "POST", path, body, false, next && next->wait_ms > 0 ? next->wait_ms : 0,
+             next && next_job ? &answer : NULL, err);
+    n = json_object_get(answer, "next");
+    if (rc >= 0 && next_job && n && !json_is_null(n))
+        *next_job = json_incref(n);
+    json_decref(answer);
+    return rc;
+}
+
 int
 baton_complete(baton_client *b, const char *job_id, const char *worker_id, const char *claim_token,
                json_t *result, json_t *reply, long long lease_token, baton_error *err)
+{
+    return baton_complete_next(b, job_id, worker_id, claim_token, result, reply, lease_token, NULL, NULL,
+                               err);
+}
+
+int
+baton_complete_next(baton_client *b, const char *job_id, const char *worker_id, const char *claim_token,
+                    json_t *result, json_t *reply, long long lease_token, const baton_next *next,
+                    json_t **next_job, baton_error *err)
 {
     json_t *body = json_object();
 
@@ -631,13 +667,22 @@ baton_complete(baton_client *b, const char *job_id, const char *worker_id, const
     if (body && reply)
         json_object_set(body, "reply", reply);
     set_opt_int(body, "leaseToken", lease_token);
-    return run(b, "POST", pathf("/v1/jobs/%s/complete", job_id), body, false, 0, NULL, err);
+    return finish_call(b, pathf("/v1/jobs/%s/complete", job_id), body, next, next_job, err);
 }
 
 int
 baton_fail(baton_client *b, const char *job_id, const char *worker_id, const char *claim_token,
            const char *error_reason, const char *error_message, bool retryable,
            long retry_after_ms, long long lease_token, baton_error *err)
+{
+    return baton_fail_next(b, job_id, worker_id, claim_token, error_reason, error_message, retryable,
+                           retry_after_ms, lease_token, NULL, NULL, err);
+}
+
+int
+baton_fail_next(baton_client *b, const char *job_id, const char *worker_id, const char *claim_token,
+                const char *error_reason, const char *error_message, bool retryable, long retry_after_ms,
+                long long lease_token, const baton_next *next, json_t **next_job, baton_error *err)
 {
     json_t *body = json_object();
 
@@ -649,7 +694,7 @@ baton_fail(baton_client *b, const char *job_id, const char *worker_id, const cha
         json_object_set_new(body, "retryable", json_boolean(retryable));
     set_opt_int(body, "retryAfterMs", retry_after_ms);
     set_opt_int(body, "leaseToken", lease_token);
-    return run(b, "POST", pathf("/v1/jobs/%s/fail", job_id), body, false, 0, NULL, err);
+    return finish_call(b, pathf("/v1/jobs/%s/fail", job_id), body, next, next_job, err);
 }
 
 int

@@ -174,6 +174,32 @@ int baton_fail(baton_client *b, const char *job_id, const char *worker_id,
                const char *claim_token, const char *error_reason, const char *error_message,
                bool retryable, long retry_after_ms, long long lease_token, baton_error *err);
 
+/* Complete-and-next: the next job to claim in the same request as a
+ * completion or a failure. queue: NULL for the finished job's queue;
+ * lock_ms <= 0: the server's default; wait_ms > 0 long-polls that long
+ * (max 60000) when nothing is there -- the completion or failure is
+ * committed before the wait starts. */
+typedef struct baton_next {
+    const char *queue;
+    long lock_ms;
+    long wait_ms;
+} baton_next;
+
+/* baton_complete and baton_fail that also claim the next job (next NULL:
+ * exactly baton_complete / baton_fail) for the same worker and lease
+ * token: *next_job is the claimed job, or NULL when none came. An error
+ * answer means nothing was done, except when the answer was lost after a
+ * wait had begun: the completion or failure has happened then (a repeated
+ * completion is answered with its job again, a repeated failure with
+ * 409 claim_lost). Not retried. */
+int baton_complete_next(baton_client *b, const char *job_id, const char *worker_id,
+                        const char *claim_token, json_t *result, json_t *reply, long long lease_token,
+                        const baton_next *next, json_t **next_job, baton_error *err);
+int baton_fail_next(baton_client *b, const char *job_id, const char *worker_id, const char *claim_token,
+                    const char *error_reason, const char *error_message, bool retryable,
+                    long retry_after_ms, long long lease_token, const baton_next *next, json_t **next_job,
+                    baton_error *err);
+
 /* GET /v1/jobs/{id} into *job. */
 int baton_job_get(baton_client *b, const char *job_id, json_t **job, baton_error *err);
 

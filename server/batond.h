@@ -326,7 +326,7 @@ int sessions_clear(struct req *r);     /* DELETE /v1/sessions/{c}/{a} */
 
 /* ---- metrics.c ------------------------------------------------------------- */
 
-void metrics_http(const char *method, const char *route, int status, int64_t ms);
+void metrics_http(const struct route *route, const char *method, int status, int64_t ms);
 void metrics_events(json_t *lines);  /* committed event lines */
 /* perf: after each transaction of the writer: how many write requests it
  * held, whether it committed, and its time in ms (BEGIN to COMMIT). */

@@ -41,10 +41,16 @@ struct wreq {
     int rc;                         /* fn's last result */
     bool failed;                    /* the batch was not committed */
     struct fault err;               /* why, when failed */
+    /* times the write was parked by a batch that committed: a write that
+     * does something before it parks (complete-and-next) must not do it
+     * again when it runs after a wake-up (0 on every run of its first
+     * batch, retries of a conflict included) */
+    unsigned parks;
 
     /* private to the writer */
     struct wreq *next;
     bool parked;
+    bool merged;                    /* woken into the batch that woke it */
     int64_t deadline, due;
     char *topic;
     void *sync;

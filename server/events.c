@@ -77,20 +77,67 @@ line(int64_t ms, const char *level, const char *name, json_t *fields)
     return l;
 }
 
+/* Write len bytes of whole lines to the log and flush them. */
 static void
-print_line(json_t *l)
+write_lines(const char *buf, size_t len)
 {
-    char *s = json_dumps(l, JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-    if (!s)
-        return;
     pthread_mutex_lock(&out_lock);
     FILE *f = log_stream ? log_stream : stdout;
-    fputs(s, f);
-    fputc('\n', f);
+    fwrite(buf, 1, len, f);
     fflush(f);
     pthread_mutex_unlock(&out_lock);
-    free(s);
+}
+
+/* Print n lines (line objects, or runs of event_emit_set's ready lines)
+ * with one write per 64 KiB: a batch's events cost one system call, not
+ * one each. */
+static void
+print_lines(json_t *const *ls, size_t n)
+{
+    enum { CHUNK = 65536 };
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        char *s;
+        size_t k;
+
+        if (json_is_array(ls[i])) {
+            /* [name, count, "lines\n..."]: written as they are */
+            json_t *text = json_array_get(ls[i], 2);
+            if (len)
+                write_lines(buf, len);
+            len = 0;
+            if (json_string_length(text))
+                write_lines(json_string_value(text), json_string_length(text));
+            continue;
+        }
+        s = json_dumps(ls[i], JSON_COMPACT | JSON_PRESERVE_ORDER);
+        k = s ? strlen(s) : 0;
+        if (!s)
+            continue;
+        if (len && len + k + 1 > CHUNK) {
+            write_lines(buf, len);
+            len = 0;
+        }
+        if (len + k + 1 > cap) {
+            size_t want = len + k + 1 > CHUNK ? len + k + 1 : CHUNK;
+            char *p = realloc(buf, want);
+            if (!p) {
+                free(s);
+                continue;   /* out of memory: this line is lost, not the others */
+            }
+            buf = p;
+            cap = want;
+        }
+        memcpy(buf + len, s, k);
+        buf[len + k] = '\n';
+        len += k + 1;
+        free(s);
+    }
+    if (len)
+        write_lines(buf, len);
+    free(buf);
 }
 
 void
@@ -197,7 +244,7 @@ log_event(const char *level, const char *name, json_t *fields)
         scrub(fields);
     l = line(now_ms(), level, name, fields);
     if (l)
-        print_line(l);
+        print_lines(&l, 1);
     json_decref(l);
     json_decref(fields);
 }
@@ -205,21 +252,20 @@ log_event(const char *level, const char *name, json_t *fields)
 void
 events_flush(json_t *lines)
 {
-    size_t i;
-    json_t *l;
+    size_t n = json_array_size(lines);
+    json_t **ls = n ? malloc(n * sizeof *ls) : NULL;
 
-    json_array_foreach(lines, i, l) {
-        if (json_is_array(l)) {
-            /* a run of event_emit_set: ready lines */
-            pthread_mutex_lock(&out_lock);
-            FILE *f = log_stream ? log_stream : stdout;
-            fwrite(json_string_value(json_array_get(l, 2)), 1,
-                   json_string_length(json_array_get(l, 2)), f);
-            fflush(f);
-            pthread_mutex_unlock(&out_lock);
-        } else
-            print_line(l);
+    if (!ls) {
+        for (size_t i = 0; i < n; i++) {    /* out of memory: one by one */
+            json_t *l = json_array_get(lines, i);
+            print_lines(&l, 1);
+        }
+        return;
     }
+    for (size_t i = 0; i < n; i++)
+        ls[i] = json_array_get(lines, i);
+    print_lines(ls, n);
+    free(ls);
 }
 
 /* ---- reading events ------------------------------------------------------ */

@@ -973,7 +973,7 @@ on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     if (why != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->lost && r->status >= 200 && r->status < 300)
         r->lost(r);
     track_phase(c, P_IDLE);
-    metrics_http(r->method ? r->method : "?", r->route ? r->route->pattern : "unmatched", r->status,
+    metrics_http(r->route, r->method ? r->method : "?", r->status,
                  now_ms() - r->started);
     if (cfg.debug)
         log_event("debug", "http.request",

@@ -170,11 +170,12 @@ batch_tx(struct tx *t, struct req *r)
     return req_ok(r, 201, json_pack("{s:o}", "jobs", jobs));
 }
 
-/* A malformed element i: its parser's sentence ("field 'x' ...") with the
- * field renamed jobs[i].x, or why (" must be ...") said of jobs[i] itself;
- * {index, field} in the details. */
+/* A malformed member of a nested object named prefix: its parser's
+ * sentence ("field 'x' ...") with the field renamed prefix.x, or why
+ * (" must be ...") said of prefix itself; {field} and more (stolen) in
+ * the details. */
 static int
-batch_element_fail(struct req *r, size_t i, const char *why)
+nested_fail(struct req *r, const char *prefix, const char *why, json_t *details)
 {
     const char *name = "", *end = NULL;
     char field[JOBS_NAME_MAX];
@@ -185,9 +186,21 @@ batch_element_fail(struct req *r, size_t i, const char *why)
         len = (int)(end - name);
         why = end + 1;
     }
-    snprintf(field, sizeof field, "jobs[%zu]%s%.*s", i, len ? "." : "", len, name);
-    return req_fail(r, "bad_request", json_pack("{s:I, s:s}", "index", (json_int_t)i, "field", field),
-                    "field '%s'%s", field, why);
+    snprintf(field, sizeof field, "%s%s%.*s", prefix, len ? "." : "", len, name);
+    if (!details)
+        details = json_object();
+    json_object_set_new(details, "field", json_string(field));
+    return req_fail(r, "bad_request", details, "field '%s'%s", field, why);
+}
+
+/* A malformed element i of a batch: its field is named jobs[i].x. */
+static int
+batch_element_fail(struct req *r, size_t i, const char *why)
+{
+    char prefix[32];
+
+    snprintf(prefix, sizeof prefix, "jobs[%zu]", i);
+    return nested_fail(r, prefix, why, json_pack("{s:I}", "index", (json_int_t)i));
 }
 
 /* POST /v1/jobs/batch {jobs: [...]}: 1..JOBS_BATCH_MAX jobs, each with the
@@ -320,6 +333,9 @@ jobs_claim(struct req *r)
 /* ---- the worker's calls: heartbeat, complete, fail, progress ------------- */
 
 struct work {
+    struct job_claim next;          /* first: claim_lost reads r->ctx as one */
+    bool has_next;                  /* complete/fail asked for the next job */
+    json_t *done;                   /* their answer's job, kept across a park */
     struct job_work w;              /* strings borrowed from r->json */
     const char *reason, *message;
     int64_t lock_ms, retry_after_ms;
@@ -327,6 +343,15 @@ struct work {
     json_t *result, *reply;         /* borrowed, may be NULL */
     bool has_result;
 };
+
+static void
+work_free(void *p)
+{
+    struct work *w = p;
+
+    json_decref(w->done);
+    free(w);
+}
 
 static int
 heartbeat_tx(struct tx *t, struct req *r)
@@ -339,15 +364,42 @@ heartbeat_tx(struct tx *t, struct req *r)
     return job_answer(r, 200, job);
 }
 
+/* The second half of complete-and-next: claim the next job for the same
+ * worker and answer {job: the finished one, next: the claimed one | null}.
+ * Nothing to claim with a wait left parks the write like a claim; when it
+ * runs again after a wake-up the finish has committed already (w->parks)
+ * and only this half runs. */
+static int
+next_tx(struct tx *t, struct req *r, json_t *finished)
+{
+    struct work *w = r->ctx;
+    json_t *job;
+    int rc;
+
+    if (finished != w->done) {
+        json_decref(w->done);
+        w->done = finished;
+    }
+    if (!w->next.queue)             /* the finished job's queue */
+        w->next.queue = json_string_value(json_object_get(w->done, "queue"));
+    if ((rc = job_claim(t, &r->w, &w->next, &job)) < 0)
+        return -1;
+    if (rc == 1)
+        r->lost = claim_lost;
+    return req_ok(r, 200, json_pack("{s:O, s:o}", "job", w->done, "next", rc == 1 ? job : json_null()));
+}
+
 static int
 complete_tx(struct tx *t, struct req *r)
 {
     struct work *w = r->ctx;
     json_t *job;
 
+    if (r->w.parks)
+        return next_tx(t, r, w->done);
     if (job_complete(t, &w->w, w->has_result ? w->result : NULL, w->reply, &job) < 0)
         return -1;
-    return job_answer(r, 200, job);
+    return w->has_next ? next_tx(t, r, job) : job_answer(r, 200, job);
 }
 
 static int
@@ -356,9 +408,11 @@ fail_tx(struct tx *t, struct req *r)
     struct work *w = r->ctx;
     json_t *job;
 
+    if (r->w.parks)
+        return next_tx(t, r, w->done);
     if (job_fail(t, &w->w, w->reason, w->message, w->retryable, w->retry_after_ms, &job) < 0)
         return -1;
-    return job_answer(r, 200, job);
+    return w->has_next ? next_tx(t, r, job) : job_answer(r, 200, job);
 }
 
 static int
@@ -372,10 +426,47 @@ progress_tx(struct tx *t, struct req *r)
                                     (json_int_t)strlen(w->message)));
 }
 
-/* Parse a worker call: {workerId, claimToken, leaseToken?} plus extra. */
+/* complete and fail: {next: {queue?, waitMs?, lockMs?}} asks for the next
+ * job in the same write; its fields are those of POST /v1/jobs/claim. */
+static int
+next_parse(struct req *r, struct work *w)
+{
+    json_t *next = json_object_get(r->json, "next");
+    int64_t wait_ms = 0;
+    char why[256];
+    struct field spec[] = {
+        {"queue", F_STR, 0, NULL, 0, JOBS_QUEUE_MAX, NULL},
+        FIELD_INT("lockMs", NULL, 0, 1, JOBS_LOCK_MS_MAX),
+        FIELD_INT("waitMs", NULL, 0, 0, JOBS_WAIT_MS_MAX),
+        FIELD_END,
+    };
+
+    if (!next || json_is_null(next))
+        return 0;
+    if (!json_is_object(next))
+        return nested_fail(r, "next", " must be an object", NULL);
+    w->has_next = true;
+    w->next.worker = w->w.worker;
+    w->next.has_lease = w->w.has_lease;
+    w->next.lease_token = w->w.lease_token;
+    w->next.lock_ms = cfg.job_lock_ms;
+    spec[0].out = &w->next.queue;
+    spec[1].out = &w->next.lock_ms;
+    spec[2].out = &wait_ms;
+    if (fields_parse(next, spec, why, sizeof why) < 0)
+        return nested_fail(r, "next", why, NULL);
+    if (w->next.queue && !jobs_queue_valid(w->next.queue))
+        return nested_fail(r, "next", JOBS_BAD_QUEUE, NULL);
+    /* fixed at arrival, on the store's clock, as a claim's */
+    w->next.deadline = wait_ms > 0 ? r->started + writer_clock_offset() + wait_ms : 0;
+    return 0;
+}
+
+/* Parse a worker call: {workerId, claimToken, leaseToken?} plus extra,
+ * and next when with_next. */
 static int
 work_parse(struct req *r, struct field *extra, void (*bind)(struct work *, struct field *),
-           int (*fn)(struct tx *, struct req *))
+           bool with_next, int (*fn)(struct tx *, struct req *))
 {
     struct work *w = calloc(1, sizeof *w);
     struct field base[] = {
@@ -388,7 +479,7 @@ work_parse(struct req *r, struct field *extra, void (*bind)(struct work *, struc
     if (!w)
         return req_fail(r, "unavailable", NULL, "out of memory");
     r->ctx = w;
-    r->ctx_free = free;
+    r->ctx_free = work_free;
     w->lock_ms = cfg.job_lock_ms;
     w->retryable = true;
     if (path_id(r, &w->w.id) < 0)
@@ -404,6 +495,8 @@ work_parse(struct req *r, struct field *extra, void (*bind)(struct work *, struc
         if (req_fields(r, extra) < 0)
             return -1;
     }
+    if (with_next && next_parse(r, w) < 0)
+        return -1;
     return req_submit(r, fn);
 }
 
@@ -421,7 +514,7 @@ jobs_heartbeat(struct req *r)
         FIELD_END,
     };
 
-    return work_parse(r, f, bind_heartbeat, heartbeat_tx);
+    return work_parse(r, f, bind_heartbeat, false, heartbeat_tx);
 }
 
 static void
@@ -441,7 +534,7 @@ jobs_complete(struct req *r)
         FIELD_END,
     };
 
-    return work_parse(r, f, bind_complete, complete_tx);
+    return work_parse(r, f, bind_complete, true, complete_tx);
 }
 
 static void
@@ -464,7 +557,7 @@ jobs_fail(struct req *r)
         FIELD_END,
     };
 
-    return work_parse(r, f, bind_fail, fail_tx);
+    return work_parse(r, f, bind_fail, true, fail_tx);
 }
 
 #define JOBS_PROGRESS_MAX   65536           /* bytes of partial reply text */
@@ -502,7 +595,7 @@ jobs_progress(struct req *r)
     pthread_once(&progress_once, progress_limit_init);
     if ((wait = ratelimit_take(&progress_limit, id ? id : "", now_ms())) > 0)
         return req_limited(r, wait, "progress reports for this job");
-    return work_parse(r, f, bind_progress, progress_tx);
+    return work_parse(r, f, bind_progress, false, progress_tx);
 }
 
 /* ---- the operator's calls: retry, fail-now, cancel ----------------------- */

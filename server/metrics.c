@@ -6,6 +6,7 @@
  * by queue and status, lease holders, database size -- is read from the
  * database at scrape time, so it is never out of step with it. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,17 +15,30 @@
 static const double buckets[] = {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000};
 #define NBUCKETS (sizeof buckets / sizeof *buckets)
 
-struct series {
-    const char *route;          /* a pattern from the route table, or "unmatched" */
-    const char *method;
-    int status;
-    uint64_t count, le[NBUCKETS];
-    double sum_ms;
+/* HTTP series, one per (route, method, status), recorded without a lock:
+ * each route (and "unmatched") has a row of slots, allocated on its first
+ * request and found by its index in the route table; a slot is claimed by
+ * a compare-and-swap of its (method, status) key, found by a hash of the
+ * key and linear probing, and counted with relaxed atomic adds (one per
+ * counter, the histogram keeps per-bucket counts and is summed up when
+ * rendered). A request costs no mutex and no scan of other routes'
+ * series. A route answers with a few statuses of batond's fixed set
+ * (http.c), far fewer than a row holds; a request that finds its row full
+ * is not recorded. */
+#define ROW_SLOTS 32                /* a power of two */
+#define UNMATCHED_SLOTS 128         /* any method, 404 or 405 and the errors before routing */
+#define MAX_ROWS 256                /* routes in the table, plus "unmatched" */
+
+static const char *const method_names[] = {"GET", "POST", "PUT", "DELETE", "OTHER"};
+
+struct slot {
+    _Atomic uint32_t key;           /* (method + 1) << 16 | status; 0: free */
+    _Atomic uint64_t le[NBUCKETS + 1];  /* requests per bucket; the last: over the top one */
+    _Atomic uint64_t sum_ms;
 };
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct series *http;
-static size_t nhttp, caphttp;
+static struct slot *_Atomic rows[MAX_ROWS];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;    /* events and commits */
 static json_t *event_counts;    /* {name: count} */
 static uint64_t deferred_order_key;    /* jobs enqueued behind an earlier job of their key */
 
@@ -40,42 +54,68 @@ static struct {
     double ms_sum;
 } gc;
 
-void
-metrics_http(const char *method, const char *route, int status, int64_t ms)
+static size_t
+route_rows(void)
 {
-    struct series *s = NULL;
+    static _Atomic size_t n;
+    size_t k = atomic_load_explicit(&n, memory_order_relaxed);
 
-    pthread_mutex_lock(&lock);
-    for (size_t i = 0; i < nhttp; i++)
-        if (http[i].route == route && http[i].status == status && !strcmp(http[i].method, method)) {
-            s = &http[i];
-            break;
-        }
-    if (!s) {
-        if (nhttp == caphttp) {
-            size_t cap = caphttp ? caphttp * 2 : 64;
-            struct series *p = realloc(http, cap * sizeof *p);
-            if (!p) {
-                pthread_mutex_unlock(&lock);
-                return;
-            }
-            http = p;
-            caphttp = cap;
-        }
-        s = &http[nhttp++];
-        memset(s, 0, sizeof *s);
-        s->route = route;
-        /* methods outside the table are folded so clients cannot grow this */
-        s->method = !strcmp(method, "GET") ? "GET" : !strcmp(method, "POST") ? "POST" :
-                    !strcmp(method, "PUT") ? "PUT" : !strcmp(method, "DELETE") ? "DELETE" : "OTHER";
-        s->status = status;
+    if (!k) {
+        while (routes[k].method)
+            k++;
+        k = k + 1 < MAX_ROWS ? k + 1 : MAX_ROWS;   /* the last row: unmatched */
+        atomic_store_explicit(&n, k, memory_order_relaxed);
     }
-    s->count++;
-    s->sum_ms += (double)ms;
-    for (size_t b = 0; b < NBUCKETS; b++)
-        if ((double)ms <= buckets[b])
-            s->le[b]++;
-    pthread_mutex_unlock(&lock);
+    return k;
+}
+
+static size_t
+row_slots(size_t row)
+{
+    return row == route_rows() - 1 ? UNMATCHED_SLOTS : ROW_SLOTS;
+}
+
+void
+metrics_http(const struct route *route, const char *method, int status, int64_t ms)
+{
+    size_t nrows = route_rows(), row = route ? (size_t)(route - routes) : nrows - 1, n, b;
+    unsigned m = !strcmp(method, "GET") ? 0 : !strcmp(method, "POST") ? 1 : !strcmp(method, "PUT") ? 2 :
+                 !strcmp(method, "DELETE") ? 3 : 4;
+    uint32_t key = (uint32_t)(m + 1) << 16 | ((uint32_t)status & 0xffff);
+    struct slot *slots;
+
+    if (row >= nrows)
+        row = nrows - 1;
+    n = row_slots(row);
+    if (!(slots = atomic_load_explicit(&rows[row], memory_order_acquire))) {
+        struct slot *mine = calloc(n, sizeof *mine), *none = NULL;
+        if (!mine)
+            return;
+        if (atomic_compare_exchange_strong_explicit(&rows[row], &none, mine, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            slots = mine;
+        else {
+            free(mine);         /* another thread installed the row first */
+            slots = none;
+        }
+    }
+    for (size_t i = 0, at = (key * 2654435761u) & (n - 1); i < n; i++, at = (at + 1) & (n - 1)) {
+        struct slot *sl = &slots[at];
+        uint32_t k = atomic_load_explicit(&sl->key, memory_order_acquire), free_key = 0;
+
+        if (!k && atomic_compare_exchange_strong_explicit(&sl->key, &free_key, key, memory_order_acq_rel,
+                                                          memory_order_acquire))
+            k = key;
+        else if (!k)
+            k = free_key;           /* taken meanwhile: by this key? */
+        if (k != key)
+            continue;
+        for (b = 0; b < NBUCKETS && (double)ms > buckets[b]; b++)
+            ;
+        atomic_fetch_add_explicit(&sl->le[b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&sl->sum_ms, ms > 0 ? (uint64_t)ms : 0, memory_order_relaxed);
+        return;
+    }
 }
 
 void
@@ -279,38 +319,68 @@ render_state(struct out *o, struct tx *t, int64_t *db_bytes, int64_t *wal_bytes)
     tx_clear_fault(t);
 }
 
+/* The labels of one HTTP series: {route="...",method="...",status="..." */
+static void
+series_labels(struct out *o, const char *name, const char *route, uint32_t key)
+{
+    out_printf(o, "%s{route=\"", name);
+    label(o, route);
+    out_printf(o, "\",method=\"%s\",status=\"%u\"", method_names[(key >> 16) - 1], key & 0xffff);
+}
+
+/* Every recorded series, in the order of the route table. */
+static void
+render_http(struct out *o)
+{
+    size_t nrows = route_rows();
+
+    for (int pass = 0; pass < 2; pass++) {
+        if (!pass)
+            help(o, "baton_http_requests_total", "counter", "HTTP requests by route, method and status.");
+        else
+            help(o, "baton_http_request_duration_ms", "histogram",
+                 "Time from the request's arrival to its answer, in ms (long-polls include their wait).");
+        for (size_t row = 0; row < nrows; row++) {
+            struct slot *slots = atomic_load_explicit(&rows[row], memory_order_acquire);
+            const char *route = row == nrows - 1 ? "unmatched" : routes[row].pattern;
+
+            for (size_t i = 0; slots && i < row_slots(row); i++) {
+                uint32_t key = atomic_load_explicit(&slots[i].key, memory_order_acquire);
+                uint64_t le[NBUCKETS + 1], count = 0;
+
+                if (!key)
+                    continue;
+                for (size_t b = 0; b <= NBUCKETS; b++)
+                    count += le[b] = atomic_load_explicit(&slots[i].le[b], memory_order_relaxed);
+                if (!count)
+                    continue;       /* claimed, not counted yet */
+                if (!pass) {
+                    series_labels(o, "baton_http_requests_total", route, key);
+                    out_printf(o, "} %llu\n", (unsigned long long)count);
+                    continue;
+                }
+                for (size_t b = 0, sum = 0; b < NBUCKETS; b++) {
+                    sum += le[b];
+                    series_labels(o, "baton_http_request_duration_ms_bucket", route, key);
+                    out_printf(o, ",le=\"%g\"} %llu\n", buckets[b], (unsigned long long)sum);
+                }
+                series_labels(o, "baton_http_request_duration_ms_bucket", route, key);
+                out_printf(o, ",le=\"+Inf\"} %llu\n", (unsigned long long)count);
+                series_labels(o, "baton_http_request_duration_ms_sum", route, key);
+                out_printf(o, "} %llu\n",
+                           (unsigned long long)atomic_load_explicit(&slots[i].sum_ms, memory_order_relaxed));
+                series_labels(o, "baton_http_request_duration_ms_count", route, key);
+                out_printf(o, "} %llu\n", (unsigned long long)count);
+            }
+        }
+    }
+}
+
 static void
 render_process(struct out *o)
 {
+    render_http(o);
     pthread_mutex_lock(&lock);
-    help(o, "baton_http_requests_total", "counter", "HTTP requests by route, method and status.");
-    for (size_t i = 0; i < nhttp; i++) {
-        out_printf(o, "baton_http_requests_total{route=\"");
-        label(o, http[i].route);
-        out_printf(o, "\",method=\"%s\",status=\"%d\"} %llu\n", http[i].method, http[i].status,
-                   (unsigned long long)http[i].count);
-    }
-    help(o, "baton_http_request_duration_ms", "histogram",
-         "Time from the request's arrival to its answer, in ms (long-polls include their wait).");
-    for (size_t i = 0; i < nhttp; i++) {
-        for (size_t b = 0; b < NBUCKETS; b++) {
-            out_printf(o, "baton_http_request_duration_ms_bucket{route=\"");
-            label(o, http[i].route);
-            out_printf(o, "\",method=\"%s\",status=\"%d\",le=\"%g\"} %llu\n", http[i].method, http[i].status,
-                       buckets[b], (unsigned long long)http[i].le[b]);
-        }
-        out_printf(o, "baton_http_request_duration_ms_bucket{route=\"");
-        label(o, http[i].route);
-        out_printf(o, "\",method=\"%s\",status=\"%d\",le=\"+Inf\"} %llu\n", http[i].method, http[i].status,
-                   (unsigned long long)http[i].count);
-        out_printf(o, "baton_http_request_duration_ms_sum{route=\"");
-        label(o, http[i].route);
-        out_printf(o, "\",method=\"%s\",status=\"%d\"} %.0f\n", http[i].method, http[i].status, http[i].sum_ms);
-        out_printf(o, "baton_http_request_duration_ms_count{route=\"");
-        label(o, http[i].route);
-        out_printf(o, "\",method=\"%s\",status=\"%d\"} %llu\n", http[i].method, http[i].status,
-                   (unsigned long long)http[i].count);
-    }
     help(o, "baton_commits_total", "counter",
          "Transactions committed by the writer (one fsync each with BATON_SYNC=full).");
     out_printf(o, "baton_commits_total %llu\n", (unsigned long long)gc.commits);

@@ -43,8 +43,8 @@ const struct route routes[] = {
     {"GET", "/v1/jobs/{id}", AUTH_BEARER, jobs_get, ROUTE_READ},
     {"POST", "/v1/jobs/{id}/heartbeat", AUTH_BEARER, jobs_heartbeat, ROUTE_WRITE},
     {"POST", "/v1/jobs/{id}/progress", AUTH_BEARER, jobs_progress, ROUTE_WRITE},
-    {"POST", "/v1/jobs/{id}/complete", AUTH_BEARER, jobs_complete, ROUTE_WRITE},
-    {"POST", "/v1/jobs/{id}/fail", AUTH_BEARER, jobs_fail, ROUTE_WRITE},
+    {"POST", "/v1/jobs/{id}/complete", AUTH_BEARER, jobs_complete, ROUTE_POLL},   /* next.waitMs */
+    {"POST", "/v1/jobs/{id}/fail", AUTH_BEARER, jobs_fail, ROUTE_POLL},           /* next.waitMs */
     {"POST", "/v1/jobs/{id}/retry", AUTH_BEARER, jobs_retry, ROUTE_WRITE},
     {"POST", "/v1/jobs/{id}/fail-now", AUTH_BEARER, jobs_fail_now, ROUTE_WRITE},
     {"POST", "/v1/jobs/{id}/cancel", AUTH_BEARER, jobs_cancel, ROUTE_WRITE},

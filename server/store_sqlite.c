@@ -11,6 +11,20 @@
  * goes back to the file system in bounded steps (sq_shrink, from the
  * sweep); an older file is converted once at open (db_convert).
  *
+ * Checkpoints run on a thread of their own (the checkpointer, on the
+ * connection that migrated), not inside the writer's commits: SQLite's
+ * automatic checkpoint copies the WAL into the database file and fsyncs
+ * it in the commit that crosses 1000 WAL pages, and every write of that
+ * batch waits for it. The writer's WAL hook wakes the checkpointer past
+ * CKPT_PAGES; it checkpoints PASSIVE (beside the writer, never blocking
+ * it). A WAL starts over from its beginning only at a write transaction
+ * that finds all of it checkpointed, which a writer that never pauses
+ * never gives a concurrent checkpoint; so when the WAL has grown past
+ * CKPT_FORCE_PAGES the checkpointer follows with a RESTART: it waits for
+ * the writer's current transaction, copies the few pages the PASSIVE one
+ * left and makes the next transaction start the WAL over. The pause is
+ * that of copying what arrived meanwhile, not of a whole checkpoint.
+ *
  * TEST-ONLY HOOK (environment, read at open; a warning is logged when it
  * is set; see docs/performance.md for why it stays in the binary):
  *   BATON_TEST_FAULT_FILE=path    before each batch the writer looks at
@@ -500,6 +514,83 @@ fault_check(sqlite3 *db)
     log_event("warn", "db.test_fault", json_pack("{s:b}", "diskFull", want));
 }
 
+static sqlite3 *mdb;            /* the connection that migrated: the checkpointer's */
+
+/* ---- the checkpointer (see DESIGN) ----------------------------------------- */
+
+#define CKPT_PAGES 1000             /* SQLite's automatic threshold */
+#define CKPT_FORCE_PAGES 4000       /* 16 MiB of WAL: start it over */
+
+static pthread_t ckpt_thread;
+static pthread_mutex_t ckpt_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ckpt_cond = PTHREAD_COND_INITIALIZER;
+static bool ckpt_due, ckpt_stop, ckpt_running;
+
+/* Have the checkpointer run now. */
+static void
+ckpt_wake(void)
+{
+    pthread_mutex_lock(&ckpt_lock);
+    if (!ckpt_due) {
+        ckpt_due = true;
+        pthread_cond_signal(&ckpt_cond);
+    }
+    pthread_mutex_unlock(&ckpt_lock);
+}
+
+/* The writer's connection after each commit: pages now in the WAL. */
+static int
+wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)arg, (void)db, (void)name;
+    if (pages >= CKPT_PAGES)
+        ckpt_wake();
+    return SQLITE_OK;
+}
+
+static void *
+ckpt_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&ckpt_lock);
+    for (;;) {
+        int log = 0, done = 0;
+
+        while (!ckpt_due && !ckpt_stop)
+            pthread_cond_wait(&ckpt_cond, &ckpt_lock);
+        if (ckpt_stop)
+            break;
+        ckpt_due = false;
+        pthread_mutex_unlock(&ckpt_lock);
+        if (sqlite3_wal_checkpoint_v2(mdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == SQLITE_OK &&
+            log >= CKPT_FORCE_PAGES)
+            sqlite3_wal_checkpoint_v2(mdb, NULL, SQLITE_CHECKPOINT_RESTART, &log, &done);
+        pthread_mutex_lock(&ckpt_lock);
+    }
+    pthread_mutex_unlock(&ckpt_lock);
+    return NULL;
+}
+
+static void
+ckpt_start(void)
+{
+    ckpt_due = ckpt_stop = false;
+    ckpt_running = pthread_create(&ckpt_thread, NULL, ckpt_main, NULL) == 0;
+}
+
+static void
+ckpt_end(void)
+{
+    if (!ckpt_running)
+        return;
+    pthread_mutex_lock(&ckpt_lock);
+    ckpt_stop = true;
+    pthread_cond_signal(&ckpt_cond);
+    pthread_mutex_unlock(&ckpt_lock);
+    pthread_join(ckpt_thread, NULL);
+    ckpt_running = false;
+}
+
 static int
 sq_connect(struct sconn **out, char *why, size_t n)
 {
@@ -519,6 +610,10 @@ sq_connect(struct sconn **out, char *why, size_t n)
      * pages; measured 5.2 s -> 3.2 s for that sweep. Readers keep the
      * default so idle memory stays small. */
     sqlite3_exec(c->db, "PRAGMA cache_size=-16384", NULL, NULL, NULL);
+    /* checkpoints are the checkpointer's (DESIGN); this also turns the
+     * automatic one off */
+    if (ckpt_running)
+        sqlite3_wal_hook(c->db, wal_hook, NULL);
     if (!max_pages_default)
         max_pages_default = pragma_int(c->db, "PRAGMA max_page_count");
     *out = c;
@@ -600,7 +695,7 @@ sq_commit(struct sconn *c, struct fault *f)
     }
     if (c->checkpoint) {
         c->checkpoint = false;
-        sqlite3_exec(c->db, "PRAGMA wal_checkpoint(PASSIVE)", NULL, NULL, NULL);
+        ckpt_wake();
     }
     return 0;
 }
@@ -637,15 +732,13 @@ sq_shrink(struct tx *t, int64_t keep, int64_t max, int64_t *freed, bool *more)
     *more = left > keep && *freed > 0;     /* no progress: no busy loop */
     /* the file itself shrinks when a checkpoint has copied the whole WAL
      * back; with no more writes the last one would wait for the next
-     * 1000 pages written: once done, the commit checkpoints at once */
+     * 1000 pages written: once done, the commit wakes the checkpointer */
     if (!*more)
         t->c->checkpoint = true;
     return 0;
 }
 
 /* ---- open and close ------------------------------------------------------ */
-
-static sqlite3 *mdb;            /* the connection that migrated, kept to checkpoint */
 
 /* The file's size as SQLite counts it (pages x page size), bytes. */
 static int64_t
@@ -723,6 +816,7 @@ sq_open(char *why, size_t n)
     max_pages_default = 0;
     if (test_fault_file)
         log_event("warn", "db.test_hooks_enabled", json_pack("{s:b}", "faultFile", true));
+    ckpt_start();
     return 0;
 }
 
@@ -731,6 +825,7 @@ sq_close(void)
 {
     if (!mdb)
         return;
+    ckpt_end();
     sqlite3_exec(mdb, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
     db_close(mdb);
     mdb = NULL;

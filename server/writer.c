@@ -26,6 +26,13 @@
  * for. batond may start with no connection at all: the writer then
  * connects on the first batch.
  *
+ * A write that makes something available (an enqueue, a resume, a freed
+ * order key: a topic in its tx's notify list) wakes this process's writes
+ * parked on it into the same batch: they run after it, in the same
+ * transaction, and are answered after the same commit -- a long-poll
+ * claim woken by an enqueue costs no second commit. If that batch is not
+ * committed they run again in the next one, as any woken write does.
+ *
  * Wake-ups: the batch's topics and due times, collapsed to one per topic,
  * go to the other processes of the database inside the transaction, just
  * before COMMIT (notifier->publish_tx, in a savepoint of its own so that a
@@ -325,15 +332,47 @@ publish_tx(json_t *notify, json_t *due, bool events)
     return 0;
 }
 
+/* The writes parked on the topics of notify join the batch after tail
+ * (see DESIGN); whoever waits for them must still be there. The new tail. */
+static struct wreq *
+merge_woken(json_t *notify, struct wreq *tail)
+{
+    size_t i;
+    json_t *v;
+
+    if (draining)
+        return tail;
+    json_array_foreach(notify, i, v) {
+        struct wreq *got = NULL;
+        wait_wake(json_string_value(v), &got);
+        while (got) {
+            struct wreq *w = got;
+            got = w->next;
+            if (w->alive && !w->alive(w)) {
+                w->next = woken;        /* finished by requeue_woken */
+                woken = w;
+                continue;
+            }
+            w->merged = true;
+            w->next = NULL;
+            tail->next = w;
+            tail = w;
+        }
+    }
+    return tail;
+}
+
 /* One transaction of the batch: its writes' events, wake-ups and due
  * times are added to the arrays. true when it committed; else every write
  * is failed (f says why). */
 static bool
 run_tx(struct wreq *batch, json_t *events, json_t *notify, json_t *due, struct fault *f)
 {
-    struct wreq *w;
+    struct wreq *w, *tail = batch;
     bool committed, aborted = false;
 
+    while (tail->next)
+        tail = tail->next;
     if (store->begin(wconn, f) < 0) {
         fail_all(batch, f);
         return false;
@@ -358,6 +397,7 @@ run_tx(struct wreq *batch, json_t *events, json_t *notify, json_t *due, struct f
             json_array_extend(events, t.events);
             json_array_extend(notify, t.notify);
             json_object_update(due, t.due);
+            tail = merge_woken(t.notify, tail);
         } else {
             store->rollback_to(wconn);
             store->release(wconn);
@@ -399,8 +439,6 @@ run_batch(struct wreq *batch)
     size_t writes = 0;
     double t0 = mono_ms();
 
-    for (w = batch; w; w = w->next)
-        writes++;
     for (int tries = 0; tries < MAX_TRIES; tries++) {
         for (w = batch; w; w = w->next) {
             w->failed = false;
@@ -426,6 +464,8 @@ run_batch(struct wreq *batch)
     if (!committed)
         drop_if_lost();
     json_decref(f.details);
+    for (w = batch; w; w = w->next)
+        writes++;
     if (hooks.committed)
         hooks.committed(writes, committed, mono_ms() - t0);
     /* Split the batch first: filing a write as parked (and waking it)
@@ -433,10 +473,20 @@ run_batch(struct wreq *batch)
      * walked through w->next after that. */
     for (w = batch; w;) {
         struct wreq *next = w->next;
+        bool merged = w->merged;
         w->next = NULL;
+        w->merged = false;
         if (committed && w->parked && !draining) {
+            w->parks++;
             w->next = park;
             park = w;
+        } else if (!committed && merged) {
+            /* woken into a batch that failed: it runs again in the next */
+            w->failed = false;
+            json_decref(w->err.details);
+            w->err = (struct fault){0};
+            w->next = woken;
+            woken = w;
         } else {
             w->parked = false;
             w->next = done;

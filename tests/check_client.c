@@ -541,6 +541,63 @@ START_TEST(jobs_typed)
 }
 END_TEST
 
+/* complete-and-next through libbaton: the next job comes with the
+ * report, NULL when none; a stale report claims nothing; a wait for the
+ * next job long-polls with the client's timeout extended. */
+START_TEST(complete_and_next_typed)
+{
+    baton_error err;
+    json_t *payload = json_pack("{s:i}", "n", 0), *job = NULL, *next = NULL;
+    baton_next after = {"cnq", 20000, 0}, wait = {"late", 0, 20000};
+    char id[64], token[128];
+    long t0;
+    pthread_t th;
+
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(baton_enqueue(b, "cnq", payload, NULL, NULL, &err), 201);
+    ck_assert_int_eq(baton_claim(b, "cnq", "w1", 0, 0, 0, &job, &err), 200);
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(job, "id")));
+    snprintf(token, sizeof token, "%s", json_string_value(json_object_get(job, "claimToken")));
+    json_decref(job);
+
+    ck_assert_int_eq(baton_complete_next(b, id, "w1", "stale", NULL, NULL, 0, &after, &next, &err), -1);
+    ck_assert_str_eq(err.code, "claim_lost");
+    ck_assert_ptr_null(next);
+    ck_assert_int_eq(baton_complete_next(b, id, "w1", token, NULL, NULL, 0, &after, &next, &err), 200);
+    ck_assert_ptr_nonnull(next);
+    ck_assert_str_eq(json_string_value(json_object_get(next, "status")), "processing");
+    ck_assert_int_eq(json_integer_value(json_object_get(next, "lockedUntil")) -
+                     json_integer_value(json_object_get(next, "startedAt")), 20000);
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(next, "id")));
+    snprintf(token, sizeof token, "%s", json_string_value(json_object_get(next, "claimToken")));
+    json_decref(next);
+
+    /* the queue is empty now: the failure goes through, next is NULL */
+    ck_assert_int_eq(baton_fail_next(b, id, "w1", token, "boom", NULL, true, 0, 0, &after, &next, &err), 200);
+    ck_assert_ptr_null(next);
+    ck_assert_int_eq(baton_job_get(b, id, &job, &err), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(job, "status")), "pending");   /* retryable */
+    json_decref(job);
+
+    /* a long wait for the next job outlasts the client's 1 s timeout */
+    ck_assert_int_eq(baton_claim(b, "cnq", "w1", 0, 20000, 0, &job, &err), 200);
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(job, "id")));
+    snprintf(token, sizeof token, "%s", json_string_value(json_object_get(job, "claimToken")));
+    json_decref(job);
+    baton_set_timeout_ms(b, 1000);
+    ck_assert_int_eq(pthread_create(&th, NULL, enqueue_later, NULL), 0);
+    t0 = mono_ms();
+    ck_assert_msg(baton_complete_next(b, id, "w1", token, NULL, NULL, 0, &wait, &next, &err) == 200, "%s",
+                  baton_strerror(&err));
+    pthread_join(th, NULL);
+    ck_assert_int_lt(mono_ms() - t0, 10000);
+    ck_assert_ptr_nonnull(next);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(next, "payload"), "n")), 1);
+    json_decref(next);
+    json_decref(payload);
+}
+END_TEST
+
 START_TEST(leases_typed)
 {
     baton_error err;
@@ -887,6 +944,7 @@ suite_client(void)
     tcase_add_test(tc, session_batch_typed);
     tcase_add_test(tc, event_stream_follows_across_restart);
     tcase_add_test(tc, jobs_typed);
+    tcase_add_test(tc, complete_and_next_typed);
     tcase_add_test(tc, enqueue_batch_typed);
     tcase_add_test(tc, leases_typed);
     tcase_add_test(tc, inbound_typed);

@@ -562,6 +562,49 @@ START_TEST(metrics_scrape)
 }
 END_TEST
 
+/* Requests counted by many threads at once: none is lost, and each
+ * series' histogram adds up to its count. */
+static void *
+metrics_load(void *arg)
+{
+    struct resp r;
+
+    (void)arg;
+    for (int i = 0; i < 100; i++) {
+        ck_assert_int_eq(http_req(&srv, "GET", "/v1/jobs/999999", NULL, 0, NULL, NULL, &r), 0);
+        ck_assert_int_eq(r.status, 404);
+        resp_free(&r);
+        ck_assert_int_eq(http_req(&srv, i % 2 ? "GET" : "DELETE", "/no/such/route", NULL, 0, NULL, NULL, &r), 0);
+        resp_free(&r);
+    }
+    return NULL;
+}
+
+START_TEST(metrics_count_every_request_under_concurrency)
+{
+    pthread_t th[8];
+    struct resp r;
+
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, metrics_load, NULL);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(http_req(&srv, "GET", "/metrics", NULL, 0, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_http_requests_total{route=\"/v1/jobs/{id}\",method=\"GET\","
+                                         "status=\"404\"} 800\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_http_request_duration_ms_bucket{route=\"/v1/jobs/{id}\","
+                                         "method=\"GET\",status=\"404\",le=\"+Inf\"} 800\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_http_request_duration_ms_count{route=\"/v1/jobs/{id}\","
+                                         "method=\"GET\",status=\"404\"} 800\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_http_requests_total{route=\"unmatched\",method=\"GET\","
+                                         "status=\"404\"} 400\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "baton_http_requests_total{route=\"unmatched\",method=\"DELETE\","
+                                         "status=\"404\"} 400\n"));
+    resp_free(&r);
+}
+END_TEST
+
 /* Every writing route of the table, with bodies that are not JSON objects
  * (truncated, arrays, scalars, invalid UTF-8): a 4xx with SPEC's error body, never a 5xx, and nothing
  * recorded. (Webhooks without their secret configured answer 503
@@ -631,6 +674,7 @@ suite_http(void)
     tcase_add_test(tc, event_stream_tails_and_resumes);
     tcase_add_test(tc, sigterm_ends_open_streams);
     tcase_add_test(tc, metrics_scrape);
+    tcase_add_test(tc, metrics_count_every_request_under_concurrency);
     tcase_add_test(tc, every_route_refuses_bad_bodies);
     suite_add_tcase(s, tc);
     return s;

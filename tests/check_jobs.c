@@ -339,6 +339,7 @@ struct waiter {
     struct resp r;
     int64_t done_at;
     int rc;
+    const char *path;               /* NULL: POST /v1/jobs/claim */
 };
 
 static void *
@@ -346,7 +347,7 @@ waiter_main(void *arg)
 {
     struct waiter *w = arg;
 
-    w->rc = http_req(w->s, "POST", "/v1/jobs/claim", w->body, strlen(w->body), NULL, NULL, &w->r);
+    w->rc = http_req(w->s, "POST", w->path ? w->path : "/v1/jobs/claim", w->body, strlen(w->body), NULL, NULL, &w->r);
     w->done_at = now_ms();
     return NULL;
 }
@@ -354,7 +355,7 @@ waiter_main(void *arg)
 START_TEST(waiting_claim_woken_by_enqueue)
 {
     struct server s = {0};
-    struct waiter w = {&s, "{\"workerId\":\"w\",\"queue\":\"lp\",\"waitMs\":30000}", {0}, 0, 0};
+    struct waiter w = {&s, "{\"workerId\":\"w\",\"queue\":\"lp\",\"waitMs\":30000}", {0}, 0, 0, NULL};
     pthread_t th;
     json_t *job;
     int64_t t0;
@@ -1429,6 +1430,243 @@ START_TEST(outbound_leased_queue_requires_lease_token)
 }
 END_TEST
 
+/* ---- complete-and-next ------------------------------------------------------ */
+
+/* The "next" of a complete-and-next answer (new reference, may be NULL for
+ * null); asserts the answer's "job" is id with status. */
+static json_t *
+next_of(json_t *answer, const char *id, const char *status)
+{
+    json_t *job = json_object_get(answer, "job"), *next = json_object_get(answer, "next");
+
+    ck_assert_ptr_nonnull(job);
+    ck_assert_str_eq(sget(job, "id"), id);
+    ck_assert_str_eq(sget(job, "status"), status);
+    ck_assert_ptr_nonnull(next);                /* present, maybe null */
+    next = json_is_null(next) ? NULL : json_incref(next);
+    json_decref(answer);
+    return next;
+}
+
+/* A body for a worker call on job with extra members (a JSON text to free). */
+static char *
+worker_body(json_t *job, json_t *extra)
+{
+    json_t *body = json_pack("{s:s, s:s}", "workerId", sget(job, "lockedBy"), "claimToken",
+                             sget(job, "claimToken"));
+    char *text;
+
+    json_object_update(body, extra);
+    json_decref(extra);
+    text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
+}
+
+START_TEST(complete_and_next_claims_in_the_same_request)
+{
+    struct server s = {0};
+    json_t *j1, *j2, *j3, *c1, *n2, *n3, *answer;
+
+    server_start(&s, NULL);
+    j1 = enqueue_in(&s, "cn", 0, 0);
+    j2 = enqueue_in(&s, "cn", 0, 0);
+    j3 = enqueue_in(&s, "other", 0, 0);
+    c1 = claim(&s, "w1", "cn", 200);
+    ck_assert_str_eq(sget(c1, "id"), sget(j1, "id"));
+
+    /* the completion and the claim of the next job of the same queue */
+    answer = worker_call(&s, c1, "complete", json_pack("{s:{s:i}, s:{}}", "result", "ok", 1, "next"), 200);
+    ck_assert_int_eq(iget(json_object_get(json_object_get(answer, "job"), "result"), "ok"), 1);
+    n2 = next_of(answer, sget(j1, "id"), "completed");
+    ck_assert_ptr_nonnull(n2);
+    ck_assert_str_eq(sget(n2, "id"), sget(j2, "id"));
+    ck_assert_str_eq(sget(n2, "status"), "processing");
+    ck_assert_str_eq(sget(n2, "lockedBy"), "w1");
+    ck_assert_ptr_nonnull(sget(n2, "claimToken"));
+    ck_assert_str_ne(sget(n2, "claimToken"), sget(c1, "claimToken"));
+    ck_assert_int_eq(iget(n2, "attempts"), 1);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"cn.job.completed\""), 1);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"cn.job.claimed\""), 2);
+
+    /* another queue, with its own lock */
+    answer = worker_call(&s, n2, "complete", json_pack("{s:{s:s, s:i}}", "next", "queue", "other", "lockMs", 5000),
+                         200);
+    n3 = next_of(answer, sget(j2, "id"), "completed");
+    ck_assert_ptr_nonnull(n3);
+    ck_assert_str_eq(sget(n3, "id"), sget(j3, "id"));
+    ck_assert_int_eq(iget(n3, "lockedUntil") - iget(n3, "startedAt"), 5000);
+
+    /* a failure asks for the next too; nothing there and no wait: null */
+    answer = worker_call(&s, n3, "fail", json_pack("{s:s, s:b, s:{}}", "errorReason", "bad", "retryable", 0, "next"),
+                         200);
+    ck_assert_ptr_null(next_of(answer, sget(j3, "id"), "failed"));
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"other.job.failed\""), 1);
+
+    /* without next the answer is what it always was */
+    json_decref(enqueue_in(&s, "cn", 0, 0));
+    json_decref(c1);
+    c1 = claim(&s, "w1", "cn", 200);
+    answer = worker_call(&s, c1, "complete", NULL, 200);
+    ck_assert_ptr_null(json_object_get(answer, "next"));
+    json_decref(answer);
+    json_decref(j1), json_decref(j2), json_decref(j3), json_decref(c1), json_decref(n2), json_decref(n3);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* A stale claim token, a stale lease token or a malformed next: the answer
+ * says so and neither the completion nor the claim happened. */
+START_TEST(complete_and_next_refused_changes_nothing)
+{
+    const char *q = "outbound.whatsapp.acc9";
+    static const char *const bad[] = {
+        "{\"next\":5}", "{\"next\":\"cn\"}", "{\"next\":{\"queue\":\"a/b\"}}", "{\"next\":{\"queue\":7}}",
+        "{\"next\":{\"waitMs\":-1}}", "{\"next\":{\"waitMs\":600001}}", "{\"next\":{\"lockMs\":0}}",
+        "{\"next\":{\"queue\":\"\"}}", "{\"next\":[]}",
+    };
+    static const char *const field[] = {
+        "next", "next", "next.queue", "next.queue", "next.waitMs", "next.waitMs", "next.lockMs", "next.queue", "next",
+    };
+    struct server s = {0};
+    json_t *j1, *j2, *c1, *o1, *o2, *co, *n, *answer, *stale;
+    int64_t old, cur;
+
+    server_start(&s, NULL);
+    j1 = enqueue_in(&s, "cn", 0, 0);
+    j2 = enqueue_in(&s, "cn", 0, 0);
+    c1 = claim(&s, "w1", "cn", 200);
+
+    stale = json_deep_copy(c1);
+    json_object_set_new(stale, "claimToken", json_string("c_stale"));
+    answer = worker_call(&s, stale, "complete", json_pack("{s:{}}", "next"), 409);
+    ck_assert_str_eq(err_code(answer), "claim_lost");
+    json_decref(answer);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *extra = json_loads(bad[i], 0, NULL);
+        ck_assert_ptr_nonnull(extra);
+        answer = worker_call(&s, c1, i % 2 ? "fail" : "complete",
+                             i % 2 ? (json_object_set_new(extra, "errorReason", json_string("x")), extra) : extra, 400);
+        ck_assert_msg(!strcmp(err_code(answer), "bad_request"), "%s", bad[i]);
+        ck_assert_msg(!strcmp(sget(json_object_get(answer, "error"), "field"), field[i]), "%s: %s", bad[i],
+                      err_message(answer));
+        json_decref(answer);
+    }
+    n = get_job(&s, sget(j1, "id"));
+    ck_assert_str_eq(sget(n, "status"), "processing");
+    ck_assert_str_eq(sget(n, "claimToken"), sget(c1, "claimToken"));
+    json_decref(n);
+    n = get_job(&s, sget(j2, "id"));
+    ck_assert_str_eq(sget(n, "status"), "pending");
+    ck_assert_int_eq(iget(n, "attempts"), 0);
+    json_decref(n);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"cn.job.claimed\""), 1);
+
+    /* fencing: a send finished with a lease token that lost the lease
+     * claims nothing either */
+    o1 = enqueue(&s, json_pack("{s:s, s:{s:s}}", "queue", q, "payload", "text", "one"));
+    o2 = enqueue(&s, json_pack("{s:s, s:{s:s}}", "queue", q, "payload", "text", "two"));
+    old = acquire_lease(&s, "whatsapp", "acc9", "wa-1");
+    co = job_of(claim_leased(&s, q, json_integer(old), 200));
+    ck_assert_str_eq(sget(co, "id"), sget(o1, "id"));
+    release_lease(&s, "whatsapp", "acc9", "wa-1", old);
+    cur = acquire_lease(&s, "whatsapp", "acc9", "wa-2");
+    answer = worker_call(&s, co, "complete", json_pack("{s:I, s:{}}", "leaseToken", (json_int_t)old, "next"), 409);
+    ck_assert_str_eq(err_code(answer), "lease_not_held");
+    json_decref(answer);
+    n = get_job(&s, sget(o2, "id"));
+    ck_assert_str_eq(sget(n, "status"), "pending");
+    json_decref(n);
+    /* with the current token both happen, the claim fenced by it too */
+    answer = worker_call(&s, co, "complete", json_pack("{s:I, s:{}}", "leaseToken", (json_int_t)cur, "next"), 200);
+    n = next_of(answer, sget(o1, "id"), "completed");
+    ck_assert_ptr_nonnull(n);
+    ck_assert_str_eq(sget(n, "id"), sget(o2, "id"));
+    json_decref(n);
+    json_decref(j1), json_decref(j2), json_decref(c1), json_decref(stale);
+    json_decref(o1), json_decref(o2), json_decref(co);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* With waitMs the claim half long-polls; the completion is committed at
+ * once, not held for the wait; a paused queue keeps it parked until the
+ * resume; an empty wait ends with next null. */
+START_TEST(complete_and_next_long_polls_after_committing)
+{
+    struct server s = {0};
+    struct waiter w = {&s, NULL, {0}, 0, 0, NULL};
+    json_t *j1, *c1, *j2, *n, *n2, *j3;
+    pthread_t th;
+    char *body, path[128];
+    int64_t t0;
+
+    server_start(&s, NULL);
+    j1 = enqueue_in(&s, "lpn", 0, 0);
+    c1 = claim(&s, "w1", "lpn", 200);
+    w.body = body = worker_body(c1, json_pack("{s:{s:i}}", "next", "waitMs", 30000));
+    snprintf(path, sizeof path, "/v1/jobs/%s/complete", sget(c1, "id"));
+    w.path = path;
+    pthread_create(&th, NULL, waiter_main, &w);
+    msleep(500);
+    ck_assert_msg(w.done_at == 0, "answered %ld: %.300s", w.r.status, w.r.body ? w.r.body : "");
+    n = get_job(&s, sget(j1, "id"));
+    ck_assert_str_eq(sget(n, "status"), "completed");
+    json_decref(n);
+    t0 = now_ms();
+    j2 = enqueue_in(&s, "lpn", 0, 0);
+    pthread_join(th, NULL);
+    free(body);
+    ck_assert_int_eq(w.rc, 0);
+    ck_assert_int_eq(w.r.status, 200);
+    ck_assert_int_lt(w.done_at - t0, 5000);
+    n2 = next_of(json_incref(w.r.json), sget(j1, "id"), "completed");
+    ck_assert_ptr_nonnull(n2);
+    ck_assert_str_eq(sget(n2, "id"), sget(j2, "id"));
+    ck_assert_str_eq(sget(n2, "status"), "processing");
+    resp_free(&w.r);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"lpn.job.completed\""), 1);
+
+    /* a paused queue: the completion goes through, the claim waits for the resume */
+    json_decref(CALL(&s, "POST", "/v1/queues/lpn/pause", json_object(), 200));
+    j3 = enqueue_in(&s, "lpn", 0, 0);
+    w = (struct waiter){&s, NULL, {0}, 0, 0, path};
+    w.body = body = worker_body(n2, json_pack("{s:{s:i}}", "next", "waitMs", 30000));
+    snprintf(path, sizeof path, "/v1/jobs/%s/complete", sget(n2, "id"));
+    pthread_create(&th, NULL, waiter_main, &w);
+    msleep(700);
+    ck_assert_int_eq(w.done_at, 0);
+    n = get_job(&s, sget(j2, "id"));
+    ck_assert_str_eq(sget(n, "status"), "completed");
+    json_decref(n);
+    n = get_job(&s, sget(j3, "id"));
+    ck_assert_str_eq(sget(n, "status"), "pending");
+    json_decref(n);
+    t0 = now_ms();
+    json_decref(CALL(&s, "POST", "/v1/queues/lpn/resume", json_object(), 200));
+    pthread_join(th, NULL);
+    free(body);
+    ck_assert_int_eq(w.r.status, 200);
+    ck_assert_int_lt(w.done_at - t0, 5000);
+    json_decref(n2);
+    n2 = next_of(json_incref(w.r.json), sget(j2, "id"), "completed");
+    ck_assert_ptr_nonnull(n2);
+    ck_assert_str_eq(sget(n2, "id"), sget(j3, "id"));
+    resp_free(&w.r);
+
+    /* nothing comes: the wait ends with the completion and next null */
+    t0 = now_ms();
+    ck_assert_ptr_null(next_of(worker_call(&s, n2, "complete", json_pack("{s:{s:i}}", "next", "waitMs", 700), 200),
+                               sget(j3, "id"), "completed"));
+    ck_assert_int_ge(now_ms() - t0, 650);
+    ck_assert_int_lt(now_ms() - t0, 8000);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"lpn.job.completed\""), 3);
+    ck_assert_int_eq(server_log_count(&s, "\"event\":\"lpn.job.claimed\""), 3);
+    json_decref(j1), json_decref(c1), json_decref(j2), json_decref(n2), json_decref(j3);
+    server_cleanup(&s);
+}
+END_TEST
+
 /* Acknowledged jobs survive a kill -9 of batond. */
 START_TEST(jobs_survive_server_kill)
 {
@@ -1613,7 +1851,7 @@ END_TEST
 START_TEST(batch_jobs_claimable_with_their_options)
 {
     struct server s = {0};
-    struct waiter w = {&s, "{\"workerId\":\"w\",\"queue\":\"bw\",\"waitMs\":30000}", {0}, 0, 0};
+    struct waiter w = {&s, "{\"workerId\":\"w\",\"queue\":\"bw\",\"waitMs\":30000}", {0}, 0, 0, NULL};
     pthread_t th;
     json_t *a, *c;
     int64_t t0;
@@ -1819,7 +2057,7 @@ enqueue_key(struct server *s, const char *queue, const char *key, int n, int max
 START_TEST(order_key_retrying_job_holds_later_jobs)
 {
     struct server s = {0};
-    struct waiter w = {&s, "{\"workerId\":\"w2\",\"queue\":\"rk\",\"waitMs\":30000}", {0}, 0, 0};
+    struct waiter w = {&s, "{\"workerId\":\"w2\",\"queue\":\"rk\",\"waitMs\":30000}", {0}, 0, 0, NULL};
     pthread_t th;
     json_t *a1, *a2, *u, *c, *got;
     int64_t t0;
@@ -1995,6 +2233,13 @@ suite_jobs(void)
     tcase_add_test(tc, order_key_retrying_job_holds_later_jobs);
     tcase_add_test(tc, order_key_expired_lock_frees_the_key);
     tcase_add_test(tc, order_key_of_inbound_and_replies_and_bad_input);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("complete_and_next");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, complete_and_next_claims_in_the_same_request);
+    tcase_add_test(tc, complete_and_next_refused_changes_nothing);
+    tcase_add_test(tc, complete_and_next_long_polls_after_committing);
     suite_add_tcase(s, tc);
     return s;
 }

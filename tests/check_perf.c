@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <sqlite3.h>
 
@@ -65,6 +66,63 @@ db_path(struct server *s)
     snprintf(p, sizeof p, "%s/baton.db", s->dir);
     return p;
 }
+
+/* ---- checkpoints ---------------------------------------------------------- */
+
+static long long
+file_size(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? (long long)st.st_size : 0;
+}
+
+static void *
+bulk_writer(void *arg)
+{
+    struct server *s = arg;
+    char *body = malloc(32768), pad[2049];
+    size_t n;
+
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    for (int b = 0; b < 150; b++) {
+        n = (size_t)snprintf(body, 32768, "{\"jobs\":[");
+        for (int i = 0; i < 10; i++)
+            n += (size_t)snprintf(body + n, 32768 - n, "%s{\"queue\":\"bulk\",\"payload\":{\"pad\":\"%s\"}}",
+                                  i ? "," : "", pad);
+        snprintf(body + n, 32768 - n, "]}");
+        ck_assert_int_eq(post(s, "POST", "/v1/jobs/batch", body, NULL), 201);
+    }
+    free(body);
+    return NULL;
+}
+
+/* 6000 jobs of 2 KiB written by 4 clients: the checkpointer copies the WAL
+ * into the database file as it goes (the file holds the data) and the
+ * WAL stays a few MiB, where without checkpoints it would hold it all. */
+START_TEST(checkpoints_keep_the_wal_bounded)
+{
+    struct server s = {0};
+    pthread_t th[4];
+    char wal[320];
+    long long db = 0, max_wal = 0;
+
+    server_start(&s, NULL);
+    snprintf(wal, sizeof wal, "%s-wal", db_path(&s));
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, bulk_writer, &s);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 100 && (db = file_size(db_path(&s))) < 10 << 20; i++)
+        usleep(100 * 1000);
+    max_wal = file_size(wal);
+    ck_assert_msg(db >= 10 << 20, "the database file holds %lld bytes: no checkpoint ran", db);
+    ck_assert_msg(max_wal < 24 << 20, "the WAL grew to %lld bytes", max_wal);
+    ck_assert_int_eq(server_sql(&s, "SELECT count(*) FROM jobs WHERE queue = 'bulk'"), 6000);
+    server_cleanup(&s);
+}
+END_TEST
 
 /* ---- group commit ------------------------------------------------------- */
 
@@ -216,6 +274,49 @@ START_TEST(park_and_wake_in_one_batch)
     /* the server is still well: nothing parked, nothing freed twice */
     ck_assert_int_eq(metric(&s, "baton_parked_requests"), 0);
     ck_assert_int_eq(server_stop(&s), 0);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* Long-poll claims woken by an enqueue run in the enqueue's own batch and
+ * are answered after its commit: 4 parked claims, one enqueue of 4 jobs
+ * (a batch), 5 writes and 1 commit; the woken claims take one job each. */
+START_TEST(woken_claims_share_the_enqueues_commit)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=600000", NULL};
+    struct server s = {0};
+    struct later l[] = {
+        {&s, 0, "/v1/jobs/claim", "{\"queue\":\"mw\",\"workerId\":\"w1\",\"waitMs\":20000}", 0, NULL},
+        {&s, 0, "/v1/jobs/claim", "{\"queue\":\"mw\",\"workerId\":\"w2\",\"waitMs\":20000}", 0, NULL},
+        {&s, 0, "/v1/jobs/claim", "{\"queue\":\"mw\",\"workerId\":\"w3\",\"waitMs\":20000}", 0, NULL},
+        {&s, 0, "/v1/jobs/claim", "{\"queue\":\"mw\",\"workerId\":\"w4\",\"waitMs\":20000}", 0, NULL},
+    };
+    const char *jobs = "{\"jobs\":[{\"queue\":\"mw\",\"payload\":{\"i\":1}},{\"queue\":\"mw\",\"payload\":{\"i\":2}},"
+                       "{\"queue\":\"mw\",\"payload\":{\"i\":3}},{\"queue\":\"mw\",\"payload\":{\"i\":4}}]}";
+    pthread_t th[4];
+    double commits, writes;
+    int seen = 0;
+
+    server_start(&s, env);
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, later_one, &l[i]);
+    for (int i = 0; i < 100 && metric(&s, "baton_parked_requests") < 4; i++)
+        usleep(50 * 1000);
+    ck_assert_int_eq(metric(&s, "baton_parked_requests"), 4);
+    commits = metric(&s, "baton_commits_total");
+    writes = metric(&s, "baton_writes_total");
+    ck_assert_int_eq(post(&s, "POST", "/v1/jobs/batch", jobs, NULL), 201);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(l[i].status, 200);
+        seen |= 1 << json_integer_value(json_object_get(json_object_get(json_object_get(l[i].out, "job"),
+                                                                        "payload"), "i"));
+        json_decref(l[i].out);
+    }
+    ck_assert_int_eq(seen, 0x1e);       /* jobs 1..4, each once */
+    ck_assert_int_eq(metric(&s, "baton_commits_total") - commits, 1);
+    ck_assert_int_eq(metric(&s, "baton_writes_total") - writes, 5);
     server_cleanup(&s);
 }
 END_TEST
@@ -826,6 +927,8 @@ suite_perf(void)
         tcase_add_test(tc, concurrent_writes_share_commits);
         tcase_add_test(tc, lone_write_commits_at_once);
         tcase_add_test(tc, park_and_wake_in_one_batch);
+        tcase_add_test(tc, woken_claims_share_the_enqueues_commit);
+        tcase_add_test(tc, checkpoints_keep_the_wal_bounded);
         tcase_add_test(tc, disk_full_answers_503_and_recovers);
         tcase_add_test(tc, disk_full_in_a_batch_stays_consistent);
     }

@@ -1011,6 +1011,51 @@ START_TEST(test_web_and_telegram_replies)
 }
 END_TEST
 
+/* The value of the /metrics line that starts with series (-1 when absent). */
+static long long
+metric(struct server *s, const char *series)
+{
+    struct resp r;
+    const char *at;
+    long long v = -1;
+
+    ck_assert_int_eq(http_req(s, "GET", "/metrics", NULL, 0, NULL, NULL, &r), 0);
+    if (r.body && (at = strstr(r.body, series)))
+        v = atoll(at + strlen(series));
+    resp_free(&r);
+    return v;
+}
+
+/* A backlog is worked off with one request per job: the core worker
+ * reports each job and takes the next in the same request. */
+START_TEST(test_backlog_one_request_per_job)
+{
+    struct server s = {0};
+    struct agentp core = {0};
+    char conv[32], text[32];
+
+    server_start(&s, NULL);
+    for (int i = 0; i < 20; i++) {
+        snprintf(conv, sizeof conv, "backlog-%d", i);
+        snprintf(text, sizeof text, "m%d", i);
+        free(web_post(&s, conv, text));
+    }
+    agent_start(&core, &s, "core-1", (const char *const[]){"AGENT_ROLE=core", NULL});
+    for (int i = 0; i < 20; i++) {
+        snprintf(conv, sizeof conv, "backlog-%d", i);
+        snprintf(text, sizeof text, "echo: m%d", i);
+        ck_assert(WAIT_FOR(conv_out_count(&s, conv, text, "sent") == 1, 20000));
+    }
+    ck_assert_int_eq(metric(&s, "baton_http_requests_total{route=\"/v1/jobs/{id}/complete\",method=\"POST\","
+                                "status=\"200\"} "), 20);
+    /* the first claim, and the idle long-polls after the backlog */
+    ck_assert_int_le(metric(&s, "baton_http_requests_total{route=\"/v1/jobs/claim\",method=\"POST\","
+                                "status=\"200\"} "), 1);
+    ck_assert_int_eq(agent_stop(&core), 0);
+    server_cleanup(&s);
+}
+END_TEST
+
 /* ---- C and J: one holder sends everything; the standby sends nothing ------------------ */
 
 static void
@@ -1414,6 +1459,7 @@ suite_scenarios(void)
 
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_web_and_telegram_replies);
+    tcase_add_test(tc, test_backlog_one_request_per_job);
     tcase_add_test(tc, test_one_holder_sends);
     tcase_add_test(tc, test_core_only_queues_whatsapp);
     tcase_add_test(tc, test_sigterm_handover);

@@ -9,6 +9,10 @@
  *   job cycle  baton enqueue + claim + complete
  *              | beanstalkd put + reserve + delete
  *              | redis LPUSH + BLMOVE + LREM (a reliable list queue)
+ *   best API   jobs/s, half the clients producing and half consuming, 8
+ *              and 64 clients: baton batch enqueue + complete-and-next
+ *              | beanstalkd put + reserve + delete | redis LPUSH of 16
+ *              values + BLMOVE + LREM (see run_flow)
  *   heartbeat  baton lease heartbeat          (no peer equivalent measured)
  *   dispatch   one producer, 8 parked consumers: time from the producer's
  *              send to a consumer holding the job (baton long-poll claim,
@@ -27,8 +31,11 @@
  * graphile_bench.js), each on a database of its own: the job cycle and
  * the dispatch latency.
  *
+ * Part "node" (bench_node.c): batond, BullMQ and graphile-worker from Node.
+ *
  * BENCH_QUICK=1 shortens every phase and stops the scale runs at 10^5;
- * BENCH_ONLY=baton,peers,pg,scale picks parts of this comparison. */
+ * BENCH_ONLY=baton,peers,pg,node,scale picks parts of this comparison
+ * (flow: batond's best-API flows alone, for profiling). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +46,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,10 +56,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SECRET  "bench-secret"
-#define CLIENTS 8
+#include "bench.h"
 
-int bench_compare(void);
+#define CLIENTS 8
 
 static bool quick;
 static double duration_s;
@@ -78,14 +85,7 @@ wall_ms(void)
 
 /* ---- processes ------------------------------------------------------------ */
 
-struct proc {
-    pid_t pid;
-    int port;
-    char dir[64];
-    const char *name;
-};
-
-static int
+int
 free_port(void)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -129,7 +129,7 @@ wait_port(int port)
     return -1;
 }
 
-static bool
+bool
 have(const char *bin, const char *pkg)
 {
     char cmd[256];
@@ -174,7 +174,7 @@ proc_start(struct proc *p, char *const argv[])
     return 0;
 }
 
-static void
+void
 proc_stop(struct proc *p)
 {
     int status = 0;
@@ -191,7 +191,7 @@ proc_stop(struct proc *p)
     p->pid = 0;
 }
 
-static void
+void
 rmdir_all(const char *dir)
 {
     char cmd[128];
@@ -203,7 +203,7 @@ rmdir_all(const char *dir)
         fprintf(stderr, "could not remove %s\n", dir);
 }
 
-static int
+int
 mkdir_tmp(struct proc *p)
 {
     snprintf(p->dir, sizeof p->dir, "/tmp/baton-bench-XXXXXX");
@@ -211,7 +211,7 @@ mkdir_tmp(struct proc *p)
 }
 
 /* batond on p->dir/baton.db; extra: "K=V" settings, NULL-terminated */
-static int
+int
 batond_start(struct proc *p, const char *const *extra)
 {
     const char *bin = getenv("BATOND") ? getenv("BATOND") : "build/batond";
@@ -543,8 +543,9 @@ client_port(enum sys s, int i, int port)
     return s == BATON_PG3 ? replica_ports[i % 3] : port;
 }
 
-enum wl { W_DEDUPE, W_CYCLE, W_HEARTBEAT, W_DISPATCH, NWL };
+enum wl { W_DEDUPE, W_CYCLE, W_FLOW8, W_FLOW64, W_HEARTBEAT, W_DISPATCH, NWL };
 static const char *const wl_name[NWL] = {"dedupe check-and-register", "job cycle (enq+claim+done)",
+                                         "jobs/s, best API, 4 prod + 4 cons", "jobs/s, best API, 32 prod + 32 cons",
                                          "lease heartbeat", "dispatch latency (1 prod, 8 parked)"};
 
 struct result {
@@ -748,6 +749,210 @@ run_clients(enum sys sys, enum wl wl, int port)
     free(all);
 }
 
+/* ---- job throughput with each system's best API ------------------------------
+ *
+ * Half the clients produce, half consume, for duration_s; the figure is
+ * jobs completed per second (consumers' completions counted after a
+ * warm-up). Producers: batond POST /v1/jobs/batch of FLOW_BATCH jobs |
+ * beanstalkd put (it has no batch) | redis LPUSH of FLOW_BATCH values.
+ * Consumers: batond complete-and-next (one request per job; a long-poll
+ * claim only when none came) | beanstalkd reserve-with-timeout + delete |
+ * redis BLMOVE + LREM. Producers hold back while FLOW_BACKLOG jobs wait,
+ * so every system works off a queue of the same depth. Latency: one
+ * consumer's step (complete-and-next | reserve + delete | BLMOVE + LREM). */
+#define FLOW_BATCH 16
+#define FLOW_BACKLOG 2000
+
+struct flow {
+    struct client cl;
+    bool producer;
+    _Atomic long *produced, *consumed;
+};
+
+static int
+flow_produce(struct flow *f, char *out, size_t cap)
+{
+    struct client *cl = &f->cl;
+    char body[1024], vals[FLOW_BATCH][32];
+    const char *argv[FLOW_BATCH + 2] = {"LPUSH", "fq"};
+    size_t n = 0;
+    int k = FLOW_BATCH;
+
+    switch (cl->sys) {
+    case BATON: case BATON_PG1: case BATON_PG3:
+        n = (size_t)snprintf(body, sizeof body, "{\"jobs\":[");
+        for (int i = 0; i < FLOW_BATCH; i++)
+            n += (size_t)snprintf(body + n, sizeof body - n, "%s{\"queue\":\"flow\",\"payload\":{\"n\":%d}}",
+                                  i ? "," : "", i);
+        snprintf(body + n, sizeof body - n, "]}");
+        if (http(&cl->c, "POST", "/v1/jobs/batch", body, out, cap) != 201)
+            return -1;
+        break;
+    case BS_F0: case BS_NONE:
+        k = 1;
+        if (bs_put(&cl->c, "{\"n\":1}") < 0)
+            return -1;
+        break;
+    default:
+        for (int i = 0; i < FLOW_BATCH; i++) {
+            snprintf(vals[i], sizeof vals[i], "{\"n\":1,\"c\":%d,\"s\":%u}", cl->id, cl->seq++);
+            argv[i + 2] = vals[i];
+        }
+        if (redis(&cl->c, out, cap, FLOW_BATCH + 2, argv) != ':')
+            return -1;
+        break;
+    }
+    atomic_fetch_add(f->produced, k);
+    return 0;
+}
+
+/* One consumer step: 1 when a job was completed, 0 when none came, -1. */
+static int
+flow_consume(struct flow *f, char *job, size_t jn, char *tok, size_t tn, char *out, size_t cap)
+{
+    struct client *cl = &f->cl;
+    char body[512], path[128];
+    long jid;
+    int st;
+
+    switch (cl->sys) {
+    case BATON: case BATON_PG1: case BATON_PG3: {
+        const char *next;
+        if (!job[0]) {      /* holding nothing: a long-poll claim */
+            snprintf(body, sizeof body, "{\"queue\":\"flow\",\"workerId\":\"f%d\",\"waitMs\":500}", cl->id);
+            st = http(&cl->c, "POST", "/v1/jobs/claim", body, out, cap);
+            if (st == 204)
+                return 0;
+            if (st != 200 || !json_str(out, "id", job, jn) || !json_str(out, "claimToken", tok, tn))
+                return -1;
+        }
+        snprintf(path, sizeof path, "/v1/jobs/%s/complete", job);
+        snprintf(body, sizeof body, "{\"workerId\":\"f%d\",\"claimToken\":\"%s\",\"next\":{\"waitMs\":500}}",
+                 cl->id, tok);
+        job[0] = 0;
+        if (http(&cl->c, "POST", path, body, out, cap) != 200 || !(next = strstr(out, "\"next\":")))
+            return -1;
+        if (strncmp(next + 7, "null", 4) &&
+            (!json_str(next, "id", job, jn) || !json_str(next, "claimToken", tok, tn)))
+            return -1;
+        return 1;
+    }
+    case BS_F0: case BS_NONE: {
+        char line[128];
+        long bytes;
+        if (conn_send(&cl->c, "reserve-with-timeout 1\r\n", 24) < 0 || conn_line(&cl->c, line, sizeof line) < 0)
+            return -1;
+        if (!strncmp(line, "TIMED_OUT", 9))
+            return 0;
+        if (sscanf(line, "RESERVED %ld %ld", &jid, &bytes) != 2 ||
+            conn_bytes(&cl->c, (size_t)bytes, out, cap) < 0 || conn_line(&cl->c, line, sizeof line) < 0)
+            return -1;
+        return bs_delete(&cl->c, jid) < 0 ? -1 : 1;
+    }
+    default: {
+        const char *move[] = {"BLMOVE", "fq", "fq:processing", "RIGHT", "LEFT", "1"};
+        st = redis(&cl->c, out, cap, 6, move);
+        if (st == '_' || st == '*')
+            return 0;       /* timed out */
+        if (st != '$')
+            return -1;
+        snprintf(tok, tn, "%.120s", out);
+        const char *rem[] = {"LREM", "fq:processing", "1", tok};
+        return redis(&cl->c, out, cap, 4, rem) == ':' ? 1 : -1;
+    }
+    }
+}
+
+static void *
+flow_main(void *arg)
+{
+    struct flow *f = arg;
+    struct client *cl = &f->cl;
+    char job[64] = "", tok[128] = "";
+    char *out = malloc(65536);
+
+    while (out && !*cl->stop) {
+        double t0 = now_ms_mono();
+        int rc;
+        if (f->producer) {
+            if (atomic_load(f->produced) - atomic_load(f->consumed) > FLOW_BACKLOG) {
+                usleep(500);
+                continue;
+            }
+            rc = flow_produce(f, out, 65536);
+        } else if ((rc = flow_consume(f, job, sizeof job, tok, sizeof tok, out, 65536)) == 1) {
+            atomic_fetch_add(f->consumed, 1);
+            rec(cl, now_ms_mono() - t0);
+        }
+        if (rc < 0 && ++cl->errors > 100)
+            break;
+    }
+    free(out);
+    return NULL;
+}
+
+/* n clients (n/2 producers, n/2 consumers) on sys; fills results[wl][sys]. */
+static void
+run_flow(enum sys sys, enum wl wl, int port)
+{
+    int n = wl == W_FLOW64 ? 64 : 8;
+    struct flow *f = calloc((size_t)n, sizeof *f);
+    pthread_t *th = calloc((size_t)n, sizeof *th);
+    volatile bool stop = false;
+    _Atomic long produced = 0, consumed = 0;
+    long c0;
+    double t0, t1, *all;
+    size_t total = 0;
+    int errors = 0;
+
+    if (!f || !th) {
+        free(f);
+        free(th);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        f[i].cl = (struct client){.sys = sys, .wl = wl, .port = client_port(sys, i, port), .id = i, .stop = &stop};
+        f[i].producer = i % 2 == 0;
+        f[i].produced = &produced;
+        f[i].consumed = &consumed;
+        if (client_setup(&f[i].cl) < 0) {
+            fprintf(stderr, "bench: %s / %s: client setup failed\n", sys_name[sys], wl_name[wl]);
+            for (int k = 0; k < i; k++)
+                close(f[k].cl.c.fd);
+            free(f);
+            free(th);
+            return;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, flow_main, &f[i]);
+    usleep(quick ? 300000 : 1000000);   /* warm-up */
+    c0 = atomic_load(&consumed);
+    t0 = now_ms_mono();
+    usleep((useconds_t)(duration_s * 1e6));
+    t1 = now_ms_mono();
+    c0 = atomic_load(&consumed) - c0;
+    stop = true;
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < n; i++)
+        total += f[i].cl.n;
+    all = malloc((total + 1) * sizeof *all);
+    total = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(all + total, f[i].cl.lat, f[i].cl.n * sizeof *all);
+        total += f[i].cl.n;
+        errors += f[i].cl.errors;
+        free(f[i].cl.lat);
+        close(f[i].cl.c.fd);
+    }
+    summarize(&results[wl][sys], all, total, 1, errors);
+    results[wl][sys].ops = (double)c0 / ((t1 - t0) / 1000.0);
+    free(all);
+    free(f);
+    free(th);
+}
+
 /* ---- dispatch latency ------------------------------------------------------ */
 
 struct disp {
@@ -884,9 +1089,28 @@ bench_baton(void)
     fflush(stdout);
     run_clients(BATON, W_DEDUPE, p.port);
     run_clients(BATON, W_CYCLE, p.port);
+    run_flow(BATON, W_FLOW8, p.port);
+    run_flow(BATON, W_FLOW64, p.port);
     run_clients(BATON, W_HEARTBEAT, p.port);
     run_dispatch(BATON, p.port);
     baton_load_kib = rss_kib(p.pid, "VmHWM:");
+    proc_stop(&p);
+    rmdir_all(p.dir);
+}
+
+/* BENCH_ONLY=flow: batond's best-API flows alone, longer, for profiling
+ * (its pid is printed for perf record -p). */
+static void
+bench_baton_flow(void)
+{
+    struct proc p = {0};
+
+    if (mkdir_tmp(&p) < 0 || batond_start(&p, NULL) < 0)
+        return;
+    printf("  batond (pid %d) ...\n", (int)p.pid);
+    fflush(stdout);
+    run_flow(BATON, W_FLOW8, p.port);
+    run_flow(BATON, W_FLOW64, p.port);
     proc_stop(&p);
     rmdir_all(p.dir);
 }
@@ -916,15 +1140,32 @@ bench_beanstalkd(bool fsync)
     }
     run_clients(fsync ? BS_F0 : BS_NONE, W_CYCLE, p.port);
     run_dispatch(fsync ? BS_F0 : BS_NONE, p.port);
+    /* last: a flow leaves up to FLOW_BACKLOG jobs in the one tube */
+    run_flow(fsync ? BS_F0 : BS_NONE, W_FLOW8, p.port);
+    run_flow(fsync ? BS_F0 : BS_NONE, W_FLOW64, p.port);
     proc_stop(&p);
     rmdir_all(p.dir);
+}
+
+int
+redis_start(struct proc *p, bool fsync)
+{
+    char port[16];
+    char *const with[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", p->dir,
+                          "--save", "", "--appendonly", "yes", "--appendfsync", "always", NULL};
+    char *const without[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", p->dir,
+                             "--save", "", "--appendonly", "no", NULL};
+
+    p->name = "redis-server";
+    p->port = free_port();
+    snprintf(port, sizeof port, "%d", p->port);
+    return proc_start(p, fsync ? with : without);
 }
 
 static void
 bench_redis(bool fsync)
 {
     struct proc p = {0};
-    char port[16];
     enum sys s = fsync ? REDIS_ALWAYS : REDIS_NONE;
 
     if (!have("/usr/bin/redis-server", "redis-server")) {
@@ -933,21 +1174,14 @@ bench_redis(bool fsync)
     }
     if (mkdir_tmp(&p) < 0)
         return;
-    p.name = "redis-server";
-    p.port = free_port();
-    snprintf(port, sizeof port, "%d", p.port);
-    {
-        char *const with[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", p.dir,
-                              "--save", "", "--appendonly", "yes", "--appendfsync", "always", NULL};
-        char *const without[] = {"/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", p.dir,
-                                 "--save", "", "--appendonly", "no", NULL};
-        printf("  %s ...\n", sys_name[s]);
-        fflush(stdout);
-        if (proc_start(&p, fsync ? with : without) < 0)
-            return;
-    }
+    printf("  %s ...\n", sys_name[s]);
+    fflush(stdout);
+    if (redis_start(&p, fsync) < 0)
+        return;
     run_clients(s, W_DEDUPE, p.port);
     run_clients(s, W_CYCLE, p.port);
+    run_flow(s, W_FLOW8, p.port);
+    run_flow(s, W_FLOW64, p.port);
     run_dispatch(s, p.port);
     proc_stop(&p);
     rmdir_all(p.dir);
@@ -987,10 +1221,7 @@ static struct {
 } pgsrv;
 
 /* Run a shell command quietly; its exit status. */
-static int
-sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
+int
 sh(const char *fmt, ...)
 {
     char cmd[1024];
@@ -1007,7 +1238,7 @@ sh(const char *fmt, ...)
 /* initdb and start a PostgreSQL of the bench's own on a free port; its
  * settings are the defaults (fsync, synchronous_commit on) but for the
  * connection limit (three replicas and their pools). */
-static int
+int
 pg_up(void)
 {
     FILE *f;
@@ -1048,7 +1279,7 @@ pg_up(void)
     return 0;
 }
 
-static void
+void
 pg_down(void)
 {
     if (pgsrv.up)
@@ -1057,8 +1288,25 @@ pg_down(void)
     rmdir_all(pgsrv.dir);
 }
 
+/* The bench's PostgreSQL server process (postmaster.pid), 0 when down. */
+pid_t
+pg_pid(void)
+{
+    char path[128];
+    long pid = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/data/postmaster.pid", pgsrv.dir);
+    if (pgsrv.up && (f = fopen(path, "r"))) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return (pid_t)pid;
+}
+
 /* A new database on the bench's server; its URL into url. */
-static int
+int
 pg_db(const char *name, char *url, size_t n)
 {
     snprintf(url, n, "postgresql://baton@127.0.0.1:%d/%s", pgsrv.port, name);
@@ -1098,7 +1346,7 @@ pg_replicas_stop(struct proc *reps, int n)
 }
 
 /* One number of a JSON line: "key":value */
-static double
+double
 json_num(const char *line, const char *key)
 {
     char pat[64];
@@ -1508,16 +1756,22 @@ bench_compare(void)
     fflush(stdout);
     if (!only || strstr(only, "baton"))
         bench_baton();
+    else if (strstr(only, "flow"))
+        bench_baton_flow();
     if (!only || strstr(only, "peers")) {
         bench_beanstalkd(true);
         bench_beanstalkd(false);
         bench_redis(true);
         bench_redis(false);
     }
-    print_table();
-    printf("\n  batond RSS: idle %ld KiB, peak under the load above %ld KiB\n", baton_idle_kib, baton_load_kib);
+    if (!only || strstr(only, "baton") || strstr(only, "peers")) {
+        print_table();
+        printf("\n  batond RSS: idle %ld KiB, peak under the load above %ld KiB\n", baton_idle_kib, baton_load_kib);
+    }
     if (!only || strstr(only, "pg"))
         bench_pg();
+    if (!only || strstr(only, "node"))
+        bench_node();
     if (!only || strstr(only, "scale"))
         bench_scale();
     return 0;
