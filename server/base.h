@@ -27,6 +27,7 @@ struct config {
     bool production;            /* BATON_ENV=production */
     int64_t max_body;           /* BATON_MAX_BODY, bytes */
     bool sync_full;             /* BATON_SYNC=full (default) or normal */
+    int64_t db_convert_max_bytes; /* BATON_DB_CONVERT_MAX_BYTES */
     int64_t sweep_interval_ms;  /* BATON_SWEEP_INTERVAL_MS */
     int64_t job_lock_ms;        /* BATON_JOB_LOCK_MS */
     int64_t retention_ms;       /* BATON_RETENTION_MS */
@@ -109,6 +110,23 @@ int parse_int64(const char *s, int64_t *out);
  * conversion: 0 and *out set; -1 for NaN or a fraction; -2 when it is
  * outside the int64 range (Inf, 1e300, 2^63). */
 int real_to_int64(double d, int64_t *out);
+
+/* A growing text buffer: start zeroed ({0}), append, take s (NUL-
+ * terminated once anything was added; NULL before), text_free. A failed
+ * allocation sets oom and every later append does nothing: check oom once
+ * at the end. */
+struct text {
+    char *s;
+    size_t len, cap;
+    bool oom;
+};
+void text_add(struct text *b, const char *s, size_t n);
+void text_str(struct text *b, const char *s);
+void text_int(struct text *b, int64_t v);
+/* s as a JSON string, quoted and escaped byte for byte as jansson's
+ * json_dumps writes it (", \ and the control characters; nothing else). */
+void text_json_str(struct text *b, const char *s);
+void text_free(struct text *b);
 
 /* ---- ratelimit.c: token buckets per key, bounded memory ---------------- */
 

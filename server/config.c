@@ -38,6 +38,8 @@ static const struct setting settings[] = {
      "largest accepted request body in bytes (413 above)"},
     {"BATON_SYNC", "sync", K_SYNC, "full", OFF(sync_full), 0, 0,
      "full: a 2xx is on disk; normal: may lose the last commits on power loss"},
+    {"BATON_DB_CONVERT_MAX_BYTES", "db-convert-max-bytes", K_INT, "1073741824", OFF(db_convert_max_bytes), 0,
+     INT64_MAX, "SQLite: a file made before auto-vacuum is converted at start when at most this big"},
     {"BATON_SWEEP_INTERVAL_MS", "sweep-interval-ms", K_MS, "5000", OFF(sweep_interval_ms), 10, INT32_MAX,
      "how often expired job locks, old jobs, dedupe keys and events are swept"},
     {"BATON_JOB_LOCK_MS", "job-lock-ms", K_MS, "300000", OFF(job_lock_ms), 100, INT32_MAX,

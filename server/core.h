@@ -148,6 +148,18 @@ extern const struct notifier notifier_local, notifier_replicas;
  * committed, one JSON line on stdout. fields (stolen, may be NULL) must not
  * hold secrets; keys that look like secrets are dropped anyway. */
 void event_emit(struct tx *t, const char *level, const char *name, json_t *fields);
+/* Record n state changes of one level and name at once inside t (the
+ * stale sweep), whose fields are fields[0..n) (compact JSON object texts
+ * without secrets -- they are not scrubbed -- and without _time, level or
+ * event members): rows at t->now with one statement (events.insert_set),
+ * and for each the line event_emit would print, {"_time":..,"level":..,
+ * "event":..,<its fields' members>}, built as text without a JSON object:
+ * t->events gets them as one element [name, n, "lines"] (see
+ * event_lines_count). A failed insert does not fail t (as event_emit). */
+void event_emit_set(struct tx *t, const char *level, const char *name, const char *const *fields, size_t n);
+/* An element of a batch's lines: *name and how many events it is (1 for a
+ * line object of event_emit, the count of a run of event_emit_set). */
+size_t event_lines_count(json_t *l, const char **name);
 /* Print the lines collected in a committed batch (the writer). */
 void events_flush(json_t *lines);
 /* The event as the API shows it (new reference): its fields with id (a

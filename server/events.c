@@ -88,8 +88,9 @@ write_lines(const char *buf, size_t len)
     pthread_mutex_unlock(&out_lock);
 }
 
-/* Print n lines (line objects) with one write per 64 KiB: a batch's
- * events cost one system call, not one each. */
+/* Print n lines (line objects, or runs of event_emit_set's ready lines)
+ * with one write per 64 KiB: a batch's events cost one system call, not
+ * one each. */
 static void
 print_lines(json_t *const *ls, size_t n)
 {
@@ -98,8 +99,21 @@ print_lines(json_t *const *ls, size_t n)
     size_t len = 0, cap = 0;
 
     for (size_t i = 0; i < n; i++) {
-        char *s = json_dumps(ls[i], JSON_COMPACT | JSON_PRESERVE_ORDER);
-        size_t k = s ? strlen(s) : 0;
+        char *s;
+        size_t k;
+
+        if (json_is_array(ls[i])) {
+            /* [name, count, "lines\n..."]: written as they are */
+            json_t *text = json_array_get(ls[i], 2);
+            if (len)
+                write_lines(buf, len);
+            len = 0;
+            if (json_string_length(text))
+                write_lines(json_string_value(text), json_string_length(text));
+            continue;
+        }
+        s = json_dumps(ls[i], JSON_COMPACT | JSON_PRESERVE_ORDER);
+        k = s ? strlen(s) : 0;
         if (!s)
             continue;
         if (len && len + k + 1 > CHUNK) {
@@ -155,6 +169,66 @@ event_emit(struct tx *t, const char *level, const char *name, json_t *fields)
     free(text);
     json_array_append_new(t->events, line(t->now, level, name, fields));
     json_decref(fields);
+}
+
+/* One line of event_emit_set: the start of every line, then fields
+ * without its opening brace. */
+static void
+line_text(struct text *b, const char *head, const char *fields)
+{
+    const char *f = fields && fields[0] == '{' ? fields + 1 : "}";
+
+    text_str(b, head);
+    if (*f != '}')
+        text_add(b, ",", 1);
+    text_str(b, f);
+    text_add(b, "\n", 1);
+}
+
+void
+event_emit_set(struct tx *t, const char *level, const char *name, const char *const *fields, size_t n)
+{
+    struct text head = {0}, b = {0};
+    struct fault kept;
+    bool had_fault = t->err.code != NULL;
+    char ts[40];
+
+    if (!n)
+        return;
+    if (had_fault)
+        kept = t->err;
+    if (store->events->insert_set(t, t->now, level, name, fields, n) < 0) {
+        /* as event_emit: the lines still reach the log */
+        if (had_fault) {
+            json_decref(t->err.details);
+            t->err = kept;
+        } else
+            tx_clear_fault(t);
+    }
+    fmt_time(t->now, ts, sizeof ts);
+    text_str(&head, "{\"_time\":");
+    text_json_str(&head, ts);
+    text_str(&head, ",\"level\":");
+    text_json_str(&head, level);
+    text_str(&head, ",\"event\":");
+    text_json_str(&head, name);
+    for (size_t i = 0; i < n && !head.oom; i++)
+        line_text(&b, head.s, fields[i]);
+    if (!b.oom && !head.oom)
+        json_array_append_new(t->events, json_pack("[s, I, s%]", name, (json_int_t)n, b.s, b.len));
+    text_free(&head);
+    text_free(&b);
+}
+
+size_t
+event_lines_count(json_t *l, const char **name)
+{
+    if (json_is_array(l)) {
+        *name = json_string_value(json_array_get(l, 0));
+        return (size_t)json_integer_value(json_array_get(l, 1));
+    }
+    *name = json_string_value(json_object_get(l, "event"));
+    return 1;
 }
 
 void

@@ -26,7 +26,8 @@
 
 #define JOBS_BACKOFF_MS     1000            /* first retry after ~1 s */
 #define JOBS_BACKOFF_CAP_MS 600000          /* never more than 10 min */
-#define JOBS_SWEEP_BATCH    500
+#define JOBS_SWEEP_BATCH    5000            /* expired locks per write: docs/performance.md */
+#define LOCK_EXPIRED_FINAL  "the lock expired before the job finished and no attempts are left"
 #define JOBS_DELETE_BATCH   10000
 
 #define JOBS (store->jobs)
@@ -107,22 +108,34 @@ queue_wake(struct tx *t, const char *queue, int64_t at)
         tx_due(t, topic, at);
 }
 
-/* Emit <prefix>.<what>: agent.job.*, <channel>.outbound.*, <queue>.job.*.
- * worker and reason may be NULL; extra (stolen, may be NULL) is merged. */
+/* The name of a job event, <prefix>.<what>: agent.job.*,
+ * <channel>.outbound.*, <queue>.job.*, into name; *account (NULL unless an
+ * outbound queue) points into queue. */
+static void
+job_event_name(const char *queue, const char *what, char *name, size_t n, const char **account)
+{
+    char ch[JOBS_QUEUE_MAX + 1];
+
+    *account = NULL;
+    if (!strcmp(queue, "agent"))
+        snprintf(name, n, "agent.job.%s", what);
+    else if (outbound_parts(queue, ch, sizeof ch, account))
+        snprintf(name, n, "%s.outbound.%s", ch, what);
+    else
+        snprintf(name, n, "%s.job.%s", queue, what);
+}
+
+/* Emit <prefix>.<what> (job_event_name). worker and reason may be NULL;
+ * extra (stolen, may be NULL) is merged. */
 static void
 job_event(struct tx *t, const char *level, const char *queue, const char *what, int64_t id,
           const char *worker, int64_t attempts, const char *reason, json_t *extra)
 {
-    char name[JOBS_QUEUE_MAX + 64], ch[JOBS_QUEUE_MAX + 1];
-    const char *account = NULL;
+    char name[JOBS_QUEUE_MAX + 64];
+    const char *account;
     json_t *f;
 
-    if (!strcmp(queue, "agent"))
-        snprintf(name, sizeof name, "agent.job.%s", what);
-    else if (outbound_parts(queue, ch, sizeof ch, &account))
-        snprintf(name, sizeof name, "%s.outbound.%s", ch, what);
-    else
-        snprintf(name, sizeof name, "%s.job.%s", queue, what);
+    job_event_name(queue, what, name, sizeof name, &account);
     f = json_pack("{s:o, s:s, s:I}", "jobId", id_json(id), "queue", queue, "attempts",
                   (json_int_t)attempts);
     if (!f) {
@@ -323,9 +336,7 @@ expire_lock(struct tx *t, const struct job *j, bool wake, bool *failed)
 
     *failed = j->attempts >= j->max_attempts;
     if (*failed)
-        return fail_final(t, j, NULL, "lock_expired",
-                          "the lock expired before the job finished and no attempts are left",
-                          worker, NULL, NULL);
+        return fail_final(t, j, NULL, "lock_expired", LOCK_EXPIRED_FINAL, worker, NULL, NULL);
     if ((rc = JOBS->requeue_expired(t, j->id, NULL)) < 0)
         return -1;
     if (!rc)
@@ -743,31 +754,132 @@ job_fail_now(struct tx *t, int64_t id, const char *reason, const char *message, 
 
 /* ---- the stale sweep and retention --------------------------------------- */
 
+/* The fields job_event writes for the lock expiry e, as text (the same
+ * bytes: members in its order, escaped as jansson does; none of them is a
+ * secret, so nothing to scrub), into b; its name into name. */
+static void
+expiry_fields(struct text *b, const struct job_expiry *e, char *name, size_t n)
+{
+    const char *account;
+
+    job_event_name(e->queue, e->failed ? "failed" : "requeued", name, n, &account);
+    text_str(b, "{\"jobId\":\"");
+    text_int(b, e->id);
+    text_str(b, "\",\"queue\":");
+    text_json_str(b, e->queue);
+    text_str(b, ",\"attempts\":");
+    text_int(b, e->attempts);
+    if (e->worker) {
+        text_str(b, ",\"workerId\":");
+        text_json_str(b, e->worker);
+    }
+    if (account) {
+        text_str(b, ",\"accountId\":");
+        text_json_str(b, account);
+    }
+    text_str(b, e->failed ? ",\"errorReason\":\"lock_expired\",\"willRetry\":false}"
+                          : ",\"errorReason\":\"lock_expired\"}");
+}
+
+/* What follows a chunk of expire_locks: the events of each job (one
+ * statement, lines built as text: event_emit_set), a wake-up of each queue
+ * with a requeued job (or a failed one that passed its key on), the
+ * failed hook of each failed job (which needs its row: one read each, a
+ * path only jobs out of attempts take), and the ids into requeued /
+ * failed (may be NULL). */
+static int
+expired_done(struct tx *t, const struct job_expiry *v, size_t n, json_t *requeued, json_t *failed)
+{
+    const char **fields = calloc(n ? n : 1, sizeof *fields), **names = calloc(n ? n : 1, sizeof *names);
+    size_t *at = calloc(n ? n : 1, 2 * sizeof *at);
+    json_t *woken = json_object();
+    struct text b = {0};
+    const char *q;
+    json_t *x;
+    int rc = 0;
+
+    if (!fields || !names || !at || !woken) {
+        rc = tx_fail(t, "unavailable", NULL, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char name[JOBS_QUEUE_MAX + 64];
+        at[2 * i] = b.len;
+        /* the fields, then the name, each NUL-terminated in b */
+        expiry_fields(&b, &v[i], name, sizeof name);
+        text_add(&b, "", 1);
+        at[2 * i + 1] = b.len;
+        text_str(&b, name);
+        text_add(&b, "", 1);
+        if (!v[i].failed || v[i].order_key)
+            json_object_set_new(woken, v[i].queue, json_true());
+    }
+    if (b.oom) {
+        rc = tx_fail(t, "unavailable", NULL, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fields[i] = b.s + at[2 * i];
+        names[i] = b.s + at[2 * i + 1];
+    }
+    /* a statement per run of one name (one per queue, in expiry order) */
+    for (size_t i = 0, k; i < n; i = k) {
+        for (k = i + 1; k < n && !strcmp(names[k], names[i]); k++)
+            ;
+        event_emit_set(t, v[i].failed ? "error" : "warn", names[i], fields + i, k - i);
+    }
+    json_object_foreach(woken, q, x)
+        queue_wake(t, q, t->now);
+    for (size_t i = 0; i < n; i++) {
+        json_t *list = v[i].failed ? failed : requeued;
+        if (list)
+            json_array_append_new(list, id_json(v[i].id));
+        if (v[i].failed && hooks && hooks->failed) {
+            struct job j;
+            json_t *job;
+            if (job_load(t, v[i].id, &j) < 0) {
+                rc = -1;
+                break;
+            }
+            job = job_json(&j);
+            job_free(&j);
+            if (!job) {
+                rc = tx_fail(t, "unavailable", NULL, "out of memory");
+                break;
+            }
+            rc = hooks->failed(t, job);
+            json_decref(job);
+            if (rc < 0)
+                break;
+        }
+    }
+done:
+    free(fields);
+    free(names);
+    free(at);
+    json_decref(woken);
+    text_free(&b);
+    return rc;
+}
+
+/* Set-based (store_jobs.expire_locks): a chunk costs a few statements,
+ * not a read, an update and an event per job. */
 int
 jobs_expire_locks(struct tx *t, json_t *requeued, json_t *failed, bool *more)
 {
-    int64_t ids[JOBS_SWEEP_BATCH];
-    size_t n;
     bool again;
 
     do {
-        if (JOBS->expired(t, ids, JOBS_SWEEP_BATCH, &n, &again) < 0)
+        struct job_expiry *v;
+        size_t n;
+        int rc;
+
+        if (JOBS->expire_locks(t, JOBS_SWEEP_BATCH, LOCK_EXPIRED_FINAL, &v, &n, &again) < 0)
             return -1;
-        for (size_t i = 0; i < n; i++) {
-            struct job j;
-            bool was_failed;
-            int rc = JOBS->get(t, ids[i], &j);
-            if (rc < 0)
-                return -1;
-            if (!rc)
-                continue;
-            rc = expire_lock(t, &j, true, &was_failed);
-            job_free(&j);
-            if (rc < 0)
-                return -1;
-            if (was_failed ? failed : requeued)
-                json_array_append_new(was_failed ? failed : requeued, id_json(ids[i]));
-        }
+        rc = expired_done(t, v, n, requeued, failed);
+        free(v);
+        if (rc < 0)
+            return -1;
         if (more) {
             /* one chunk per write: other writes run before the next one */
             *more = again;

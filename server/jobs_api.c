@@ -682,22 +682,58 @@ jobs_cancel(struct req *r)
 
 /* ---- the stale sweep on request ------------------------------------------- */
 
+/* The ids taken back so far, across the request's writes. */
+struct stale {
+    json_t *requeued, *failed;
+};
+
+static void
+stale_free(void *p)
+{
+    struct stale *s = p;
+
+    json_decref(s->requeued);
+    json_decref(s->failed);
+    free(s);
+}
+
+/* One chunk of the sweep per write, as the periodic sweep takes them: a
+ * backlog is one write per chunk with other writes in between, not one
+ * transaction that holds the writer (and commits faster: 10^5 locks in
+ * chunks took half the time of one transaction, docs/performance.md).
+ * While locks remain the request parks due at once, so the next chunk
+ * runs in the next batch; the answer lists every id when none are left.
+ * A chunk that fails answers its error; the chunks before it stay done. */
 static int
 requeue_stale_tx(struct tx *t, struct req *r)
 {
-    json_t *requeued = json_array(), *failed = json_array();
+    struct stale *s = r->ctx;
+    bool more;
 
-    if (jobs_expire_locks(t, requeued, failed, NULL) < 0) {
-        json_decref(requeued);
-        json_decref(failed);
+    if (jobs_expire_locks(t, s->requeued, s->failed, &more) < 0)
         return -1;
+    if (more) {
+        /* the answer if the server stops first */
+        req_fail(r, "unavailable", NULL, "the server stopped before the stale sweep finished; the next sweep "
+                 "takes back the rest");
+        req_park(t, r, "jobs:requeue-stale", t->now + 3600000, t->now);
+        return 0;
     }
-    return req_ok(r, 200, json_pack("{s:o, s:o}", "requeued", requeued, "failed", failed));
+    return req_ok(r, 200, json_pack("{s:O, s:O}", "requeued", s->requeued, "failed", s->failed));
 }
 
 int
 jobs_requeue_stale(struct req *r)
 {
+    struct stale *s = calloc(1, sizeof *s);
+
+    if (!s || !(s->requeued = json_array()) || !(s->failed = json_array())) {
+        if (s)
+            stale_free(s);
+        return req_fail(r, "unavailable", NULL, "out of memory");
+    }
+    r->ctx = s;
+    r->ctx_free = stale_free;
     return req_submit(r, requeue_stale_tx);
 }
 

@@ -128,16 +128,17 @@ metrics_events(json_t *lines)
     if (!event_counts)
         event_counts = json_object();
     json_array_foreach(lines, i, l) {
-        const char *name = json_string_value(json_object_get(l, "event"));
+        const char *name;
+        size_t count = event_lines_count(l, &name);
         json_t *c = name ? json_object_get(event_counts, name) : NULL;
         if (!name)
             continue;
         if (json_is_true(json_object_get(l, "heldByKey")))
             deferred_order_key++;
         if (c)
-            json_integer_set(c, json_integer_value(c) + 1);
+            json_integer_set(c, json_integer_value(c) + (json_int_t)count);
         else
-            json_object_set_new(event_counts, name, json_integer(1));
+            json_object_set_new(event_counts, name, json_integer((json_int_t)count));
     }
     pthread_mutex_unlock(&lock);
 }

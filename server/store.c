@@ -126,3 +126,97 @@ tx_read_end(struct tx *t)
         store->read_done(t->c);
     tx_clear_fault(t);
 }
+
+char *
+event_fields_json(const char *const *fields, size_t n)
+{
+    struct text b = {0};
+
+    text_add(&b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            text_add(&b, ",", 1);
+        text_json_str(&b, fields[i] ? fields[i] : "{}");
+    }
+    text_add(&b, "]", 1);
+    if (b.oom) {
+        text_free(&b);
+        return NULL;
+    }
+    return b.s;
+}
+
+/* A string of an expiry_list: its offset in l->s plus one, 0 for NULL,
+ * until expiry_finish makes it a pointer. */
+static const char *
+expiry_str(struct expiry_list *l, const char *s)
+{
+    size_t at = l->s.len + 1;
+
+    if (!s)
+        return NULL;
+    text_add(&l->s, s, strlen(s) + 1);
+    return (const char *)(uintptr_t)at;
+}
+
+void
+expiry_add(struct expiry_list *l, int64_t id, const char *queue, const char *worker,
+           const char *order_key, int64_t attempts, bool failed)
+{
+    struct job_expiry *e;
+
+    if (l->oom || l->s.oom)
+        return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        struct job_expiry *v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            l->oom = true;
+            return;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    e = &l->v[l->n++];
+    e->id = id;
+    e->queue = expiry_str(l, queue ? queue : "");
+    e->worker = worker && *worker ? expiry_str(l, worker) : NULL;
+    e->order_key = expiry_str(l, order_key);
+    e->attempts = attempts;
+    e->failed = failed;
+}
+
+int
+expiry_finish(struct expiry_list *l, struct job_expiry **out, size_t *n)
+{
+    size_t head = l->n * sizeof *l->v;
+    struct job_expiry *v = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    *n = 0;
+    if (l->oom || l->s.oom)
+        rc = -1;
+    else if (l->n && (v = malloc(head + l->s.len))) {
+        char *strs = (char *)v + head;
+        const char **p[3];
+
+        memcpy(v, l->v, head);
+        memcpy(strs, l->s.s, l->s.len);
+        for (size_t i = 0; i < l->n; i++) {
+            p[0] = &v[i].queue;
+            p[1] = &v[i].worker;
+            p[2] = &v[i].order_key;
+            for (int k = 0; k < 3; k++)
+                if (*p[k])
+                    *p[k] = strs + (uintptr_t)*p[k] - 1;
+        }
+        *out = v;
+        *n = l->n;
+    } else if (l->n)
+        rc = -1;
+    free(l->v);
+    text_free(&l->s);
+    *l = (struct expiry_list){0};
+    return rc;
+}

@@ -68,6 +68,27 @@ void fault_move(struct fault *f, struct tx *t);
  * the pointers untouched). Backends use it for the rows they hand out. */
 int strings_own(const char **const dst[], const size_t len[], size_t n, void **mem);
 
+/* Backends gather the jobs of expire_locks in one: add each (strings
+ * copied), then finish -- *out one allocation (the array, then its
+ * strings; NULL when empty) and *n; -1 when out of memory (nothing kept).
+ * The list is empty again after finish. */
+struct job_expiry;
+struct expiry_list {
+    struct job_expiry *v;
+    size_t n, cap;
+    struct text s;
+    bool oom;
+};
+void expiry_add(struct expiry_list *l, int64_t id, const char *queue, const char *worker,
+                const char *order_key, int64_t attempts, bool failed);
+int expiry_finish(struct expiry_list *l, struct job_expiry **out, size_t *n);
+
+/* The fields of events.insert_set as one JSON parameter, an array of
+ * strings (so that the backend stores their bytes unchanged; a flat array:
+ * SQLite's json_each reads it at twice the speed of an array of arrays): a
+ * new string, caller frees; NULL when out of memory. */
+char *event_fields_json(const char *const *fields, size_t n);
+
 /* A read: t gets the calling thread's read connection and the store's
  * clock. -1 with t->err set when no connection could be opened. Call
  * tx_read_end when done (it releases the snapshot and the fault). */
@@ -155,6 +176,16 @@ struct job_queue_stats {
     int64_t stale;                  /* processing jobs whose lock has expired */
 };
 
+/* A job the stale sweep took back (store_jobs.expire_locks). */
+struct job_expiry {
+    int64_t id;
+    const char *queue;
+    const char *worker;             /* locked_by of the lost claim; NULL when none */
+    const char *order_key;          /* NULL: not ordered */
+    int64_t attempts;               /* claims so far (unchanged by the sweep) */
+    bool failed;                    /* no attempt was left: failed; else requeued */
+};
+
 /* Filters of a listing: NULL / -1 for "any". */
 struct job_filter {
     const char *queue;
@@ -226,9 +257,20 @@ struct store_jobs {
     /* The operator's retry: pending now, lock, worker and token cleared,
      * max_attempts raised to attempts + 1 when needed. */
     int (*retry)(struct tx *t, int64_t id, struct job *out);
-    /* Up to max ids of processing jobs whose lock has expired, the oldest
-     * expiry first; *more when others remain. 0 or -1. */
-    int (*expired)(struct tx *t, int64_t *ids, size_t max, size_t *n, bool *more);
+    /* The stale sweep, set-based: of the processing jobs whose lock
+     * expired before now, the first max by expiry (locked_until, then id)
+     * are taken back in a few statements whatever their number -- the
+     * ones with attempts < max_attempts requeued as requeue_expired does,
+     * the others failed as fail_final(token NULL, "lock_expired",
+     * message) does, their keys passed on (store.h: ordered keys). *out
+     * gets them in that order, each as it was before (worker: the lost
+     * claim's, NULL when it had none) and what became of it; one
+     * allocation with the strings, free() it (NULL when *n is 0). *more
+     * when other expired locks remain. On PostgreSQL the jobs taken are
+     * locked with SKIP LOCKED: two replicas sweeping at once take
+     * disjoint sets. 0 or -1 (t->err). */
+    int (*expire_locks)(struct tx *t, size_t max, const char *message, struct job_expiry **out,
+                        size_t *n, bool *more);
     /* Delete up to max completed jobs with completed_at < before; *n
      * deleted, *more when others remain. 0 or -1. */
     int (*prune)(struct tx *t, int64_t before, size_t max, size_t *n, bool *more);
@@ -588,6 +630,12 @@ struct store_events {
     /* Record e (its id is ignored) inside t's write; *id (may be NULL)
      * gets the new row's id. 0 or -1. */
     int (*insert)(struct tx *t, const struct event_row *e, int64_t *id);
+    /* Record n events of one time, level and name, whose fields are
+     * fields[0..n) (JSON object texts, stored byte for byte), inside t's
+     * write with one statement whatever n is, in their order (increasing
+     * ids). 0 or -1. */
+    int (*insert_set)(struct tx *t, int64_t time, const char *level, const char *name,
+                      const char *const *fields, size_t n);
     /* Visit the events q selects, in id order (q->newest_first: newest
      * first), at most q->limit. 0, or -1 with t->err (a query the backend
      * cannot run -- too many field filters -- is "internal"). */
@@ -797,6 +845,15 @@ struct store_ops {
      * back. */
     bool (*lost)(struct sconn *c);
     bool (*conflict)(struct sconn *c);
+
+    /* Periodic upkeep of the file (sweep.c), NULL when the backend needs
+     * none (PostgreSQL: its autovacuum). Inside t's write, when more than
+     * `keep` pages of the file are free, give at most max of them back to
+     * the file system (SQLite: incremental_vacuum; the file shrinks at the
+     * next checkpoint), so that the file follows the data down after
+     * retention deletes. *freed how many; *more when more than keep are
+     * still free. 0 or -1. */
+    int (*shrink)(struct tx *t, int64_t keep, int64_t max, int64_t *freed, bool *more);
 
     const struct store_jobs *jobs;
     const struct store_leases *leases;

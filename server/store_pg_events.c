@@ -82,6 +82,32 @@ ev_insert(struct tx *t, const struct event_row *e, int64_t *id)
     return 0;
 }
 
+/* One statement for n rows, under the stream lock like a single insert;
+ * WITH ORDINALITY keeps their order, so their ids increase in it. */
+static int
+ev_insert_set(struct tx *t, int64_t time, const char *level, const char *name, const char *const *fields,
+              size_t n)
+{
+    char tm[24], *json;
+    PGresult *r;
+
+    if (!n)
+        return 0;
+    if (!(json = event_fields_json(fields, n)))
+        return tx_fail(t, "unavailable", NULL, "out of memory");
+    const char *v[] = {pg_i64(tm, time), level, name, json};
+    r = pg_exec(t,
+        "WITH l AS MATERIALIZED (" PG_STREAM_LOCK ")"
+        " INSERT INTO events(time, level, event, fields)"
+        " SELECT $1, $2, $3, f FROM l, json_array_elements_text($4::json) WITH ORDINALITY AS x(f, i) ORDER BY i",
+        4, v);
+    free(json);
+    if (!r)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
 /* q's field filters as a JSON array of [key, value] pairs (a new string,
  * caller frees), NULL when there are none; *oom when it could not be
  * built. */
@@ -294,6 +320,7 @@ const struct store_stats pg_stats_ops = {
 
 const struct store_events pg_events_ops = {
     .insert = ev_insert,
+    .insert_set = ev_insert_set,
     .list = ev_list,
     .last_id = ev_last_id,
     .prune = ev_prune,

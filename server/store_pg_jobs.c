@@ -25,9 +25,9 @@
  *   ranking below an expired lock) stays locked until the transaction
  *   ends: other replicas pass over it for that long, which costs them
  *   nothing but order.
- * - expired (the stale sweep) locks the ids it answers the same way
+ * - expire_locks (the stale sweep) locks the chunk it reads the same way
  *   (SKIP LOCKED): two replicas sweeping at once take disjoint chunks, and
- *   each one's requeue finds its jobs still expired. prune deletes a
+ *   each one's UPDATEs find their jobs still expired. prune deletes a
  *   chunk chosen with SKIP LOCKED too.
  * - the transitions (heartbeat, complete, fail_retry, unclaim,
  *   requeue_expired, fail_final) are single UPDATEs conditional on the
@@ -473,30 +473,104 @@ pg_retry(struct tx *t, int64_t id, struct job *out)
 
 /* ---- the sweep and retention ------------------------------------------------ */
 
-/* The ids answered are locked by this transaction (DESIGN). */
+/* Run r, an UPDATE over the ids of a chunk, which must change `want`
+ * rows (they are locked by this transaction). 0 or -1. */
 static int
-pg_expired(struct tx *t, int64_t *ids, size_t max, size_t *n, bool *more)
+change_set(struct tx *t, PGresult *r, size_t want)
+{
+    int64_t got;
+
+    if (!r)
+        return -1;
+    got = pg_changes(r);
+    PQclear(r);
+    if (got != (int64_t)want)
+        return tx_fail(t, "internal", NULL, "database error: %zu of %zu expired locks changed while taken back",
+                       want - (size_t)got, want);
+    return 0;
+}
+
+/* The chunk is read and locked with SKIP LOCKED (DESIGN), then one UPDATE
+ * for the requeued and one for the failed, each over the ids as one array
+ * parameter. */
+static int
+pg_expire_locks(struct tx *t, size_t max, const char *message, struct job_expiry **out, size_t *n,
+                bool *more)
 {
     char now[24], lim[24];
-    const char *p[] = {pg_i64(now, t->now), pg_i64(lim, (int64_t)max + 1)};  /* one more: others? */
-    PGresult *r = pg_exec(t, "SELECT id FROM jobs WHERE status = 'processing' AND locked_until < $1"
-                             " ORDER BY locked_until LIMIT $2 FOR UPDATE SKIP LOCKED", 2, p);
-    int rows;
+    const char *p[] = {pg_i64(now, t->now), pg_i64(lim, (int64_t)max + 1), NULL}; /* one more: others? */
+    PGresult *r = pg_exec(t, "SELECT id, queue, locked_by, order_key, attempts, attempts >= max_attempts"
+                             " FROM jobs WHERE status = 'processing' AND locked_until < $1"
+                             " ORDER BY locked_until, id LIMIT $2 FOR UPDATE SKIP LOCKED", 2, p);
+    struct expiry_list l = {0};
+    struct text req = {0}, fail = {0};
+    size_t nreq = 0, nfail = 0;
+    int rows, rc = -1;
 
+    *out = NULL;
     *n = 0;
     *more = false;
     if (!r)
         return -1;
     rows = PQntuples(r);
     for (int i = 0; i < rows; i++) {
-        if (*n == max) {
+        bool failed = pg_bool(r, i, 5);
+        struct text *ids = failed ? &fail : &req;
+        size_t *count = failed ? &nfail : &nreq;
+
+        if (l.n == max) {
             *more = true;
             break;
         }
-        ids[(*n)++] = pg_int(r, i, 0, 0);
+        expiry_add(&l, pg_int(r, i, 0, 0), pg_str(r, i, 1), pg_str(r, i, 2), pg_str(r, i, 3),
+                   pg_int(r, i, 4, 0), failed);
+        text_add(ids, *count ? "," : "{", 1);
+        text_int(ids, pg_int(r, i, 0, 0));
+        (*count)++;
     }
     PQclear(r);
-    return 0;
+    text_add(&req, "}", 1);
+    text_add(&fail, "}", 1);
+    if (expiry_finish(&l, out, n) < 0 || req.oom || fail.oom) {
+        tx_fail(t, "unavailable", NULL, "out of memory");
+        goto done;
+    }
+    p[1] = req.s;
+    if (nreq && change_set(t, pg_exec(t, "UPDATE jobs SET status = 'pending', locked_by = NULL,"
+                                         " locked_until = NULL, claim_token = NULL,"
+                                         " error_reason = 'lock_expired',"
+                                         " error_message = 'the lock expired before the job finished',"
+                                         " updated_at = $1 WHERE id = ANY($2::bigint[])"
+                                         " AND status = 'processing' AND locked_until < $1", 2, p),
+                           nreq) < 0)
+        goto done;
+    p[1] = fail.s;
+    p[2] = message;
+    if (nfail && change_set(t, pg_exec(t, "UPDATE jobs SET status = 'failed', locked_until = NULL,"
+                                          " claim_token = NULL, error_reason = 'lock_expired',"
+                                          " error_message = $3, updated_at = $1"
+                                          " WHERE id = ANY($2::bigint[])"
+                                          " AND status = 'processing' AND locked_until < $1", 3, p),
+                            nfail) < 0)
+        goto done;
+    /* the keys of the failed ones pass on, each under its lock (rows first,
+     * then the key's lock, as every transition) */
+    for (size_t i = 0; i < *n; i++) {
+        struct job j = {.queue = (*out)[i].queue, .order_key = (*out)[i].order_key};
+        if ((*out)[i].failed && j.order_key && key_pass(t, &j) < 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    text_free(&req);
+    text_free(&fail);
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        *more = false;
+    }
+    return rc;
 }
 
 static int
@@ -636,7 +710,7 @@ const struct store_jobs pg_jobs_ops = {
     .fail_final = pg_fail_job,
     .requeue_expired = pg_requeue_expired,
     .retry = pg_retry,
-    .expired = pg_expired,
+    .expire_locks = pg_expire_locks,
     .prune = pg_prune,
     .list = pg_list,
     .pending = pg_pending,

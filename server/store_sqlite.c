@@ -7,6 +7,9 @@
  * reading thread, all in WAL mode, so readers never wait for the writer.
  * The clock of every write is the local clock (now_ms): one process owns
  * the database (an exclusive flock on "<db>.lock").
+ * Space: files use incremental auto-vacuum, so that what retention frees
+ * goes back to the file system in bounded steps (sq_shrink, from the
+ * sweep); an older file is converted once at open (db_convert).
  *
  * Checkpoints run on a thread of their own (the checkpointer, on the
  * connection that migrated), not inside the writer's commits: SQLite's
@@ -185,6 +188,8 @@ mkdirs_for(const char *path)
     return 0;
 }
 
+static int64_t pragma_int(sqlite3 *db, const char *sql);
+
 int
 db_open(const char *path, bool sync_full, sqlite3 **out, char *why, size_t n)
 {
@@ -203,6 +208,11 @@ db_open(const char *path, bool sync_full, sqlite3 **out, char *why, size_t n)
         sqlite3_close(db);
         return -1;
     }
+    /* a new (empty) file gets auto_vacuum before journal_mode writes its
+     * header: only then does it take (db_convert does older files) */
+    if (sqlite3_exec(db, "PRAGMA busy_timeout=5000", NULL, NULL, NULL) == SQLITE_OK &&
+        pragma_int(db, "PRAGMA page_count") == 0)
+        sqlite3_exec(db, "PRAGMA auto_vacuum=INCREMENTAL", NULL, NULL, NULL);
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA busy_timeout=5000;"
              "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
@@ -515,6 +525,18 @@ static pthread_mutex_t ckpt_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ckpt_cond = PTHREAD_COND_INITIALIZER;
 static bool ckpt_due, ckpt_stop, ckpt_running;
 
+/* Have the checkpointer run now. */
+static void
+ckpt_wake(void)
+{
+    pthread_mutex_lock(&ckpt_lock);
+    if (!ckpt_due) {
+        ckpt_due = true;
+        pthread_cond_signal(&ckpt_cond);
+    }
+    pthread_mutex_unlock(&ckpt_lock);
+}
+
 /* The writer's connection after each commit: pages now in the WAL. */
 static int
 wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
@@ -524,14 +546,8 @@ wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         return SQLITE_OK;
     }
-    if (pages >= CKPT_PAGES) {
-        pthread_mutex_lock(&ckpt_lock);
-        if (!ckpt_due) {
-            ckpt_due = true;
-            pthread_cond_signal(&ckpt_cond);
-        }
-        pthread_mutex_unlock(&ckpt_lock);
-    }
+    if (pages >= CKPT_PAGES)
+        ckpt_wake();
     return SQLITE_OK;
 }
 
@@ -676,6 +692,10 @@ sq_commit(struct sconn *c, struct fault *f)
         conn_fault(c->db, f, "error");
         return -1;
     }
+    if (c->checkpoint) {
+        c->checkpoint = false;
+        ckpt_wake();
+    }
     return 0;
 }
 
@@ -683,9 +703,92 @@ static void
 sq_rollback(struct sconn *c)
 {
     sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    c->checkpoint = false;
+}
+
+/* ---- giving space back ------------------------------------------------------ */
+
+/* A file made before auto-vacuum and not converted (db_convert) cannot
+ * give pages back: nothing to do there. */
+static int
+sq_shrink(struct tx *t, int64_t keep, int64_t max, int64_t *freed, bool *more)
+{
+    int64_t free_pages = pragma_int(SQ(t), "PRAGMA freelist_count"), left;
+    char sql[64];
+
+    *freed = 0;
+    *more = false;
+    if (free_pages < 0)
+        return sq_fail(t);
+    if (free_pages <= keep || pragma_int(SQ(t), "PRAGMA auto_vacuum") != 2)
+        return 0;
+    snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%lld)",
+             (long long)(free_pages - keep < max ? free_pages - keep : max));
+    if (sqlite3_exec(SQ(t), sql, NULL, NULL, NULL) != SQLITE_OK ||
+        (left = pragma_int(SQ(t), "PRAGMA freelist_count")) < 0)
+        return sq_fail(t);
+    *freed = free_pages - left;
+    *more = left > keep && *freed > 0;     /* no progress: no busy loop */
+    /* the file itself shrinks when a checkpoint has copied the whole WAL
+     * back; with no more writes the last one would wait for the next
+     * 1000 pages written: once done, the commit wakes the checkpointer */
+    if (!*more)
+        t->c->checkpoint = true;
+    return 0;
 }
 
 /* ---- open and close ------------------------------------------------------ */
+
+/* The file's size as SQLite counts it (pages x page size), bytes. */
+static int64_t
+db_bytes(sqlite3 *db)
+{
+    return pragma_int(db, "PRAGMA page_count") * pragma_int(db, "PRAGMA page_size");
+}
+
+/* A database made before auto_vacuum (auto_vacuum NONE: its file never
+ * shrinks) is rewritten once with auto_vacuum INCREMENTAL by VACUUM, at
+ * start, before anything else uses it; db.converted says so with the
+ * sizes before and after. VACUUM copies the whole database (its temporary
+ * copy on disk here, not in memory: temp_store=FILE for the call) and
+ * writes it through the WAL, so it takes time and space in proportion to
+ * the file: one larger than BATON_DB_CONVERT_MAX_BYTES is left as it is,
+ * with db.convert_skipped naming the command that converts it offline
+ * (docs/operations.md). A failed conversion is logged and changes
+ * nothing: batond serves the file as it was. */
+static void
+db_convert(sqlite3 *db)
+{
+    int64_t before, after, max = cfg.db_convert_max_bytes;
+    char *err = NULL;
+    double t0;
+
+    if (pragma_int(db, "PRAGMA auto_vacuum") != 0)
+        return;
+    before = db_bytes(db);
+    if (before > max) {
+        log_event("warn", "db.convert_skipped",
+                  json_pack("{s:s, s:I, s:I, s:s}", "reason", "larger than BATON_DB_CONVERT_MAX_BYTES",
+                            "sizeBytes", (json_int_t)before, "maxBytes", (json_int_t)max, "command",
+                            "sqlite3 <db> 'PRAGMA auto_vacuum=INCREMENTAL; VACUUM;' (batond stopped)"));
+        return;
+    }
+    log_event("info", "db.converting", json_pack("{s:s, s:I}", "autoVacuum", "incremental", "sizeBefore",
+                                                 (json_int_t)before));
+    t0 = mono_ms();
+    if (sqlite3_exec(db, "PRAGMA temp_store=FILE; PRAGMA auto_vacuum=INCREMENTAL; VACUUM;", NULL, NULL, &err)
+        != SQLITE_OK) {
+        log_event("error", "db.convert_failed", json_pack("{s:s}", "error", err ? err : sqlite3_errmsg(db)));
+        sqlite3_free(err);
+        sqlite3_exec(db, "PRAGMA temp_store=MEMORY", NULL, NULL, NULL);
+        return;
+    }
+    sqlite3_exec(db, "PRAGMA temp_store=MEMORY; PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    after = db_bytes(db);
+    log_event("info", "db.converted",
+              json_pack("{s:s, s:I, s:I, s:I}", "autoVacuum", "incremental", "sizeBefore", (json_int_t)before,
+                        "sizeAfter", (json_int_t)after, "ms", (json_int_t)(mono_ms() - t0)));
+}
 
 static int
 sq_open(char *why, size_t n)
@@ -706,6 +809,7 @@ sq_open(char *why, size_t n)
         lock_fd = -1;
         return rc == -2 ? -2 : mrc == -2 ? -3 : -1;
     }
+    db_convert(mdb);
     test_fault_file = f && *f ? f : NULL;
     fault_active = false;
     max_pages_default = 0;
@@ -745,6 +849,7 @@ const struct store_ops store_sqlite = {
     .aborted = sq_aborted,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .shrink = sq_shrink,
     .jobs = &sqlite_jobs_ops,
     .leases = &sqlite_leases_ops,
     .dedupe = &sqlite_dedupe_ops,

@@ -11,6 +11,7 @@
 
 struct sconn {
     sqlite3 *db;
+    bool checkpoint;            /* after the next commit: the file shrank (sq_shrink) */
 };
 
 /* t's SQLite connection */

@@ -60,6 +60,34 @@ ev_insert(struct tx *t, const struct event_row *e, int64_t *id)
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
+static int
+ev_insert_set(struct tx *t, int64_t time, const char *level, const char *name, const char *const *fields,
+              size_t n)
+{
+    sqlite3_stmt *st;
+    char *json;
+    int rc;
+
+    if (!n)
+        return 0;
+    if (!(st = db_prep(SQ(t), "INSERT INTO events(time, level, event, fields)"
+                              " SELECT ?1, ?2, ?3, value FROM json_each(?4) ORDER BY key")))
+        return sq_fail(t);
+    if (!(json = event_fields_json(fields, n)))
+        return tx_fail(t, "unavailable", NULL, "out of memory");
+    sqlite3_bind_int64(st, 1, time);
+    sqlite3_bind_text(st, 2, level, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, json, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        sq_fail(t);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    free(json);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
 /* The statement for q: a cached one (*owned false) or one prepared for
  * this listing (*owned true: the caller finalizes it). NULL on error. */
 static sqlite3_stmt *
@@ -305,6 +333,7 @@ const struct store_stats sqlite_stats_ops = {
 
 const struct store_events sqlite_events_ops = {
     .insert = ev_insert,
+    .insert_set = ev_insert_set,
     .list = ev_list,
     .last_id = ev_last_id,
     .prune = ev_prune,

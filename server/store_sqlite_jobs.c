@@ -491,14 +491,47 @@ sq_retry(struct tx *t, int64_t id, struct job *out)
 
 /* ---- the sweep and retention ------------------------------------------------ */
 
+/* Run st (an UPDATE of ?1 now, ?2 a JSON array of ids, ?3 the message
+ * when not NULL) over ids, which must change exactly `want` rows. 0 or -1. */
 static int
-sq_expired(struct tx *t, int64_t *ids, size_t max, size_t *n, bool *more)
+change_set(struct tx *t, sqlite3_stmt *st, const char *ids, const char *message, size_t want)
 {
-    sqlite3_stmt *st = db_prep(SQ(t), "SELECT id FROM jobs INDEXED BY jobs_expired"
-                                      " WHERE status = 'processing' AND locked_until < ?"
-                                      " ORDER BY locked_until LIMIT ?");
     int rc;
 
+    if (!st)
+        return sq_fail(t);
+    sqlite3_bind_int64(st, 1, t->now);
+    bind_text(st, 2, ids);
+    if (message)
+        bind_text(st, 3, message);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return sq_fail(t);
+    if ((size_t)sqlite3_changes(SQ(t)) != want)
+        return tx_fail(t, "internal", NULL, "database error: %zu of %zu expired locks changed while taken back",
+                       want - (size_t)sqlite3_changes(SQ(t)), want);
+    return 0;
+}
+
+/* One read of the chunk (jobs_expired walks it in (locked_until, id)
+ * order), then one UPDATE for the requeued and one for the failed, each
+ * over the ids as a JSON array (json_each: one statement whatever their
+ * number; no RETURNING, see change_row). */
+static int
+sq_expire_locks(struct tx *t, size_t max, const char *message, struct job_expiry **out, size_t *n,
+                bool *more)
+{
+    sqlite3_stmt *st = db_prep(SQ(t), "SELECT id, queue, locked_by, order_key, attempts,"
+                                      " attempts >= max_attempts FROM jobs INDEXED BY jobs_expired"
+                                      " WHERE status = 'processing' AND locked_until < ?"
+                                      " ORDER BY locked_until, id LIMIT ?");
+    struct expiry_list l = {0};
+    struct text req = {0}, fail = {0};
+    size_t nreq = 0, nfail = 0;
+    int rc;
+
+    *out = NULL;
     *n = 0;
     *more = false;
     if (!st)
@@ -506,17 +539,70 @@ sq_expired(struct tx *t, int64_t *ids, size_t max, size_t *n, bool *more)
     sqlite3_bind_int64(st, 1, t->now);
     sqlite3_bind_int64(st, 2, (int64_t)max + 1);     /* one more: are there others? */
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n == max) {
+        bool failed = sqlite3_column_int(st, 5) != 0;
+        struct text *ids = failed ? &fail : &req;
+        size_t *count = failed ? &nfail : &nreq;
+
+        if (l.n == max) {
             *more = true;
             rc = SQLITE_DONE;
             break;
         }
-        ids[(*n)++] = sqlite3_column_int64(st, 0);
+        expiry_add(&l, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+                   (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
+                   sqlite3_column_int64(st, 4), failed);
+        text_add(ids, *count ? "," : "[", 1);
+        text_int(ids, sqlite3_column_int64(st, 0));
+        (*count)++;
     }
     if (rc != SQLITE_DONE)
         sq_fail(t);
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : -1;
+    text_add(&req, "]", 1);
+    text_add(&fail, "]", 1);
+    /* *out is the list's when it is complete, freed below otherwise */
+    if (expiry_finish(&l, out, n) < 0 || req.oom || fail.oom) {
+        if (rc == SQLITE_DONE)
+            tx_fail(t, "unavailable", NULL, "out of memory");
+        rc = SQLITE_NOMEM;
+    }
+    if (rc != SQLITE_DONE) {
+        rc = -1;
+        goto done;
+    }
+    rc = -1;
+    if (nreq && change_set(t, db_prep(SQ(t), "UPDATE jobs SET status = 'pending', locked_by = NULL,"
+                                             " locked_until = NULL, claim_token = NULL,"
+                                             " error_reason = 'lock_expired',"
+                                             " error_message = 'the lock expired before the job finished',"
+                                             " updated_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))"
+                                             " AND +status = 'processing' AND +locked_until < ?1"),
+                           req.s, NULL, nreq) < 0)
+        goto done;
+    if (nfail && change_set(t, db_prep(SQ(t), "UPDATE jobs SET status = 'failed', locked_until = NULL,"
+                                              " claim_token = NULL, error_reason = 'lock_expired',"
+                                              " error_message = ?3, updated_at = ?1"
+                                              " WHERE id IN (SELECT value FROM json_each(?2))"
+                                              " AND +status = 'processing' AND +locked_until < ?1"),
+                            fail.s, message, nfail) < 0)
+        goto done;
+    /* the keys of the failed ones pass on (rare: a key's job out of attempts) */
+    for (size_t i = 0; i < *n; i++) {
+        struct job j = {.queue = (*out)[i].queue, .order_key = (*out)[i].order_key};
+        if ((*out)[i].failed && j.order_key && key_pass(t, (*out)[i].id, &j) < 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    text_free(&req);
+    text_free(&fail);
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        *more = false;
+    }
+    return rc;
 }
 
 static int
@@ -704,7 +790,7 @@ const struct store_jobs sqlite_jobs_ops = {
     .fail_final = sq_fail_job,
     .requeue_expired = sq_requeue_expired,
     .retry = sq_retry,
-    .expired = sq_expired,
+    .expire_locks = sq_expire_locks,
     .prune = sq_prune,
     .list = sq_list,
     .pending = sq_pending,

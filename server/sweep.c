@@ -14,12 +14,19 @@
 
 #define EVENTS_PRUNE_BATCH 10000
 #define RATE_PRUNE_BATCH   10000
+/* Space back (store->shrink): at most SHRINK_PAGES free pages per run
+ * (4 MiB of 4 KiB pages: docs/performance.md has the pause it costs), a
+ * backlog in runs right after one another like the other parts; the last
+ * SHRINK_KEEP free pages stay for the next inserts to reuse. */
+#define SHRINK_PAGES       1024
+#define SHRINK_KEEP        16
 
 int
 sweep_run(struct tx *t, bool *again)
 {
     bool more_events = false, more_jobs = false, more_schedules = false, more_rates = false;
-    int64_t pruned;
+    bool more_pages = false;
+    int64_t pruned, freed;
     size_t n;
 
     *again = false;
@@ -46,6 +53,9 @@ sweep_run(struct tx *t, bool *again)
     if (store->queues->rate_prune(t, t->now - QUEUE_RATE_PERIOD_MAX, RATE_PRUNE_BATCH, &n,
                                   &more_rates) < 0)
         return -1;
-    *again = more_events || more_jobs || more_schedules || more_rates;
+    /* last: what the parts above deleted is given back in the same write */
+    if (store->shrink && store->shrink(t, SHRINK_KEEP, SHRINK_PAGES, &freed, &more_pages) < 0)
+        return -1;
+    *again = more_events || more_jobs || more_schedules || more_rates || more_pages;
     return 0;
 }

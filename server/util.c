@@ -277,3 +277,90 @@ real_to_int64(double d, int64_t *out)
     *out = x;
     return 0;
 }
+
+/* ---- text: a growing buffer --------------------------------------------- */
+
+static bool
+text_room(struct text *b, size_t n)
+{
+    size_t cap;
+    char *s;
+
+    if (b->oom)
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    if (!(s = realloc(b->s, cap))) {
+        b->oom = true;
+        return false;
+    }
+    b->s = s;
+    b->cap = cap;
+    return true;
+}
+
+void
+text_add(struct text *b, const char *s, size_t n)
+{
+    if (!text_room(b, n))
+        return;
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+
+void
+text_str(struct text *b, const char *s)
+{
+    text_add(b, s, strlen(s));
+}
+
+void
+text_int(struct text *b, int64_t v)
+{
+    char d[24];
+
+    text_add(b, d, (size_t)snprintf(d, sizeof d, "%lld", (long long)v));
+}
+
+void
+text_json_str(struct text *b, const char *s)
+{
+    const char *run = s;
+
+    text_add(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        size_t n = 2;
+
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        text_add(b, run, (size_t)(s - run));
+        run = s + 1;
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default: n = (size_t)snprintf(esc, sizeof esc, "\\u%04X", c); break;
+        }
+        text_add(b, esc, n);
+    }
+    text_add(b, run, (size_t)(s - run));
+    text_add(b, "\"", 1);
+}
+
+void
+text_free(struct text *b)
+{
+    free(b->s);
+    *b = (struct text){0};
+}

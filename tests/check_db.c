@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "batond.h"
@@ -594,6 +595,139 @@ START_TEST(server_lifecycle_events_are_rows)
 }
 END_TEST
 
+/* ---- space back: auto-vacuum, retention, conversion ---------------------- */
+
+static long
+file_size(const struct server *s)
+{
+    char p[320];
+    struct stat st;
+
+    snprintf(p, sizeof p, "%s/baton.db", s->dir);
+    return stat(p, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* A database that pruned its jobs gives the space back: 3000 jobs with 3
+ * KiB payloads enqueued, claimed and completed, pruned by retention (and
+ * their events by theirs), and the file shrinks back below twice the size
+ * of an empty database -- while writes keep being answered. */
+START_TEST(retention_gives_the_space_back)
+{
+    static const char *const keep[] = {"BATON_SWEEP_INTERVAL_MS=100", NULL};
+    static const char *const env[] = {"BATON_RETENTION_MS=1000", "BATON_EVENT_RETENTION_MS=1000",
+                                      "BATON_SWEEP_INTERVAL_MS=100", NULL};
+    enum { JOBS = 3000, PER = 100 };
+    struct server srv = {0};
+    char pad[3073];
+    long empty, peak, size = -1;
+    double worst = 0;
+    int writes = 0;
+
+    if (sqlite_only("the file of a SQLite database"))
+        return;
+    server_start(&srv, keep);
+    ck_assert_int_eq(server_stop(&srv), 0);
+    empty = file_size(&srv);
+    ck_assert_int_gt(empty, 0);
+    server_start(&srv, keep);          /* the default retentions: nothing goes yet */
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    for (int i = 0; i < JOBS / PER; i++) {
+        json_t *jobs = json_array();
+        for (int k = 0; k < PER; k++)
+            json_array_append_new(jobs, json_pack("{s:s, s:{s:s, s:i}}", "queue", "big", "payload", "pad", pad,
+                                                  "n", i * PER + k));
+        json_decref(CALL(&srv, "POST", "/v1/jobs/batch", json_pack("{s:o}", "jobs", jobs), 201));
+    }
+    for (int i = 0; i < JOBS; i++) {
+        json_t *out = CALL(&srv, "POST", "/v1/jobs/claim", json_pack("{s:s, s:s}", "workerId", "w", "queue", "big"),
+                           200);
+        json_t *j = json_object_get(out, "job");
+        char path[96];
+        ck_assert_ptr_nonnull(j);
+        snprintf(path, sizeof path, "/v1/jobs/%s/complete", json_string_value(json_object_get(j, "id")));
+        json_decref(CALL(&srv, "POST", path,
+                         json_pack("{s:s, s:O}", "workerId", "w", "claimToken", json_object_get(j, "claimToken")),
+                         200));
+        json_decref(out);
+    }
+    ck_assert_int_eq(server_stop(&srv), 0);
+    peak = file_size(&srv);
+    ck_assert_msg(peak > 20 * empty, "the jobs took %ld bytes, the empty database %ld", peak, empty);
+    server_start(&srv, env);           /* now they are past retention */
+    for (int waited = 0; waited < 60000; waited += 100) {
+        double t0 = now_ms();
+        /* a write with nothing to change: one round trip through the writer */
+        json_decref(CALL(&srv, "POST", "/v1/jobs/requeue-stale", json_object(), 200));
+        worst = now_ms() - t0 > worst ? now_ms() - t0 : worst;
+        writes++;
+        size = file_size(&srv);
+        if (server_sql(&srv, "SELECT count(*) FROM jobs") == 0 && size < 2 * empty)
+            break;
+        sleep_ms(100);
+    }
+    ck_assert_int_eq(server_sql(&srv, "SELECT count(*) FROM jobs"), 0);
+    ck_assert_msg(size < 2 * empty, "file %ld bytes after pruning (peak %ld), empty %ld", size, peak, empty);
+    ck_assert_int_gt(writes, 0);
+    ck_assert_msg(worst < 5000, "a write waited %.0f ms", worst);
+    server_cleanup(&srv);
+}
+END_TEST
+
+/* A database made before auto-vacuum (auto_vacuum NONE, the migrations
+ * applied by SQL as an old batond did) is converted once at start and
+ * keeps its data; db.converted tells the sizes. One above
+ * BATON_DB_CONVERT_MAX_BYTES is left as it is, said in db.convert_skipped,
+ * and served all the same. */
+START_TEST(old_database_converted_at_start)
+{
+    static const char *const small[] = {"BATON_DB_CONVERT_MAX_BYTES=1", NULL};
+    struct server srv = {0};
+    char path[320];
+    json_t *j;
+
+    if (sqlite_only("the file of a SQLite database"))
+        return;
+    for (int pass = 0; pass < 2; pass++) {
+        memset(&srv, 0, sizeof srv);
+        snprintf(srv.dir, sizeof srv.dir, "/tmp/baton-conv-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(srv.dir));
+        snprintf(path, sizeof path, "%s/baton.db", srv.dir);
+        db_make_counted(path, db_known_count());
+        db_exec(path, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)"
+                      " INSERT INTO jobs(queue, status, payload, run_at, max_attempts, created_at, updated_at)"
+                      " SELECT 'old', 'pending', json_object('i', i, 'pad', hex(zeroblob(1000))), 0, 5, 1, 1"
+                      " FROM n");
+        db_exec(path, "DELETE FROM jobs WHERE json_extract(payload, '$.i') > 100");
+        ck_assert_int_eq(db_int(path, "PRAGMA auto_vacuum"), 0);
+        ck_assert_int_gt(db_int(path, "PRAGMA freelist_count"), 50);
+
+        server_start(&srv, pass ? small : NULL);
+        ck_assert_int_eq(server_sql(&srv, "SELECT count(*) FROM jobs WHERE queue = 'old'"), 100);
+        j = CALL(&srv, "POST", "/v1/jobs/claim", json_pack("{s:s, s:s}", "workerId", "w", "queue", "old"), 200);
+        ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(json_object_get(j, "job"), "payload"),
+                                                            "i")), 1);
+        json_decref(j);
+        ck_assert_int_eq(server_stop(&srv), 0);
+        if (!pass) {
+            ck_assert_int_eq(server_log_count(&srv, "\"event\":\"db.converted\""), 1);
+            ck_assert_int_eq(server_log_count(&srv, "\"sizeAfter\":"), 1);
+            ck_assert_int_eq(db_int(path, "PRAGMA auto_vacuum"), 2);
+            ck_assert_int_eq(db_int(path, "PRAGMA freelist_count"), 0);
+            /* once: the next start has nothing to convert */
+            server_start(&srv, NULL);
+            ck_assert_int_eq(server_log_count(&srv, "db.convert"), 0);
+            ck_assert_int_eq(server_sql(&srv, "SELECT count(*) FROM jobs WHERE queue = 'old'"), 100);
+        } else {
+            ck_assert_int_eq(server_log_count(&srv, "\"event\":\"db.convert_skipped\""), 1);
+            ck_assert_int_eq(server_log_count(&srv, "db.converted"), 0);
+            ck_assert_int_eq(db_int(path, "PRAGMA auto_vacuum"), 0);
+        }
+        server_cleanup(&srv);
+    }
+}
+END_TEST
+
 Suite *
 suite_db(void)
 {
@@ -619,6 +753,12 @@ suite_db(void)
     tc = tcase_create("lifecycle");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, server_lifecycle_events_are_rows);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("space");
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, retention_gives_the_space_back);
+    tcase_add_test(tc, old_database_converted_at_start);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -890,8 +890,9 @@ queue_counts(struct server *s, const char *queue, int64_t *pending, int64_t *pro
     json_decref(q);
 }
 
-/* A mass lock expiry larger than one sweep chunk (500) is worked off by the
- * periodic sweep chunk by chunk: every job requeued once, none lost. */
+/* A mass lock expiry is worked off by the periodic sweep: every job
+ * requeued once, none lost. (It is one set-based chunk now; the chunks
+ * themselves are the store case sweep_and_prune_in_chunks.) */
 START_TEST(sweep_works_off_a_backlog_in_chunks)
 {
     static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
@@ -1160,6 +1161,108 @@ START_TEST(bad_path_id_is_400_naming_parameter)
     a = CALL(&s, "GET", "/v1/messages/424242", NULL, 404);
     ck_assert_str_eq(err_code(a), "not_found");
     json_decref(a);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* The stale sweep builds its log lines as text, without jansson: each
+ * must still be the very line event_emit prints -- the bytes jansson
+ * writes for {_time, level, event, jobId, queue, attempts, workerId,
+ * errorReason[, willRetry]} in that order, whatever the worker id holds --
+ * with the same fields in its event row and counted in /metrics. */
+START_TEST(sweep_lines_are_the_lines_jansson_prints)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
+    static const char worker[] = "w \"q\" \\ \xc3\xa9 \x01\x1f\n\t/";
+    struct server s = {0};
+    json_t *a, *b, *out, *ev;
+    const char *jobs[2], *names[2] = {"agent.job.requeued", "lx.job.failed"};
+    char *log, *line, *save = NULL;
+    int found = 0;
+
+    server_start(&s, env);
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "agent", "payload", "a", "maxAttempts", 5)));
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "lx", "payload", "b", "maxAttempts", 1)));
+    a = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                    json_pack("{s:s, s:s, s:i}", "workerId", worker, "queue", "agent", "lockMs", 300), 200));
+    b = job_of(CALL(&s, "POST", "/v1/jobs/claim",
+                    json_pack("{s:s, s:s, s:i}", "workerId", worker, "queue", "lx", "lockMs", 300), 200));
+    jobs[0] = sget(a, "id");
+    jobs[1] = sget(b, "id");
+    msleep(600);
+    out = CALL(&s, "POST", "/v1/jobs/requeue-stale", json_object(), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "requeued")), 1);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "failed")), 1);
+    json_decref(out);
+    ck_assert_int_eq(server_stop(&s), 0);      /* every line is out */
+
+    log = file_text(s.log);
+    for (line = strtok_r(log, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_t *l = json_loads(line, 0, NULL), *want;
+        char *text;
+        int k;
+
+        if (!l)
+            continue;
+        for (k = 0; k < 2 && strcmp(sget(l, "event") ? sget(l, "event") : "", names[k]); k++)
+            ;
+        if (k == 2) {
+            json_decref(l);
+            continue;
+        }
+        found++;
+        want = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "_time", sget(l, "_time"), "level",
+                         k ? "error" : "warn", "event", names[k], "jobId", jobs[k], "queue", k ? "lx" : "agent",
+                         "attempts", 1, "workerId", worker, "errorReason", "lock_expired");
+        if (k)
+            json_object_set_new(want, "willRetry", json_false());
+        text = json_dumps(want, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        ck_assert_str_eq(line, text);
+        free(text);
+        json_decref(want);
+        json_decref(l);
+    }
+    free(log);
+    ck_assert_int_eq(found, 2);
+
+    server_start(&s, env);
+    ev = CALL(&s, "GET", "/v1/events?event=agent.job.requeued", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(ev, "events")), 1);
+    ck_assert_str_eq(sget(json_array_get(json_object_get(ev, "events"), 0), "workerId"), worker);
+    ck_assert_str_eq(sget(json_array_get(json_object_get(ev, "events"), 0), "jobId"), jobs[0]);
+    json_decref(ev);
+    ev = CALL(&s, "GET", "/v1/events?event=lx.job.failed", NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(ev, "events")), 1);
+    ck_assert(json_is_false(json_object_get(json_array_get(json_object_get(ev, "events"), 0), "willRetry")));
+    json_decref(ev);
+    json_decref(a), json_decref(b);
+    server_cleanup(&s);
+}
+END_TEST
+
+/* /metrics counts each event of a sweep: two requeued, one failed. */
+START_TEST(sweep_events_counted_in_metrics)
+{
+    static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
+    struct server s = {0};
+    json_t *out;
+    struct resp r;
+
+    server_start(&s, env);
+    json_decref(enqueue(&s, json_pack("{s:s, s:s}", "queue", "mx", "payload", "a")));
+    json_decref(enqueue(&s, json_pack("{s:s, s:s}", "queue", "mx", "payload", "b")));
+    json_decref(enqueue(&s, json_pack("{s:s, s:s, s:i}", "queue", "my", "payload", "c", "maxAttempts", 1)));
+    json_decref(claim_locked(&s, "mx", 300));
+    json_decref(claim_locked(&s, "mx", 300));
+    json_decref(claim_locked(&s, "my", 300));
+    msleep(600);
+    out = CALL(&s, "POST", "/v1/jobs/requeue-stale", json_object(), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(out, "requeued")), 2);
+    json_decref(out);
+    ck_assert_int_eq(http_req(&s, "GET", "/metrics", NULL, 0, NULL, NULL, &r), 0);
+    ck_assert_ptr_nonnull(strstr(r.body, "\nbaton_events_total{event=\"mx.job.requeued\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nbaton_events_total{event=\"my.job.failed\"} 1\n"));
+    resp_free(&r);
     server_cleanup(&s);
 }
 END_TEST
@@ -2111,6 +2214,8 @@ suite_jobs(void)
     tcase_add_test(tc, bad_input_answers_400_or_404_and_changes_nothing);
     tcase_add_test(tc, bad_path_id_is_400_naming_parameter);
     tcase_add_test(tc, requeued_job_clears_lock_owner);
+    tcase_add_test(tc, sweep_lines_are_the_lines_jansson_prints);
+    tcase_add_test(tc, sweep_events_counted_in_metrics);
     tcase_add_test(tc, outbound_leased_queue_requires_lease_token);
     tcase_add_test(tc, jobs_survive_server_kill);
     suite_add_tcase(s, tc);

@@ -66,6 +66,36 @@ list(struct event_query q, struct seen *s)
     tx_read_end(&t);
 }
 
+/* insert_set: n rows of one time, level and name in one statement keep
+ * their order (increasing ids after the ones before) and their fields
+ * byte for byte (escapes and UTF-8 untouched); none for n = 0. */
+START_TEST(insert_set_keeps_order_and_bytes)
+{
+    static const char *const f[3] = {
+        "{\"jobId\":\"7\",\"workerId\":\"a\\\"b\\\\c\\u0001\\n\xc3\xa9\"}",
+        "{}",
+        "{\"attempts\":3,\"willRetry\":false}",
+    };
+    struct seen s = {0};
+    struct tx t;
+    int64_t first = put(1000, "info", "before", "{}");
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(store->events->insert_set(&t, 2000, "warn", "agent.job.requeued", f, 0), 0);
+    ck_assert_int_eq(store->events->insert_set(&t, 2000, "warn", "agent.job.requeued", f, 3), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+    list((struct event_query){.after = first}, &s);
+    ck_assert_int_eq(s.n, 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_gt(s.id[i], i ? s.id[i - 1] : first);
+        ck_assert_int_eq(s.time[i], 2000);
+        ck_assert_str_eq(s.level[i], "warn");
+        ck_assert_str_eq(s.name[i], "agent.job.requeued");
+        ck_assert_str_eq(s.fields[i], f[i]);
+    }
+}
+END_TEST
+
 /* Rows come back as inserted, in id order after an id, and newest first
  * when asked; ids increase. */
 START_TEST(insert_then_list_in_id_order)
@@ -471,6 +501,7 @@ store_cases_events(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, insert_then_list_in_id_order);
+    tcase_add_test(tc, insert_set_keeps_order_and_bytes);
     tcase_add_test(tc, last_id_and_rollback);
     tcase_add_test(tc, list_by_name_and_prefix_range);
     tcase_add_test(tc, list_limit_and_stop);

@@ -128,24 +128,22 @@ START_TEST(delayed_job_becomes_claimable)
 }
 END_TEST
 
-/* A claimed job whose lock expired is found by the sweep op, offered to a
- * claim as expired (2, untouched), and after requeue_expired claimable
- * again with its attempts counted; a stale token can then change nothing. */
+/* A claimed job whose lock expired is offered to a claim as expired (2,
+ * untouched), and after requeue_expired claimable again with its attempts
+ * counted; a stale token can then change nothing, and the sweep finds
+ * nothing to take back. */
 START_TEST(expired_lock_reclaim_and_stale_token)
 {
-    int64_t id = put("q", 0, 0), got, ids[4];
+    int64_t id = put("q", 0, 0), got;
     char old[80], cur[80];
     struct tx t;
     struct job j;
+    struct job_expiry *v;
     size_t n;
     bool more;
 
     ck_assert_int_eq(claim_one(st_conn, "q", -1000, &got, old, sizeof old), 1);  /* lock already over */
     st_begin(st_conn, &t);
-    ck_assert_int_eq(OPS->expired(&t, ids, 4, &n, &more), 0);
-    ck_assert_int_eq(n, 1);
-    ck_assert_int_eq(ids[0], id);
-    ck_assert(!more);
     ck_assert_int_eq(OPS->claim(&t, "q", "w2", t.now + 60000, "c_new", NULL, &j), 2);
     ck_assert_int_eq(j.id, id);
     ck_assert_int_eq(j.status, JOB_PROCESSING);
@@ -168,8 +166,10 @@ START_TEST(expired_lock_reclaim_and_stale_token)
     ck_assert_int_eq(j.attempts, 2);
     job_free(&j);
     /* nothing expired now; the old claim's token changes nothing */
-    ck_assert_int_eq(OPS->expired(&t, ids, 4, &n, &more), 0);
+    ck_assert_int_eq(OPS->expire_locks(&t, 4, "m", &v, &n, &more), 0);
     ck_assert_int_eq(n, 0);
+    ck_assert_ptr_null(v);
+    ck_assert(!more);
     ck_assert_int_eq(OPS->requeue_expired(&t, id, NULL), 0);
     ck_assert_int_eq(OPS->complete(&t, id, old, "1", NULL), 0);
     ck_assert_int_eq(OPS->heartbeat(&t, id, old, t.now + 1, NULL), 0);
@@ -197,7 +197,8 @@ END_TEST
 START_TEST(sweep_and_prune_in_chunks)
 {
     enum { JOBS_N = 25, PRUNE_N = 20 };
-    int64_t ids[JOBS_N], chunk[10], got;
+    int64_t ids[JOBS_N], got;
+    struct job_expiry *v;
     int seen[JOBS_N] = {0};
     char tokens[PRUNE_N][80];
     struct tx t;
@@ -213,14 +214,15 @@ START_TEST(sweep_and_prune_in_chunks)
     for (int round = 0; more; round++) {
         ck_assert_int_lt(round, 3);
         st_begin(st_conn, &t);
-        ck_assert_int_eq(OPS->expired(&t, chunk, 10, &n, &more), 0);
+        ck_assert_int_eq(OPS->expire_locks(&t, 10, "m", &v, &n, &more), 0);
         ck_assert_int_le(n, 10);
         ck_assert_int_eq(n, round < 2 ? 10 : 5);
         ck_assert(more == (round < 2));
         for (size_t i = 0; i < n; i++) {
-            ck_assert_int_eq(OPS->requeue_expired(&t, chunk[i], NULL), 1);
-            seen[chunk[i] - ids[0]]++;
+            ck_assert(!v[i].failed);
+            seen[v[i].id - ids[0]]++;
         }
+        free(v);
         total += n;
         ck_assert_int_eq(st_commit(&t), 0);
     }
@@ -553,6 +555,124 @@ START_TEST(order_key_expired_lock_frees_the_key)
 }
 END_TEST
 
+/* Claim the one due job of queue q as worker with its lock ending at
+ * now + lock_ms (its own transaction); its id. */
+static int64_t
+claim_as(const char *q, const char *worker, int64_t lock_ms)
+{
+    struct tx t;
+    struct job j;
+    int64_t id;
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->claim(&t, q, worker, t.now + lock_ms, "c_tok", NULL, &j), 1);
+    id = j.id;
+    job_free(&j);
+    ck_assert_int_eq(st_commit(&t), 0);
+    return id;
+}
+
+/* The set-based sweep: expired locks in expiry order, each as it was
+ * (worker, queue, key, attempts); the ones with attempts left requeued
+ * (lock, worker and token cleared, run_at and attempts kept), the others
+ * failed with the message given (their worker kept) and their key passed
+ * to the job behind; a requeued keyed job keeps its key; a lock not yet
+ * expired is left alone; a second sweep finds nothing. */
+START_TEST(expire_locks_requeue_and_fail_in_expiry_order)
+{
+    struct job_new jn = {.payload = "1", .max_attempts = 5};
+    int64_t a, b, c, d, e, f, g, run_at;
+    struct job_expiry *v;
+    struct tx t;
+    struct job j;
+    size_t n;
+    bool more;
+
+    st_begin(st_conn, &t);
+    run_at = jn.run_at = t.now - 100;
+    jn.queue = "qa";
+    ck_assert_int_eq(OPS->insert(&t, &jn, &a, NULL), 0);
+    jn.queue = "qc";
+    ck_assert_int_eq(OPS->insert(&t, &jn, &c, NULL), 0);
+    jn.queue = "ql";
+    jn.order_key = "l";
+    ck_assert_int_eq(OPS->insert(&t, &jn, &f, NULL), 0);
+    ck_assert_int_eq(OPS->insert(&t, &jn, &g, NULL), 0);
+    jn.max_attempts = 1;
+    jn.queue = "qk";
+    jn.order_key = "k";
+    ck_assert_int_eq(OPS->insert(&t, &jn, &d, NULL), 0);
+    ck_assert_int_eq(OPS->insert(&t, &jn, &e, NULL), 0);
+    jn.queue = "qb";
+    jn.order_key = NULL;
+    ck_assert_int_eq(OPS->insert(&t, &jn, &b, NULL), 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    ck_assert_int_eq(claim_as("qk", "wd", -1000), d);
+    ck_assert_int_eq(claim_as("qa", "w\"a\n", -3000), a);
+    ck_assert_int_eq(claim_as("qc", "wc", 60000), c);
+    ck_assert_int_eq(claim_as("ql", "", -500), f);
+    ck_assert_int_eq(claim_as("qb", "wb", -2000), b);
+
+    st_begin(st_conn, &t);
+    ck_assert_int_eq(OPS->expire_locks(&t, 10, "gone for good", &v, &n, &more), 0);
+    ck_assert_int_eq(n, 4);
+    ck_assert(!more);
+    ck_assert_int_eq(v[0].id, a);
+    ck_assert_int_eq(v[1].id, b);
+    ck_assert_int_eq(v[2].id, d);
+    ck_assert_int_eq(v[3].id, f);
+    ck_assert(!v[0].failed && v[1].failed && v[2].failed && !v[3].failed);
+    ck_assert_str_eq(v[0].worker, "w\"a\n");
+    ck_assert_str_eq(v[1].worker, "wb");
+    ck_assert_ptr_null(v[3].worker);            /* an empty worker id is none */
+    ck_assert_str_eq(v[0].queue, "qa");
+    ck_assert_str_eq(v[2].queue, "qk");
+    ck_assert_ptr_null(v[0].order_key);
+    ck_assert_str_eq(v[2].order_key, "k");
+    ck_assert_str_eq(v[3].order_key, "l");
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(v[i].attempts, 1);
+    free(v);
+
+    ck_assert_int_eq(OPS->get(&t, a, &j), 1);
+    ck_assert_int_eq(j.status, JOB_PENDING);
+    ck_assert_ptr_null(j.locked_by);
+    ck_assert_ptr_null(j.claim_token);
+    ck_assert(j.locked_until == JOB_NONE);
+    ck_assert_int_eq(j.attempts, 1);
+    ck_assert_int_eq(j.run_at, run_at);
+    ck_assert_str_eq(j.error_reason, "lock_expired");
+    ck_assert_str_eq(j.error_message, "the lock expired before the job finished");
+    job_free(&j);
+    ck_assert_int_eq(OPS->get(&t, b, &j), 1);
+    ck_assert_int_eq(j.status, JOB_FAILED);
+    ck_assert_str_eq(j.locked_by, "wb");
+    ck_assert_ptr_null(j.claim_token);
+    ck_assert(j.locked_until == JOB_NONE);
+    ck_assert_str_eq(j.error_reason, "lock_expired");
+    ck_assert_str_eq(j.error_message, "gone for good");
+    job_free(&j);
+    ck_assert_int_eq(OPS->get(&t, c, &j), 1);
+    ck_assert_int_eq(j.status, JOB_PROCESSING);
+    ck_assert_str_eq(j.claim_token, "c_tok");
+    job_free(&j);
+    ck_assert_int_eq(OPS->get(&t, d, &j), 1);
+    ck_assert_int_eq(j.status, JOB_FAILED);
+    job_free(&j);
+    ck_assert_int_eq(OPS->expire_locks(&t, 10, "gone for good", &v, &n, &more), 0);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(st_commit(&t), 0);
+
+    /* d's key passed to e; f kept its key, so g still waits */
+    ck_assert_int_eq(take("qk", 60000, NULL, 0), e);
+    ck_assert_int_eq(take("ql", 60000, NULL, 0), f);
+    ck_assert_int_eq(take("ql", 60000, NULL, 0), 0);
+    ck_assert_int_eq(take("qa", 60000, NULL, 0), a);
+    ck_assert_int_eq(take("qb", 60000, NULL, 0), 0);
+}
+END_TEST
+
 /* An operator's fail of a job waiting behind its key passes nothing on
  * (the holder still runs); the operator's retry of it puts it back in
  * line behind the current holder, not beside it. */
@@ -843,24 +963,21 @@ END_TEST
 
 #define SWEPT 20
 
-/* a stale sweep as the writer runs it: every lock it lists is taken back
- * (-3 when one of them was not expired any more) */
+/* a stale sweep as the writer runs it: every lock it read is taken back */
 static int
 race_sweep(struct tx *t, int i, void *arg)
 {
     int (*seen)[SWEPT] = arg;
-    int64_t ids[SWEPT];
+    struct job_expiry *v;
     size_t n;
     bool more;
 
-    if (OPS->expired(t, ids, SWEPT, &n, &more) < 0)
+    /* -1 also when a lock it read was no longer expired when changed */
+    if (OPS->expire_locks(t, SWEPT, "m", &v, &n, &more) < 0)
         return -1;
-    for (size_t k = 0; k < n; k++) {
-        int rc = OPS->requeue_expired(t, ids[k], NULL);
-        if (rc != 1)
-            return rc < 0 ? -1 : -3;
-        seen[i][k] = (int)ids[k];
-    }
+    for (size_t k = 0; k < n; k++)
+        seen[i][k] = (int)v[k].id;
+    free(v);
     return (int)n;
 }
 
@@ -952,6 +1069,7 @@ store_cases_jobs(Suite *s, void (*setup)(void), void (*teardown)(void))
     tcase_add_test(tc, order_key_one_at_a_time_in_id_order);
     tcase_add_test(tc, order_key_retrying_job_holds_its_key);
     tcase_add_test(tc, order_key_expired_lock_frees_the_key);
+    tcase_add_test(tc, expire_locks_requeue_and_fail_in_expiry_order);
     tcase_add_test(tc, order_key_operator_fail_and_retry_keep_one_at_a_time);
     tcase_add_test(tc, order_key_racing_claims_one_per_key);
     tcase_add_test(tc, order_key_racing_inserts_leave_one_holder);

@@ -73,6 +73,16 @@ now_ms_mono(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* the wall clock in ms: batond's clock, for lock expiry times */
+static int64_t
+wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- processes ------------------------------------------------------------ */
 
 int
@@ -1602,11 +1612,16 @@ bench_scale(void)
     if (mkdir_tmp(&p) < 0 || batond_start(&p, NULL) < 0)
         return;
     proc_stop(&p);
-    sql_fill(p.dir, "processing", 100000, (int64_t)time(NULL) * 1000 - 60000, 0);
+    /* locks that expire only after batond has started and run its first
+     * sweep (which would otherwise take them back before the request) */
     {
         static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=3600000", NULL};
+        int64_t expiry = wall_ms() + 4000;
+        sql_fill(p.dir, "processing", 100000, expiry, 0);
         if (batond_start(&p, env) < 0)
             return;
+        while (wall_ms() <= expiry + 50)
+            usleep(10000);
     }
     c = malloc(sizeof *c);
     if (c && conn_open(c, p.port) == 0) {
@@ -1620,9 +1635,56 @@ bench_scale(void)
     }
     free(c);
     proc_stop(&p);
+
+    /* the same by the periodic sweep, in chunks (one write each), and how
+     * long another write waits meanwhile: a heartbeat with a wrong token,
+     * a writer round trip that changes nothing (409) */
+    {
+        static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=100", NULL};
+        int64_t expiry = wall_ms() + 4000, left = -1;
+        double lat[4096], worst = 0;
+        int nlat = 0;
+
+        sql_fill(p.dir, "processing", 100000, expiry, 0);
+        if (batond_start(&p, env) < 0)
+            return;
+        c = malloc(sizeof *c);
+        if (!c || conn_open(c, p.port) < 0) {
+            free(c);
+            proc_stop(&p);
+            return;
+        }
+        while (wall_ms() <= expiry)
+            usleep(1000);
+        t0 = now_ms_mono();
+        while (now_ms_mono() - t0 < 60000) {
+            double w0 = now_ms_mono();
+            http(c, "POST", "/v1/jobs/1/heartbeat", "{\"workerId\":\"x\",\"claimToken\":\"c_no\"}", out,
+                 sizeof out);
+            if (nlat < 4096) {
+                lat[nlat] = now_ms_mono() - w0;
+                worst = lat[nlat] > worst ? lat[nlat] : worst;
+                nlat++;
+            }
+            if ((left = sql_count(p.dir, "SELECT count(*) FROM jobs WHERE status = 'processing'")) == 0)
+                break;
+            usleep(10000);
+        }
+        t1 = now_ms_mono();
+        qsort(lat, (size_t)nlat, sizeof *lat, cmp_double);
+        printf("    periodic sweep of the same: %.0f ms from expiry to none left (%lld left); a write meanwhile"
+               " (%d): p50 %.1f ms  p99 %.1f ms  max %.1f ms\n", t1 - t0, (long long)left, nlat,
+               nlat ? lat[nlat / 2] : -1.0, nlat ? lat[nlat * 99 / 100] : -1.0, worst);
+        close(c->fd);
+        free(c);
+        proc_stop(&p);
+    }
     rmdir_all(p.dir);
 
-    /* completed jobs pruned by retention: file size and memory after */
+    /* completed jobs pruned by retention: file size and memory after, the
+     * file against an empty database's (batond gives the space back with
+     * incremental vacuum in its sweep), and how long a write waits
+     * meanwhile (requeue-stale with nothing stale: one writer round trip) */
     memset(&p, 0, sizeof p);
     if (mkdir_tmp(&p) < 0 || batond_start(&p, NULL) < 0)
         return;
@@ -1630,17 +1692,51 @@ bench_scale(void)
     {
         int64_t n = quick ? 100000 : 1000000;
         static const char *const env[] = {"BATON_SWEEP_INTERVAL_MS=20", "BATON_RETENTION_MS=1000", NULL};
+        long empty = file_kib(p.dir, "baton.db"), db;
+        double t2, lat[4096], worst = 0;
+        int nlat = 0;
+
         sql_fill(p.dir, "completed", n, 0, 1000);
-        printf("    %lld completed jobs: db %ld KiB before retention\n", (long long)n, file_kib(p.dir, "baton.db"));
+        printf("    %lld completed jobs: db %ld KiB before retention (empty database %ld KiB)\n", (long long)n,
+               file_kib(p.dir, "baton.db"), empty);
         if (batond_start(&p, env) < 0)
             return;
+        c = malloc(sizeof *c);
+        if (!c || conn_open(c, p.port) < 0) {
+            free(c);
+            c = NULL;
+        }
         t0 = now_ms_mono();
-        while (sql_count(p.dir, "SELECT count(*) FROM jobs") > 0 && now_ms_mono() - t0 < 300000)
-            usleep(100000);
-        t1 = now_ms_mono();
-        printf("    pruned by retention in %.1f s: db %ld KiB + wal %ld KiB, batond RSS %ld KiB (peak %ld KiB)\n",
-               (t1 - t0) / 1000.0, file_kib(p.dir, "baton.db"), file_kib(p.dir, "baton.db-wal"),
-               rss_kib(p.pid, "VmRSS:"), rss_kib(p.pid, "VmHWM:"));
+        t1 = 0;
+        for (;;) {
+            if (c) {
+                double w0 = now_ms_mono();
+                if (http(c, "POST", "/v1/jobs/requeue-stale", "{}", out, sizeof out) == 200 && nlat < 4096) {
+                    lat[nlat] = now_ms_mono() - w0;
+                    worst = lat[nlat] > worst ? lat[nlat] : worst;
+                    nlat++;
+                }
+            }
+            usleep(50000);
+            if (!t1 && sql_count(p.dir, "SELECT count(*) FROM jobs") == 0)
+                t1 = now_ms_mono();
+            db = file_kib(p.dir, "baton.db");
+            if ((t1 && db < 2 * empty) || (t1 && now_ms_mono() - t1 > 30000) || now_ms_mono() - t0 > 300000)
+                break;
+        }
+        t2 = now_ms_mono();
+        if (c) {
+            close(c->fd);
+            free(c);
+        }
+        qsort(lat, (size_t)nlat, sizeof *lat, cmp_double);
+        printf("    pruned by retention in %.1f s, then %.1f s: db %ld KiB + wal %ld KiB = %.2fx the"
+               " empty database, batond RSS %ld KiB (peak %ld KiB)\n",
+               t1 ? (t1 - t0) / 1000.0 : -1.0, t1 ? (t2 - t1) / 1000.0 : -1.0, db, file_kib(p.dir, "baton.db-wal"),
+               empty ? (double)db / (double)empty : 0.0, rss_kib(p.pid, "VmRSS:"), rss_kib(p.pid, "VmHWM:"));
+        if (nlat)
+            printf("    a write meanwhile (%d): p50 %.1f ms  p99 %.1f ms  max %.1f ms\n", nlat, lat[nlat / 2],
+                   lat[nlat * 99 / 100], worst);
         proc_stop(&p);
     }
     rmdir_all(p.dir);
