@@ -1764,7 +1764,7 @@ bench_compare(void)
         bench_redis(true);
         bench_redis(false);
     }
-    if (!only || strstr(only, "baton") || strstr(only, "peers")) {
+    if (!only || strstr(only, "baton") || strstr(only, "peers") || strstr(only, "flow")) {
         print_table();
         printf("\n  batond RSS: idle %ld KiB, peak under the load above %ld KiB\n", baton_idle_kib, baton_load_kib);
     }
