@@ -335,6 +335,7 @@ jobs_claim(struct req *r)
 struct work {
     struct job_claim next;          /* first: claim_lost reads r->ctx as one */
     bool has_next;                  /* complete/fail asked for the next job */
+    bool next_queue;                /* ... of a queue it named */
     json_t *done;                   /* their answer's job, kept across a park */
     struct job_work w;              /* strings borrowed from r->json */
     const char *reason, *message;
@@ -380,7 +381,7 @@ next_tx(struct tx *t, struct req *r, json_t *finished)
         json_decref(w->done);
         w->done = finished;
     }
-    if (!w->next.queue)             /* the finished job's queue */
+    if (!w->next_queue)             /* the finished job's (w->done is new after a retried batch) */
         w->next.queue = json_string_value(json_object_get(w->done, "queue"));
     if ((rc = job_claim(t, &r->w, &w->next, &job)) < 0)
         return -1;
@@ -455,7 +456,7 @@ next_parse(struct req *r, struct work *w)
     spec[2].out = &wait_ms;
     if (fields_parse(next, spec, why, sizeof why) < 0)
         return nested_fail(r, "next", why, NULL);
-    if (w->next.queue && !jobs_queue_valid(w->next.queue))
+    if ((w->next_queue = w->next.queue != NULL) && !jobs_queue_valid(w->next.queue))
         return nested_fail(r, "next", JOBS_BAD_QUEUE, NULL);
     /* fixed at arrival, on the store's clock, as a claim's */
     w->next.deadline = wait_ms > 0 ? r->started + writer_clock_offset() + wait_ms : 0;
