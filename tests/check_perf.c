@@ -18,27 +18,6 @@
 
 #define SESSION_KEY "BATON_SESSION_KEY=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 
-/* A counter or histogram sample from /metrics ("name{labels}" exact). */
-static double
-metric(struct server *s, const char *name)
-{
-    struct resp r;
-    char *p;
-    size_t n = strlen(name);
-    double v = -1;
-
-    ck_assert_int_eq(http_req(s, "GET", "/metrics", NULL, 0, NULL, NULL, &r), 0);
-    ck_assert_int_eq(r.status, 200);
-    for (p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (!strncmp(p, name, n) && p[n] == ' ') {
-            v = strtod(p + n + 1, NULL);
-            break;
-        }
-    resp_free(&r);
-    ck_assert_msg(v >= 0, "metric %s missing", name);
-    return v;
-}
-
 /* POST body (a JSON text) to path; returns the status, 0 on transport
  * error. *out (may be NULL) receives the parsed answer. Thread-safe. */
 static long
@@ -165,9 +144,9 @@ START_TEST(concurrent_writes_share_commits)
     json_t *j;
 
     server_start(&s, env);
-    c0 = metric(&s, "baton_commits_total");
-    w0 = metric(&s, "baton_writes_total");
-    single0 = metric(&s, "baton_commit_batch_size_bucket{le=\"1\"}");
+    c0 = server_metric(&s, "baton_commits_total");
+    w0 = server_metric(&s, "baton_writes_total");
+    single0 = server_metric(&s, "baton_commit_batch_size_bucket{le=\"1\"}");
     pthread_barrier_init(&go, NULL, N);
     for (int i = 0; i < N; i++) {
         b[i] = (struct burst){&s, &go, i, 0};
@@ -185,15 +164,15 @@ START_TEST(concurrent_writes_share_commits)
             ok++;
         }
     }
-    c1 = metric(&s, "baton_commits_total");
-    w1 = metric(&s, "baton_writes_total");
-    single1 = metric(&s, "baton_commit_batch_size_bucket{le=\"1\"}");
+    c1 = server_metric(&s, "baton_commits_total");
+    w1 = server_metric(&s, "baton_writes_total");
+    single1 = server_metric(&s, "baton_commit_batch_size_bucket{le=\"1\"}");
     /* every write ran in some commit; with 150 ms per commit the 24 that
      * arrive together cannot have had a commit each */
     ck_assert_msg(w1 - w0 >= N, "writes %g", w1 - w0);
     ck_assert_msg(c1 - c0 <= N / 3, "%g commits for %g writes", c1 - c0, w1 - w0);
     ck_assert_msg(c1 - c0 - (single1 - single0) >= 1, "no commit held more than one write");
-    ck_assert_int_eq(metric(&s, "baton_commit_failures_total"), 0);
+    ck_assert_int_eq(server_metric(&s, "baton_commit_failures_total"), 0);
     /* the failing writes rolled back alone: every enqueue is there */
     j = CALL(&s, "GET", "/v1/jobs?queue=burst&limit=100", NULL, 200);
     ck_assert_int_eq(json_array_size(json_object_get(j, "jobs")), ok);
@@ -210,14 +189,14 @@ START_TEST(lone_write_commits_at_once)
     double c0, c1;
 
     server_start(&s, env);
-    c0 = metric(&s, "baton_commits_total");
+    c0 = server_metric(&s, "baton_commits_total");
     for (int i = 0; i < 20; i++)
         json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:{}}", "queue", "lone", "payload"), 201));
-    c1 = metric(&s, "baton_commits_total");
+    c1 = server_metric(&s, "baton_commits_total");
     /* nobody else was writing: each write had its own commit, none waited
      * for company */
     ck_assert_int_eq(c1 - c0, 20);
-    ck_assert_int_eq(metric(&s, "baton_commit_batch_size_count"), metric(&s, "baton_commits_total"));
+    ck_assert_int_eq(server_metric(&s, "baton_commit_batch_size_count"), server_metric(&s, "baton_commits_total"));
     server_cleanup(&s);
 }
 END_TEST
@@ -272,7 +251,7 @@ START_TEST(park_and_wake_in_one_batch)
     for (int i = 0; i < N; i++)
         json_decref(l[i].out);
     /* the server is still well: nothing parked, nothing freed twice */
-    ck_assert_int_eq(metric(&s, "baton_parked_requests"), 0);
+    ck_assert_int_eq(server_metric(&s, "baton_parked_requests"), 0);
     ck_assert_int_eq(server_stop(&s), 0);
     server_cleanup(&s);
 }
@@ -288,7 +267,7 @@ wait_parked(struct server *s, double n)
 {
     double v = -1;
 
-    for (int i = 0; i < 500 && (v = metric(s, "baton_parked_requests")) != n; i++)
+    for (int i = 0; i < 500 && (v = server_metric(s, "baton_parked_requests")) != n; i++)
         usleep(10000);
     return v;
 }
@@ -312,15 +291,15 @@ START_TEST(woken_claims_without_a_job_stay_parked)
     for (int round = 0; round < 2; round++) {
         int before = answered;
 
-        c0 = metric(&s, "baton_commits_total");
+        c0 = server_metric(&s, "baton_commits_total");
         json_decref(CALL(&s, "POST", "/v1/jobs", json_pack("{s:s, s:{s:i}}", "queue", "sh", "payload", "r", round),
                          201));
         /* exactly one claimer gets the job, the others stay parked */
         ck_assert_int_eq(wait_parked(&s, 2 - round), 2 - round);
         usleep(300000);     /* room for any further batch to show up */
-        c1 = metric(&s, "baton_commits_total");
+        c1 = server_metric(&s, "baton_commits_total");
         ck_assert_msg(c1 - c0 == 1, "round %d: %g commits for one enqueue and the claim it woke", round, c1 - c0);
-        ck_assert_int_eq(metric(&s, "baton_parked_requests"), 2 - round);
+        ck_assert_int_eq(server_metric(&s, "baton_parked_requests"), 2 - round);
         for (int i = 0; i < 3; i++)
             if (!got[i] && l[i].status) {
                 ck_assert_int_eq(l[i].status, 200);
@@ -339,7 +318,7 @@ START_TEST(woken_claims_without_a_job_stay_parked)
         ck_assert_int_eq(l[i].status, 200);
         json_decref(l[i].out);
     }
-    ck_assert_int_eq(metric(&s, "baton_parked_requests"), 0);
+    ck_assert_int_eq(server_metric(&s, "baton_parked_requests"), 0);
     ck_assert_int_eq(server_stop(&s), 0);
     server_cleanup(&s);
 }
@@ -367,11 +346,11 @@ START_TEST(woken_claims_share_the_enqueues_commit)
     server_start(&s, env);
     for (int i = 0; i < 4; i++)
         pthread_create(&th[i], NULL, later_one, &l[i]);
-    for (int i = 0; i < 100 && metric(&s, "baton_parked_requests") < 4; i++)
+    for (int i = 0; i < 100 && server_metric(&s, "baton_parked_requests") < 4; i++)
         usleep(50 * 1000);
-    ck_assert_int_eq(metric(&s, "baton_parked_requests"), 4);
-    commits = metric(&s, "baton_commits_total");
-    writes = metric(&s, "baton_writes_total");
+    ck_assert_int_eq(server_metric(&s, "baton_parked_requests"), 4);
+    commits = server_metric(&s, "baton_commits_total");
+    writes = server_metric(&s, "baton_writes_total");
     ck_assert_int_eq(post(&s, "POST", "/v1/jobs/batch", jobs, NULL), 201);
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
@@ -382,8 +361,8 @@ START_TEST(woken_claims_share_the_enqueues_commit)
         json_decref(l[i].out);
     }
     ck_assert_int_eq(seen, 0x1e);       /* jobs 1..4, each once */
-    ck_assert_int_eq(metric(&s, "baton_commits_total") - commits, 1);
-    ck_assert_int_eq(metric(&s, "baton_writes_total") - writes, 5);
+    ck_assert_int_eq(server_metric(&s, "baton_commits_total") - commits, 1);
+    ck_assert_int_eq(server_metric(&s, "baton_writes_total") - writes, 5);
     server_cleanup(&s);
 }
 END_TEST
@@ -886,7 +865,7 @@ START_TEST(disk_full_answers_503_and_recovers)
     j = CALL(&s, "GET", "/v1/jobs?queue=full", NULL, 200);
     ck_assert_int_eq(json_array_size(json_object_get(j, "jobs")), 1);
     json_decref(j);
-    ck_assert_int_ge(metric(&s, "baton_commits_total"), 1);
+    ck_assert_int_ge(server_metric(&s, "baton_commits_total"), 1);
 
     unlink(flag);
     big = big_payload(5);

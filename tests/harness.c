@@ -292,6 +292,25 @@ server_log_count(struct server *s, const char *needle)
     return n;
 }
 
+double
+server_metric(struct server *s, const char *series)
+{
+    struct resp r;
+    const char *p;
+    size_t n = strlen(series);
+    double v = -1;
+
+    ck_assert_int_eq(http_req(s, "GET", "/metrics", NULL, 0, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    for (p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (!strncmp(p, series, n) && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+    resp_free(&r);
+    return v;
+}
+
 /* ---- HTTP --------------------------------------------------------------- */
 
 struct buf {

@@ -44,6 +44,8 @@ char *file_text(const char *path);
 void assert_paced(int64_t *v, int n, int limit, int64_t period, int windows);
 /* count of lines in batond's stdout containing needle */
 int server_log_count(struct server *s, const char *needle);
+/* A sample of GET /metrics, series exact ("name{labels}"); -1 when absent. */
+double server_metric(struct server *s, const char *series);
 /* One integer answer of sql (-1 when no row) on s's database, whichever
  * backend it runs on: for tests that read how a result is stored. Fails
  * the test on error. */
